@@ -1,0 +1,283 @@
+"""The command line: ``python -m tl_app VERB ...``, a thin front on the same core as the UI.
+
+With ``--json`` a verb prints exactly one JSON document on stdout; messages
+and progress go to stderr. Errors the app expects print a one-line reason (and
+``{"error": ...}`` with ``--json``) and exit with status 1; no traceback.
+Heavy modules (torch, fastai, gradio) are imported inside the verbs that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import config
+from .config import HELP
+from .errors import TLError
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _emit(args, data: Any, text: Callable[[], str] | str | None = None) -> None:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=None))
+    elif text is not None:
+        print(text() if callable(text) else text)
+    else:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _project(args, create: bool = False):
+    from .project import Project
+
+    return Project.open(args.project, create=create)
+
+
+# --- verbs -----------------------------------------------------------------------
+def cmd_import(args) -> int:
+    from .importer import import_files
+    from .jobs import Progress
+
+    project = _project(args, create=True)
+    last = [0.0]
+
+    def progress(p: Progress) -> None:
+        if time.time() - last[0] > 1 or p.done == p.total:
+            last[0] = time.time()
+            _err(f"  {p.done}/{p.total} files read")
+
+    rep = import_files(project, args.src, label=args.label, progress=progress)
+    for r in rep.rejected:
+        _err(f"refused: {r.file}: {r.reason}")
+
+    def text() -> str:
+        counts = ", ".join(f"{k}: {v}" for k, v in rep.labels.items())
+        return f"{rep.summary()}. Images per class: {counts or 'none'}"
+
+    _emit(args, rep.to_dict(), text)
+    return 0
+
+
+def cmd_list(args) -> int:
+    project = _project(args)
+    rows = [{"item": it.id, "path": str(project.path_of(it)), "label": it.label, "source": it.source}
+            for it in project.items(label=args.label)]
+    _emit(args, rows, lambda: "\n".join(f"{r['item']}  {r['label']:<20} {r['source']}" for r in rows) or "(no images)")
+    return 0
+
+
+def _train_events(args) -> Callable[[dict], None]:
+    """Progress lines on stderr, plus the JSON-lines events file the web app follows."""
+    events_file = open(args.events, "a", encoding="utf-8") if getattr(args, "events", None) else None
+    last = [0.0]
+
+    def on(ev: dict) -> None:
+        if events_file is not None:
+            events_file.write(json.dumps({**ev, "t": round(time.time(), 3)}) + "\n")
+            events_file.flush()
+        kind = ev.get("type")
+        if kind == "epoch":
+            acc = ev.get("accuracy")
+            _err(f"  epoch {ev['epoch']} ({ev['phase']}): train loss {ev['train_loss']:.4f}, "
+                 f"valid loss {ev['valid_loss']:.4f}" + (f", accuracy {acc:.1%}" if acc is not None else ""))
+        elif kind == "batch" and time.time() - last[0] > 2:
+            last[0] = time.time()
+            eta = ev.get("eta")
+            _err(f"  {ev['done']}/{ev['total']} batches" + (f", about {eta:.0f} s left" if eta is not None else ""))
+        elif kind == "phase" and ev.get("phase") == "device":
+            _err(f"  training on {ev['device']}")
+        elif kind == "end":
+            _err(f"  {ev['status']}" + (f": {ev['reason']}" if ev.get("reason") else ""))
+
+    return on
+
+
+def cmd_train(args) -> int:
+    from .jobs import StopToken
+    from .runs import new_run_id, run_dir
+    from .train import TrainConfig, train
+
+    project = _project(args)
+    run_id = args.run_id or new_run_id()
+    stop = StopToken(run_dir(project, run_id) / "STOP")
+
+    def on_signal(signum, frame):  # Ctrl-C or a polite kill: stop at the next batch
+        if stop.is_set():
+            raise KeyboardInterrupt
+        _err("  stopping after this batch (press Ctrl-C again to abort at once)")
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, on_signal)
+    cfg = TrainConfig(arch=args.arch, epochs=args.epochs, size=args.size, pretrained=not args.no_pretrained,
+                      weights=args.weights, quick=args.quick, batch_size=args.batch_size)
+    rep = train(project, cfg, run_id=run_id, stop=stop, events=_train_events(args))
+    m = rep.metrics
+    _emit(args, rep.to_dict(), lambda: f"run {rep.run}: {rep.status} in {rep.seconds:.1f} s"
+          + (f", accuracy {m['accuracy']:.1%}" if m.get("accuracy") is not None else ""))
+    return 0 if rep.status in ("finished", "stopped") else 1
+
+
+def cmd_runs(args) -> int:
+    from .runs import list_runs
+
+    rows = [r.to_dict() for r in list_runs(_project(args))]
+    _emit(args, rows, lambda: "\n".join(
+        f"{r['run']}  {r['status']:<9} {r['arch']:<10} {r['mode']:<8} acc={r['metrics'].get('accuracy')}" for r in rows)
+        or "(no runs)")
+    return 0
+
+
+def cmd_review(args) -> int:
+    from .review import rank
+
+    rows = [r.to_dict() for r in rank(_project(args), top=args.top, label=args.label)]
+    _emit(args, rows, lambda: "\n".join(
+        f"{r['item']}  {r['label']:<16} -> {r['predicted']:<16} {r['confidence']:.0%}  loss {r['loss']:.3f}"
+        for r in rows) or "(nothing to review)")
+    return 0
+
+
+def _action_dict(a) -> dict:
+    return {"action": a.id, "kind": a.kind, "state": a.state, "summary": a.summary,
+            "items": [p["item"] for p in a.items]}
+
+
+def cmd_delete(args) -> int:
+    a = _project(args).delete(args.items)
+    _emit(args, _action_dict(a), f"{a.summary} (undo restores them)")
+    return 0
+
+
+def cmd_relabel(args) -> int:
+    a = _project(args).relabel(args.items, args.to)
+    _emit(args, _action_dict(a), a.summary)
+    return 0
+
+
+def cmd_keep(args) -> int:
+    a = _project(args).keep(args.items)
+    _emit(args, _action_dict(a), a.summary)
+    return 0
+
+
+def cmd_undo(args) -> int:
+    a = _project(args).undo()
+    _emit(args, _action_dict(a), f"undone: {a.summary}")
+    return 0
+
+
+def cmd_redo(args) -> int:
+    a = _project(args).redo()
+    _emit(args, _action_dict(a), f"redone: {a.summary}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict_files
+
+    preds = predict_files(_project(args), args.images, run_id=args.run)
+    for p in preds:
+        if p.error:
+            _err(f"refused: {p.file}: {p.error}")
+    _emit(args, [p.to_dict() for p in preds], lambda: "\n".join(
+        f"{p.file}: " + (p.error or ", ".join(f"{k} {v:.1%}" for k, v in p.top(3).items())) for p in preds))
+    return 0 if any(not p.error for p in preds) else 1
+
+
+def cmd_serve(args) -> int:
+    from .ui.app import launch
+
+    project = Path(args.project) if args.project else config.default_project_dir()
+    launch(project, host=args.host, port=args.port, share_mode=args.shared)
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from .models import list_archs
+
+    parser = argparse.ArgumentParser(prog="python -m tl_app",
+                                     description="Build an image classifier without code: import, review, train, classify.")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, fn, help: str, project: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        if project:
+            p.add_argument("project", metavar="PROJECT", help=HELP["project"])
+        p.add_argument("--json", action="store_true", help=HELP["json"])
+        p.set_defaults(fn=fn)
+        return p
+
+    p = verb("import", cmd_import, "Import folders (a sub-folder per class), zip files or image files.")
+    p.add_argument("src", nargs="+", metavar="SRC", help=HELP["import_src"])
+    p.add_argument("--label", help=HELP["label"])
+
+    p = verb("list", cmd_list, "List the images of the project.")
+    p.add_argument("--label", help="Only this class.")
+
+    p = verb("train", cmd_train, "Train a classifier on the project's images.")
+    p.add_argument("--arch", default=config.DEFAULT_ARCH, choices=list_archs(), help=HELP["arch"])
+    p.add_argument("--epochs", type=int, default=config.DEFAULT_EPOCHS, help=HELP["epochs"])
+    p.add_argument("--size", type=int, default=config.DEFAULT_SIZE, help=HELP["size"])
+    p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE, help="Images per training step.")
+    p.add_argument("--no-pretrained", action="store_true", help=HELP["no_pretrained"])
+    p.add_argument("--weights", help="A backbone state_dict (.safetensors or .pth, weights only) to start from.")
+    p.add_argument("--quick", action="store_true", help="Train only a small head on cached features (seconds).")
+    p.add_argument("--run-id", help=argparse.SUPPRESS)
+    p.add_argument("--events", help=argparse.SUPPRESS)
+
+    verb("runs", cmd_runs, "List the training runs.")
+
+    p = verb("review", cmd_review, "Items most likely to be wrong, most suspicious first.")
+    p.add_argument("--top", type=int, default=None, help=HELP["top"])
+    p.add_argument("--label", help="Only this class.")
+
+    p = verb("delete", cmd_delete, "Move items to the trash (undo brings them back).")
+    p.add_argument("items", nargs="+", metavar="ITEM")
+    p = verb("relabel", cmd_relabel, "Move items to another class.")
+    p.add_argument("items", nargs="+", metavar="ITEM")
+    p.add_argument("--to", required=True, metavar="LABEL")
+    p = verb("keep", cmd_keep, "Mark items as checked, so review stops showing them.")
+    p.add_argument("items", nargs="+", metavar="ITEM")
+    verb("undo", cmd_undo, HELP["undo"])
+    verb("redo", cmd_redo, HELP["redo"])
+
+    p = verb("predict", cmd_predict, "Classify image files with the project's model.")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--run", help="Use this run's model instead of the active one.")
+
+    p = verb("serve", cmd_serve, "Start the web app.", project=False)
+    p.add_argument("--project", help="Project folder (default: the default project in your data folder).")
+    p.add_argument("--port", type=int, default=config.DEFAULT_PORT)
+    p.add_argument("--host", default=config.DEFAULT_HOST)
+    p.add_argument("--shared", action="store_true",
+                   help="Settings for a public server: smaller queues, limits per visitor, no error details.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except TLError as e:
+        _err(f"error: {e}")
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(e)}, ensure_ascii=False))
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Typed errors whose message a person can act on.
+
+Every front (CLI, UI) shows ``str(error)`` as is, so a message says what went
+wrong, naming the file, item or setting, and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class TLError(Exception):
+    """Base class of every error the app expects and explains."""
+
+
+class InvalidLabel(TLError):
+    """A class name that cannot become a folder name."""
+
+
+class OutsideProject(TLError):
+    """A path or item that would lead outside the project."""
+
+
+class ImageRejected(TLError):
+    """A file that the image pipeline refuses; ``reason`` says why."""
+
+    def __init__(self, reason: str, file: str = ""):
+        self.reason = reason
+        self.file = file
+        super().__init__(f"{file}: {reason}" if file else reason)
+
+
+class ItemNotFound(TLError):
+    """An item id that the project does not hold (or no longer holds)."""
+
+
+class NothingToUndo(TLError):
+    """Undo or redo with an empty history."""
+
+
+class ProjectNotFound(TLError):
+    """A project folder that does not exist or holds no project."""
+
+
+class PreflightError(TLError):
+    """The dataset cannot be trained on yet (too few classes or images)."""
+
+
+class TrainerBusy(TLError):
+    """Another training is running on this project."""
+
+
+class RunNotFound(TLError):
+    """A run that the project did not record, or whose model is missing."""
+
+
+class ModelFileInvalid(TLError):
+    """A model file whose hash does not match what the project recorded."""
+
+
+class WeightsMissing(TLError):
+    """Pretrained weights that are not on disk and cannot be downloaded."""
+
+
+class Stopped(TLError):
+    """Work that stopped because the user asked it to."""
+
+
+class SearchUnavailable(TLError):
+    """The image search engine refused or could not be reached."""
+
+
+class FetchRefused(TLError):
+    """A URL the safe fetcher will not download (scheme, address, size, time)."""

@@ -1,0 +1,343 @@
+"""Networks: a registry of architectures, their bodies and heads, and safe model files.
+
+A model is ``nn.Sequential(body, head)``, the shape fastai's ``vision_learner``
+builds: the body is a pretrained CNN cut before its pooling layer, the head
+pools (average and max, concatenated) and classifies. Model files are
+safetensors weights plus a JSON description; no pickle is ever written or read.
+
+Only torch and torchvision (or timm for its models) are imported, and only
+inside functions, so prediction does not need fastai.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import config
+from .errors import ModelFileInvalid, TLError, WeightsMissing
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Arch:
+    """An architecture the app can train: how to build it and where its weights live."""
+
+    name: str
+    family: str                # "torchvision" or "timm"
+    features: int              # channels of the body's output
+    tv_weights: str = ""       # torchvision weights enum member, e.g. "ResNet18_Weights.IMAGENET1K_V1"
+    timm_name: str = ""        # timm model name (with pretrained tag)
+    note: str = ""
+
+
+_REGISTRY: dict[str, Arch] = {}
+
+
+def register(arch: Arch) -> Arch:
+    _REGISTRY[arch.name] = arch
+    return arch
+
+
+register(Arch("resnet18", "torchvision", 512, "ResNet18_Weights.IMAGENET1K_V1", note="fast, the default"))
+register(Arch("resnet34", "torchvision", 512, "ResNet34_Weights.IMAGENET1K_V1", note="a little more accurate, 2x slower"))
+register(Arch("resnet50", "torchvision", 2048, "ResNet50_Weights.IMAGENET1K_V2", note="more accurate, 3x slower"))
+register(Arch("convnext_tiny", "timm", 768, timm_name="convnext_tiny.in12k_ft_in1k", note="timm; strong, slow on CPU"))
+register(Arch("efficientnet_b0", "timm", 1280, timm_name="efficientnet_b0.ra_in1k", note="timm; small"))
+
+
+def list_archs() -> list[str]:
+    """Names of the architectures the app can train."""
+    return list(_REGISTRY)
+
+
+def get_arch(name: str) -> Arch:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise TLError(f"Unknown architecture '{name}'. Choose one of: {', '.join(_REGISTRY)}.") from None
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model and feed it images (stored as model.json)."""
+
+    arch: str
+    vocab: list[str]
+    size: int
+    head: str = "fastai"             # "fastai" (fine-tuning head) or "linear" (quick mode)
+    mean: tuple = config.IMAGENET_MEAN
+    std: tuple = config.IMAGENET_STD
+    resize: str = "squish"           # the whole picture is resized to size x size
+    hidden: int = 512
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return json.dumps(d, indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        d = json.loads(text)
+        if d.get("format_version") != FORMAT_VERSION:
+            raise ModelFileInvalid(f"Model format {d.get('format_version')} is not one this version reads.")
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+
+# --- weights ------------------------------------------------------------------
+def torch_hub_dir() -> Path:
+    """Where torchvision keeps downloaded weights ($TORCH_HOME/hub/checkpoints)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _tv_weights(arch: Arch):
+    import torchvision.models as tvm
+
+    enum_name, member = arch.tv_weights.split(".")
+    return getattr(getattr(tvm, enum_name), member)
+
+
+def weights_help(arch_name: str) -> str:
+    """Exactly which file to put where for an architecture's pretrained weights."""
+    arch = get_arch(arch_name)
+    if arch.family == "torchvision":
+        w = _tv_weights(arch)
+        fname = w.url.rsplit("/", 1)[-1]
+        return (f"download {w.url} and put it in {torch_hub_dir()} as {fname}")
+    from huggingface_hub import constants
+
+    return (f"download the Hugging Face model 'timm/{arch.timm_name}' (file model.safetensors) into "
+            f"{constants.HF_HUB_CACHE}, for example with `huggingface-cli download timm/{arch.timm_name}`")
+
+
+def _missing(arch_name: str, why: str) -> WeightsMissing:
+    return WeightsMissing(
+        f"The pretrained weights for {arch_name} are not on this computer and could not be downloaded ({why}). "
+        f"To fix it, {weights_help(arch_name)}; or train from scratch instead (untick 'Pretrained weights', "
+        f"or --no-pretrained on the command line), which needs more images.")
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def load_state_dict_file(path: Path) -> dict:
+    """Read tensors from a .safetensors file, or a .pth/.pt file with torch's weights-only loader."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsMissing(f"The weights file {path} does not exist.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            import torch
+
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)  # refuses anything but tensors
+    except Exception as e:  # noqa: BLE001 - any parse failure is the same problem for the user
+        raise WeightsMissing(f"{path.name} is not a weights file this app can read safely ({type(e).__name__}: {e}).") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
+        sd = sd["model"]
+    if not isinstance(sd, dict):
+        raise WeightsMissing(f"{path.name} does not hold a state_dict.")
+    return sd
+
+
+def create_body(arch_name: str, *, pretrained: bool, weights: Path | None = None):
+    """The CNN body of an architecture, cut before its pooling layer.
+
+    ``pretrained`` loads ImageNet weights through torchvision's (or timm's) own
+    path: files already in ``$TORCH_HOME/hub/checkpoints`` (or the Hugging Face
+    cache) are used as they are; otherwise they are downloaded, unless the app
+    is offline, and any failure becomes :class:`WeightsMissing` naming the file.
+    ``weights`` loads a state_dict the user supplies instead (weights only).
+    """
+    import torch.nn as nn
+
+    arch = get_arch(arch_name)
+    if arch.family == "torchvision":
+        import torchvision.models as tvm
+
+        builder: Callable = getattr(tvm, arch.name)
+        tv_w = None
+        if pretrained and weights is None:
+            tv_w = _tv_weights(arch)
+            fname = tv_w.url.rsplit("/", 1)[-1]
+            if not (torch_hub_dir() / fname).exists() and config.offline():
+                raise _missing(arch.name, "the app is in offline mode")
+        try:
+            with _socket_timeout(30):
+                net = builder(weights=tv_w)
+        except WeightsMissing:
+            raise
+        except Exception as e:  # noqa: BLE001 - URLError, HTTPError, timeouts, hash mismatches
+            if tv_w is None:
+                raise
+            raise _missing(arch.name, f"{type(e).__name__}: {e}") from None
+        if weights is not None:
+            sd = load_state_dict_file(weights)
+            sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+            missing, unexpected = net.load_state_dict(sd, strict=False)
+            missing = [k for k in missing if not k.startswith("fc.")]
+            if missing or unexpected:
+                raise WeightsMissing(f"{Path(weights).name} does not fit {arch.name}: "
+                                     f"{len(missing)} missing and {len(unexpected)} unexpected tensors.")
+        body = nn.Sequential(*list(net.children())[:-2])
+    else:
+        import timm
+
+        kw: dict = {}
+        if weights is not None:
+            kw = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
+        elif pretrained:
+            kw = {"pretrained": True}
+            if config.offline():
+                os.environ["HF_HUB_OFFLINE"] = "1"
+        try:
+            with _socket_timeout(30):
+                body = timm.create_model(arch.timm_name, num_classes=0, global_pool="", **kw)
+        except Exception as e:  # noqa: BLE001
+            if not kw:
+                raise
+            raise _missing(arch.name, f"{type(e).__name__}: {str(e)[:200]}") from None
+    return body
+
+
+@functools.lru_cache(maxsize=None)
+def _concat_pool_cls():
+    import torch
+    import torch.nn as nn
+
+    class AdaptiveConcatPool2d(nn.Module):
+        """Max and average pooling side by side (fastai's pooling)."""
+
+        def forward(self, x):
+            return torch.cat([nn.functional.adaptive_max_pool2d(x, 1), nn.functional.adaptive_avg_pool2d(x, 1)], 1)
+
+    return AdaptiveConcatPool2d
+
+
+def _concat_pool():
+    return _concat_pool_cls()()
+
+
+def create_head(kind: str, features: int, n_out: int, hidden: int = 512):
+    """A classification head over body features.
+
+    ``"fastai"`` matches fastai's ``create_head``: concat pooling, then
+    BatchNorm/Dropout/Linear twice. ``"linear"`` is concat pooling and one
+    Linear layer (the quick mode's head, trained on cached features).
+    """
+    import torch.nn as nn
+
+    if kind == "linear":
+        return nn.Sequential(_concat_pool(), nn.Flatten(), nn.Linear(2 * features, n_out))
+    if kind == "fastai":
+        head = nn.Sequential(
+            _concat_pool(), nn.Flatten(),
+            nn.BatchNorm1d(2 * features), nn.Dropout(0.25), nn.Linear(2 * features, hidden, bias=False), nn.ReLU(inplace=True),
+            nn.BatchNorm1d(hidden), nn.Dropout(0.5), nn.Linear(hidden, n_out, bias=False),
+        )
+        for m in head.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight)
+        return head
+    raise ValueError(f"unknown head kind {kind!r}")
+
+
+def create_model(spec: ModelSpec, *, pretrained: bool = False, weights: Path | None = None):
+    """``nn.Sequential(body, head)`` for a spec; the body pretrained when asked."""
+    import torch.nn as nn
+
+    arch = get_arch(spec.arch)
+    body = create_body(spec.arch, pretrained=pretrained, weights=weights)
+    return nn.Sequential(body, create_head(spec.head, arch.features, len(spec.vocab), spec.hidden))
+
+
+# --- model files ----------------------------------------------------------------
+def save_model(model, spec: ModelSpec, folder: Path) -> str:
+    """Write ``model.safetensors`` and ``model.json`` atomically; return the weights' sha256."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = folder / f".model.{os.getpid()}.tmp"
+    save_file(sd, str(tmp), metadata={"arch": spec.arch})
+    sha = _sha256(tmp)
+    os.replace(tmp, folder / "model.safetensors")
+    tmpj = folder / f".model.{os.getpid()}.json.tmp"
+    tmpj.write_text(spec.to_json(), encoding="utf-8")
+    os.replace(tmpj, folder / "model.json")
+    return sha
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def load_model(folder: Path, expected_sha256: str):
+    """Load a model the app wrote, after checking its weights against the recorded hash.
+
+    Returns ``(model in eval mode, spec)``. Raises :class:`ModelFileInvalid`
+    when the file is missing or was changed since it was recorded.
+    """
+    from safetensors.torch import load_file
+
+    wfile, jfile = folder / "model.safetensors", folder / "model.json"
+    if not wfile.is_file() or not jfile.is_file():
+        raise ModelFileInvalid(f"The model files of this run are missing from {folder}.")
+    if _sha256(wfile) != expected_sha256:
+        raise ModelFileInvalid(f"{wfile} was changed after training; the app only loads models it wrote.")
+    spec = ModelSpec.from_json(jfile.read_text(encoding="utf-8"))
+    model = create_model(spec, pretrained=False)
+    model.load_state_dict(load_file(str(wfile)))
+    model.eval()
+    return model, spec
+
+
+def to_tensor_batch(images, spec: ModelSpec):
+    """RGB PIL images to a normalised float batch, exactly as validation saw them."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    arr = np.stack([np.asarray(resize_for(im, spec.size), dtype=np.uint8) for im in images])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def resize_for(im, size: int):
+    """The one resize used for training, validation and prediction: the whole picture, squished."""
+    from PIL import Image
+
+    if im.size == (size, size):
+        return im
+    return im.resize((size, size), Image.Resampling.BILINEAR)

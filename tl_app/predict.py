@@ -1,0 +1,111 @@
+"""Classify images with a model the project recorded.
+
+Images go through the same pipeline as imported ones (normalise, re-encode,
+decode, resize) so that a picture gets the same pixels here as in training.
+Models are loaded only from recorded runs, after checking their hash; loaded
+models are kept per run in a small cache.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from . import runs
+from .errors import ImageRejected, RunNotFound
+from .images import normalize
+from .models import ModelSpec, load_model
+from .project import Project
+
+_cache: dict[tuple[str, str], tuple[object, ModelSpec]] = {}
+_cache_lock = threading.Lock()
+
+
+@dataclass
+class Prediction:
+    """Top label and probabilities for one image; ``error`` is set when the image was refused."""
+
+    file: str
+    label: Optional[str] = None
+    confidence: Optional[float] = None
+    probs: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        d = {"file": self.file, "label": self.label, "confidence": self.confidence, "probs": self.probs}
+        if self.error:
+            d["error"] = self.error
+        return d
+
+    def top(self, k: int = 3) -> dict[str, float]:
+        return dict(sorted(self.probs.items(), key=lambda kv: -kv[1])[:k])
+
+
+def model_for(project: Project, run_id: Optional[str] = None):
+    """``(model, spec, run)`` for a run (default: the active run), loaded once per process."""
+    run = runs.get_run(project, run_id) if run_id else runs.active_run(project)
+    if run is None:
+        raise RunNotFound("No trained model yet: train one in the Train tab (or `python -m tl_app train`).")
+    if not run.has_model:
+        raise RunNotFound(f"Run {run.id} has no model ({run.status}).")
+    key = (str(project.root), run.id)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is None:
+            model, spec = load_model(runs.run_dir(project, run.id), run.model_sha256)
+            if len(_cache) >= 4:
+                _cache.pop(next(iter(_cache)))
+            _cache[key] = hit = (model, spec)
+    return hit[0], hit[1], run
+
+
+def _pixels_from_bytes(data: bytes, size: int):
+    import numpy as np
+
+    from .train import load_image_for_model
+
+    return np.asarray(load_image_for_model(io.BytesIO(data), size))
+
+
+def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Optional[str] = None,
+                  names: Optional[dict[str, str]] = None) -> list[Prediction]:
+    """Predict every file; a file that is not a usable image gets ``error`` and the rest go on."""
+    import numpy as np
+
+    from .train import predict_pixels
+
+    model, spec, _ = model_for(project, run_id)
+    names = names or {}
+    preds: list[Prediction] = []
+    good: list[tuple[int, object]] = []
+    for f in files:
+        shown = names.get(str(f), str(f))
+        p = Prediction(file=shown)
+        try:
+            norm = normalize(Path(f))
+            good.append((len(preds), _pixels_from_bytes(norm.data, spec.size)))
+        except ImageRejected as e:
+            p.error = e.reason
+        preds.append(p)
+    if good:
+        probs = predict_pixels(model, np.stack([g[1] for g in good]), spec)
+        for (i, _), pr in zip(good, probs):
+            d = {v: round(float(x), 6) for v, x in zip(spec.vocab, pr)}
+            best = max(d, key=d.get)
+            preds[i].label, preds[i].confidence, preds[i].probs = best, d[best], d
+    return preds
+
+
+def predict_items(project: Project, item_ids: list[str], *, run_id: Optional[str] = None):
+    """Probabilities for items already in the project (array in ``item_ids`` order) and the vocab."""
+    import numpy as np
+
+    from .train import load_image_for_model, predict_pixels
+
+    model, spec, _ = model_for(project, run_id)
+    pix = np.stack([np.asarray(load_image_for_model(project.path_of(project.item(i)), spec.size)) for i in item_ids]) \
+        if item_ids else np.zeros((0, spec.size, spec.size, 3), np.uint8)
+    return predict_pixels(model, pix, spec), spec.vocab

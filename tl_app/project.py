@@ -1,0 +1,626 @@
+"""The dataset on disk: a folder per class, a trash, and an SQLite database.
+
+Layout of a project folder::
+
+    PROJECT/
+      images/<label>/<item>.jpg   the dataset, readable as is by fastai, torchvision or Keras
+      trash/<action>/<item>.jpg   deleted images; undo moves them back byte for byte
+      runs/<run>/                 trained models and what each run recorded
+      cache/                      features and other derived data (safe to delete)
+      tmp/                        files being written (never inside images/)
+      project.db                  items, labels, action log, runs
+
+Consistency: an image is written to ``tmp/`` first, and renamed into
+``images/`` inside the same SQLite write transaction that inserts its row, so
+a crash leaves either both or (after :meth:`Project.reconcile`) neither.
+Deletes and relabels are file renames done inside one transaction with the
+rows they change; :meth:`Project.reconcile` finishes or reverts whatever a
+crash interrupted, using the database as the truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sqlite3
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from . import config
+from .errors import InvalidLabel, ItemNotFound, NothingToUndo, OutsideProject, ProjectNotFound
+from .images import NormalizedImage
+
+SCHEMA_VERSION = 1
+_ITEM_RE = re.compile(r"^[0-9a-f]{8,64}$")
+_FORBIDDEN_LABEL_CHARS = set('/\\<>:"|?*')
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS labels(name TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS items(
+    id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL UNIQUE,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    source TEXT NOT NULL DEFAULT '',
+    added REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active',
+    trash_file TEXT,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS items_status_label ON items(status, label);
+CREATE TABLE IF NOT EXISTS actions(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    created REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'done',
+    summary TEXT NOT NULL DEFAULT '',
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions(
+    item TEXT PRIMARY KEY,
+    decision TEXT NOT NULL,
+    action INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sources(
+    url TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    item TEXT,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    fetched REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs(
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    status TEXT NOT NULL,
+    arch TEXT NOT NULL DEFAULT '',
+    mode TEXT NOT NULL DEFAULT '',
+    config TEXT NOT NULL DEFAULT '{}',
+    metrics TEXT NOT NULL DEFAULT '{}',
+    seconds REAL,
+    reason TEXT NOT NULL DEFAULT '',
+    model_file TEXT,
+    model_sha256 TEXT,
+    finished REAL
+);
+"""
+
+
+def validate_label(name: str) -> str:
+    """Return the class name normalised (NFC, trimmed) or raise :class:`InvalidLabel`.
+
+    A label becomes a folder name on every OS the app runs on, so separators,
+    ``..``, control characters and names Windows reserves are refused.
+    """
+    if not isinstance(name, str):
+        raise InvalidLabel("A class name must be text.")
+    label = unicodedata.normalize("NFC", name).strip()
+    if not label:
+        raise InvalidLabel("A class name cannot be empty.")
+    if len(label) > config.MAX_LABEL_LEN:
+        raise InvalidLabel(f"The class name '{label[:20]}...' is too long (at most {config.MAX_LABEL_LEN} characters).")
+    bad = sorted({c for c in label if c in _FORBIDDEN_LABEL_CHARS or unicodedata.category(c).startswith("C")})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise InvalidLabel(f"The class name '{label}' contains characters a folder name cannot have: {shown}.")
+    if label in (".", "..") or label.startswith("."):
+        raise InvalidLabel(f"The class name '{label}' cannot start with a dot.")
+    if label.endswith("."):
+        raise InvalidLabel(f"The class name '{label}' cannot end with a dot.")
+    if label.split(".")[0].lower() in _WINDOWS_RESERVED:
+        raise InvalidLabel(f"'{label}' is a reserved name on Windows; choose another class name.")
+    return label
+
+
+def validate_item_id(item: str) -> str:
+    """Return the item id if it has the form the app gives ids, else raise :class:`ItemNotFound`."""
+    if not isinstance(item, str) or not _ITEM_RE.match(item.strip().lower()):
+        raise ItemNotFound(f"'{item}' is not an item of this project (item ids are what `list` and `review` print).")
+    return item.strip().lower()
+
+
+def inside(base: Path, *parts: str | Path) -> Path:
+    """Join ``parts`` onto ``base`` and make sure the result stays inside ``base``."""
+    base_r = base.resolve()
+    p = base_r.joinpath(*parts).resolve()
+    if p != base_r and base_r not in p.parents:
+        raise OutsideProject(f"'{Path(*parts)}' leads outside the project folder.")
+    return p
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class Item:
+    """One image in the dataset. ``file`` is relative to the image root."""
+
+    id: str
+    label: str
+    file: str
+    sha256: str
+    width: int
+    height: int
+    source: str
+    added: float
+    status: str
+    trash_file: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> "Item":
+        d = dict(row)
+        d["meta"] = json.loads(d.get("meta") or "{}")
+        return cls(**d)
+
+
+@dataclass
+class Action:
+    """One undoable change: a delete, relabel or keep of one or more items."""
+
+    id: int
+    kind: str
+    created: float
+    state: str
+    summary: str
+    items: list[dict]
+
+
+@dataclass
+class AddResult:
+    """What happened to one image offered to :meth:`Project.add_image`."""
+
+    item: Item | None
+    duplicate: bool = False
+    reason: str = ""
+
+
+@dataclass
+class ReconcileReport:
+    """What :meth:`Project.reconcile` repaired."""
+
+    moved_back: int = 0
+    finished_deletes: int = 0
+    missing: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    temp_removed: int = 0
+
+
+class Project:
+    """A project folder: images per class, trash, runs and the metadata database.
+
+    Every method opens its own short-lived SQLite connection, so one Project
+    may be used from several threads, and several processes (the web app, the
+    CLI, a training process) may use the same folder at once.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.images_dir = self.root / "images"
+        self.trash_dir = self.root / "trash"
+        self.runs_dir = self.root / "runs"
+        self.cache_dir = self.root / "cache"
+        self.tmp_dir = self.root / "tmp"
+        self.db_path = self.root / "project.db"
+
+    # --- opening ------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | Path, *, create: bool = False, repair: bool = True) -> "Project":
+        """Open the project at ``root``; create it when ``create`` is set.
+
+        Raises :class:`ProjectNotFound` when there is no project and ``create``
+        is False. With ``repair`` (the default) a crash's leftovers are fixed.
+        """
+        p = cls(root)
+        if not p.db_path.exists():
+            if not create:
+                raise ProjectNotFound(f"There is no project at {p.root} (import some images to create one).")
+            if p.root.exists() and not p.root.is_dir():
+                raise ProjectNotFound(f"{p.root} is a file, not a folder.")
+        for d in (p.images_dir, p.trash_dir, p.runs_dir, p.cache_dir, p.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        with p._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+            con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+        if repair:
+            p.reconcile()
+        return p
+
+    @classmethod
+    def exists(cls, root: str | Path) -> bool:
+        return (Path(root).expanduser() / "project.db").exists()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute("PRAGMA foreign_keys=ON")
+        return con
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        con = self._connect()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds SQLite's write lock from the start."""
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            else:
+                con.execute("COMMIT")
+        finally:
+            con.close()
+
+    # --- paths --------------------------------------------------------------
+    def path_of(self, item: Item) -> Path:
+        """Absolute path of an item's file (in images/ when active, in the trash when deleted)."""
+        if item.status == "deleted" and item.trash_file:
+            return inside(self.root, item.trash_file)
+        return inside(self.images_dir, item.file)
+
+    def temp_path(self, suffix: str = ".part") -> Path:
+        """A fresh temporary file name in ``tmp/``; the name carries our pid for crash clean-up."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return self.tmp_dir / f"{os.getpid()}-{os.urandom(6).hex()}{suffix}"
+
+    # --- labels -------------------------------------------------------------
+    def labels(self) -> list[str]:
+        """Every class of the project, in creation order (classes may have no images yet)."""
+        with self._read() as con:
+            return [r["name"] for r in con.execute("SELECT name FROM labels ORDER BY created, name")]
+
+    def label_counts(self) -> dict[str, int]:
+        """Active images per class, for every class (zero included)."""
+        with self._read() as con:
+            counts = {r["name"]: 0 for r in con.execute("SELECT name FROM labels ORDER BY created, name")}
+            for r in con.execute("SELECT label, COUNT(*) AS n FROM items WHERE status='active' GROUP BY label"):
+                counts[r["label"]] = r["n"]
+        return counts
+
+    def _ensure_label(self, con: sqlite3.Connection, name: str) -> str:
+        label = validate_label(name)
+        rows = con.execute("SELECT name FROM labels").fetchall()
+        for r in rows:  # one class per name whatever the case: folders may be case-insensitive
+            if r["name"].casefold() == label.casefold():
+                return r["name"]
+        con.execute("INSERT INTO labels(name, created) VALUES(?, ?)", (label, time.time()))
+        inside(self.images_dir, label).mkdir(parents=True, exist_ok=True)
+        return label
+
+    def add_label(self, name: str) -> str:
+        """Create a class (and its folder) if it does not exist; return its stored name."""
+        with self._write() as con:
+            return self._ensure_label(con, name)
+
+    # --- items --------------------------------------------------------------
+    def items(self, *, label: str | None = None, status: str = "active") -> list[Item]:
+        """Items with the given status (``"active"`` by default), optionally of one class."""
+        q = "SELECT * FROM items WHERE status=?"
+        args: list = [status]
+        if label is not None:
+            q += " AND label=?"
+            args.append(label)
+        q += " ORDER BY added, id"
+        with self._read() as con:
+            return [Item._from_row(r) for r in con.execute(q, args)]
+
+    def item(self, item_id: str) -> Item:
+        """The item with this id (any status); raises :class:`ItemNotFound`."""
+        iid = validate_item_id(item_id)
+        with self._read() as con:
+            row = con.execute("SELECT * FROM items WHERE id=?", (iid,)).fetchone()
+        if row is None:
+            raise ItemNotFound(f"There is no item '{item_id}' in this project.")
+        return Item._from_row(row)
+
+    def find_sha(self, sha256: str) -> Item | None:
+        with self._read() as con:
+            row = con.execute("SELECT * FROM items WHERE sha256=?", (sha256,)).fetchone()
+        return Item._from_row(row) if row else None
+
+    def add_image(self, image: NormalizedImage, label: str, *, source: str = "",
+                  meta: dict | None = None) -> AddResult:
+        """Store a normalised image under ``label``; exact duplicates are refused.
+
+        The bytes go to ``tmp/`` first and are renamed into the class folder
+        inside the transaction that inserts the row.
+        """
+        tmp = self.temp_path()
+        with open(tmp, "wb") as f:
+            f.write(image.data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            with self._write() as con:
+                label = self._ensure_label(con, label)
+                row = con.execute("SELECT * FROM items WHERE sha256=?", (image.sha256,)).fetchone()
+                if row is not None:
+                    old = Item._from_row(row)
+                    if old.status == "deleted":
+                        return AddResult(None, duplicate=True,
+                                         reason=f"the same image was deleted earlier (item {old.id}; Undo restores it)")
+                    return AddResult(old, duplicate=True, reason=f"the same image is already in '{old.label}' (item {old.id})")
+                iid = self._new_id(con, image.sha256)
+                rel = f"{label}/{iid}{config.STORED_EXT}"
+                dest = inside(self.images_dir, rel)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                now = time.time()
+                con.execute(
+                    "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
+                    " VALUES(?,?,?,?,?,?,?,?, 'active', ?)",
+                    (iid, label, rel, image.sha256, image.width, image.height, source, now,
+                     json.dumps(meta or {}, ensure_ascii=False)))
+                os.replace(tmp, dest)
+                item = Item(iid, label, rel, image.sha256, image.width, image.height, source, now, "active",
+                            None, dict(meta or {}))
+            return AddResult(item)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    @staticmethod
+    def _new_id(con: sqlite3.Connection, sha: str) -> str:
+        for n in (12, 16, 24, 32, 64):
+            iid = sha[:n]
+            if con.execute("SELECT 1 FROM items WHERE id=?", (iid,)).fetchone() is None:
+                return iid
+        raise RuntimeError("item id collision")  # two identical sha256 values: cannot happen (UNIQUE)
+
+    # --- actions (undoable) -------------------------------------------------
+    def _active_items(self, con: sqlite3.Connection, ids: Iterable[str]) -> list[Item]:
+        out, seen = [], set()
+        for raw in ids:
+            iid = validate_item_id(raw)
+            if iid in seen:
+                continue
+            seen.add(iid)
+            row = con.execute("SELECT * FROM items WHERE id=?", (iid,)).fetchone()
+            if row is None:
+                raise ItemNotFound(f"There is no item '{raw}' in this project.")
+            it = Item._from_row(row)
+            if it.status != "active":
+                raise ItemNotFound(f"Item '{raw}' is not in the dataset (it was deleted).")
+            out.append(it)
+        if not out:
+            raise ItemNotFound("No items were given.")
+        return out
+
+    def _record(self, con: sqlite3.Connection, kind: str, summary: str, payload: list[dict]) -> int:
+        # A new action ends the redo history.
+        con.execute("UPDATE actions SET state='void' WHERE state='undone'")
+        cur = con.execute("INSERT INTO actions(kind, created, state, summary, payload) VALUES(?,?,?,?,?)",
+                          (kind, time.time(), "done", summary, json.dumps(payload, ensure_ascii=False)))
+        return int(cur.lastrowid)
+
+    def _move_all(self, moves: list[tuple[Path, Path]]) -> None:
+        """Rename files; on failure, put back the ones already moved and re-raise."""
+        done: list[tuple[Path, Path]] = []
+        try:
+            for src, dst in moves:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+                done.append((src, dst))
+        except BaseException:
+            for src, dst in reversed(done):
+                with contextlib.suppress(OSError):
+                    os.replace(dst, src)
+            raise
+
+    def delete(self, ids: Iterable[str]) -> Action:
+        """Move items to the trash (one undoable action)."""
+        with self._write() as con:
+            items = self._active_items(con, ids)
+            aid = self._record(con, "delete", "", [])
+            payload, moves = [], []
+            for it in items:
+                trash_rel = f"trash/{aid}/{it.id}{config.STORED_EXT}"
+                payload.append({"item": it.id, "label": it.label, "file": it.file, "trash_file": trash_rel})
+                moves.append((inside(self.images_dir, it.file), inside(self.root, trash_rel)))
+                con.execute("UPDATE items SET status='deleted', trash_file=? WHERE id=?", (trash_rel, it.id))
+            summary = f"deleted {len(items)} image{'s' if len(items) != 1 else ''}"
+            con.execute("UPDATE actions SET payload=?, summary=? WHERE id=?",
+                        (json.dumps(payload, ensure_ascii=False), summary, aid))
+            self._move_all(moves)
+        return self._action(aid)
+
+    def relabel(self, ids: Iterable[str], to: str) -> Action:
+        """Move items to another class (one undoable action)."""
+        with self._write() as con:
+            label = self._ensure_label(con, to)
+            items = [it for it in self._active_items(con, ids) if it.label != label]
+            if not items:
+                raise ItemNotFound(f"The items are already in '{label}'.")
+            payload, moves = [], []
+            for it in items:
+                new_rel = f"{label}/{it.id}{config.STORED_EXT}"
+                payload.append({"item": it.id, "from_label": it.label, "to_label": label,
+                                "from_file": it.file, "to_file": new_rel})
+                moves.append((inside(self.images_dir, it.file), inside(self.images_dir, new_rel)))
+                con.execute("UPDATE items SET label=?, file=? WHERE id=?", (label, new_rel, it.id))
+            n = len(items)
+            aid = self._record(con, "relabel", f"moved {n} image{'s' if n != 1 else ''} to '{label}'", payload)
+            self._move_all(moves)
+        return self._action(aid)
+
+    def keep(self, ids: Iterable[str]) -> Action:
+        """Mark items as checked by a person so that review stops showing them (undoable)."""
+        with self._write() as con:
+            items = self._active_items(con, ids)
+            payload = []
+            for it in items:
+                prev = con.execute("SELECT decision FROM decisions WHERE item=?", (it.id,)).fetchone()
+                payload.append({"item": it.id, "previous": prev["decision"] if prev else None})
+            n = len(items)
+            aid = self._record(con, "keep", f"kept {n} image{'s' if n != 1 else ''}", payload)
+            for it in items:
+                con.execute("INSERT OR REPLACE INTO decisions(item, decision, action, created) VALUES(?,?,?,?)",
+                            (it.id, "keep", aid, time.time()))
+        return self._action(aid)
+
+    def kept(self) -> set[str]:
+        """Ids of items a person marked as checked."""
+        with self._read() as con:
+            return {r["item"] for r in con.execute("SELECT item FROM decisions WHERE decision='keep'")}
+
+    def _action(self, aid: int) -> Action:
+        with self._read() as con:
+            r = con.execute("SELECT * FROM actions WHERE id=?", (aid,)).fetchone()
+        return Action(r["id"], r["kind"], r["created"], r["state"], r["summary"], json.loads(r["payload"]))
+
+    def history(self, limit: int = 50) -> list[Action]:
+        """Recent actions, newest first (undone ones included, voided ones not)."""
+        with self._read() as con:
+            rows = con.execute("SELECT * FROM actions WHERE state != 'void' ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [Action(r["id"], r["kind"], r["created"], r["state"], r["summary"], json.loads(r["payload"])) for r in rows]
+
+    def can_undo(self) -> bool:
+        with self._read() as con:
+            return con.execute("SELECT 1 FROM actions WHERE state='done' LIMIT 1").fetchone() is not None
+
+    def can_redo(self) -> bool:
+        with self._read() as con:
+            return con.execute("SELECT 1 FROM actions WHERE state='undone' LIMIT 1").fetchone() is not None
+
+    def undo(self) -> Action:
+        """Revert the latest action: trashed files come back byte for byte, relabels move back."""
+        with self._write() as con:
+            r = con.execute("SELECT * FROM actions WHERE state='done' ORDER BY id DESC LIMIT 1").fetchone()
+            if r is None:
+                raise NothingToUndo("There is nothing to undo.")
+            kind, payload = r["kind"], json.loads(r["payload"])
+            moves = []
+            if kind == "delete":
+                for p in payload:
+                    con.execute("UPDATE items SET status='active', trash_file=NULL, label=?, file=? WHERE id=?",
+                                (p["label"], p["file"], p["item"]))
+                    self._ensure_label(con, p["label"])
+                    moves.append((inside(self.root, p["trash_file"]), inside(self.images_dir, p["file"])))
+            elif kind == "relabel":
+                for p in payload:
+                    con.execute("UPDATE items SET label=?, file=? WHERE id=?", (p["from_label"], p["from_file"], p["item"]))
+                    moves.append((inside(self.images_dir, p["to_file"]), inside(self.images_dir, p["from_file"])))
+            elif kind == "keep":
+                for p in payload:
+                    if p["previous"] is None:
+                        con.execute("DELETE FROM decisions WHERE item=?", (p["item"],))
+                    else:
+                        con.execute("UPDATE decisions SET decision=? WHERE item=?", (p["previous"], p["item"]))
+            con.execute("UPDATE actions SET state='undone' WHERE id=?", (r["id"],))
+            self._move_all(moves)
+        return self._action(r["id"])
+
+    def redo(self) -> Action:
+        """Apply again the action undone most recently."""
+        with self._write() as con:
+            # A new action voids every undone one, so the undone actions are exactly the
+            # redo stack; the oldest of them was undone last.
+            r = con.execute("SELECT * FROM actions WHERE state='undone' ORDER BY id ASC LIMIT 1").fetchone()
+            if r is None:
+                raise NothingToUndo("There is nothing to redo.")
+            kind, payload = r["kind"], json.loads(r["payload"])
+            moves = []
+            if kind == "delete":
+                for p in payload:
+                    con.execute("UPDATE items SET status='deleted', trash_file=? WHERE id=?", (p["trash_file"], p["item"]))
+                    moves.append((inside(self.images_dir, p["file"]), inside(self.root, p["trash_file"])))
+            elif kind == "relabel":
+                for p in payload:
+                    self._ensure_label(con, p["to_label"])
+                    con.execute("UPDATE items SET label=?, file=? WHERE id=?", (p["to_label"], p["to_file"], p["item"]))
+                    moves.append((inside(self.images_dir, p["from_file"]), inside(self.images_dir, p["to_file"])))
+            elif kind == "keep":
+                for p in payload:
+                    con.execute("INSERT OR REPLACE INTO decisions(item, decision, action, created) VALUES(?,?,?,?)",
+                                (p["item"], "keep", r["id"], time.time()))
+            con.execute("UPDATE actions SET state='done' WHERE id=?", (r["id"],))
+            self._move_all(moves)
+        return self._action(r["id"])
+
+    # --- crash recovery -----------------------------------------------------
+    def reconcile(self) -> ReconcileReport:
+        """Make the folders agree with the database after a crash.
+
+        - temporary files of processes that are gone are removed;
+        - an active item whose file is not where the row says is moved back
+          from wherever an interrupted rename left it (another class folder or
+          the trash); a deleted item still in ``images/`` goes to its trash path;
+        - a file in ``images/`` that no row claims is moved to
+          ``trash/recovered/`` (never deleted) and reported.
+        """
+        rep = ReconcileReport()
+        for f in self.tmp_dir.glob("*"):
+            try:
+                pid = int(f.name.split("-", 1)[0])
+            except ValueError:
+                pid = -1
+            if f.is_file() and not _pid_alive(pid):
+                with contextlib.suppress(OSError):
+                    f.unlink()
+                    rep.temp_removed += 1
+        with self._write() as con:
+            rows = [Item._from_row(r) for r in con.execute("SELECT * FROM items WHERE status IN ('active','deleted')")]
+            claimed: set[Path] = set()
+            by_name: dict[str, list[Path]] | None = None
+            for it in rows:
+                want = self.path_of(it)
+                claimed.add(want)
+                if want.exists():
+                    continue
+                if by_name is None:
+                    by_name = {}
+                    for base in (self.images_dir, self.trash_dir):
+                        for f in base.rglob(f"*{config.STORED_EXT}"):
+                            by_name.setdefault(f.name, []).append(f)
+                cands = [c for c in by_name.get(f"{it.id}{config.STORED_EXT}", []) if c.exists()]
+                if cands:
+                    want.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(cands[0], want)
+                    if it.status == "deleted":
+                        rep.finished_deletes += 1
+                    else:
+                        rep.moved_back += 1
+                else:
+                    con.execute("UPDATE items SET status='missing' WHERE id=?", (it.id,))
+                    rep.missing.append(it.id)
+            for f in sorted(self.images_dir.rglob("*")):
+                if f.is_file() and f.resolve() not in claimed:
+                    rel = f.relative_to(self.images_dir)
+                    dest = self.trash_dir / "recovered" / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    if dest.exists():
+                        dest = dest.with_name(f"{dest.stem}-{os.urandom(3).hex()}{dest.suffix}")
+                    os.replace(f, dest)
+                    rep.orphans.append(str(rel))
+        return rep

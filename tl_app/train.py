@@ -1,0 +1,439 @@
+"""Training: a snapshot of the dataset, fastai fine-tuning, and the run's record.
+
+Training works on a snapshot taken when it starts: the item list is read once
+and every image is decoded and resized into memory, so deleting or relabelling
+while training runs cannot disturb it. Progress goes to an ``events`` callback
+(one dict per batch, epoch and phase) and a :class:`~tl_app.jobs.StopToken`
+ends the work at the next batch; the run is then recorded as stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import config, runs
+from .errors import PreflightError, Stopped, TLError, TrainerBusy
+from .jobs import FileLock, StopToken
+from .models import ModelSpec, create_model, get_arch, resize_for, save_model
+from .project import Project
+
+EventFn = Callable[[dict], None]
+
+
+def _no_events(_: dict) -> None:
+    pass
+
+
+@dataclass
+class TrainConfig:
+    """What to train. ``quick`` trains a head on cached features; otherwise fastai fine-tunes."""
+
+    arch: str = config.DEFAULT_ARCH
+    epochs: int = config.DEFAULT_EPOCHS
+    size: int = config.DEFAULT_SIZE
+    pretrained: bool = True
+    weights: Optional[str] = None
+    quick: bool = False
+    batch_size: int = config.DEFAULT_BATCH_SIZE
+    lr: Optional[float] = None
+    seed: int = 42
+    valid_pct: float = config.VALID_PCT
+
+    def validate(self) -> "TrainConfig":
+        get_arch(self.arch)
+        if not 1 <= int(self.epochs) <= 100:
+            raise TLError("Epochs must be between 1 and 100.")
+        if not 32 <= int(self.size) <= 1024:
+            raise TLError("Image size must be between 32 and 1024 pixels.")
+        if not 1 <= int(self.batch_size) <= 1024:
+            raise TLError("Batch size must be between 1 and 1024.")
+        return self
+
+
+@dataclass
+class TrainReport:
+    """How a run ended."""
+
+    run: str
+    status: str
+    metrics: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {"run": self.run, "status": self.status, "metrics": self.metrics,
+                "seconds": round(self.seconds, 3), "reason": self.reason}
+
+
+# --- the dataset snapshot -------------------------------------------------------
+@dataclass
+class SnapItem:
+    id: str
+    label: str
+    path: Path
+    sha256: str
+
+
+@dataclass
+class Snapshot:
+    """The items a run trains on, fixed when the run starts."""
+
+    items: list[SnapItem]
+    vocab: list[str]
+
+    @property
+    def targets(self) -> list[int]:
+        idx = {v: i for i, v in enumerate(self.vocab)}
+        return [idx[it.label] for it in self.items]
+
+
+def take_snapshot(project: Project) -> Snapshot:
+    """The project's active items now; the vocabulary is the classes that have images."""
+    items = [SnapItem(it.id, it.label, project.path_of(it), it.sha256) for it in project.items()]
+    vocab = sorted({it.label for it in items})
+    return Snapshot(items, vocab)
+
+
+def preflight(snap: Snapshot, valid_pct: float = config.VALID_PCT) -> None:
+    """Refuse, with a plain message, a dataset that cannot be trained on."""
+    counts: dict[str, int] = {}
+    for it in snap.items:
+        counts[it.label] = counts.get(it.label, 0) + 1
+    if len(counts) < 2:
+        have = f"only '{next(iter(counts))}'" if counts else "no images yet"
+        raise PreflightError(f"Training needs at least two classes with images; the project has {have}. "
+                             "Add images of another class first.")
+    few = [f"'{k}' ({v})" for k, v in counts.items() if v < 2]
+    if few:
+        raise PreflightError(f"Every class needs at least two images (one to learn from, one to check with); "
+                             f"too few in {', '.join(few)}.")
+    if len(snap.items) < 4:
+        raise PreflightError("Too few images to set some aside for checking the model; add a few more.")
+
+
+def split_valid(snap: Snapshot, valid_pct: float = config.VALID_PCT) -> tuple[list[int], list[int]]:
+    """A stratified, stable validation split: per class, the items whose hash sorts first.
+
+    The same image stays on the same side from one run to the next, so runs
+    are compared on the same validation images as far as the data allows.
+    """
+    by_label: dict[str, list[int]] = {}
+    for i, it in enumerate(snap.items):
+        by_label.setdefault(it.label, []).append(i)
+    train, valid = [], []
+    for idxs in by_label.values():
+        order = sorted(idxs, key=lambda i: hashlib.sha256(("v" + snap.items[i].sha256).encode()).hexdigest())
+        n_valid = min(len(order) - 1, max(1, round(len(order) * valid_pct)))
+        valid += order[:n_valid]
+        train += order[n_valid:]
+    return sorted(train), sorted(valid)
+
+
+def load_image_for_model(src, size: int):
+    """Decode a stored image and resize it for the network (the one path for training and prediction)."""
+    from PIL import Image
+
+    with Image.open(src, formats=["JPEG"]) as im:
+        im.draft("RGB", (size, size))
+        rgb = im.convert("RGB")
+    return resize_for(rgb, size)
+
+
+def load_pixels(project: Project, snap: Snapshot, size: int, *, stop: Optional[StopToken] = None,
+                events: EventFn = _no_events):
+    """Every snapshot image as one uint8 array (N, size, size, 3), decoded on a thread pool."""
+    import numpy as np
+
+    out = np.zeros((len(snap.items), size, size, 3), dtype=np.uint8)
+
+    def one(i: int):
+        it = snap.items[i]
+        try:
+            out[i] = np.asarray(load_image_for_model(it.path, size))
+        except FileNotFoundError:  # deleted or relabelled since the snapshot: read it where it is now
+            out[i] = np.asarray(load_image_for_model(project.path_of(project.item(it.id)), size))
+
+    n = len(snap.items)
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        for k, _ in enumerate(pool.map(one, range(n)), 1):
+            if k % 16 == 0 or k == n:
+                events({"type": "phase", "phase": "loading", "done": k, "total": n})
+                if stop is not None and stop.is_set():
+                    raise Stopped("Stopped while loading images.")
+    return out
+
+
+# --- metrics ----------------------------------------------------------------------
+def classification_metrics(probs, targets, vocab: list[str]) -> dict:
+    """Accuracy, loss, per-class precision/recall and the confusion matrix (rows: actual)."""
+    import numpy as np
+
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    n = len(vocab)
+    pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
+    cm = np.zeros((n, n), dtype=np.int64)
+    for t, p in zip(targets, pred):
+        cm[t, p] += 1
+    per_class = {}
+    for i, name in enumerate(vocab):
+        tp = int(cm[i, i])
+        col, row = int(cm[:, i].sum()), int(cm[i, :].sum())
+        per_class[name] = {"precision": round(tp / col, 4) if col else None,
+                           "recall": round(tp / row, 4) if row else None, "support": row}
+    eps = 1e-12
+    loss = float(-np.log(probs[np.arange(len(targets)), targets] + eps).mean()) if len(targets) else None
+    acc = float((pred == targets).mean()) if len(targets) else None
+    return {"accuracy": None if acc is None else round(acc, 4),
+            "valid_loss": None if loss is None else round(loss, 4),
+            "per_class": per_class, "confusion": {"labels": vocab, "matrix": cm.tolist()}}
+
+
+def predict_pixels(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
+                   stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring"):
+    """Class probabilities for a uint8 array of images (N, S, S, 3), without augmentation."""
+    import torch
+
+    device = device or torch.device("cpu")
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    model.eval()
+    outs = []
+    n = len(pixels)
+    with torch.inference_mode():
+        for s in range(0, n, batch_size):
+            if stop is not None and stop.is_set():
+                raise Stopped("Stopped while scoring images.")
+            xb = torch.from_numpy(pixels[s:s + batch_size]).to(device).permute(0, 3, 1, 2).float().div_(255)
+            xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
+            outs.append(torch.softmax(model(xb).float(), 1).cpu())
+            events({"type": "phase", "phase": phase, "done": min(n, s + batch_size), "total": n})
+    return torch.cat(outs).numpy() if outs else __import__("numpy").zeros((0, len(spec.vocab)))
+
+
+def default_device():
+    """CUDA when present, then Apple's MPS, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_device(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"GPU ({torch.cuda.get_device_name(device)})"
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+# --- fastai fine-tuning -------------------------------------------------------------
+def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec, cfg: TrainConfig, device,
+                     stop: StopToken, events: EventFn):
+    """fastai ``fine_tune`` on in-memory images, with augmentation; returns per-epoch history."""
+    import numpy as np
+    import torch
+    from fastai.callback.core import Callback, CancelFitException
+    from fastai.data.core import DataLoaders, TfmdDL
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy
+    from fastai.torch_core import TensorCategory, TensorImage, params
+    from fastai.vision.augment import aug_transforms
+    from fastai.data.transforms import IntToFloatTensor, Normalize
+    import fastai.callback.schedule  # noqa: F401 - adds Learner.fine_tune
+    from fastai.callback.progress import ProgressCallback
+
+    class _Images(torch.utils.data.Dataset):
+        def __init__(self, idxs, split_idx):
+            self.x = torch.from_numpy(np.ascontiguousarray(pixels[idxs])).permute(0, 3, 1, 2)
+            self.y = torch.tensor([targets[i] for i in idxs], dtype=torch.long)
+            self.split_idx = split_idx  # fastai applies random augmentation only where this is 0
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return TensorImage(self.x[i]), TensorCategory(self.y[i])
+
+    norm = Normalize.from_stats(spec.mean, spec.std, cuda=device.type == "cuda")
+    bs = max(2, min(cfg.batch_size, len(train_idx)))
+    train_dl = TfmdDL(_Images(train_idx, 0), bs=bs, shuffle=True, drop_last=len(train_idx) > bs,
+                      num_workers=0, device=device,
+                      after_batch=[IntToFloatTensor(), *aug_transforms(), norm])
+    valid_dl = TfmdDL(_Images(valid_idx, 1), bs=bs * 2, shuffle=False, num_workers=0, device=device,
+                      after_batch=[IntToFloatTensor(), norm])
+    dls = DataLoaders(train_dl, valid_dl, device=device)
+
+    history: list[dict] = []
+    state = {"epoch": 0, "t0": time.time(), "done_batches": 0}
+    n_epochs = cfg.epochs + 1  # fine_tune's frozen epoch, then cfg.epochs unfrozen
+    per_epoch = len(train_dl) + len(valid_dl)
+    total = n_epochs * per_epoch
+
+    class _Progress(Callback):
+        order = 70  # after the Recorder, so that epoch values are ready
+
+        def before_fit(self):
+            if stop.is_set():
+                raise CancelFitException()
+
+        def after_batch(self):
+            state["done_batches"] += 1
+            done = state["done_batches"]
+            el = time.time() - state["t0"]
+            eta = el / done * (total - done) if done else None
+            ev = {"type": "batch", "epoch": state["epoch"], "epochs": n_epochs, "done": done, "total": total,
+                  "train": bool(self.training), "eta": None if eta is None else round(eta, 1)}
+            if self.training:
+                ev["loss"] = round(float(self.learn.smooth_loss), 4)
+            events(ev)
+            if stop.is_set():
+                raise CancelFitException()
+
+        def after_epoch(self):
+            vals = self.recorder.values[-1] if self.recorder.values else []
+            names = [n for n in self.recorder.metric_names[1:-1]]  # drop 'epoch' and 'time'
+            rec = dict(zip(names, [float(v) for v in vals]))
+            entry = {"epoch": state["epoch"] + 1, "phase": "frozen" if state["epoch"] == 0 else "unfrozen",
+                     "train_loss": rec.get("train_loss"), "valid_loss": rec.get("valid_loss"),
+                     "accuracy": rec.get("accuracy"), "seconds": round(time.time() - state["t0"], 2)}
+            history.append(entry)
+            events({"type": "epoch", **entry})
+            state["epoch"] += 1
+
+    def splitter(m):
+        return [params(m[0]), params(m[1])]
+
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, splitter=splitter,
+                    cbs=[_Progress()])
+    model.to(memory_format=torch.channels_last)
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
+    with learn.no_logging():
+        learn.fine_tune(cfg.epochs, base_lr=cfg.lr or 2e-3)
+    return history
+
+
+# --- the entry point -------------------------------------------------------------------
+def trainer_lock(project: Project) -> FileLock:
+    return FileLock(project.root / "train.lock")
+
+
+def busy_message(holder: dict) -> str:
+    since = holder.get("started")
+    when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "a moment ago"
+    return f"The trainer is busy: another training (run {holder.get('run', '?')}) has been running since {when}."
+
+
+def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, stop: Optional[StopToken] = None,
+          events: EventFn = _no_events) -> TrainReport:
+    """Train a model on the project's current images and record the run.
+
+    Raises :class:`PreflightError` before any work when the data cannot be
+    trained on, and :class:`TrainerBusy` when another training holds the
+    project. Failures during training are recorded in the run and returned
+    with status ``failed``; a stop gives status ``stopped``.
+    """
+    cfg.validate()
+    run_id = run_id or runs.new_run_id()
+    stop = stop or StopToken(runs.run_dir(project, run_id) / "STOP")
+    snap = take_snapshot(project)
+    preflight(snap, cfg.valid_pct)
+    lock = trainer_lock(project)
+    if not lock.acquire({"run": run_id, "pid": os.getpid(), "started": time.time()}):
+        raise TrainerBusy(busy_message(lock.holder() or {}))
+    t0 = time.time()
+    mode = "quick" if cfg.quick else "finetune"
+    try:
+        runs.start_run(project, run_id, arch=cfg.arch, mode=mode, cfg=asdict(cfg))
+        rdir = runs.run_dir(project, run_id)
+        events({"type": "start", "run": run_id, "mode": mode, "items": len(snap.items), "vocab": snap.vocab})
+        try:
+            result = _train_snapshot(project, snap, cfg, rdir, stop=stop, events=events)
+        except Stopped as e:
+            rep = runs.end_run(project, run_id, status="stopped", seconds=time.time() - t0, reason=str(e))
+            events({"type": "end", "status": "stopped", "reason": str(e)})
+            return TrainReport(run_id, "stopped", {}, time.time() - t0, str(e))
+        except TLError as e:
+            runs.end_run(project, run_id, status="failed", seconds=time.time() - t0, reason=str(e))
+            events({"type": "end", "status": "failed", "reason": str(e)})
+            raise
+        except Exception as e:  # noqa: BLE001 - recorded in the run, then re-raised for the front to report
+            reason = f"{type(e).__name__}: {e}"
+            (rdir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            runs.end_run(project, run_id, status="failed", seconds=time.time() - t0, reason=reason)
+            events({"type": "end", "status": "failed", "reason": reason})
+            raise
+        status = "stopped" if result["stopped"] else "finished"
+        seconds = time.time() - t0
+        runs.end_run(project, run_id, status=status, metrics=result["metrics"], seconds=seconds,
+                     reason="stopped by the user" if result["stopped"] else "",
+                     model_file=result.get("model_file"), model_sha256=result.get("model_sha256"))
+        events({"type": "end", "status": status, "metrics": result["metrics"], "seconds": round(seconds, 2)})
+        return TrainReport(run_id, status, result["metrics"], seconds,
+                           "stopped by the user" if result["stopped"] else "")
+    finally:
+        lock.release()
+
+
+def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path, *, stop: StopToken,
+                    events: EventFn) -> dict:
+    import numpy as np
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    device = default_device()
+    events({"type": "phase", "phase": "device", "device": describe_device(device)})
+    targets = snap.targets
+    train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
+    spec = ModelSpec(arch=cfg.arch, vocab=snap.vocab, size=cfg.size, head="fastai")
+    weights = Path(cfg.weights) if cfg.weights else None
+    events({"type": "phase", "phase": "model", "message": f"Preparing {cfg.arch}"})
+    model = create_model(spec, pretrained=cfg.pretrained, weights=weights)
+    pixels = load_pixels(project, snap, cfg.size, stop=stop, events=events)
+    model.to(device)
+    history = _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec, cfg, device, stop, events)
+    stopped = stop.is_set()
+    epochs_done = len(history)
+    result: dict = {"stopped": stopped, "metrics": {}}
+    if stopped and epochs_done == 0:
+        raise Stopped("Stopped before the first epoch ended; no model was kept.")
+    model.eval()
+    try:
+        probs = predict_pixels(model, pixels, spec, device=device, stop=stop, events=events)
+    except Stopped:
+        probs = predict_pixels(model, pixels[valid_idx], spec, device=device)
+        full = None
+    else:
+        full = probs
+        probs = probs[valid_idx]
+    metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
+    metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
+                    "device": describe_device(device)})
+    sha = save_model(model.cpu(), spec, rdir)
+    result.update(model_file="model.safetensors", model_sha256=sha)
+    summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
+    summary.update(epochs=epochs_done, train_items=len(train_idx), valid_items=len(valid_idx))
+    runs.write_json(rdir, "report.json", metrics)
+    if full is not None:
+        valid_set = set(valid_idx)
+        runs.write_json(rdir, "scores.json", {
+            "vocab": snap.vocab,
+            "items": [{"item": it.id, "label": it.label, "valid": i in valid_set,
+                       "probs": [round(float(p), 6) for p in full[i]]} for i, it in enumerate(snap.items)]})
+    result["metrics"] = summary
+    return result
