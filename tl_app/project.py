@@ -290,6 +290,26 @@ class Project:
             return inside(self.root, item.trash_file)
         return inside(self.images_dir, item.file)
 
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.cache_dir / "thumbs"
+
+    def thumbnail(self, item: Item, side: int = 256) -> Path:
+        """A small JPEG copy of an item for galleries, made once per content hash."""
+        dest = self.thumbs_dir / item.sha256[:2] / f"{item.sha256}-{side}.jpg"
+        if not dest.exists():
+            from PIL import Image
+
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(self.path_of(item), formats=["JPEG"]) as im:
+                im.draft("RGB", (side, side))
+                im = im.convert("RGB")
+                im.thumbnail((side, side), Image.Resampling.BILINEAR)
+                tmp = self.temp_path(".jpg")
+                im.save(tmp, format="JPEG", quality=85)
+            os.replace(tmp, dest)
+        return dest
+
     def temp_path(self, suffix: str = ".part") -> Path:
         """A fresh temporary file name in ``tmp/``; the name carries our pid for crash clean-up."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,138 @@
+"""Shared fixtures. Every test runs offline: only loopback addresses may be reached."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+import imagegen
+
+_SESSION_TMP: Path | None = None
+
+
+def pytest_configure(config):
+    import tempfile
+
+    global _SESSION_TMP
+    _SESSION_TMP = Path(tempfile.mkdtemp(prefix="tl_app_tests_"))
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["TL_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TORCH_HOME"] = str(_SESSION_TMP / "torch_home")
+    os.environ["TL_HOME"] = str(_SESSION_TMP / "tl_home")
+    os.environ["PYTHONWARNINGS"] = "ignore"
+    os.environ.pop("TL_ALLOW_HOSTS", None)
+
+
+def pytest_unconfigure(config):
+    if _SESSION_TMP is not None:
+        shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+# --- network guard: tests may only talk to 127.0.0.0/8 and ::1 --------------------------
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _check(sock, address):
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            ip = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            if host != "localhost":
+                raise OSError(f"test network guard: connection to {host!r} refused (tests stay on loopback)")
+            return
+        if not ip.is_loopback:
+            raise OSError(f"test network guard: connection to {host} refused (tests stay on loopback)")
+
+
+def _guarded_connect(self, address):
+    _check(self, address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    _check(self, address)
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only():
+    socket.socket.connect = _guarded_connect
+    socket.socket.connect_ex = _guarded_connect_ex
+    yield
+    socket.socket.connect = _real_connect
+    socket.socket.connect_ex = _real_connect_ex
+
+
+# --- data -------------------------------------------------------------------------------
+@pytest.fixture
+def project(tmp_path):
+    from tl_app.project import Project
+
+    return Project.open(tmp_path / "proj", create=True)
+
+
+@pytest.fixture
+def colour_folder(tmp_path):
+    """A folder with red/ and blue/ sub-folders of 12 noisy 64 px pictures each."""
+    return imagegen.class_folder(tmp_path / "colours", per_class=12)
+
+
+@pytest.fixture(scope="session")
+def trained_project_template(tmp_path_factory):
+    """A project with 2 x 16 colour pictures and one finished run (from scratch, 64 px).
+
+    Built once per session; tests get a copy through ``trained_project``.
+    """
+    from tl_app.importer import import_files
+    from tl_app.project import Project
+    from tl_app.train import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("trained")
+    src = imagegen.class_folder(base / "src", per_class=16)
+    proj = Project.open(base / "proj", create=True)
+    import_files(proj, [src])
+    rep = train(proj, TrainConfig(size=64, epochs=2, pretrained=False))
+    assert rep.status == "finished", rep
+    return base / "proj"
+
+
+@pytest.fixture
+def trained_project(trained_project_template, tmp_path):
+    from tl_app.project import Project
+
+    dest = tmp_path / "trained"
+    shutil.copytree(trained_project_template, dest)
+    return Project.open(dest)
+
+
+@pytest.fixture
+def fake_pretrained(tmp_path, monkeypatch):
+    """A TORCH_HOME holding resnet18 weights under torchvision's file name (random values).
+
+    torchvision's real loading path finds the file where a download would have put it.
+    """
+    import torch
+    import torchvision
+
+    home = tmp_path / "torch_home"
+    ckpt = home / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt / "resnet18-f37072fd.pth")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return ckpt / "resnet18-f37072fd.pth"
+
+
+def chromium_path() -> str | None:
+    for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.path.exists(p):
+            return p
+    return shutil.which("chromium")

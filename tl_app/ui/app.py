@@ -1,0 +1,67 @@
+"""The web app: assembles the four tabs and launches them. Wiring only; the work is in the core."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from .. import config
+from ..project import Project
+from .adapters import UIContext
+from .classify_tab import create_classify_tab
+from .review_tab import create_review_tab
+from .search_tab import create_search_tab
+from .train_tab import create_train_tab
+
+TITLE = "tl_app: an image classifier without code"
+
+
+def build_demo(project_dir: str | Path, *, shared: bool = False) -> gr.Blocks:
+    """The Gradio app for one project folder (created if missing)."""
+    project = Project.open(project_dir, create=True)
+    ctx = UIContext(project=project, shared=shared)
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 24 * 3600)) as demo:
+        gr.Markdown(f"## {TITLE}\nProject: `{project.root}`" if not shared else f"## {TITLE}")
+        with gr.Tabs():
+            with gr.Tab("Search & download", id="search") as t_search:
+                search = create_search_tab(ctx)
+            with gr.Tab("Review", id="review") as t_review:
+                review = create_review_tab(ctx)
+            with gr.Tab("Train", id="train") as t_train:
+                train = create_train_tab(ctx)
+            with gr.Tab("Classify", id="classify") as t_classify:
+                classify = create_classify_tab(ctx)
+        # Each tab shows the project as it is now when it is opened.
+        t_search.select(search["refresh"], None, search["refresh_outputs"], api_visibility="private")
+        for tab, comps in ((t_review, review), (t_train, train), (t_classify, classify)):
+            fn, inputs, outputs = comps["on_select"]
+            tab.select(fn, inputs, outputs, api_visibility="private")
+    demo.tl_context = ctx  # for tests and launch()
+    return demo
+
+
+def launch(project_dir: str | Path, *, host: str = config.DEFAULT_HOST, port: int = config.DEFAULT_PORT,
+           share_mode: bool = False, block: bool = True) -> gr.Blocks:
+    """Build and serve the app; ``share_mode`` applies the settings for a public server."""
+    shared = share_mode or bool(os.environ.get("SPACE_ID"))
+    demo = build_demo(project_dir, shared=shared)
+    ctx: UIContext = demo.tl_context
+    demo.queue(default_concurrency_limit=2, max_size=64 if shared else None)
+    print(f"tl_app is running at http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}  "
+          f"(project: {ctx.project.root})", flush=True)
+    demo.launch(server_name=host, server_port=port, max_file_size="50mb",
+                allowed_paths=[str(ctx.project.thumbs_dir)], show_error=not shared,
+                footer_links=["api"] if not shared else [], quiet=True, prevent_thread_lock=not block,
+                auth=_auth_from_env())
+    return demo
+
+
+def _auth_from_env():
+    """``TL_AUTH="user:password"`` puts a login in front of the app (do this when it is public)."""
+    spec = os.environ.get("TL_AUTH", "")
+    if ":" in spec:
+        user, pw = spec.split(":", 1)
+        return (user, pw)
+    return None

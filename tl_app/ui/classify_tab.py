@@ -1,0 +1,60 @@
+"""Tab 4: drop pictures, see the top predictions with their confidence."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import runs
+from ..predict import predict_files
+from .adapters import UIContext, handler, upload_paths
+
+
+def model_note(ctx: UIContext) -> str:
+    run = runs.active_run(ctx.project)
+    if run is None:
+        return "No model yet: train one in the Train tab first."
+    acc = run.metrics.get("accuracy")
+    return f"Using run {run.id} ({run.arch}" + (f", {acc:.0%} accurate on held-out pictures)." if acc is not None else ").")
+
+
+def create_classify_tab(ctx: UIContext) -> dict:
+    c: dict = {}
+    c["note"] = gr.Markdown(model_note(ctx), elem_id="classify-note")
+    with gr.Row():
+        with gr.Column(scale=1):
+            c["files"] = gr.File(file_count="multiple", file_types=["image"], label="Drop pictures here",
+                                 elem_id="classify-files")
+        with gr.Column(scale=1):
+            c["label"] = gr.Label(num_top_classes=3, label="Prediction", elem_id="classify-label")
+    c["predictions"] = gr.State([])
+    c["gallery"] = gr.Gallery(label="All pictures", columns=6, height="auto", elem_id="classify-gallery")
+    c["errors"] = gr.Markdown(elem_id="classify-errors")
+
+    @handler
+    def classify(files):
+        paths, names = upload_paths(files)
+        if not paths:
+            return model_note(ctx), None, [], [], ""
+        preds = predict_files(ctx.project, paths, names=names)
+        gallery, errors, good = [], [], []
+        for path, p in zip(paths, preds):
+            if p.error:
+                errors.append(f"- `{p.file}`: {p.error}")
+                continue
+            good.append(p.to_dict())
+            gallery.append((path, " · ".join(f"{k} {v:.0%}" for k, v in p.top(3).items())))
+        first = preds[0].top(3) if preds and not preds[0].error else (good[0]["probs"] if good else None)
+        err = ("Not classified:\n" + "\n".join(errors)) if errors else ""
+        return model_note(ctx), first, good, gallery, err
+
+    c["files"].change(classify, [c["files"]], [c["note"], c["label"], c["predictions"], c["gallery"], c["errors"]],
+                      api_name="classify")
+
+    def select(preds, evt: gr.SelectData):
+        if preds and evt.index is not None and evt.index < len(preds):
+            return preds[evt.index]["probs"]
+        return gr.skip()
+
+    c["gallery"].select(select, [c["predictions"]], [c["label"]], api_visibility="private")
+    c["on_select"] = (lambda: model_note(ctx), [], [c["note"]])
+    return c
