@@ -8,13 +8,14 @@ models are kept per run in a small cache.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from . import runs
+from . import config, runs
 from .errors import ImageRejected, RunNotFound
 from .images import normalize
 from .models import ModelSpec, load_model
@@ -70,6 +71,19 @@ def _pixels_from_bytes(data: bytes, size: int):
     return np.asarray(load_image_for_model(io.BytesIO(data), size))
 
 
+def _as_stored(project: Project, path: Path) -> bytes:
+    """The JPEG bytes the project would store for this file (or does store, byte for byte)."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ImageRejected(f"cannot be read ({e.strerror or e})") from None
+    if size <= config.MAX_IMPORT_BYTES:
+        raw = path.read_bytes()
+        if project.find_sha(hashlib.sha256(raw).hexdigest()) is not None:
+            return raw  # already a stored picture: re-encoding it would change its pixels
+    return normalize(path).data
+
+
 def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Optional[str] = None,
                   names: Optional[dict[str, str]] = None) -> list[Prediction]:
     """Predict every file; a file that is not a usable image gets ``error`` and the rest go on."""
@@ -85,8 +99,7 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
         shown = names.get(str(f), str(f))
         p = Prediction(file=shown)
         try:
-            norm = normalize(Path(f))
-            good.append((len(preds), _pixels_from_bytes(norm.data, spec.size)))
+            good.append((len(preds), _pixels_from_bytes(_as_stored(project, Path(f)), spec.size)))
         except ImageRejected as e:
             p.error = e.reason
         preds.append(p)
