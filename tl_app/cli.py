@@ -193,6 +193,61 @@ def cmd_predict(args) -> int:
     return 0 if any(not p.error for p in preds) else 1
 
 
+def _download_progress():
+    from .jobs import Progress
+
+    last = [0.0]
+
+    def progress(p: Progress) -> None:
+        if time.time() - last[0] > 1 or p.done == p.total:
+            last[0] = time.time()
+            _err(f"  {p.done}/{p.total} links done, {p.failed} refused")
+
+    return progress
+
+
+def _report_download(args, rep, extra: dict | None = None) -> None:
+    for r in rep.rejected:
+        _err(f"refused: {r['url']}: {r['reason']}")
+    _emit(args, {**(extra or {}), **rep.to_dict()}, f"{rep.summary()} in {rep.seconds:.1f} s")
+
+
+def cmd_download(args) -> int:
+    from .download import download_to_project, tasks_from_urls
+
+    try:
+        with open(args.urls, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise TLError(f"Cannot read the list of links {args.urls}: {e.strerror or e}") from None
+    project = _project(args, create=True)
+    rep = download_to_project(project, args.label, tasks_from_urls(lines), progress=_download_progress())
+    _report_download(args, rep)
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .download import download_to_project, tasks_from_results
+    from .search import DDGSProvider, RecordedProvider, SearchCache, SearchFilters, search_images
+
+    project = _project(args, create=True)
+    label = project.add_label(args.label)
+    query = args.query or label
+    provider = RecordedProvider.from_file(args.results) if args.results else DDGSProvider(args.engine)
+    filters = SearchFilters(size=args.size, type_image=args.type, layout=args.layout,
+                            license_image=args.license, safesearch=args.safesearch)
+    _err(f"searching for '{query}' ...")
+    results = search_images(query, provider=provider, max_results=args.max, filters=filters,
+                            cache=None if args.results else SearchCache(project))
+    if args.save_results:
+        Path(args.save_results).write_text(json.dumps([r.to_dict() for r in results], indent=1), encoding="utf-8")
+    _err(f"  {len(results)} pictures found; downloading into '{label}'")
+    rep = download_to_project(project, label, tasks_from_results(results, query=query, engine=provider.name),
+                              progress=_download_progress())
+    _report_download(args, rep, {"query": query, "found": len(results)})
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .ui.app import launch
 
@@ -220,6 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("import", cmd_import, "Import folders (a sub-folder per class), zip files or image files.")
     p.add_argument("src", nargs="+", metavar="SRC", help=HELP["import_src"])
     p.add_argument("--label", help=HELP["label"])
+
+    from .search import BACKENDS, LAYOUTS, LICENSES, SAFESEARCH, SIZES, TYPES
+
+    p = verb("search", cmd_search, "Search the web for pictures of a class and download them.")
+    p.add_argument("--label", required=True, help=HELP["label"])
+    p.add_argument("--query", help="What to search for (default: the class name).")
+    p.add_argument("--max", type=int, default=100, help="How many pictures to ask for (default 100).")
+    p.add_argument("--size", choices=SIZES)
+    p.add_argument("--type", choices=TYPES, help="photo, clipart, gif, transparent or line drawings.")
+    p.add_argument("--layout", choices=LAYOUTS)
+    p.add_argument("--license", choices=LICENSES)
+    p.add_argument("--safesearch", choices=SAFESEARCH, default="moderate")
+    p.add_argument("--engine", choices=BACKENDS, default="duckduckgo", help="Search engine (default duckduckgo).")
+    p.add_argument("--results", help="Use search results saved earlier (JSON) instead of asking the engine.")
+    p.add_argument("--save-results", help="Save the search results as JSON.")
+
+    p = verb("download", cmd_download, "Download pictures from a list of links (one per line) into a class.")
+    p.add_argument("--label", required=True, help=HELP["label"])
+    p.add_argument("--urls", required=True, metavar="FILE", help="A text file with one link per line.")
 
     p = verb("list", cmd_list, "List the images of the project.")
     p.add_argument("--label", help="Only this class.")

@@ -69,4 +69,13 @@ class SearchUnavailable(TLError):
 
 
 class FetchRefused(TLError):
-    """A URL the safe fetcher will not download (scheme, address, size, time)."""
+    """A URL the safe fetcher will not download (scheme, address, size, time).
+
+    ``final`` is True when trying again later cannot help (a refused address,
+    a web page instead of a picture, a missing file); timeouts and server
+    errors are not final.
+    """
+
+    def __init__(self, message: str, *, final: bool = True):
+        self.final = final
+        super().__init__(message)

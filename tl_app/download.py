@@ -1,0 +1,234 @@
+"""Download pictures from the web into a project: concurrently, safely, without duplicates.
+
+Each link is fetched by :mod:`tl_app.fetch` into ``tmp/``, checked by the image
+pipeline, compared with the project's pictures (exact hash, then perceptual
+hash) and only then added to its class with its provenance. A failed image
+link falls back to its thumbnail. Links already fetched are skipped when a
+download runs again. Up to 16 downloads run at once, at most 4 per host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+from urllib.parse import urlsplit
+
+from . import fetch as _fetch
+from .dupes import NearDupIndex, phash_stored, remember
+from .errors import FetchRefused, ImageRejected, TLError
+from .images import normalize
+from .jobs import Progress, ProgressFn, StopToken, no_progress
+from .project import Project, validate_label
+
+CONCURRENCY = 16
+PER_HOST = 4
+MIN_FREE_BYTES = 200 * 1024 * 1024
+#: Outcomes that mean "do not fetch this link again"; network failures may be retried later.
+_FINAL = ("imported", "duplicate", "near-duplicate", "invalid", "refused")
+
+
+@dataclass
+class DownloadTask:
+    """One picture to fetch: its link, a fallback (thumbnail) link, and what we know of it."""
+
+    url: str
+    fallback: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class DownloadReport:
+    """What a download did; every refusal has the link and the reason."""
+
+    imported: int = 0
+    duplicates: int = 0
+    near_duplicates: int = 0
+    skipped: int = 0
+    rejected: list[dict] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+    stopped: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"imported": self.imported, "duplicates": self.duplicates + self.near_duplicates,
+                "rejected": list(self.rejected), "near_duplicates": self.near_duplicates,
+                "skipped": self.skipped, "stopped": self.stopped}
+
+    def summary(self) -> str:
+        parts = [f"{self.imported} downloaded"]
+        if self.duplicates or self.near_duplicates:
+            parts.append(f"{self.duplicates + self.near_duplicates} duplicates skipped"
+                         + (f" ({self.near_duplicates} near-identical)" if self.near_duplicates else ""))
+        if self.skipped:
+            parts.append(f"{self.skipped} already fetched before")
+        if self.rejected:
+            parts.append(f"{len(self.rejected)} refused")
+        if self.stopped:
+            parts.append("stopped")
+        return ", ".join(parts)
+
+
+def tasks_from_urls(urls: Iterable[str], **meta) -> list[DownloadTask]:
+    """Tasks for plain links (one per non-empty line), in order, without repeats."""
+    seen, out = set(), []
+    for u in urls:
+        u = (u or "").strip()
+        if u and not u.startswith("#") and u not in seen:
+            seen.add(u)
+            out.append(DownloadTask(u, meta=dict(meta)))
+    return out
+
+
+def tasks_from_results(results, *, query: str = "", engine: str = "") -> list[DownloadTask]:
+    """Tasks for search results: the full-size picture, falling back to the thumbnail."""
+    return [DownloadTask(r.image, r.thumbnail if r.thumbnail != r.image else "",
+                         {"page_url": r.page_url, "title": r.title, "query": query, "license": r.license,
+                          "engine": engine, "thumbnail": r.thumbnail})
+            for r in results]
+
+
+def fetched_urls(project: Project) -> set[str]:
+    """Links that were already fetched for good (imported, duplicate or not a picture)."""
+    with project._read() as con:
+        return {r["url"] for r in con.execute(
+            f"SELECT url FROM sources WHERE outcome IN ({','.join('?' * len(_FINAL))})", _FINAL)}
+
+
+def _record(project: Project, url: str, label: str, outcome: str, reason: str = "", item: Optional[str] = None):
+    with project._write() as con:
+        con.execute("INSERT OR REPLACE INTO sources(url, label, item, outcome, reason, fetched) VALUES(?,?,?,?,?,?)",
+                    (url, label, item, outcome, reason, time.time()))
+
+
+def download_to_project(project: Project, label: str, tasks: list[DownloadTask], *,
+                        concurrency: int = CONCURRENCY, per_host: int = PER_HOST,
+                        max_bytes: int = _fetch.MAX_BYTES, total_timeout: float = _fetch.TOTAL_TIMEOUT,
+                        progress: ProgressFn = no_progress, stop: Optional[StopToken] = None) -> DownloadReport:
+    """Fetch every task's picture into class ``label`` of ``project`` and report what happened."""
+    label = project.add_label(validate_label(label))
+    t0 = time.monotonic()
+    report = DownloadReport()
+    done_before = fetched_urls(project)
+    todo = []
+    for t in tasks:
+        if t.url in done_before:
+            report.skipped += 1
+        else:
+            todo.append(t)
+    if todo:
+        free = shutil.disk_usage(project.root).free
+        if free < MIN_FREE_BYTES:
+            raise TLError(f"Only {free / 1e6:.0f} MB of disk space is left in {project.root}; "
+                          "free some space before downloading.")
+    total = len(todo)
+    progress(Progress(0, total, "Starting downloads"))
+    if total:
+        asyncio.run(_run(project, label, todo, report, concurrency=concurrency, per_host=per_host,
+                         max_bytes=max_bytes, total_timeout=total_timeout, progress=progress, stop=stop))
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+async def _run(project: Project, label: str, todo: list[DownloadTask], report: DownloadReport, *,
+               concurrency: int, per_host: int, max_bytes: int, total_timeout: float,
+               progress: ProgressFn, stop: Optional[StopToken]) -> None:
+    index = NearDupIndex(project)
+    add_lock = threading.Lock()
+    sem = asyncio.Semaphore(concurrency)
+    host_sems: dict[str, asyncio.Semaphore] = {}
+    state = {"done": 0}
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+
+    def host_sem(url: str) -> asyncio.Semaphore:
+        host = (urlsplit(url).hostname or "").lower()
+        return host_sems.setdefault(host, asyncio.Semaphore(per_host))
+
+    def accept(tmp_path, task: DownloadTask, used_url: str):
+        """Validate and store one downloaded file (runs on the thread pool)."""
+        norm = normalize(tmp_path)
+        h = phash_stored(io.BytesIO(norm.data))
+        with add_lock:
+            near = index.find(h)
+            exact = project.find_sha(norm.sha256)
+            if exact is not None:
+                return "duplicate", f"the same picture is already in '{exact.label}'", exact.id
+            if near is not None:
+                return "near-duplicate", f"nearly the same picture as item {near}", near
+            meta = {k: v for k, v in task.meta.items() if v}
+            meta["url"] = used_url
+            if used_url != task.url:
+                meta["original_url"] = task.url
+            res = project.add_image(norm, label, source=used_url, meta=meta)
+            if res.duplicate:
+                return "duplicate", res.reason, res.item.id if res.item else None
+            index.add(res.item.id, h)
+        remember(project, norm.sha256, h)
+        return "imported", "", res.item.id
+
+    async def one(client, task: DownloadTask):
+        if stop is not None and stop.is_set():
+            return
+        reason = ""
+        outcome = "failed"
+        item = None
+        for url in [u for u in (task.url, task.fallback) if u]:
+            if stop is not None and stop.is_set():
+                return
+            tmp = project.temp_path(".download")
+            try:
+                async with sem, host_sem(url):
+                    if stop is not None and stop.is_set():
+                        return
+                    got = await _fetch.fetch(client, url, tmp, max_bytes=max_bytes, total_timeout=total_timeout)
+                outcome, reason, item = await loop.run_in_executor(pool, accept, got.path, task, url)
+                break
+            except FetchRefused as e:
+                reason, outcome = str(e), ("refused" if e.final else "failed")
+            except ImageRejected as e:
+                reason, outcome = e.reason, "invalid"
+            except TLError as e:
+                reason, outcome = str(e), "failed"
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+        _record(project, task.url, label, outcome, reason, item)
+        if outcome == "imported":
+            report.imported += 1
+            report.items.append(item)
+        elif outcome == "duplicate":
+            report.duplicates += 1
+        elif outcome == "near-duplicate":
+            report.near_duplicates += 1
+        else:
+            report.rejected.append({"url": task.url, "reason": reason})
+        state["done"] += 1
+        progress(Progress(state["done"], len(todo), task.url, failed=len(report.rejected)))
+
+    client = _fetch.make_client(max_connections=concurrency * 2)
+    try:
+        jobs = [asyncio.ensure_future(one(client, t)) for t in todo]
+
+        async def watch_stop():
+            while not all(j.done() for j in jobs):
+                if stop is not None and stop.is_set():
+                    for j in jobs:
+                        j.cancel()
+                    return
+                await asyncio.sleep(0.1)
+
+        watcher = asyncio.ensure_future(watch_stop())
+        await asyncio.gather(*jobs, return_exceptions=True)
+        watcher.cancel()
+        if stop is not None and stop.is_set():
+            report.stopped = True
+    finally:
+        await client.aclose()
+        pool.shutdown(wait=True)

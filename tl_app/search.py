@@ -1,0 +1,276 @@
+"""Image search providers behind one small interface, with retries, a cache and a per-visitor limit.
+
+A provider turns a query into raw result dicts (the shape ``ddgs`` returns:
+``image``, ``thumbnail``, ``url``, ``title``, ``width``, ``height``,
+``source``); :func:`search_images` parses them into :class:`SearchResult`,
+retries refusals with backoff and jitter within a deadline, and caches results
+per query and filters in the project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional, Protocol
+from urllib.parse import urlsplit
+
+from .errors import SearchUnavailable, TLError
+
+SIZES = ("Small", "Medium", "Large", "Wallpaper")
+TYPES = ("photo", "clipart", "gif", "transparent", "line")
+LAYOUTS = ("Square", "Tall", "Wide")
+LICENSES = ("any", "Public", "Share", "ShareCommercially", "Modify", "ModifyCommercially")
+SAFESEARCH = ("on", "moderate", "off")
+BACKENDS = ("duckduckgo", "bing", "auto")
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Filters the search engine applies (None: no filter)."""
+
+    size: Optional[str] = None
+    type_image: Optional[str] = None
+    layout: Optional[str] = None
+    license_image: Optional[str] = None
+    safesearch: str = "moderate"
+
+    def validate(self) -> "SearchFilters":
+        for name, allowed in (("size", SIZES), ("type_image", TYPES), ("layout", LAYOUTS),
+                              ("license_image", LICENSES)):
+            v = getattr(self, name)
+            if v is not None and v not in allowed:
+                raise TLError(f"'{v}' is not a {name.replace('_image', '')} filter; choose one of {', '.join(allowed)}.")
+        if self.safesearch not in SAFESEARCH:
+            raise TLError(f"Safe search must be one of {', '.join(SAFESEARCH)}.")
+        return self
+
+
+@dataclass
+class SearchResult:
+    """One found picture: its full-size link, a thumbnail link, and where it came from."""
+
+    image: str
+    thumbnail: str = ""
+    title: str = ""
+    page_url: str = ""
+    width: Optional[int] = None
+    height: Optional[int] = None
+    source: str = ""
+    license: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SearchProvider(Protocol):
+    """Anything that can turn a query into raw result dicts."""
+
+    name: str
+
+    def images(self, query: str, *, max_results: int, filters: SearchFilters) -> list[dict]: ...
+
+
+class DDGSProvider:
+    """DuckDuckGo (or another engine) through the ``ddgs`` package; honours ``DDGS_PROXY``."""
+
+    def __init__(self, backend: str = "duckduckgo", *, timeout: int = 10, region: str = "us-en",
+                 proxy: Optional[str] = None):
+        if backend not in BACKENDS:
+            raise TLError(f"Unknown search engine '{backend}'; choose one of {', '.join(BACKENDS)}.")
+        self.backend = backend
+        self.name = f"ddgs:{backend}"
+        self.timeout = timeout
+        self.region = region
+        self.proxy = proxy or os.environ.get("DDGS_PROXY") or None
+
+    def images(self, query: str, *, max_results: int, filters: SearchFilters) -> list[dict]:
+        from ddgs import DDGS
+
+        kw = {k: v for k, v in (("size", filters.size), ("type_image", filters.type_image),
+                                ("layout", filters.layout),
+                                ("license_image", None if filters.license_image in (None, "any") else filters.license_image))
+              if v}
+        return DDGS(proxy=self.proxy, timeout=self.timeout).images(
+            query, region=self.region, safesearch=filters.safesearch, max_results=max_results,
+            backend=self.backend, **kw)
+
+
+class RecordedProvider:
+    """Results saved earlier (a list of result dicts), for replaying a search offline."""
+
+    name = "recorded"
+
+    def __init__(self, results: list[dict] | dict[str, list[dict]]):
+        self.results = results
+
+    @classmethod
+    def from_file(cls, path) -> "RecordedProvider":
+        with open(path, encoding="utf-8") as f:
+            return cls(json.load(f))
+
+    def images(self, query: str, *, max_results: int, filters: SearchFilters) -> list[dict]:
+        res = self.results.get(query, []) if isinstance(self.results, dict) else self.results
+        return list(res)[:max_results]
+
+
+def _is_web_url(u) -> bool:
+    if not isinstance(u, str) or len(u) > 4096:
+        return False
+    try:
+        p = urlsplit(u.strip())
+    except ValueError:
+        return False
+    return p.scheme in ("http", "https") and bool(p.hostname)
+
+
+def _to_int(v) -> Optional[int]:
+    try:
+        n = int(float(v))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return n if n > 0 else None
+
+
+def _text(v, limit: int = 300) -> str:
+    return v.strip()[:limit] if isinstance(v, str) else ""
+
+
+def parse_results(raw: list) -> list[SearchResult]:
+    """Raw provider dicts to results: missing or odd fields are tolerated, unusable rows dropped.
+
+    A row needs an http(s) ``image`` or ``thumbnail``; duplicates (same image
+    link) are dropped, keeping the first.
+    """
+    out: list[SearchResult] = []
+    seen: set[str] = set()
+    for r in raw if isinstance(raw, list) else []:
+        if not isinstance(r, dict):
+            continue
+        image = r.get("image") if _is_web_url(r.get("image")) else ""
+        thumb = r.get("thumbnail") if _is_web_url(r.get("thumbnail")) else ""
+        if not image and not thumb:
+            continue
+        image, thumb = (image or thumb).strip(), (thumb or "").strip()
+        if image in seen:
+            continue
+        seen.add(image)
+        out.append(SearchResult(image=image, thumbnail=thumb, title=_text(r.get("title")),
+                                page_url=r.get("url").strip() if _is_web_url(r.get("url")) else "",
+                                width=_to_int(r.get("width")), height=_to_int(r.get("height")),
+                                source=_text(r.get("source"), 100), license=_text(r.get("license"), 100)))
+    return out
+
+
+# --- retries --------------------------------------------------------------------------
+def _retryable() -> tuple[type, ...]:
+    try:
+        from ddgs.exceptions import DDGSException, TimeoutException
+
+        return (DDGSException, TimeoutException, TimeoutError, ConnectionError, OSError)
+    except ImportError:  # pragma: no cover - ddgs is a requirement
+        return (TimeoutError, ConnectionError, OSError)
+
+
+def search_images(query: str, *, provider: SearchProvider, max_results: int = 100,
+                  filters: SearchFilters = SearchFilters(), cache: Optional["SearchCache"] = None,
+                  attempts: int = 3, backoff: float = 2.0, deadline: float = 25.0,
+                  sleep: Callable[[float], None] = time.sleep) -> list[SearchResult]:
+    """Search for pictures; retry refusals a few times, then raise :class:`SearchUnavailable`.
+
+    The whole call, retries included, ends within about ``deadline`` seconds.
+    Results are cached per provider, query and filters when ``cache`` is given.
+    """
+    query = (query or "").strip()
+    if not query:
+        raise TLError("Type what to search for.")
+    if not 1 <= max_results <= 1000:
+        raise TLError("Ask for between 1 and 1000 pictures.")
+    filters.validate()
+    key = cache.key(provider.name, query, max_results, filters) if cache else ""
+    if cache:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+    t0 = time.monotonic()
+    last: Exception | None = None
+    retry_on = _retryable()
+    for attempt in range(attempts):
+        try:
+            raw = provider.images(query, max_results=max_results, filters=filters)
+        except retry_on as e:  # refused, rate limited, blocked or unreachable
+            last = e
+            wait = backoff * (2 ** attempt) * (0.5 + random.random())  # exponential, with jitter
+            if attempt + 1 >= attempts or time.monotonic() - t0 + wait > deadline:
+                break
+            sleep(wait)
+            continue
+        results = parse_results(raw)
+        if cache:
+            cache.put(key, results)
+        return results
+    reason = f"{type(last).__name__}: {last}" if last else "no answer"
+    if len(reason) > 200:
+        reason = reason[:200] + "…"
+    raise SearchUnavailable(
+        f"The image search engine ({getattr(provider, 'backend', provider.name)}) refused the search or could not "
+        f"be reached ({reason}). Search engines block heavy use for a while: try again in a few minutes, choose "
+        f"another engine, or add pictures by upload or folder import instead.")
+
+
+# --- cache -------------------------------------------------------------------------------
+class SearchCache:
+    """Search results kept in the project database, per provider, query and filters."""
+
+    def __init__(self, project, ttl_seconds: float = 7 * 24 * 3600):
+        self.project = project
+        self.ttl = ttl_seconds
+        with project._write() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS search_cache(key TEXT PRIMARY KEY, created REAL NOT NULL,"
+                        " results TEXT NOT NULL)")
+
+    @staticmethod
+    def key(provider: str, query: str, max_results: int, filters: SearchFilters) -> str:
+        blob = json.dumps([provider, query.casefold(), max_results, asdict(filters)], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> Optional[list[SearchResult]]:
+        with self.project._read() as con:
+            row = con.execute("SELECT created, results FROM search_cache WHERE key=?", (key,)).fetchone()
+        if row is None or time.time() - row["created"] > self.ttl:
+            return None
+        return [SearchResult(**d) for d in json.loads(row["results"])]
+
+    def put(self, key: str, results: list[SearchResult]) -> None:
+        with self.project._write() as con:
+            con.execute("INSERT OR REPLACE INTO search_cache(key, created, results) VALUES(?,?,?)",
+                        (key, time.time(), json.dumps([r.to_dict() for r in results])))
+
+
+# --- per-visitor limit ------------------------------------------------------------------------
+@dataclass
+class RateLimiter:
+    """At most ``limit`` searches per ``window`` seconds per visitor (for a shared server)."""
+
+    limit: int = 10
+    window: float = 600.0
+    _hits: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, visitor: str, now: Optional[float] = None) -> None:
+        """Count one search for ``visitor``; raise :class:`SearchUnavailable` past the limit."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            q = self._hits.setdefault(visitor, deque())
+            while q and now - q[0] > self.window:
+                q.popleft()
+            if len(q) >= self.limit:
+                wait = int(self.window - (now - q[0])) + 1
+                raise SearchUnavailable(f"This shared app allows {self.limit} searches per visitor every "
+                                        f"{int(self.window // 60)} minutes; try again in {wait} s, or upload pictures.")
+            q.append(now)
