@@ -99,6 +99,22 @@ def _train_events(args) -> Callable[[dict], None]:
     return on
 
 
+def _train_config(args):
+    from .train import TrainConfig
+
+    return TrainConfig(arch=args.arch, epochs=args.epochs, size=args.size, pretrained=not args.no_pretrained,
+                       weights=args.weights, quick=getattr(args, "quick", False), batch_size=args.batch_size,
+                       lr=getattr(args, "lr", None), patience=getattr(args, "patience", None))
+
+
+def cmd_lr_find(args) -> int:
+    from .train import find_lr
+
+    res = find_lr(_project(args), _train_config(args), events=_train_events(args))
+    _emit(args, res, f"suggested learning rate: {res['lr']:.2g}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .jobs import StopToken
     from .runs import new_run_id, run_dir
@@ -117,8 +133,7 @@ def cmd_train(args) -> int:
     signal.signal(signal.SIGINT, on_signal)
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, on_signal)
-    cfg = TrainConfig(arch=args.arch, epochs=args.epochs, size=args.size, pretrained=not args.no_pretrained,
-                      weights=args.weights, quick=args.quick, batch_size=args.batch_size)
+    cfg = _train_config(args)
     rep = train(project, cfg, run_id=run_id, stop=stop, events=_train_events(args))
     m = rep.metrics
     _emit(args, rep.to_dict(), lambda: f"run {rep.run}: {rep.status} in {rep.seconds:.1f} s"
@@ -298,16 +313,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("list", cmd_list, "List the images of the project.")
     p.add_argument("--label", help="Only this class.")
 
-    p = verb("train", cmd_train, "Train a classifier on the project's images.")
-    p.add_argument("--arch", default=config.DEFAULT_ARCH, choices=list_archs(), help=HELP["arch"])
-    p.add_argument("--epochs", type=int, default=config.DEFAULT_EPOCHS, help=HELP["epochs"])
-    p.add_argument("--size", type=int, default=config.DEFAULT_SIZE, help=HELP["size"])
-    p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE, help="Images per training step.")
-    p.add_argument("--no-pretrained", action="store_true", help=HELP["no_pretrained"])
-    p.add_argument("--weights", help="A backbone state_dict (.safetensors or .pth, weights only) to start from.")
-    p.add_argument("--quick", action="store_true", help="Train only a small head on cached features (seconds).")
+    def model_options(p):
+        p.add_argument("--arch", default=config.DEFAULT_ARCH, choices=list_archs(), help=HELP["arch"])
+        p.add_argument("--epochs", type=int, default=config.DEFAULT_EPOCHS, help=HELP["epochs"])
+        p.add_argument("--size", type=int, default=config.DEFAULT_SIZE, help=HELP["size"])
+        p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE, help="Images per training step.")
+        p.add_argument("--no-pretrained", action="store_true", help=HELP["no_pretrained"])
+        p.add_argument("--weights", help="A backbone state_dict (.safetensors or .pth, weights only) to start from.")
+        p.add_argument("--events", help=argparse.SUPPRESS)
+
+    p = verb("train", cmd_train, "Train a classifier on the project's images (full fine-tuning; --quick for seconds).")
+    model_options(p)
+    p.add_argument("--quick", action="store_true",
+                   help="Train only a head on cached features of the pretrained network: a first model in seconds.")
+    p.add_argument("--lr", type=float, help="Learning rate (default 2e-3; see lr-find).")
+    p.add_argument("--patience", type=int, help="Stop early after this many epochs without improvement.")
     p.add_argument("--run-id", help=argparse.SUPPRESS)
-    p.add_argument("--events", help=argparse.SUPPRESS)
+
+    p = verb("lr-find", cmd_lr_find, "Suggest a learning rate for fine-tuning (fastai's lr_find).")
+    model_options(p)
 
     verb("runs", cmd_runs, "List the training runs.")
 

@@ -301,13 +301,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_model(folder: Path, expected_sha256: str):
+def load_model(folder: Path, expected_sha256: str, project_root: Path | None = None):
     """Load a model the app wrote, after checking its weights against the recorded hash.
 
+    A quick-mode model names its body's weights file by hash (shared between
+    runs, under ``models/bodies/`` of the project); that file is checked too.
     Returns ``(model in eval mode, spec)``. Raises :class:`ModelFileInvalid`
-    when the file is missing or was changed since it was recorded.
+    when a file is missing or was changed since it was recorded.
     """
     from safetensors.torch import load_file
+
+    from .project import inside
 
     wfile, jfile = folder / "model.safetensors", folder / "model.json"
     if not wfile.is_file() or not jfile.is_file():
@@ -315,8 +319,18 @@ def load_model(folder: Path, expected_sha256: str):
     if _sha256(wfile) != expected_sha256:
         raise ModelFileInvalid(f"{wfile} was changed after training; the app only loads models it wrote.")
     spec = ModelSpec.from_json(jfile.read_text(encoding="utf-8"))
+    state = load_file(str(wfile))
+    body_rel = spec.extra.get("body_file")
+    if body_rel:
+        root = project_root or folder.parent.parent
+        bfile = inside(root, body_rel)
+        if not bfile.is_file():
+            raise ModelFileInvalid(f"The network body this model needs ({body_rel}) is missing; train again.")
+        if _sha256(bfile) != spec.extra.get("body_sha256"):
+            raise ModelFileInvalid(f"{bfile} was changed after training; the app only loads models it wrote.")
+        state.update({f"0.{k}": v for k, v in load_file(str(bfile)).items()})
     model = create_model(spec, pretrained=False)
-    model.load_state_dict(load_file(str(wfile)))
+    model.load_state_dict(state)
     model.eval()
     return model, spec
 

@@ -56,7 +56,7 @@ def model_for(project: Project, run_id: Optional[str] = None):
     with _cache_lock:
         hit = _cache.get(key)
         if hit is None:
-            model, spec = load_model(runs.run_dir(project, run.id), run.model_sha256)
+            model, spec = load_model(runs.run_dir(project, run.id), run.model_sha256, project.root)
             if len(_cache) >= 4:
                 _cache.pop(next(iter(_cache)))
             _cache[key] = hit = (model, spec)

@@ -61,7 +61,7 @@ def rank(project: Project, *, top: Optional[int] = None, label: Optional[str] = 
         probs = s["probs"]
         best = max(range(len(probs)), key=probs.__getitem__)
         p_label = probs[vocab.index(it.label)] if it.label in vocab else 0.0
-        loss = -math.log(max(p_label, 1e-12))
+        loss = max(0.0, -math.log(max(p_label, 1e-12)))
         rows.append(ReviewRow(item=it.id, path=str(project.path_of(it)), source=it.source, label=it.label,
                               predicted=vocab[best], confidence=round(probs[best], 4), loss=round(loss, 4),
                               score=round(1.0 - p_label, 4), valid=s.get("valid")))

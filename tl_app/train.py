@@ -46,6 +46,8 @@ class TrainConfig:
     lr: Optional[float] = None
     seed: int = 42
     valid_pct: float = config.VALID_PCT
+    keep_best: bool = True           # fine-tuning keeps the weights of the epoch with the lowest validation loss
+    patience: Optional[int] = None   # stop after this many unfrozen epochs without improvement
 
     def validate(self) -> "TrainConfig":
         get_arch(self.arch)
@@ -241,21 +243,19 @@ def describe_device(device) -> str:
 
 
 # --- fastai fine-tuning -------------------------------------------------------------
-def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec, cfg: TrainConfig, device,
-                     stop: StopToken, events: EventFn):
-    """fastai ``fine_tune`` on in-memory images, with augmentation; returns per-epoch history."""
+def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec, bs: int, device, cbs=()):
+    """A fastai Learner over in-memory pictures: augmentation on the training batches only."""
     import numpy as np
     import torch
-    from fastai.callback.core import Callback, CancelFitException
+    from fastai.callback.core import Callback
+    from fastai.callback.progress import ProgressCallback
     from fastai.data.core import DataLoaders, TfmdDL
+    from fastai.data.transforms import IntToFloatTensor, Normalize
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import accuracy
     from fastai.torch_core import TensorCategory, TensorImage, params
     from fastai.vision.augment import aug_transforms
-    from fastai.data.transforms import IntToFloatTensor, Normalize
-    import fastai.callback.schedule  # noqa: F401 - adds Learner.fine_tune
-    from fastai.callback.progress import ProgressCallback
 
     class _Images(torch.utils.data.Dataset):
         def __init__(self, idxs, split_idx):
@@ -269,35 +269,61 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
         def __getitem__(self, i):
             return TensorImage(self.x[i]), TensorCategory(self.y[i])
 
+    class _ChannelsLast(Callback):
+        """Batches in channels-last memory order: about 3x faster convolutions on a CPU."""
+        order = 1
+
+        def before_batch(self):
+            self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) for x in self.xb)
+
     norm = Normalize.from_stats(spec.mean, spec.std, cuda=device.type == "cuda")
-    bs = max(2, min(cfg.batch_size, len(train_idx)))
+    bs = max(2, min(bs, len(train_idx)))
     train_dl = TfmdDL(_Images(train_idx, 0), bs=bs, shuffle=True, drop_last=len(train_idx) > bs,
-                      num_workers=0, device=device,
-                      after_batch=[IntToFloatTensor(), *aug_transforms(), norm])
+                      num_workers=0, device=device, after_batch=[IntToFloatTensor(), *aug_transforms(), norm])
     valid_dl = TfmdDL(_Images(valid_idx, 1), bs=bs * 2, shuffle=False, num_workers=0, device=device,
                       after_batch=[IntToFloatTensor(), norm])
     dls = DataLoaders(train_dl, valid_dl, device=device)
 
+    def splitter(m):
+        return [params(m[0]), params(m[1])]
+
+    model.to(device).to(memory_format=torch.channels_last)
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, splitter=splitter,
+                    cbs=[_ChannelsLast(), *cbs])
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
+    return learn
+
+
+def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec, cfg: TrainConfig, device,
+                     stop: StopToken, events: EventFn, bs: int):
+    """fastai ``fine_tune`` with augmentation; keeps the best epoch's weights; optional early stopping.
+
+    Returns ``(history, info)``: one entry per epoch, and which epoch was kept.
+    """
+    import torch
+    from fastai.callback.core import Callback, CancelFitException
+    import fastai.callback.schedule  # noqa: F401 - adds Learner.fine_tune
+
     history: list[dict] = []
-    state = {"epoch": 0, "t0": time.time(), "done_batches": 0}
+    state = {"epoch": 0, "t0": time.time(), "done_batches": 0, "best": None, "best_epoch": None,
+             "best_state": None, "bad_epochs": 0, "early_stopped": False}
     n_epochs = cfg.epochs + 1  # fine_tune's frozen epoch, then cfg.epochs unfrozen
-    per_epoch = len(train_dl) + len(valid_dl)
-    total = n_epochs * per_epoch
 
     class _Progress(Callback):
         order = 70  # after the Recorder, so that epoch values are ready
 
         def before_fit(self):
-            if stop.is_set():
+            if stop.is_set() or state["early_stopped"]:
                 raise CancelFitException()
 
         def after_batch(self):
             state["done_batches"] += 1
             done = state["done_batches"]
+            total = n_epochs * (len(self.dls.train) + len(self.dls.valid))
             el = time.time() - state["t0"]
             eta = el / done * (total - done) if done else None
             ev = {"type": "batch", "epoch": state["epoch"], "epochs": n_epochs, "done": done, "total": total,
-                  "train": bool(self.training), "eta": None if eta is None else round(eta, 1)}
+                  "train": bool(self.training), "eta": None if eta is None else round(max(eta, 0), 1)}
             if self.training:
                 ev["loss"] = round(float(self.learn.smooth_loss), 4)
             events(ev)
@@ -314,17 +340,94 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
             history.append(entry)
             events({"type": "epoch", **entry})
             state["epoch"] += 1
+            vl = entry["valid_loss"]
+            if vl is not None and (state["best"] is None or vl < state["best"]):
+                state.update(best=vl, best_epoch=entry["epoch"], bad_epochs=0)
+                if cfg.keep_best:  # a copy in memory: no checkpoint file, no pickle
+                    state["best_state"] = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+            elif entry["phase"] == "unfrozen":
+                state["bad_epochs"] += 1
+                if cfg.patience and state["bad_epochs"] >= cfg.patience:
+                    state["early_stopped"] = True
+                    events({"type": "phase", "phase": "early_stop",
+                            "message": f"No improvement for {cfg.patience} epochs: stopping early."})
+                    raise CancelFitException()
 
-    def splitter(m):
-        return [params(m[0]), params(m[1])]
-
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, splitter=splitter,
-                    cbs=[_Progress()])
-    model.to(memory_format=torch.channels_last)
-    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
+    learn = _build_learner(model, pixels, targets, train_idx, valid_idx, spec, bs, device, cbs=[_Progress()])
     with learn.no_logging():
         learn.fine_tune(cfg.epochs, base_lr=cfg.lr or 2e-3)
-    return history
+    info = {"best_epoch": state["best_epoch"], "early_stopped": state["early_stopped"], "batch_size": bs}
+    if cfg.keep_best and state["best_state"] is not None and history and state["best_epoch"] != history[-1]["epoch"]:
+        model.load_state_dict(state["best_state"])
+        info["restored_best"] = True
+    return history, info
+
+
+def find_lr(project: Project, cfg: TrainConfig, *, stop: Optional[StopToken] = None,
+            events: EventFn = _no_events) -> dict:
+    """fastai's learning-rate finder on the project's pictures (the frozen phase of fine-tuning).
+
+    Returns ``{"lr": suggested, "lrs": [...], "losses": [...]}``; nothing is recorded as a run.
+    """
+    import numpy as np
+    import torch
+    import fastai.callback.schedule  # noqa: F401 - adds Learner.lr_find
+
+    cfg.validate()
+    snap = take_snapshot(project)
+    preflight(snap, cfg.valid_pct)
+    stop = stop or StopToken()
+    lock = trainer_lock(project)
+    if not lock.acquire({"run": "lr-find", "pid": os.getpid(), "started": time.time()}):
+        raise TrainerBusy(busy_message(lock.holder() or {}))
+    try:
+        torch.manual_seed(cfg.seed)
+        device = default_device()
+        spec = ModelSpec(arch=cfg.arch, vocab=snap.vocab, size=cfg.size, head="fastai")
+        model = create_model(spec, pretrained=cfg.pretrained, weights=Path(cfg.weights) if cfg.weights else None)
+        pixels = load_pixels(project, snap, cfg.size, stop=stop, events=events)
+        train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
+        learn = _build_learner(model, pixels, snap.targets, train_idx, valid_idx, spec, cfg.batch_size, device)
+        learn.freeze()
+        n_it = int(min(100, max(20, 3 * len(learn.dls.train))))
+        events({"type": "phase", "phase": "lr_find", "message": f"Trying learning rates ({n_it} steps)"})
+        with learn.no_logging():
+            sug = learn.lr_find(num_it=n_it, show_plot=False)
+        lrs = [float(x) for x in learn.recorder.lrs]
+        losses = [float(x) for x in learn.recorder.losses]
+        lr = float(getattr(sug, "valley", sug[0]))
+        if not np.isfinite(lr) or lr <= 0:
+            lr = 2e-3
+        return {"lr": lr, "lrs": lrs, "losses": losses}
+    finally:
+        lock.release()
+
+
+def confusion_figure(report: dict):
+    """A matplotlib figure of a run's confusion matrix (rows: actual class), counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    conf = report.get("confusion") or {"labels": [], "matrix": []}
+    labels, m = conf["labels"], np.asarray(conf["matrix"] or [[0]])
+    n = max(1, len(labels))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * n, 1.0 + 0.6 * n), dpi=100)
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    hi = m.max() if m.size else 0
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(int(m[i, j])), ha="center", va="center",
+                    color="white" if hi and m[i, j] > hi / 2 else "black")
+    ax.set_title("Confusion matrix")
+    fig.tight_layout()
+    return fig
 
 
 # --- the entry point -------------------------------------------------------------------
@@ -389,8 +492,90 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
         lock.release()
 
 
+def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, out_of_fold: bool) -> None:
+    valid_set = set(valid_idx)
+    runs.write_json(rdir, "scores.json", {
+        "vocab": snap.vocab, "out_of_fold": out_of_fold,
+        "items": [{"item": it.id, "label": it.label, "valid": i in valid_set,
+                   "probs": [round(float(p), 6) for p in probs[i]]} for i, it in enumerate(snap.items)]})
+
+
+def _write_snapshot(rdir: Path, snap: Snapshot, train_idx: list[int], valid_idx: list[int]) -> None:
+    valid_set = set(valid_idx)
+    runs.write_json(rdir, "snapshot.json", {
+        "vocab": snap.vocab,
+        "items": [{"item": it.id, "label": it.label, "sha256": it.sha256, "valid": i in valid_set}
+                  for i, it in enumerate(snap.items)]})
+
+
+def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path, *, stop: StopToken,
+                 events: EventFn) -> dict:
+    """Features once per picture (cached), then a softmax-regression head: seconds, no fastai."""
+    import numpy as np
+
+    from . import quick
+
+    quick.check_quick_possible(cfg.pretrained, cfg.weights)
+    clock = quick.timed()
+    wid = quick.weights_id(cfg.arch, cfg.pretrained, cfg.weights)
+    tag = quick.feature_tag(cfg.arch, cfg.size, wid)
+    store = quick.FeatureStore(project)
+    have = store.get(sorted({it.sha256 for it in snap.items}), tag)
+    missing = [i for i, it in enumerate(snap.items) if it.sha256 not in have]
+    body_ref = quick.stored_body(project, tag)
+    events({"type": "phase", "phase": "cache", "cached": len(snap.items) - len(missing), "total": len(snap.items)})
+    if missing or body_ref is None:
+        device = default_device()
+        events({"type": "phase", "phase": "device", "device": describe_device(device)})
+        events({"type": "phase", "phase": "model", "message": f"Preparing {cfg.arch}"})
+        from .models import create_body
+
+        body = create_body(cfg.arch, pretrained=cfg.pretrained, weights=Path(cfg.weights) if cfg.weights else None)
+        if body_ref is None:
+            body_ref = quick.store_body(project, tag, body)
+        if missing:
+            sub = Snapshot([snap.items[i] for i in missing], snap.vocab)
+            pixels = load_pixels(project, sub, cfg.size, stop=stop, events=events)
+            feats = quick.compute_features(body, pixels, stop=stop, events=events)
+            store.put(tag, [(it.sha256, feats[j]) for j, it in enumerate(sub.items)])
+            have.update({it.sha256: feats[j] for j, it in enumerate(sub.items)})
+    X = np.stack([have[it.sha256] for it in snap.items]).astype(np.float32)
+    y = np.asarray(snap.targets)
+    n = len(snap.vocab)
+    train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
+    events({"type": "phase", "phase": "head", "message": "Training the classifier head"})
+    l2 = quick.choose_l2(X[train_idx], y[train_idx], n, seed=cfg.seed)
+    head = quick.fit_head(X[train_idx], y[train_idx], n, l2=l2)
+    if stop.is_set():
+        raise Stopped("Stopped before the model was saved.")
+    p_train, p_valid = head.probs(X[train_idx]), head.probs(X[valid_idx])
+    metrics = classification_metrics(p_valid, y[valid_idx], snap.vocab)
+    train_loss = float(-np.log(p_train[np.arange(len(train_idx)), y[train_idx]] + 1e-12).mean())
+    entry = {"epoch": 1, "phase": "quick", "train_loss": round(train_loss, 4), "valid_loss": metrics["valid_loss"],
+             "accuracy": metrics["accuracy"], "seconds": round(clock(), 2)}
+    events({"type": "epoch", **entry})
+    # Review scores every item with a head that never saw it (k-fold on the cached features).
+    events({"type": "phase", "phase": "scoring", "done": 0, "total": len(snap.items)})
+    oof = quick.out_of_fold_probs(X, y, n, l2=l2, seed=cfg.seed)
+    events({"type": "phase", "phase": "scoring", "done": len(snap.items), "total": len(snap.items)})
+    spec = ModelSpec(arch=cfg.arch, vocab=snap.vocab, size=cfg.size, head="linear",
+                     extra={"body_file": body_ref[0], "body_sha256": body_ref[1], "weights": wid, "l2": l2})
+    sha = quick.save_quick_model(rdir, spec, head)
+    metrics.update({"epochs": [entry], "train_items": len(train_idx), "valid_items": len(valid_idx),
+                    "device": "features cached" if not missing else f"{len(missing)} pictures computed",
+                    "features_computed": len(missing), "l2": l2})
+    runs.write_json(rdir, "report.json", metrics)
+    _write_scores(rdir, snap, oof, valid_idx, out_of_fold=True)
+    _write_snapshot(rdir, snap, train_idx, valid_idx)
+    summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
+    summary.update(epochs=1, train_items=len(train_idx), valid_items=len(valid_idx), features_computed=len(missing))
+    return {"stopped": False, "metrics": summary, "model_file": "model.safetensors", "model_sha256": sha}
+
+
 def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path, *, stop: StopToken,
                     events: EventFn) -> dict:
+    if cfg.quick:
+        return _train_quick(project, snap, cfg, rdir, stop=stop, events=events)
     import numpy as np
     import torch
 
@@ -405,8 +590,22 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     events({"type": "phase", "phase": "model", "message": f"Preparing {cfg.arch}"})
     model = create_model(spec, pretrained=cfg.pretrained, weights=weights)
     pixels = load_pixels(project, snap, cfg.size, stop=stop, events=events)
-    model.to(device)
-    history = _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec, cfg, device, stop, events)
+    bs = cfg.batch_size
+    while True:
+        try:
+            history, info = _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec, cfg, device,
+                                             stop, events, bs)
+            break
+        except torch.cuda.OutOfMemoryError:
+            if bs <= 2:
+                raise TLError("The GPU ran out of memory even with 2 pictures per batch; choose a smaller "
+                              "image size or network.") from None
+            bs //= 2
+            torch.cuda.empty_cache()
+            events({"type": "phase", "phase": "oom",
+                    "message": f"The GPU ran out of memory; starting again with {bs} pictures per batch."})
+            torch.manual_seed(cfg.seed)
+            model = create_model(spec, pretrained=cfg.pretrained, weights=weights)
     stopped = stop.is_set()
     epochs_done = len(history)
     result: dict = {"stopped": stopped, "metrics": {}}
@@ -423,17 +622,14 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
         probs = probs[valid_idx]
     metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
     metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
-                    "device": describe_device(device)})
+                    "device": describe_device(device), **info})
     sha = save_model(model.cpu(), spec, rdir)
     result.update(model_file="model.safetensors", model_sha256=sha)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=epochs_done, train_items=len(train_idx), valid_items=len(valid_idx))
     runs.write_json(rdir, "report.json", metrics)
     if full is not None:
-        valid_set = set(valid_idx)
-        runs.write_json(rdir, "scores.json", {
-            "vocab": snap.vocab,
-            "items": [{"item": it.id, "label": it.label, "valid": i in valid_set,
-                       "probs": [round(float(p), 6) for p in full[i]]} for i, it in enumerate(snap.items)]})
+        _write_scores(rdir, snap, full, valid_idx, out_of_fold=False)
+    _write_snapshot(rdir, snap, train_idx, valid_idx)
     result["metrics"] = summary
     return result
