@@ -276,12 +276,20 @@ def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec
         def before_batch(self):
             self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) for x in self.xb)
 
+    class _DL(TfmdDL):
+        """Remembers each epoch's order, so that batch k is known to hold items order[k*bs:(k+1)*bs]."""
+
+        def get_idxs(self):
+            idxs = super().get_idxs()
+            self.order = list(idxs)
+            return idxs
+
     norm = Normalize.from_stats(spec.mean, spec.std, cuda=device.type == "cuda")
     bs = max(2, min(bs, len(train_idx)))
-    train_dl = TfmdDL(_Images(train_idx, 0), bs=bs, shuffle=True, drop_last=len(train_idx) > bs,
-                      num_workers=0, device=device, after_batch=[IntToFloatTensor(), *aug_transforms(), norm])
-    valid_dl = TfmdDL(_Images(valid_idx, 1), bs=bs * 2, shuffle=False, num_workers=0, device=device,
-                      after_batch=[IntToFloatTensor(), norm])
+    train_dl = _DL(_Images(train_idx, 0), bs=bs, shuffle=True, drop_last=len(train_idx) > bs,
+                   num_workers=0, device=device, after_batch=[IntToFloatTensor(), *aug_transforms(), norm])
+    valid_dl = _DL(_Images(valid_idx, 1), bs=bs * 2, shuffle=False, num_workers=0, device=device,
+                   after_batch=[IntToFloatTensor(), norm])
     dls = DataLoaders(train_dl, valid_dl, device=device)
 
     def splitter(m):
@@ -304,10 +312,16 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
     from fastai.callback.core import Callback, CancelFitException
     import fastai.callback.schedule  # noqa: F401 - adds Learner.fine_tune
 
+    import numpy as np
+
     history: list[dict] = []
     state = {"epoch": 0, "t0": time.time(), "done_batches": 0, "best": None, "best_epoch": None,
-             "best_state": None, "bad_epochs": 0, "early_stopped": False}
+             "best_state": None, "bad_epochs": 0, "early_stopped": False, "batch": 0}
     n_epochs = cfg.epochs + 1  # fine_tune's frozen epoch, then cfg.epochs unfrozen
+    n_classes = len(spec.vocab)
+    # Probabilities every item got in every epoch: training items from their (augmented) training
+    # batch, validation items from the validation pass. Review uses them; no extra pass is needed.
+    item_probs = np.full((n_epochs, len(targets), n_classes), np.nan, dtype=np.float32)
 
     class _Progress(Callback):
         order = 70  # after the Recorder, so that epoch values are ready
@@ -315,6 +329,24 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
         def before_fit(self):
             if stop.is_set() or state["early_stopped"]:
                 raise CancelFitException()
+
+        def before_train(self):
+            state["batch"] = 0
+
+        def before_validate(self):
+            state["batch"] = 0
+
+        def after_pred(self):
+            dl = self.dl
+            k, b = state["batch"], dl.bs
+            pos = dl.order[k * b: k * b + len(self.pred)]
+            which = train_idx if self.training else valid_idx
+            rows = [which[p] for p in pos]
+            with torch.no_grad():
+                pr = torch.softmax(self.pred.detach().float(), 1).cpu().numpy()
+            if state["epoch"] < n_epochs:
+                item_probs[state["epoch"], rows] = pr
+            state["batch"] += 1
 
         def after_batch(self):
             state["done_batches"] += 1
@@ -357,9 +389,21 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
     with learn.no_logging():
         learn.fine_tune(cfg.epochs, base_lr=cfg.lr or 2e-3)
     info = {"best_epoch": state["best_epoch"], "early_stopped": state["early_stopped"], "batch_size": bs}
-    if cfg.keep_best and state["best_state"] is not None and history and state["best_epoch"] != history[-1]["epoch"]:
-        model.load_state_dict(state["best_state"])
+    kept = len(history)  # the epoch whose weights the model ends with
+    if cfg.keep_best and state["best_state"] is not None and history and state["best_epoch"] != kept:
+        model.load_state_dict(state["best_state"])  # also after a Stop in the middle of an epoch
         info["restored_best"] = True
+        kept = state["best_epoch"]
+    # Scores: validation items from the kept epoch's validation pass (exactly the final model);
+    # training items from the latest epoch in which they were in a training batch.
+    scores = np.full((len(targets), n_classes), np.nan, dtype=np.float32)
+    if kept:
+        scores[valid_idx] = item_probs[kept - 1, valid_idx]
+    for e in range(kept or len(history)):
+        seen = ~np.isnan(item_probs[e, train_idx, 0])
+        scores[np.asarray(train_idx)[seen]] = item_probs[e, np.asarray(train_idx)[seen]]
+    info["item_probs"] = item_probs[: len(history)]
+    info["scores"] = scores
     return history, info
 
 
@@ -493,11 +537,28 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
 
 
 def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, out_of_fold: bool) -> None:
+    """Probabilities per item for Review; rows that hold NaN (never scored) are left out."""
+    import math
+
     valid_set = set(valid_idx)
     runs.write_json(rdir, "scores.json", {
         "vocab": snap.vocab, "out_of_fold": out_of_fold,
         "items": [{"item": it.id, "label": it.label, "valid": i in valid_set,
-                   "probs": [round(float(p), 6) for p in probs[i]]} for i, it in enumerate(snap.items)]})
+                   "probs": [round(float(p), 6) for p in probs[i]]}
+                  for i, it in enumerate(snap.items) if not math.isnan(float(probs[i][0]))]})
+
+
+def _write_losses(rdir: Path, snap: Snapshot, item_probs) -> None:
+    """Each item's loss in each epoch (None where no batch held it): how hard it was to fit."""
+    import numpy as np
+
+    targets = np.asarray(snap.targets)
+    p = item_probs[:, np.arange(len(targets)), targets]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss = -np.log(np.clip(p, 1e-12, 1.0))
+    runs.write_json(rdir, "losses.json", {
+        "items": [it.id for it in snap.items],
+        "losses": [[None if np.isnan(v) else round(float(v), 5) for v in row] for row in loss]})
 
 
 def _write_snapshot(rdir: Path, snap: Snapshot, train_idx: list[int], valid_idx: list[int]) -> None:
@@ -612,24 +673,23 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     if stopped and epochs_done == 0:
         raise Stopped("Stopped before the first epoch ended; no model was kept.")
     model.eval()
-    try:
-        probs = predict_pixels(model, pixels, spec, device=device, stop=stop, events=events)
-    except Stopped:
+    scores = info.pop("scores")
+    item_probs = info.pop("item_probs")
+    probs = scores[valid_idx]
+    if np.isnan(probs).any():  # stopped before a validation pass: check the model now
         probs = predict_pixels(model, pixels[valid_idx], spec, device=device)
-        full = None
-    else:
-        full = probs
-        probs = probs[valid_idx]
+        scores[valid_idx] = probs
     metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
     metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
                     "device": describe_device(device), **info})
+    _write_losses(rdir, snap, item_probs)
     sha = save_model(model.cpu(), spec, rdir)
     result.update(model_file="model.safetensors", model_sha256=sha)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=epochs_done, train_items=len(train_idx), valid_items=len(valid_idx))
     runs.write_json(rdir, "report.json", metrics)
-    if full is not None:
-        _write_scores(rdir, snap, full, valid_idx, out_of_fold=False)
+    # Items no training batch reached (drop_last) have no row; Review scores them when needed.
+    _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False)
     _write_snapshot(rdir, snap, train_idx, valid_idx)
     result["metrics"] = summary
     return result
