@@ -13,6 +13,7 @@ pixel is decoded; truncated files are refused (Pillow's
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 from dataclasses import dataclass
@@ -39,6 +40,21 @@ class NormalizedImage:
     original_size: tuple[int, int]
 
 
+def _looks_like(head: bytes) -> str | None:
+    """The supported format whose signature ``head`` starts with, if any."""
+    if head.startswith(b"\xff\xd8"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head.startswith(b"BM") and b"\x00" in head[2:14]:  # "BM" alone also starts plain text
+        return "BMP"
+    return None
+
+
 def sniff(head: bytes) -> str | None:
     """Name what a refused file looks like, from its first bytes (for messages)."""
     h = head.lstrip()[:512].lower()
@@ -54,11 +70,19 @@ def sniff(head: bytes) -> str | None:
         return "a zip archive, not an image"
     if h.startswith((b"{", b"[")):
         return "a JSON/text file, not an image"
-    try:
-        head[:512].decode("utf-8")
-        return "a text file, not an image"
+    # The start of a supported image that Pillow could not open: cut short or corrupted,
+    # not "not an image" (a header-only download looks like this).
+    fmt = _looks_like(head)
+    if fmt:
+        return f"the file is truncated or damaged (it starts like a {fmt} image)"
+    chunk = head[:512]
+    if b"\x00" in chunk:
+        return None
+    try:  # an incremental decoder does not fail on a character cut at byte 512
+        codecs.getincrementaldecoder("utf-8")().decode(chunk, final=False)
     except UnicodeDecodeError:
         return None
+    return "a text file, not an image"
 
 
 def _read_source(src: Source, limit: int) -> bytes:
@@ -124,7 +148,7 @@ def open_rgb(src: Source, *, max_side: int | None = None, min_side: int = config
         Image.MAX_IMAGE_PIXELS = 89_478_485
     try:
         im = Image.open(io.BytesIO(data), formats=list(config.ALLOWED_FORMATS))
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning, under -W error
         raise ImageRejected("the image has too many pixels (a possible decompression bomb)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         what = sniff(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,13 @@ from .jobs import Progress, ProgressFn, StopToken, no_progress
 from .project import Project, validate_label
 
 _JUNK = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
+_UNPACK_ERRORS: tuple[type[BaseException], ...] = (zlib.error,)
+try:
+    import lzma
+
+    _UNPACK_ERRORS += (lzma.LZMAError,)
+except ImportError:  # Python built without lzma: zipfile cannot open such members anyway
+    pass
 
 
 @dataclass
@@ -72,6 +80,11 @@ def _is_junk(name: str) -> bool:
     return n in _JUNK or n.startswith(".") or n.startswith("._")
 
 
+def _unsafe_member(name: str) -> bool:
+    n = name.replace("\\", "/")
+    return n.startswith("/") or ".." in n.split("/") or (len(n) > 1 and n[1] == ":")
+
+
 def _walk_files(folder: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not _is_junk(d))
@@ -103,11 +116,20 @@ def _zip_entries(path: Path, label: Optional[str]) -> Iterator[_Entry]:
     except (zipfile.BadZipFile, OSError) as e:
         yield _Entry(str(path), label, lambda: b"", reason=f"not a readable zip file ({e})")
         return
-    infos = [i for i in zf.infolist()
-             if not i.is_dir() and not any(_is_junk(p) for p in i.filename.replace("\\", "/").split("/"))]
+    infos = []
+    for i in zf.infolist():
+        if i.is_dir():
+            continue
+        if _unsafe_member(i.filename):  # never extracted, but say so rather than drop it as "hidden"
+            yield _Entry(f"{path.name}!{i.filename}", label, lambda: b"",
+                         reason="its path inside the zip leads outside the archive (unsafe zip)")
+        elif not any(_is_junk(p) for p in i.filename.replace("\\", "/").split("/")):
+            infos.append(i)
     parts = [i.filename.replace("\\", "/").strip("/").split("/") for i in infos]
-    # "dataset/cat/1.jpg, dataset/dog/2.jpg": drop the wrapping folder.
-    while parts and all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1:
+    # "dataset/cat/1.jpg, dataset/dog/2.jpg": drop the wrapping folder (a README beside
+    # the class folders must not turn the wrapper itself into the only class).
+    while (parts and len({p[0] for p in parts}) == 1 and all(len(p) > 1 for p in parts)
+           and any(len(p) > 2 for p in parts)):
         parts = [p[1:] for p in parts]
     total = 0
     for info, p in zip(infos, parts):
@@ -122,8 +144,13 @@ def _zip_entries(path: Path, label: Optional[str]) -> Iterator[_Entry]:
             continue
 
         def read(info=info) -> bytes:
-            with zf.open(info) as fh:  # the header can lie about sizes: read at most the limit
-                data = fh.read(config.MAX_IMPORT_BYTES + 1)
+            if info.flag_bits & 0x1:
+                raise ImageRejected("the file is password-protected inside the zip (unzip it yourself, then import the folder)")
+            try:
+                with zf.open(info) as fh:  # the header can lie about sizes: read at most the limit
+                    data = fh.read(config.MAX_IMPORT_BYTES + 1)
+            except _UNPACK_ERRORS as err:  # a corrupt compressed stream is one bad member, not a failed import
+                raise ImageRejected(f"damaged inside the zip file ({err})") from None
             if len(data) > config.MAX_IMPORT_BYTES:
                 raise ImageRejected("the file is too large")
             return data

@@ -105,11 +105,13 @@ def validate_label(name: str) -> str:
     if not isinstance(name, str):
         raise InvalidLabel("A class name must be text.")
     label = unicodedata.normalize("NFC", name).strip()
-    if not label:
+    if not label.replace("\u200d", "").strip():
         raise InvalidLabel("A class name cannot be empty.")
     if len(label) > config.MAX_LABEL_LEN:
         raise InvalidLabel(f"The class name '{label[:20]}...' is too long (at most {config.MAX_LABEL_LEN} characters).")
-    bad = sorted({c for c in label if c in _FORBIDDEN_LABEL_CHARS or unicodedata.category(c).startswith("C")})
+    # Control and invisible characters are refused, except the joiner that emoji such as 👩‍💻 are built with.
+    bad = sorted({c for c in label if c in _FORBIDDEN_LABEL_CHARS
+                  or (unicodedata.category(c).startswith("C") and c != "\u200d")})
     if bad:
         shown = " ".join(repr(c) for c in bad)
         raise InvalidLabel(f"The class name '{label}' contains characters a folder name cannot have: {shown}.")
@@ -534,11 +536,17 @@ class Project:
             return con.execute("SELECT 1 FROM actions WHERE state='undone' LIMIT 1").fetchone() is not None
 
     def undo(self) -> Action:
-        """Revert the latest action: trashed files come back byte for byte, relabels move back."""
+        """Revert the latest action: trashed files come back byte for byte, relabels move back.
+
+        If files of the action were removed outside the app (an emptied trash), the
+        action cannot be reverted: it leaves the history, nothing moves, and
+        :class:`ItemNotFound` says so; the next undo reaches the action before it.
+        """
         with self._write() as con:
             r = con.execute("SELECT * FROM actions WHERE state='done' ORDER BY id DESC LIMIT 1").fetchone()
             if r is None:
                 raise NothingToUndo("There is nothing to undo.")
+            con.execute("SAVEPOINT step")
             kind, payload = r["kind"], json.loads(r["payload"])
             moves = []
             if kind == "delete":
@@ -557,8 +565,12 @@ class Project:
                         con.execute("DELETE FROM decisions WHERE item=?", (p["item"],))
                     else:
                         con.execute("UPDATE decisions SET decision=? WHERE item=?", (p["previous"], p["item"]))
-            con.execute("UPDATE actions SET state='undone' WHERE id=?", (r["id"],))
-            self._move_all(moves)
+            lost = self._drop_if_lost(con, r, moves, "undo")
+            if not lost:
+                con.execute("UPDATE actions SET state='undone' WHERE id=?", (r["id"],))
+                self._move_all(moves)
+        if lost:
+            raise ItemNotFound(lost)
         return self._action(r["id"])
 
     def redo(self) -> Action:
@@ -569,6 +581,7 @@ class Project:
             r = con.execute("SELECT * FROM actions WHERE state='undone' ORDER BY id ASC LIMIT 1").fetchone()
             if r is None:
                 raise NothingToUndo("There is nothing to redo.")
+            con.execute("SAVEPOINT step")
             kind, payload = r["kind"], json.loads(r["payload"])
             moves = []
             if kind == "delete":
@@ -584,9 +597,26 @@ class Project:
                 for p in payload:
                     con.execute("INSERT OR REPLACE INTO decisions(item, decision, action, created) VALUES(?,?,?,?)",
                                 (p["item"], "keep", r["id"], time.time()))
-            con.execute("UPDATE actions SET state='done' WHERE id=?", (r["id"],))
-            self._move_all(moves)
+            lost = self._drop_if_lost(con, r, moves, "redo")
+            if not lost:
+                con.execute("UPDATE actions SET state='done' WHERE id=?", (r["id"],))
+                self._move_all(moves)
+        if lost:
+            raise ItemNotFound(lost)
         return self._action(r["id"])
+
+    @staticmethod
+    def _drop_if_lost(con: sqlite3.Connection, r: sqlite3.Row, moves: list[tuple[Path, Path]], verb: str) -> str:
+        """If a file to move is gone, revert this step's row changes, drop the action; return why."""
+        lost = [src for src, _ in moves if not src.exists()]
+        if not lost:
+            return ""
+        con.execute("ROLLBACK TO step")
+        con.execute("UPDATE actions SET state='void' WHERE id=?", (r["id"],))
+        n, total = len(lost), len(moves)
+        which = "its file was" if total == 1 else f"{n} of its {total} files {'was' if n == 1 else 'were'}"
+        return (f"Cannot {verb} '{r['summary']}': {which} removed outside the app ({lost[0].name}; "
+                f"was the trash folder emptied?). This step was dropped from the history.")
 
     # --- crash recovery -----------------------------------------------------
     def reconcile(self) -> ReconcileReport:
