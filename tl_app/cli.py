@@ -338,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("review", cmd_review, "Items most likely to be wrong, most suspicious first.")
     p.add_argument("--top", type=int, default=None, help=HELP["top"])
     p.add_argument("--label", help="Only this class.")
+    p.add_argument("--kind", choices=["label", "duplicates", "outliers", "all"], default="all",
+                   help="Which problems: wrong labels, near-duplicates, outliers (and broken or blank pictures), or all.")
 
     p = verb("delete", cmd_delete, "Move items to the trash (undo brings them back).")
     p.add_argument("items", nargs="+", metavar="ITEM")

@@ -62,7 +62,12 @@ def item_hashes(project, items: Optional[Iterable] = None) -> dict[str, int]:
 def remember(project, sha256: str, h: int) -> None:
     _table(project)
     with project._write() as con:
-        con.execute("INSERT OR REPLACE INTO phash(sha256, value) VALUES(?, ?)", (sha256, f"{h:016x}"))
+        save_hashes(con, [(sha256, h)])
+
+
+def save_hashes(con, pairs: Iterable[tuple[str, int]]) -> None:
+    """Cache ``(sha256, hash)`` pairs inside the caller's write transaction (the table must exist)."""
+    con.executemany("INSERT OR REPLACE INTO phash(sha256, value) VALUES(?, ?)", [(s, f"{h:016x}") for s, h in pairs])
 
 
 class NearDupIndex:

@@ -34,6 +34,8 @@ TOTAL_TIMEOUT = 20.0
 MAX_REDIRECTS = 5
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) tl_app/0.1 (image classifier builder)"
 _REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_ADDRS = 4  # addresses of one name tried in turn
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 def allowed_hosts() -> set[tuple[str, int]]:
@@ -61,16 +63,21 @@ def address_problem(ip: str) -> Optional[str]:
     except ValueError:
         return "not an IP address"
     if isinstance(addr, ipaddress.IPv6Address):
+        if addr in _NAT64:  # an IPv6-only network's gateway to IPv4: judge the IPv4 address inside
+            return address_problem(str(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)))
         mapped = addr.ipv4_mapped or addr.sixtofour or (addr.teredo[1] if addr.teredo else None)
         if mapped is not None:
             inner = address_problem(str(mapped))
             if inner:
                 return inner
-    for check, what in (("is_loopback", "this computer"), ("is_private", "a private network"),
-                        ("is_link_local", "a link-local network"), ("is_multicast", "a multicast group"),
-                        ("is_reserved", "a reserved range"), ("is_unspecified", "an unspecified address")):
+    # The most specific reason first (169.254.169.254 is "link-local", not just "private").
+    for check, what in (("is_loopback", "this computer"), ("is_link_local", "a link-local network"),
+                        ("is_unspecified", "an unspecified address"), ("is_multicast", "a multicast group"),
+                        ("is_reserved", "a reserved range"), ("is_private", "a private network")):
         if getattr(addr, check):
             return what
+    if getattr(addr, "is_site_local", False):  # fec0::/10: deprecated, yet Python counts it as global
+        return "a site-local network"
     if not addr.is_global:
         return "a non-public network"
     return None
@@ -99,6 +106,10 @@ async def resolve_checked(host: str, port: int) -> str:
     Every address the name resolves to must be public, so that a host cannot
     pass the check with one address and be reached on another.
     """
+    return (await _resolve_all_checked(host, port))[0]
+
+
+async def _resolve_all_checked(host: str, port: int) -> list[str]:
     allow = allowed_hosts()
     try:
         literal = ipaddress.ip_address(host.strip("[]"))
@@ -118,7 +129,7 @@ async def resolve_checked(host: str, port: int) -> str:
         why = address_problem(a)
         if why:
             raise FetchRefused(f"the link leads to {why} ({a}), which the app never downloads from")
-    return addrs[0]
+    return addrs
 
 
 @dataclass
@@ -132,44 +143,89 @@ class Fetched:
     content_type: str
 
 
-def _pinned_transport():
+def _pinned_transport(max_connections: int):
     import httpx
 
-    class PinnedTransport(httpx.AsyncHTTPTransport):
-        """Connects to the address in the request's extensions, keeping Host and TLS SNI of the name."""
+    class PinnedTransport(httpx.AsyncBaseTransport):
+        """Connects to the address in the request's extensions, keeping Host and TLS SNI of the name.
+
+        Each host name gets its own connection pool: pools are keyed by address,
+        and a TLS connection verified for one name must not carry another name's
+        requests just because both resolved to the same address.
+        """
+
+        def __init__(self):
+            self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
+            self._tls = None  # one TLS context (CA bundle loaded once) for every pool
 
         async def handle_async_request(self, request):
+            host = request.url.host
+            pool = self._pools.get(host)
+            if pool is None:
+                if self._tls is None:
+                    self._tls = httpx.create_ssl_context(verify=True, trust_env=False)
+                pool = self._pools[host] = httpx.AsyncHTTPTransport(
+                    retries=0, verify=self._tls, http2=False, trust_env=False,
+                    limits=httpx.Limits(max_connections=max_connections,
+                                        max_keepalive_connections=min(max_connections, 8)))
             ip = request.extensions.get("tl_ip")
             if ip:
-                host = request.url.host
                 request.url = request.url.copy_with(host=ip)
                 request.extensions = {**request.extensions, "sni_hostname": host}
-            return await super().handle_async_request(request)
+            return await pool.handle_async_request(request)
 
-    return PinnedTransport(retries=0, verify=True, http2=False, trust_env=False)
+        async def aclose(self) -> None:
+            pools, self._pools = list(self._pools.values()), {}
+            for pool in pools:
+                await pool.aclose()
+
+    return PinnedTransport()
 
 
 def make_client(*, max_connections: int = 32):
     """An httpx client for :func:`fetch`: no proxies from the environment, no automatic redirects."""
     import httpx
 
-    return httpx.AsyncClient(transport=_pinned_transport(), follow_redirects=False, trust_env=False,
+    # The limits live in the transport's pools (one per host name); a client given a
+    # transport ignores its own ``limits``.
+    return httpx.AsyncClient(transport=_pinned_transport(max_connections), follow_redirects=False, trust_env=False,
                              timeout=httpx.Timeout(10.0, connect=10.0),
-                             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=16),
                              headers={"User-Agent": USER_AGENT, "Accept": "image/avif,image/webp,image/*;q=0.9,*/*;q=0.5"})
+
+
+async def _send_first(client, url: str, host_header: str, addrs: list[str]):
+    """Send the request to the first of the checked addresses that accepts a connection.
+
+    A name often resolves to an IPv6 and an IPv4 address, and a machine without
+    IPv6 cannot reach the first: try the next one, as browsers do.
+    """
+    import httpx
+
+    for i, ip in enumerate(addrs):
+        req = client.build_request("GET", url, headers={"Host": host_header}, extensions={"tl_ip": ip})
+        try:
+            return await client.send(req, stream=True)
+        except httpx.ConnectError:
+            if i == len(addrs) - 1:
+                raise
+
+
+def _size(n: int) -> str:
+    """A byte count for messages: '20 MB', '1.5 MB', '195 kB' (binary units, as MAX_BYTES is)."""
+    mb = n / 2**20
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB" if mb >= 1 else f"{n / 1024:.0f} kB"
 
 
 async def _fetch(client, url: str, dest: Path, max_bytes: int, deadline: float) -> Fetched:
     current = url
     for hop in range(MAX_REDIRECTS + 1):
         scheme, host, port = check_url(current)
-        ip = await resolve_checked(host, port)
+        addrs = await _resolve_all_checked(host, port)
         default_port = 443 if scheme == "https" else 80
         host_header = host if port == default_port else f"{host}:{port}"
         if ":" in host and not host.startswith("["):
             host_header = f"[{host}]" if port == default_port else f"[{host}]:{port}"
-        req = client.build_request("GET", current, headers={"Host": host_header}, extensions={"tl_ip": ip})
-        resp = await client.send(req, stream=True)
+        resp = await _send_first(client, current, host_header, addrs[:_MAX_ADDRS])
         try:
             if resp.status_code in _REDIRECTS:
                 loc = resp.headers.get("location")
@@ -185,14 +241,13 @@ async def _fetch(client, url: str, dest: Path, max_bytes: int, deadline: float) 
                 raise FetchRefused(f"the server sent a web page or text ({ctype}), not a picture")
             length = resp.headers.get("content-length")
             if length and length.isdigit() and int(length) > max_bytes:
-                raise FetchRefused(f"the picture is too large ({int(length) / 1e6:.0f} MB; the limit is "
-                                   f"{max_bytes / 1e6:.0f} MB)")
+                raise FetchRefused(f"the picture is too large ({_size(int(length))}; the limit is {_size(max_bytes)})")
             size = 0
             with open(dest, "wb") as f:
                 async for chunk in resp.aiter_bytes():  # decoded: the cap also stops compression bombs
                     size += len(chunk)
                     if size > max_bytes:
-                        raise FetchRefused(f"the picture is larger than the {max_bytes / 1e6:.0f} MB limit")
+                        raise FetchRefused(f"the picture is larger than the {_size(max_bytes)} limit")
                     if time.monotonic() > deadline:
                         raise asyncio.TimeoutError
                     f.write(chunk)

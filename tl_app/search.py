@@ -198,6 +198,7 @@ def search_images(query: str, *, provider: SearchProvider, max_results: int = 10
         if hit is not None:
             return hit
     t0 = time.monotonic()
+    unslept = 0.0  # waits an injected ``sleep`` did not really take: the deadline counts them anyway
     last: Exception | None = None
     retry_on = _retryable()
     for attempt in range(attempts):
@@ -205,13 +206,17 @@ def search_images(query: str, *, provider: SearchProvider, max_results: int = 10
             raw = provider.images(query, max_results=max_results, filters=filters)
         except retry_on as e:  # refused, rate limited, blocked or unreachable
             last = e
-            wait = backoff * (2 ** attempt) * (0.5 + random.random())  # exponential, with jitter
-            if attempt + 1 >= attempts or time.monotonic() - t0 + wait > deadline:
+            # Exponential, with +-25% jitter: visitors refused together do not retry together,
+            # and each wait is still longer than the one before.
+            wait = backoff * (2 ** attempt) * random.uniform(0.75, 1.25)
+            if attempt + 1 >= attempts or time.monotonic() - t0 + unslept + wait > deadline:
                 break
+            s0 = time.monotonic()
             sleep(wait)
+            unslept += max(0.0, wait - (time.monotonic() - s0))
             continue
         results = parse_results(raw)
-        if cache:
+        if cache and results:  # an empty answer may be a soft block: do not keep it for a week
             cache.put(key, results)
         return results
     reason = f"{type(last).__name__}: {last}" if last else "no answer"
@@ -271,6 +276,7 @@ class RateLimiter:
                 q.popleft()
             if len(q) >= self.limit:
                 wait = int(self.window - (now - q[0])) + 1
+                every = f"{self.window / 60:g} minutes" if self.window >= 120 else f"{self.window:g} seconds"
                 raise SearchUnavailable(f"This shared app allows {self.limit} searches per visitor every "
-                                        f"{int(self.window // 60)} minutes; try again in {wait} s, or upload pictures.")
+                                        f"{every}; try again in {wait} s, or upload pictures.")
             q.append(now)

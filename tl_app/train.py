@@ -46,6 +46,7 @@ class TrainConfig:
     lr: Optional[float] = None
     seed: int = 42
     valid_pct: float = config.VALID_PCT
+    augment: bool = True             # fastai's aug_transforms on training batches (flips, rotation, zoom, light)
     keep_best: bool = True           # fine-tuning keeps the weights of the epoch with the lowest validation loss
     patience: Optional[int] = None   # stop after this many unfrozen epochs without improvement
 
@@ -243,7 +244,8 @@ def describe_device(device) -> str:
 
 
 # --- fastai fine-tuning -------------------------------------------------------------
-def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec, bs: int, device, cbs=()):
+def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec, bs: int, device, cbs=(),
+                   augment: bool = True):
     """A fastai Learner over in-memory pictures: augmentation on the training batches only."""
     import numpy as np
     import torch
@@ -287,7 +289,7 @@ def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec
     norm = Normalize.from_stats(spec.mean, spec.std, cuda=device.type == "cuda")
     bs = max(2, min(bs, len(train_idx)))
     train_dl = _DL(_Images(train_idx, 0), bs=bs, shuffle=True, drop_last=len(train_idx) > bs,
-                   num_workers=0, device=device, after_batch=[IntToFloatTensor(), *aug_transforms(), norm])
+                   num_workers=0, device=device, after_batch=[IntToFloatTensor(), *(aug_transforms() if augment else []), norm])
     valid_dl = _DL(_Images(valid_idx, 1), bs=bs * 2, shuffle=False, num_workers=0, device=device,
                    after_batch=[IntToFloatTensor(), norm])
     dls = DataLoaders(train_dl, valid_dl, device=device)
@@ -385,7 +387,8 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
                             "message": f"No improvement for {cfg.patience} epochs: stopping early."})
                     raise CancelFitException()
 
-    learn = _build_learner(model, pixels, targets, train_idx, valid_idx, spec, bs, device, cbs=[_Progress()])
+    learn = _build_learner(model, pixels, targets, train_idx, valid_idx, spec, bs, device, cbs=[_Progress()],
+                           augment=cfg.augment)
     with learn.no_logging():
         learn.fine_tune(cfg.epochs, base_lr=cfg.lr or 2e-3)
     info = {"best_epoch": state["best_epoch"], "early_stopped": state["early_stopped"], "batch_size": bs}

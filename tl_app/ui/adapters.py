@@ -43,7 +43,8 @@ def handler(fn: Callable) -> Callable:
         def gen(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
+            except gr.Error as e:
+                e.print_exception = False  # a message for the user, not a fault of the server
                 raise
             except Exception as e:  # noqa: BLE001 - every error becomes a message
                 raise _to_gr_error(e) from None
@@ -53,7 +54,8 @@ def handler(fn: Callable) -> Callable:
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as e:
+            e.print_exception = False
             raise
         except Exception as e:  # noqa: BLE001
             raise _to_gr_error(e) from None

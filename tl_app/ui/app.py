@@ -34,10 +34,11 @@ def build_demo(project_dir: str | Path, *, shared: bool = False) -> gr.Blocks:
             with gr.Tab("Classify", id="classify") as t_classify:
                 classify = create_classify_tab(ctx)
         # Each tab shows the project as it is now when it is opened.
-        t_search.select(search["refresh"], None, search["refresh_outputs"], api_visibility="private")
-        for tab, comps in ((t_review, review), (t_train, train), (t_classify, classify)):
+        for tab, comps in ((t_search, search), (t_review, review), (t_train, train), (t_classify, classify)):
             fn, inputs, outputs = comps["on_select"]
             tab.select(fn, inputs, outputs, api_visibility="private")
+        # Choices are fixed when the app is built; a page (re)load fetches the current classes.
+        demo.load(*search["on_select"], api_visibility="private")
     demo.tl_context = ctx  # for tests and launch()
     return demo
 

@@ -42,22 +42,27 @@ def create_review_tab(ctx: UIContext) -> dict:
     c: dict = {}
     c["note"] = gr.Markdown("Train a model first; then the pictures most likely to be wrong appear here.",
                             elem_id="review-note")
+    # Choices are fixed when the app is built and refreshed per visitor when the tab opens; an API
+    # caller never opens the tab, so the dropdowns accept any value and the handlers check it.
     with gr.Row():
         c["filter"] = gr.Dropdown(choices=[ALL, *ctx.project.labels()], value=ALL, label="Class", scale=2,
-                                  elem_id="review-filter")
+                                  allow_custom_value=True, elem_id="review-filter")
         c["refresh"] = gr.Button("Refresh", scale=1, elem_id="review-refresh")
     c["rows"] = gr.State([])
-    c["selected"] = gr.State(None)
+    # The chosen item's id, kept in a hidden textbox rather than a State so that the
+    # delete/relabel/keep endpoints take it as a parameter (the API has no gallery to click).
+    # Ids are opaque and checked by the project, whoever sends them.
+    c["selected"] = gr.Textbox(visible=False, label="Item", elem_id="review-selected")
     with gr.Row():
         with gr.Column(scale=3):
-            c["gallery"] = gr.Gallery(label="Most suspicious first", columns=6, height="auto", allow_preview=False,
+            c["gallery"] = gr.Gallery(label="Most suspicious first", columns=5, height="auto", allow_preview=False,
                                       elem_id="review-gallery")
         with gr.Column(scale=1):
             c["details"] = gr.Markdown(_details(None), elem_id="review-details")
             c["delete"] = gr.Button("Delete (to trash)", variant="stop", elem_id="review-delete")
             with gr.Row():
                 c["move_to"] = gr.Dropdown(choices=ctx.project.labels(), label="Move to class", scale=2,
-                                           elem_id="review-move-to")
+                                           allow_custom_value=True, elem_id="review-move-to")
                 c["move"] = gr.Button("Move", scale=1, elem_id="review-move")
             c["keep"] = gr.Button("Keep (it is right)", elem_id="review-keep")
             with gr.Row():

@@ -64,7 +64,9 @@ def create_search_tab(ctx: UIContext) -> dict:
                     c["import_folder"] = gr.Button("Import folder", elem_id="import-folder")
             c["result"] = gr.Markdown(elem_id="import-result")
     with gr.Row():
-        c["browse_class"] = gr.Dropdown(choices=ctx.project.labels(), label="Show class", elem_id="browse-class")
+        # allow_custom_value: an API caller's session never sees the refreshed choices (see review_tab).
+        c["browse_class"] = gr.Dropdown(choices=ctx.project.labels(), label="Show class", allow_custom_value=True,
+                                        elem_id="browse-class")
     c["gallery"] = gr.Gallery(label="Pictures (newest first)", columns=8, height="auto", allow_preview=True,
                               elem_id="browse-gallery")
 
@@ -122,6 +124,13 @@ def create_search_tab(ctx: UIContext) -> dict:
         return browse(ctx, label)
 
     c["browse_class"].change(show_class, [c["browse_class"]], [c["gallery"]], api_name="browse")
-    c["refresh"] = lambda: refreshed(None)[:3]
-    c["refresh_outputs"] = outs[:3]
+
+    def refresh(target, shown):
+        # Current classes in both dropdowns, keeping what the visitor had chosen (a typed new
+        # class name included) so that coming back to the tab does not empty the gallery.
+        labels = ctx.project.labels()
+        return (classes_table(ctx), gr.Dropdown(choices=labels, value=target or None),
+                gr.Dropdown(choices=labels, value=shown if shown in labels else None))
+
+    c["on_select"] = (refresh, [c["target"], c["browse_class"]], outs[:3])
     return c

@@ -35,13 +35,18 @@ def run_choices(ctx: UIContext) -> tuple[list[str], str | None]:
     return choices, active.id if active else None
 
 
-def history_frame(history: list[dict]) -> pd.DataFrame:
+def history_frame(history: list[dict]) -> pd.DataFrame | None:
+    """The plot's data: one row per epoch and metric; None when there is nothing to draw.
+
+    Gradio 6.31's LinePlot never draws lines again after it was given an empty
+    frame (its column types are guessed from no data), so "nothing" is None.
+    """
     rows = []
     for h in history:
         for key, name in (("train_loss", "training loss"), ("valid_loss", "validation loss"), ("accuracy", "accuracy")):
             if h.get(key) is not None:
                 rows.append({"epoch": h["epoch"], "value": float(h[key]), "metric": name})
-    return pd.DataFrame(rows, columns=["epoch", "value", "metric"])
+    return pd.DataFrame(rows, columns=["epoch", "value", "metric"]) if rows else None
 
 
 def report_parts(ctx: UIContext, run_id: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame]:
@@ -64,6 +69,21 @@ def report_parts(ctx: UIContext, run_id: str | None) -> tuple[str, pd.DataFrame,
     return text, cm, pc
 
 
+def _pixels(size) -> int:
+    try:
+        return int(str(size).strip())
+    except ValueError:
+        raise gr.Error(f"The image size must be a whole number of pixels, such as 224 (not '{size}').") from None
+
+
+def run_history(ctx: UIContext, run_id: str | None) -> list[dict]:
+    """The per-epoch values a finished run recorded, so the plot is not empty after a restart."""
+    if not run_id:
+        return []
+    rep = runs.read_json(ctx.project, run_id, "report.json") or {}
+    return list(rep.get("epochs") or [])
+
+
 def create_train_tab(ctx: UIContext) -> dict:
     c: dict = {}
     gr.Markdown("Train a classifier on your pictures. Training runs in the background: you can keep working, "
@@ -72,7 +92,8 @@ def create_train_tab(ctx: UIContext) -> dict:
         c["arch"] = gr.Dropdown(choices=list_archs(), value=config.DEFAULT_ARCH, label="Network", elem_id="train-arch")
         c["epochs"] = gr.Slider(1, 20, value=config.DEFAULT_EPOCHS, step=1, label="Epochs", elem_id="train-epochs")
         c["size"] = gr.Dropdown(choices=SIZES, value=config.DEFAULT_SIZE, label="Image size (pixels)",
-                                elem_id="train-size")
+                                allow_custom_value=True, elem_id="train-size",
+                                info="Smaller is faster; you may type another size (32 to 1024).")
         c["pretrained"] = gr.Checkbox(value=True, label="Pretrained weights", elem_id="train-pretrained",
                                       info="Start from a network trained on ImageNet (recommended).")
     with gr.Row():
@@ -80,7 +101,7 @@ def create_train_tab(ctx: UIContext) -> dict:
         c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop-button")
     c["my_run"] = gr.State(None)
     c["status"] = gr.Markdown(elem_id="train-status")
-    c["plot"] = gr.LinePlot(history_frame([]), x="epoch", y="value", color="metric", title="Loss and accuracy per epoch",
+    c["plot"] = gr.LinePlot(None, x="epoch", y="value", color="metric", title="Loss and accuracy per epoch",
                             height=260, elem_id="train-plot")
     c["report"] = gr.Markdown(elem_id="train-report")
     with gr.Row():
@@ -90,8 +111,10 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["runs"] = gr.Dataframe(value=lambda: runs_table(ctx), label="Runs", interactive=False, elem_id="runs-table")
     with gr.Row():
         choices, active = run_choices(ctx)
+        # allow_custom_value: runs made after the app started are not in an API caller's choices;
+        # set_active_run checks the id.
         c["use_run"] = gr.Dropdown(choices=choices, value=active, label="Model used by Review and Classify",
-                                   elem_id="use-run")
+                                   allow_custom_value=True, elem_id="use-run")
 
     def final_outputs(my_run, status, history):
         choices, active = run_choices(ctx)
@@ -103,7 +126,7 @@ def create_train_tab(ctx: UIContext) -> dict:
 
     @handler
     def train(arch, epochs, size, pretrained, progress=gr.Progress()):
-        cfg = TrainConfig(arch=arch, epochs=int(epochs), size=int(size), pretrained=bool(pretrained))
+        cfg = TrainConfig(arch=arch, epochs=int(epochs), size=_pixels(size), pretrained=bool(pretrained))
         tp = start_training(ctx.project, cfg)
         ctx.jobs[tp.run_id] = tp
         history: list[dict] = []
@@ -170,9 +193,9 @@ def create_train_tab(ctx: UIContext) -> dict:
         if run_id:
             runs.set_active_run(ctx.project, run_id)
         text, cm, pc = report_parts(ctx, run_id)
-        return text, cm, pc, runs_table(ctx)
+        return text, history_frame(run_history(ctx, run_id)), cm, pc, runs_table(ctx)
 
-    c["use_run"].input(use_run, [c["use_run"]], [c["report"], c["confusion"], c["per_class"], c["runs"]],
+    c["use_run"].input(use_run, [c["use_run"]], [c["report"], c["plot"], c["confusion"], c["per_class"], c["runs"]],
                        api_name="use_run")
 
     @handler
@@ -180,9 +203,12 @@ def create_train_tab(ctx: UIContext) -> dict:
         choices, active = run_choices(ctx)
         text, cm, pc = report_parts(ctx, active)
         holder = trainer_holder(ctx.project)
-        status = busy_message(holder) if holder and not (my_run and my_run in ctx.jobs) else gr.skip()
-        return status, text, cm, pc, runs_table(ctx), gr.Dropdown(choices=choices, value=active)
+        mine = bool(my_run and my_run in ctx.jobs)
+        status = busy_message(holder) if holder and not mine else gr.skip()
+        # While this visitor's training runs, its generator owns the plot.
+        plot = gr.skip() if mine else history_frame(run_history(ctx, active))
+        return status, plot, text, cm, pc, runs_table(ctx), gr.Dropdown(choices=choices, value=active)
 
     c["on_select"] = (refresh, [c["my_run"]],
-                      [c["status"], c["report"], c["confusion"], c["per_class"], c["runs"], c["use_run"]])
+                      [c["status"], c["plot"], c["report"], c["confusion"], c["per_class"], c["runs"], c["use_run"]])
     return c

@@ -1,0 +1,293 @@
+"""Serve the app on loopback and drive it like a person would, in a real Chromium.
+
+Shared by the browser tests (tests/e2e), the gradio_client tests and
+``scripts/screenshots``, so the README's pictures come from the same clicks the
+tests check. Playwright is imported only by the functions that need a browser.
+
+Selectors use the ``elem_id`` values the tabs set, the names a person reads (tabs,
+options) and, where a component offers no other handle, Gradio's ``data-testid``
+attributes and Vega's ARIA labels (noted where they are used); never CSS class names
+except the status tracker's ``hide``, which is the only idle signal there is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+#: Chromium flags for a sandboxed, offline machine: no GPU, no background traffic.
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--no-first-run"]
+
+#: The tab names as the app shows them.
+TABS = {"search": "Search & download", "review": "Review", "train": "Train", "classify": "Classify"}
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium Playwright can drive (``TL_CHROMIUM`` overrides), or None."""
+    env = os.environ.get("TL_CHROMIUM")
+    if env:
+        return env if os.path.exists(env) else None
+    for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.path.exists(p):
+            return p
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running app: its address, the Gradio demo and the project it serves."""
+
+    url: str
+    demo: object
+
+    @property
+    def project(self):
+        return self.demo.tl_context.project
+
+
+@contextlib.contextmanager
+def serve(project_dir: str | Path, *, shared: bool = False) -> Iterator[Server]:
+    """Serve the app for ``project_dir`` on a free loopback port, in this process, until the block ends.
+
+    The launch options are the ones :func:`tl_app.ui.app.launch` uses (minus the
+    login from ``TL_AUTH``). Training runs as a subprocess that inherits
+    ``os.environ``, so set ``TORCH_HOME`` and friends before the first click.
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from tl_app.ui.app import build_demo
+
+    demo = build_demo(project_dir, shared=shared)
+    port = free_port()
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                max_file_size="50mb", allowed_paths=[str(demo.tl_context.project.thumbs_dir)],
+                show_error=not shared)
+    try:
+        yield Server(f"http://127.0.0.1:{port}/", demo)
+    finally:
+        for tp in list(demo.tl_context.jobs.values()):  # never leave a training process behind
+            with contextlib.suppress(Exception):
+                tp.proc.kill()
+                tp.proc.wait(timeout=10)
+        demo.close()
+
+
+# --- the browser ---------------------------------------------------------------------
+@contextlib.contextmanager
+def chromium(executable: str | None = None):
+    """A headless Chromium driven by Playwright (the system's browser; nothing is downloaded)."""
+    from playwright.sync_api import sync_playwright
+
+    exe = executable or find_chromium()
+    if exe is None:
+        raise RuntimeError("No Chromium found (install Debian's `chromium` or set TL_CHROMIUM).")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=BROWSER_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+_IDLE_JS = """() => ![...document.querySelectorAll('[data-testid="status-tracker"]')]
+    .some(t => !t.classList.contains('hide') && !t.querySelector('.error, .validation-error'))"""
+
+
+class AppPage:
+    """The app in a browser tab, with the actions a person takes in it.
+
+    Every action waits until the app shows its result, so a sequence of calls
+    reads like the steps of a walkthrough.
+    """
+
+    def __init__(self, page, url: str, *, timeout_ms: float = 30_000):
+        self.page = page
+        self.url = url
+        page.set_default_timeout(timeout_ms)
+
+    # -- general --
+    def open(self) -> "AppPage":
+        self.page.goto(self.url)
+        self.page.get_by_role("tab", name=TABS["search"]).wait_for()
+        self.page.locator("#add-class").wait_for()
+        self.wait_idle()
+        return self
+
+    def tab(self, key: str) -> "AppPage":
+        """Open a tab (``search``, ``review``, ``train`` or ``classify``) and wait for its refresh."""
+        self.page.get_by_role("tab", name=TABS[key], exact=True).click()
+        self.wait_idle()
+        return self
+
+    def wait_idle(self, timeout_ms: float = 30_000) -> None:
+        """Wait until no event is pending (Gradio shows progress on the components it updates)."""
+        # Each output has a status tracker (data-testid="status-tracker") that is hidden when idle and
+        # shows a timer or progress while its event runs; an error leaves it showing "Error". There is no
+        # public "idle" signal, so this is the one place that reads Gradio's markup.
+        self.page.wait_for_timeout(150)
+        self.page.wait_for_function(_IDLE_JS, timeout=timeout_ms)
+
+    def text(self, elem_id: str) -> str:
+        return self.page.locator(f"#{elem_id}").inner_text()
+
+    def wait_text(self, elem_id: str, pattern: str, timeout_ms: float = 30_000) -> str:
+        """Wait until the component shows text matching the regular expression; return its text."""
+        from playwright.sync_api import expect
+
+        loc = self.page.locator(f"#{elem_id}")
+        expect(loc).to_contain_text(re.compile(pattern), timeout=timeout_ms)
+        return loc.inner_text()
+
+    def plot_lines(self, elem_id: str) -> dict[str, str]:
+        """The lines a LinePlot draws: {series: its first point's description}, drawn ones only.
+
+        Reads the accessible SVG Vega renders (one ``aria-roledescription="line mark"``
+        per series, labelled ``"x: ..; y: ..; color: .."``); a line without a stroke
+        colour or with undefined values is not drawn and left out.
+        """
+        marks = self.page.locator(f"#{elem_id} [aria-roledescription='line mark']")
+        lines = {}
+        for m in marks.all():
+            label, stroke = m.get_attribute("aria-label") or "", m.get_attribute("stroke")
+            if stroke and "undefined" not in label:
+                lines[label.rsplit(": ", 1)[-1]] = label
+        return lines
+
+    def screenshot(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.wait_for_timeout(300)
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def choose(self, elem_id: str, value: str) -> None:
+        """Pick a value in a dropdown (typed and confirmed, as a keyboard user would)."""
+        box = self.page.locator(f"#{elem_id} input")
+        box.click()
+        box.fill(str(value))
+        option = self.page.get_by_role("option", name=str(value), exact=True)
+        if option.count():
+            option.first.click()
+        else:  # a value typed into a dropdown that accepts new ones
+            box.press("Enter")
+        box.blur()
+        self.wait_idle()
+
+    def options(self, elem_id: str) -> list[str]:
+        """The choices a dropdown offers when opened."""
+        box = self.page.locator(f"#{elem_id} input")
+        box.click()
+        opts = self.page.get_by_role("option")
+        opts.first.wait_for()
+        names = [o.inner_text().replace("✓", "").strip() for o in opts.all()]  # the chosen one is ticked
+        box.press("Escape")
+        box.blur()
+        return names
+
+    def upload(self, elem_id: str, files: Sequence[str | Path], timeout_ms: float = 60_000) -> None:
+        """Put files into a file drop area, as a drag-and-drop would, and wait until all are uploaded."""
+        from playwright.sync_api import expect
+
+        self.page.locator(f"#{elem_id} input[type=file]").set_input_files([str(f) for f in files])
+        # An uploaded file is listed with a download link to its server copy.
+        expect(self.page.locator(f"#{elem_id} [data-testid=download-link]")).to_have_count(len(files),
+                                                                                           timeout=timeout_ms)
+
+    # -- Search & download --
+    def add_class(self, name: str) -> None:
+        if not self.page.locator("#add-class").is_visible():
+            self.tab("search")
+        self.page.locator("#new-class textarea, #new-class input").first.fill(name)
+        self.page.locator("#add-class").click()
+        self.wait_idle()
+        self.wait_text("classes-table", re.escape(name))
+
+    def add_pictures(self, label: str, files: Sequence[str | Path], timeout_ms: float = 60_000) -> str:
+        """Choose the class, drop the files and add them; returns the import summary."""
+        self.choose("target-class", label)
+        self.upload("upload-files", files, timeout_ms)
+        self.page.locator("#add-files").click()
+        self.wait_text("import-result", r"imported", timeout_ms)
+        self.wait_idle()
+        return self.text("import-result")
+
+    # -- Train --
+    def train(self, *, size: int | None = None, epochs: int | None = None, pretrained: bool | None = None,
+              timeout_ms: float = 300_000) -> str:
+        """Set the options, click Train and wait for the run to end; returns the status line."""
+        self.tab("train")
+        if size is not None:
+            self.choose("train-size", str(size))
+        if epochs is not None:
+            num = self.page.locator("#train-epochs input[type=number]")
+            num.fill(str(epochs))
+            num.press("Enter")
+        if pretrained is not None:
+            self.page.locator("#train-pretrained input[type=checkbox]").set_checked(pretrained)
+        self.page.locator("#train-button").click()
+        self.wait_text("train-status", r"Training run|Run \S+ (finished|stopped|failed)")
+        return self.wait_text("train-status", r"Run \S+ (finished|stopped|failed)", timeout_ms)
+
+    # -- Review --
+    def review_thumbs(self):
+        """The review gallery's pictures, most suspicious first."""
+        return self.page.locator("#review-gallery img")
+
+    def review_sources(self) -> list[str]:
+        return [self.review_thumbs().nth(i).get_attribute("src") for i in range(self.review_thumbs().count())]
+
+    def review_pick(self, index: int = 0) -> str:
+        """Click a picture in the review gallery; returns the details the app shows about it."""
+        self.review_thumbs().nth(index).click()
+        return self.wait_text("review-details", r"Item")
+
+    def review_action(self, button: str, expect: str) -> str:
+        """Click delete/undo/redo/keep/move and wait for the status to report it."""
+        self.page.locator(f"#review-{button}").click()
+        text = self.wait_text("review-status", expect)
+        self.wait_idle()
+        return text
+
+    # -- Classify --
+    def classify(self, files: Sequence[str | Path], timeout_ms: float = 60_000) -> str:
+        """Drop pictures to classify; returns the text of the prediction (labels and percentages)."""
+        self.tab("classify")
+        self.upload("classify-files", files)
+        self.wait_idle(timeout_ms)  # the upload starts the classification
+        return self.wait_text("classify-label", r"\d+%", timeout_ms)
+
+
+@contextlib.contextmanager
+def app_page(browser, url: str, *, width: int = 1280, height: int = 900) -> Iterator[AppPage]:
+    """A fresh browser page on the app, opened and ready."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    try:
+        page = context.new_page()
+        yield AppPage(page, url).open()
+    finally:
+        context.close()
+
+
+def wait_until(fn, timeout: float = 30.0, interval: float = 0.1):
+    """Poll ``fn`` until it returns something truthy; return that."""
+    end = time.time() + timeout
+    while True:
+        v = fn()
+        if v or time.time() > end:
+            return v
+        time.sleep(interval)

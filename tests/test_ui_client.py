@@ -1,0 +1,278 @@
+"""Every tab's endpoints, driven over HTTP with gradio_client as another program would.
+
+The app runs in this process on a free loopback port (see ``e2e/harness.py``);
+each test talks to it through ``gradio_client.Client`` only, then checks the
+project on disk where the answer alone would not prove the work was done.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+import imagegen
+from e2e.harness import serve, wait_until
+from tl_app import review, runs
+from tl_app.train import TrainConfig, train
+from tl_app.ui.review_tab import ALL
+
+
+def _client(url: str) -> Client:
+    # Files in outputs stay on the server (as FileData dicts with a url): downloading every
+    # thumbnail of every answer would triple the time; one test fetches one to prove it works.
+    return Client(url, verbose=False, download_files=False)
+
+
+def _table(payload: dict) -> list[list]:
+    """The rows of a Dataframe output."""
+    return [list(r) for r in payload["data"]]
+
+
+def _counts(payload: dict) -> dict[str, int]:
+    return {row[0]: int(row[1]) for row in _table(payload)}
+
+
+def _value(out):
+    """A component's value, whether the handler returned it plainly or as an update (gr.Dropdown(...))."""
+    return out.get("value") if isinstance(out, dict) and out.get("__type__") == "update" else out
+
+
+def _choices(out) -> list:
+    return [c[1] for c in out["choices"]]
+
+
+def _thumb_sha(entry: dict) -> str:
+    """The content hash a gallery thumbnail is named after (``<sha256>-256.jpg``)."""
+    return Path(entry["image"]["path"]).name.split("-")[0]
+
+
+def _fake_jpg(folder: Path, name: str = "notes.jpg") -> Path:
+    p = folder / name
+    p.write_text("these are my notes, not a picture\n" * 20, encoding="utf-8")
+    return p
+
+
+def _error(call) -> str:
+    with pytest.raises(AppError) as ei:
+        call()
+    return str(ei.value)
+
+
+# --- Search & download ------------------------------------------------------------------
+def test_search_tab(tmp_path, colour_folder):
+    with serve(tmp_path / "proj") as srv:
+        c = _client(srv.url)
+
+        table, target, browse_class, gallery, new_class = c.predict("red", api_name="/add_class")
+        assert _counts(table) == {"red": 0}
+        assert _value(target) == _value(browse_class) == "red" and new_class == "" and gallery == []
+        assert _choices(target) == _choices(browse_class) == ["red"]
+
+        bad = _fake_jpg(tmp_path)
+        reds = sorted((colour_folder / "red").glob("*.png"))
+        table, _, _, gallery, result, files = c.predict(
+            "red", [handle_file(p) for p in reds] + [handle_file(bad)], api_name="/add_files")
+        assert _counts(table) == {"red": 12}
+        assert "12 imported" in result and "1 refused" in result
+        assert "`notes.jpg`:" in result and "text" in result  # the refused file, named, with its reason
+        assert len(gallery) == 12 and files is None  # the drop area is emptied for the next batch
+
+        # A class typed in the dropdown is created on the way.
+        blues = sorted((colour_folder / "blue").glob("*.png"))
+        table, *_ , result, _ = c.predict("blue", [handle_file(p) for p in blues[:10]], api_name="/add_files")
+        assert _counts(table) == {"red": 12, "blue": 10}
+        # Sending the same pictures again adds nothing.
+        table, *_, result, _ = c.predict("blue", [handle_file(p) for p in blues], api_name="/add_files")
+        assert _counts(table) == {"red": 12, "blue": 12}
+        assert "2 imported" in result and "10 duplicates skipped" in result
+
+        gallery = c.predict("red", api_name="/browse")
+        items = {it.id for it in srv.project.items(label="red")}
+        assert len(gallery) == 12 and {g["caption"] for g in gallery} == items
+
+        # Core errors reach the caller as the plain message, not a traceback or "something went wrong".
+        msg = _error(lambda: c.predict("../x", api_name="/add_class"))
+        assert "cannot have" in msg and "'/'" in msg and "went wrong" not in msg
+        msg = _error(lambda: c.predict("red", [], api_name="/add_files"))
+        assert "Drop some pictures" in msg
+        assert srv.project.labels() == ["red", "blue"]
+
+
+def test_import_folder_and_train_tab(tmp_path, colour_folder):
+    with serve(tmp_path / "proj") as srv:
+        c = _client(srv.url)
+        assert c.predict(api_name="/stop") == "Nothing is training."
+
+        msg = _error(lambda: c.predict("resnet18", 1, 64, False, api_name="/train"))
+        assert "at least two classes" in msg
+
+        table, _, _, _, result = c.predict(str(colour_folder), api_name="/import_folder")
+        assert _counts(table) == {"red": 12, "blue": 12} and "24 imported" in result
+        assert "is not a folder" in _error(lambda: c.predict(str(tmp_path / "nope"), api_name="/import_folder"))
+
+        # The handler is a generator; predict() returns what it yielded last.
+        status, plot, report, confusion, per_class, table, use_run = c.predict(
+            "resnet18", 1, 64, False, api_name="/train")
+        run = runs.list_runs(srv.project)[0]
+        assert run.status == "finished" and run.has_model, run
+        assert status.startswith(f"Run {run.id} finished") and "accuracy" in status
+        assert _value(use_run) == run.id and _choices(use_run) == [run.id] and f"Run {run.id}" in report
+        rows = _table(table)
+        assert rows[0][:2] == [run.id, "finished (in use)"]
+        assert [r[0] for r in _table(confusion)] == ["blue", "red"]
+        assert {r[0] for r in _table(per_class)} == {"blue", "red"}
+        assert [r[0] for r in plot["data"] if r[2] == "accuracy"] == [1, 2]  # fine_tune: frozen + 1 epoch
+        assert srv.demo.tl_context.jobs == {}  # nothing left running
+
+        report, plot, confusion, per_class, table = c.predict(run.id, api_name="/use_run")
+        assert f"Run {run.id}" in report and len(plot["data"]) == 6
+        assert "is not a run" in _error(lambda: c.predict("../../etc", api_name="/use_run"))
+        assert c.predict(api_name="/stop") == "Nothing is training."
+
+
+def test_new_classes_and_runs_reach_every_caller(tmp_path, colour_folder):
+    """Choices are refreshed per browser session; another program's session must not need that."""
+    with serve(tmp_path / "proj") as srv:
+        _client(srv.url).predict(str(colour_folder), api_name="/import_folder")
+        # A run recorded outside this session, as the CLI would while the app runs.
+        rep = train(srv.project, TrainConfig(size=64, epochs=1, pretrained=False))
+        later = _client(srv.url)
+        assert len(later.predict("red", api_name="/browse")) == 12
+        _, _, gallery, *_ = later.predict("blue", api_name="/review")
+        assert len(gallery) == 12
+        item = srv.project.items(label="blue")[0].id
+        *_, status = later.predict(item, "red", "blue", api_name="/relabel")
+        assert status == "Moved 1 image to 'red'."
+        report, *_ = later.predict(rep.run, api_name="/use_run")
+        assert f"Run {rep.run}" in report and runs.active_run(srv.project).id == rep.run
+        assert later.predict("nobody", api_name="/browse") == []
+
+
+def test_stop_is_per_visitor(tmp_path, colour_folder):
+    """While one visitor trains, another is told the trainer is busy and cannot stop it; the first can."""
+    with serve(tmp_path / "proj") as srv:
+        me, other = _client(srv.url), _client(srv.url)
+        me.predict(str(colour_folder), api_name="/import_folder")
+        job = me.submit("resnet18", 20, 64, False, api_name="/train")
+        assert wait_until(lambda: job.outputs(), timeout=60), job.status()
+        run_id = runs.list_runs(srv.project)[0].id
+        assert job.outputs()[0][0] == f"Training run {run_id}: starting…"
+
+        assert "The trainer is busy" in _error(lambda: other.predict("resnet18", 1, 64, False, api_name="/train"))
+        msg = other.predict(api_name="/stop")
+        assert "The trainer is busy" in msg and "Only the person who started it" in msg
+
+        assert me.predict(api_name="/stop") == f"Stopping run {run_id} after the current batch…"
+        status, *_ = job.result(timeout=120)
+        run = runs.get_run(srv.project, run_id)
+        assert run.status == "stopped" and status.startswith(f"Run {run_id} stopped"), (status, run)
+        assert me.predict(api_name="/stop") == "Nothing is training."
+
+
+# --- Review -------------------------------------------------------------------------------
+@pytest.fixture
+def trained_server(trained_project):
+    with serve(trained_project.root) as srv:
+        yield srv
+
+
+def test_review_ranks_and_undoes(trained_server):
+    srv, c = trained_server, _client(trained_server.url)
+    project = srv.project
+    note, selected, gallery, details, _, move_to, status = c.predict(ALL, api_name="/review")
+    assert "Ranked with run" in note and not selected and status == ""
+    expected = review.rank(project, top=48)
+    by_sha = {it.sha256: it.id for it in project.items()}
+    shown = [by_sha[_thumb_sha(g)] for g in gallery]
+    assert shown == [r.item for r in expected]
+    assert [r.loss for r in expected] == sorted((r.loss for r in expected), reverse=True)
+    assert all(("→" in g["caption"]) == (r.predicted != r.label) for g, r in zip(gallery, expected))
+    thumb = httpx.get(gallery[0]["image"]["url"])
+    assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"  # the browser can load it
+
+    # Delete the most suspicious picture, then bring it back byte for byte.
+    first = project.item(shown[0])
+    path = project.path_of(first)
+    before = path.read_bytes()
+    _, _, gallery, _, _, _, status = c.predict(first.id, ALL, api_name="/delete")
+    assert status == "Deleted 1 image. Undo brings it back."
+    assert not path.exists() and project.item(first.id).status == "deleted"
+    assert first.id not in {by_sha[_thumb_sha(g)] for g in gallery}
+
+    _, _, gallery, _, _, _, status = c.predict(ALL, api_name="/undo")
+    assert status == "Undone: deleted 1 image."
+    assert path.read_bytes() == before and project.item(first.id).status == "active"
+    assert first.id in {by_sha[_thumb_sha(g)] for g in gallery}
+
+    *_, status = c.predict(ALL, api_name="/redo")
+    assert status == "Redone: deleted 1 image." and not path.exists()
+    c.predict(ALL, api_name="/undo")
+    assert path.read_bytes() == before
+
+    # Move it to the other class, then undo.
+    other = next(label for label in project.labels() if label != first.label)
+    *_, status = c.predict(first.id, other, ALL, api_name="/relabel")
+    assert status == f"Moved 1 image to '{other}'."
+    moved = project.item(first.id)
+    assert moved.label == other and project.path_of(moved).read_bytes() == before
+    c.predict(ALL, api_name="/undo")
+    assert project.item(first.id).label == first.label and path.read_bytes() == before
+
+    # Keep: the picture is not shown again.
+    _, _, gallery, _, _, _, status = c.predict(first.id, ALL, api_name="/keep")
+    assert status == "Kept 1 image; it will not be shown again."
+    assert first.id not in {by_sha[_thumb_sha(g)] for g in gallery}
+    assert first.id in project.kept()
+
+    # One class only.
+    _, _, gallery, *_ = c.predict(other, api_name="/review")
+    assert {project.item(by_sha[_thumb_sha(g)]).label for g in gallery} == {other}
+
+    # No selection, or an id that is not an item: plain messages, nothing changes.
+    assert "Click a picture first" in _error(lambda: c.predict("", ALL, api_name="/delete"))
+    assert "not an item" in _error(lambda: c.predict("../../project.db", ALL, api_name="/delete"))
+    assert len(project.items()) == 32
+
+
+def test_review_without_a_model(tmp_path):
+    with serve(tmp_path / "empty") as srv:
+        note, _, gallery, *_ = _client(srv.url).predict(ALL, api_name="/review")
+        assert gallery == [] and "train" in note.lower()
+
+
+# --- Classify -----------------------------------------------------------------------------
+def test_classify(trained_server, tmp_path):
+    c = _client(trained_server.url)
+    red = tmp_path / "a red thing.png"
+    imagegen.noisy(imagegen.COLOURS["red"], seed=99).save(red)
+    blue = tmp_path / "blue.jpg"
+    imagegen.noisy(imagegen.COLOURS["blue"], seed=98).save(blue, format="JPEG")
+
+    note, label, gallery, errors = c.predict([handle_file(red), handle_file(blue)], api_name="/classify")
+    assert note.startswith("Using run ") and errors == ""
+    confs = {d["label"]: d["confidence"] for d in label["confidences"]}
+    assert set(confs) == {"red", "blue"} and math.isclose(sum(confs.values()), 1.0, abs_tol=1e-3)
+    assert label["label"] == max(confs, key=confs.get)
+    assert len(gallery) == 2 and all("%" in g["caption"] for g in gallery)
+
+    # A text file renamed .jpg is refused with a reason, next to a picture that is classified.
+    fake = _fake_jpg(tmp_path, "holiday.jpg")
+    note, label, gallery, errors = c.predict([handle_file(fake), handle_file(red)], api_name="/classify")
+    assert "`holiday.jpg`:" in errors and "text" in errors
+    assert label is not None and len(gallery) == 1
+
+    note, label, gallery, errors = c.predict([handle_file(fake)], api_name="/classify")
+    assert not label and gallery == [] and "holiday.jpg" in errors
+
+
+def test_classify_without_a_model(tmp_path):
+    red = tmp_path / "red.png"
+    imagegen.noisy(imagegen.COLOURS["red"]).save(red)
+    with serve(tmp_path / "empty") as srv:
+        msg = _error(lambda: _client(srv.url).predict([handle_file(red)], api_name="/classify"))
+        assert "train" in msg.lower() and "went wrong" not in msg
