@@ -81,21 +81,21 @@ def test_prediction_sees_the_same_pixels_as_training(trained_project):
         assert p.probs[label] == pytest.approx(prob, abs=1e-3)
 
 
-def test_review_ranks_every_item_by_loss_against_its_current_label(trained_project):
-    rows = rank(trained_project)
+def test_review_ranks_every_item_against_its_current_label(trained_project):
+    rows = rank(trained_project, kind="label")
     assert len(rows) == len(trained_project.items())
-    assert [r.loss for r in rows] == sorted((r.loss for r in rows), reverse=True)
+    assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)
     top = rows[0]
     # Relabelling changes the ranking at once: the item is now scored against its new label.
     other = "blue" if top.label == "red" else "red"
     trained_project.relabel([top.item], other)
-    after = {r.item: r for r in rank(trained_project)}
+    after = {r.item: r for r in rank(trained_project, kind="label")}
     assert after[top.item].label == other
     assert after[top.item].loss != pytest.approx(top.loss)
     # Kept items leave the queue; deleted ones too.
     trained_project.keep([top.item])
     trained_project.delete([rows[1].item])
-    ids = {r.item for r in rank(trained_project)}
+    ids = {r.item for r in rank(trained_project, kind="label")}
     assert top.item not in ids and rows[1].item not in ids
 
 
@@ -103,7 +103,7 @@ def test_review_scores_items_added_after_training(trained_project, tmp_path):
     img = tmp_path / "new.png"
     imagegen.noisy(imagegen.COLOURS["blue"], seed=4242).save(img)
     rep = import_files(trained_project, [img], label="blue")
-    rows = {r.item: r for r in rank(trained_project)}
+    rows = {r.item: r for r in rank(trained_project, kind="label")}
     assert rep.items[0] in rows and rows[rep.items[0]].valid is None
 
 

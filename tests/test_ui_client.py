@@ -143,10 +143,10 @@ def test_new_classes_and_runs_reach_every_caller(tmp_path, colour_folder):
         rep = train(srv.project, TrainConfig(size=64, epochs=1, pretrained=False))
         later = _client(srv.url)
         assert len(later.predict("red", api_name="/browse")) == 12
-        _, _, gallery, *_ = later.predict("blue", api_name="/review")
+        _, _, gallery, *_ = later.predict("blue", "", "", api_name="/review")
         assert len(gallery) == 12
         item = srv.project.items(label="blue")[0].id
-        *_, status = later.predict(item, "red", "blue", api_name="/relabel")
+        *_, status, _, _ = later.predict(item, "red", "blue", "", "", api_name="/relabel")
         assert status == "Moved 1 image to 'red'."
         report, *_ = later.predict(rep.run, api_name="/use_run")
         assert f"Run {rep.run}" in report and runs.active_run(srv.project).id == rep.run
@@ -181,67 +181,123 @@ def trained_server(trained_project):
         yield srv
 
 
+def _review(c, *args, api_name="/review") -> dict:
+    """A review endpoint's answer, by name."""
+    names = ["note", "selected", "gallery", "details", "filter", "move_to", "status", "matrix", "cell_note"]
+    return dict(zip(names, c.predict(*args, api_name=api_name)))
+
+
 def test_review_ranks_and_undoes(trained_server):
     srv, c = trained_server, _client(trained_server.url)
     project = srv.project
-    note, selected, gallery, details, _, move_to, status = c.predict(ALL, api_name="/review")
-    assert "Ranked with run" in note and not selected and status == ""
-    expected = review.rank(project, top=48)
+    out = _review(c, ALL, "", "")
+    assert "Ranked with run" in out["note"] and not out["selected"] and out["status"] == ""
+    gallery = out["gallery"]
+    expected = review.queue(project, top=48).rows
     by_sha = {it.sha256: it.id for it in project.items()}
     shown = [by_sha[_thumb_sha(g)] for g in gallery]
-    assert shown == [r.item for r in expected]
-    assert [r.loss for r in expected] == sorted((r.loss for r in expected), reverse=True)
+    assert shown == [r.item for r in expected] and len(shown) == 32
+    assert [r.score for r in expected] == sorted((r.score for r in expected), reverse=True)
     assert all(("→" in g["caption"]) == (r.predicted != r.label) for g, r in zip(gallery, expected))
     thumb = httpx.get(gallery[0]["image"]["url"])
     assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"  # the browser can load it
+    matrix = _table(out["matrix"])
+    assert sum(sum(int(x) for x in row[1:]) for row in matrix) == 32  # every picture, not only validation
 
     # Delete the most suspicious picture, then bring it back byte for byte.
     first = project.item(shown[0])
     path = project.path_of(first)
     before = path.read_bytes()
-    _, _, gallery, _, _, _, status = c.predict(first.id, ALL, api_name="/delete")
-    assert status == "Deleted 1 image. Undo brings it back."
+    out = _review(c, first.id, ALL, "", "", api_name="/delete")
+    assert out["status"] == "Deleted 1 image. Undo brings it back."
     assert not path.exists() and project.item(first.id).status == "deleted"
-    assert first.id not in {by_sha[_thumb_sha(g)] for g in gallery}
+    assert first.id not in {by_sha[_thumb_sha(g)] for g in out["gallery"]}
 
-    _, _, gallery, _, _, _, status = c.predict(ALL, api_name="/undo")
-    assert status == "Undone: deleted 1 image."
+    out = _review(c, ALL, "", "", api_name="/undo")
+    assert out["status"] == "Undone: deleted 1 image."
     assert path.read_bytes() == before and project.item(first.id).status == "active"
-    assert first.id in {by_sha[_thumb_sha(g)] for g in gallery}
+    assert first.id in {by_sha[_thumb_sha(g)] for g in out["gallery"]}
 
-    *_, status = c.predict(ALL, api_name="/redo")
-    assert status == "Redone: deleted 1 image." and not path.exists()
-    c.predict(ALL, api_name="/undo")
+    assert _review(c, ALL, "", "", api_name="/redo")["status"] == "Redone: deleted 1 image." and not path.exists()
+    c.predict(ALL, "", "", api_name="/undo")
     assert path.read_bytes() == before
+
+    # Several at once: one action, one undo.
+    three = shown[1:4]
+    olds = {i: project.path_of(project.item(i)).read_bytes() for i in three}
+    out = _review(c, ",".join(three), ALL, "", "", api_name="/delete")
+    assert out["status"] == "Deleted 3 images. Undo brings them back."
+    assert all(project.item(i).status == "deleted" for i in three)
+    _review(c, ALL, "", "", api_name="/undo")
+    assert all(project.path_of(project.item(i)).read_bytes() == olds[i] for i in three)
 
     # Move it to the other class, then undo.
     other = next(label for label in project.labels() if label != first.label)
-    *_, status = c.predict(first.id, other, ALL, api_name="/relabel")
-    assert status == f"Moved 1 image to '{other}'."
+    assert _review(c, first.id, other, ALL, "", "", api_name="/relabel")["status"] == f"Moved 1 image to '{other}'."
     moved = project.item(first.id)
     assert moved.label == other and project.path_of(moved).read_bytes() == before
-    c.predict(ALL, api_name="/undo")
+    c.predict(ALL, "", "", api_name="/undo")
     assert project.item(first.id).label == first.label and path.read_bytes() == before
 
     # Keep: the picture is not shown again.
-    _, _, gallery, _, _, _, status = c.predict(first.id, ALL, api_name="/keep")
-    assert status == "Kept 1 image; it will not be shown again."
-    assert first.id not in {by_sha[_thumb_sha(g)] for g in gallery}
+    out = _review(c, first.id, ALL, "", "", api_name="/keep")
+    assert out["status"] == "Kept 1 image; it will not be shown again."
+    assert first.id not in {by_sha[_thumb_sha(g)] for g in out["gallery"]}
     assert first.id in project.kept()
 
     # One class only.
-    _, _, gallery, *_ = c.predict(other, api_name="/review")
+    gallery = _review(c, other, "", "")["gallery"]
     assert {project.item(by_sha[_thumb_sha(g)]).label for g in gallery} == {other}
 
     # No selection, or an id that is not an item: plain messages, nothing changes.
-    assert "Click a picture first" in _error(lambda: c.predict("", ALL, api_name="/delete"))
-    assert "not an item" in _error(lambda: c.predict("../../project.db", ALL, api_name="/delete"))
+    assert "Click a picture first" in _error(lambda: c.predict("", ALL, "", "", api_name="/delete"))
+    assert "not an item" in _error(lambda: c.predict("../../project.db", ALL, "", "", api_name="/delete"))
     assert len(project.items()) == 32
+
+
+def test_review_moves_pictures_to_the_class_the_model_sees_and_opens_confusion_cells(tmp_path, colour_folder):
+    # Two reds filed as blue: the model (and their neighbours) say red.
+    for i in range(2):
+        imagegen.noisy(imagegen.COLOURS["red"], seed=700 + i).save(colour_folder / "blue" / f"wrong{i}.png")
+    with serve(tmp_path / "proj") as srv:
+        c = _client(srv.url)
+        c.predict(str(colour_folder), api_name="/import_folder")
+        project = srv.project
+        wrong = [it.id for it in project.items() if Path(it.source).name.startswith("wrong")]
+        train(project, TrainConfig(size=64, epochs=2, pretrained=False))
+
+        out = _review(c, ALL, "", "blue → red")  # the cell: filed as blue, looks red
+        by_sha = {it.sha256: it.id for it in project.items()}
+        cell = [by_sha[_thumb_sha(g)] for g in out["gallery"]]
+        assert set(wrong) <= set(cell) and "blue → red" in out["cell_note"]
+        assert all(project.item(i).label == "blue" for i in cell)
+
+        out = _review(c, ",".join(wrong), ALL, "", "", api_name="/relabel_to_prediction")
+        assert out["status"] == "Moved 2 images to 'red'."
+        assert all(project.item(i).label == "red" for i in wrong)
+        _review(c, ALL, "", "", api_name="/undo")
+        assert all(project.item(i).label == "blue" for i in wrong)
+
+        # Filter by reason: the label queue holds every picture, a reason nobody has shows nothing.
+        assert len(_review(c, ALL, "label", "")["gallery"]) == len(project.items())
+        assert _review(c, ALL, "duplicate", "")["gallery"] == []
+
+
+def test_retrain_from_review_updates_the_queue(tmp_path, colour_folder):
+    with serve(tmp_path / "proj") as srv:
+        c = _client(srv.url)
+        c.predict(str(colour_folder), api_name="/import_folder")
+        first = train(srv.project, TrainConfig(size=64, epochs=1, pretrained=False))
+        *_, status, matrix, _ = c.predict(ALL, "", "", api_name="/retrain")
+        latest = runs.list_runs(srv.project)[0]
+        assert latest.id != first.run and latest.status == "finished", latest
+        assert status.startswith(f"Retrained: run {latest.id}") and runs.active_run(srv.project).id == latest.id
+        assert latest.config["size"] == 64 and latest.config["pretrained"] is False  # the settings of the run in use
 
 
 def test_review_without_a_model(tmp_path):
     with serve(tmp_path / "empty") as srv:
-        note, _, gallery, *_ = _client(srv.url).predict(ALL, api_name="/review")
+        note, _, gallery, *_ = _client(srv.url).predict(ALL, "", "", api_name="/review")
         assert gallery == [] and "train" in note.lower()
 
 

@@ -152,12 +152,15 @@ def cmd_runs(args) -> int:
 
 
 def cmd_review(args) -> int:
-    from .review import rank
+    from .review import REASON_NAMES, rank
 
-    rows = [r.to_dict() for r in rank(_project(args), top=args.top, label=args.label)]
-    _emit(args, rows, lambda: "\n".join(
-        f"{r['item']}  {r['label']:<16} -> {r['predicted']:<16} {r['confidence']:.0%}  loss {r['loss']:.3f}"
-        for r in rows) or "(nothing to review)")
+    rows = [r.to_dict() for r in rank(_project(args), top=args.top, label=args.label, kind=args.kind)]
+
+    def line(r: dict) -> str:
+        guess = f"-> {r['predicted']:<14} {r['confidence']:.0%}" if r["predicted"] else ""
+        return f"{r['item']}  {r['label']:<14} {REASON_NAMES[r['reason']]:<13} {r['score']:.2f}  {guess}  {r['detail']}"
+
+    _emit(args, rows, lambda: "\n".join(line(r) for r in rows) or "(nothing to review)")
     return 0
 
 
@@ -335,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb("runs", cmd_runs, "List the training runs.")
 
-    p = verb("review", cmd_review, "Items most likely to be wrong, most suspicious first.")
+    p = verb("review", cmd_review, "Items most likely to be wrong (label, duplicate, outlier, poor quality), "
+                                   "most suspicious first.")
     p.add_argument("--top", type=int, default=None, help=HELP["top"])
     p.add_argument("--label", help="Only this class.")
     p.add_argument("--kind", choices=["label", "duplicates", "outliers", "all"], default="all",

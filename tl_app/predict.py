@@ -112,13 +112,28 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
     return preds
 
 
-def predict_items(project: Project, item_ids: list[str], *, run_id: Optional[str] = None):
-    """Probabilities for items already in the project (array in ``item_ids`` order) and the vocab."""
+def _item_pixels(project: Project, item_ids: list[str], size: int):
     import numpy as np
 
-    from .train import load_image_for_model, predict_pixels
+    from .train import load_image_for_model
+
+    if not item_ids:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([np.asarray(load_image_for_model(project.path_of(project.item(i)), size)) for i in item_ids])
+
+
+def predict_items(project: Project, item_ids: list[str], *, run_id: Optional[str] = None):
+    """Probabilities for items already in the project (array in ``item_ids`` order) and the vocab."""
+    from .train import predict_pixels
 
     model, spec, _ = model_for(project, run_id)
-    pix = np.stack([np.asarray(load_image_for_model(project.path_of(project.item(i)), spec.size)) for i in item_ids]) \
-        if item_ids else np.zeros((0, spec.size, spec.size, 3), np.uint8)
-    return predict_pixels(model, pix, spec), spec.vocab
+    return predict_pixels(model, _item_pixels(project, item_ids, spec.size), spec), spec.vocab
+
+
+def embed_items(project: Project, item_ids: list[str], *, run_id: Optional[str] = None):
+    """``(probs, features, vocab)`` for items already in the project: what Review needs of new items."""
+    from .train import embed_pixels
+
+    model, spec, _ = model_for(project, run_id)
+    probs, emb = embed_pixels(model, _item_pixels(project, item_ids, spec.size), spec)
+    return probs, emb, spec.vocab

@@ -222,6 +222,38 @@ def predict_pixels(model, pixels, spec: ModelSpec, *, batch_size: int = 64, devi
     return torch.cat(outs).numpy() if outs else __import__("numpy").zeros((0, len(spec.vocab)))
 
 
+def embed_pixels(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
+                 stop: Optional[StopToken] = None, events: EventFn = _no_events):
+    """``(probs, features)`` for uint8 images (N, S, S, 3) in one clean pass (eval mode, no augmentation).
+
+    ``features`` are the pooled body outputs the head starts from (the space
+    Review looks for neighbours, duplicates and outliers in), as float32.
+    """
+    import numpy as np
+    import torch
+
+    device = device or torch.device("cpu")
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    model.eval()
+    body, pool, rest = model[0], model[1][:2], model[1][2:]
+    probs, feats = [], []
+    n = len(pixels)
+    with torch.inference_mode():
+        for s in range(0, n, batch_size):
+            if stop is not None and stop.is_set():
+                raise Stopped("Stopped while scoring images.")
+            xb = torch.from_numpy(pixels[s:s + batch_size]).to(device).permute(0, 3, 1, 2).float().div_(255)
+            xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
+            f = pool(body(xb)).float()
+            probs.append(torch.softmax(rest(f).float(), 1).cpu())
+            feats.append(f.cpu())
+            events({"type": "phase", "phase": "scoring", "done": min(n, s + batch_size), "total": n})
+    if not probs:
+        return np.zeros((0, len(spec.vocab)), np.float32), np.zeros((0, 0), np.float32)
+    return torch.cat(probs).numpy(), torch.cat(feats).numpy()
+
+
 def default_device():
     """CUDA when present, then Apple's MPS, else the CPU."""
     import torch
@@ -539,16 +571,36 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
         lock.release()
 
 
-def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, out_of_fold: bool) -> None:
-    """Probabilities per item for Review; rows that hold NaN (never scored) are left out."""
+def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, out_of_fold: bool,
+                  review=None, embeddings=None) -> None:
+    """Probabilities per item for Review; rows that hold NaN (never scored) are left out.
+
+    ``review`` holds the out-of-sample probabilities Review ranks labels by
+    (each item's ``suspect`` score is one minus that of its label), and
+    ``embeddings`` the features it looks for neighbours, duplicates and outliers in
+    (``embeddings.npy``, in snapshot order, float16, loaded without pickle).
+    """
     import math
 
+    import numpy as np
+
     valid_set = set(valid_idx)
-    runs.write_json(rdir, "scores.json", {
-        "vocab": snap.vocab, "out_of_fold": out_of_fold,
-        "items": [{"item": it.id, "label": it.label, "valid": i in valid_set,
-                   "probs": [round(float(p), 6) for p in probs[i]]}
-                  for i, it in enumerate(snap.items) if not math.isnan(float(probs[i][0]))]})
+    targets = snap.targets
+    rows = []
+    for i, it in enumerate(snap.items):
+        if math.isnan(float(probs[i][0])):
+            continue
+        row = {"item": it.id, "label": it.label, "valid": i in valid_set,
+               "probs": [round(float(p), 6) for p in probs[i]]}
+        if review is not None:
+            row["review"] = [round(float(p), 6) for p in review[i]]
+            row["suspect"] = round(1.0 - float(review[i][targets[i]]), 6)
+        rows.append(row)
+    if embeddings is not None:
+        tmp = rdir / f".embeddings.{os.getpid()}.npy"
+        np.save(tmp, np.asarray(embeddings, dtype=np.float16), allow_pickle=False)
+        os.replace(tmp, rdir / "embeddings.npy")
+    runs.write_json(rdir, "scores.json", {"vocab": snap.vocab, "out_of_fold": out_of_fold, "items": rows})
 
 
 def _write_losses(rdir: Path, snap: Snapshot, item_probs) -> None:
@@ -629,7 +681,10 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
                     "device": "features cached" if not missing else f"{len(missing)} pictures computed",
                     "features_computed": len(missing), "l2": l2})
     runs.write_json(rdir, "report.json", metrics)
-    _write_scores(rdir, snap, oof, valid_idx, out_of_fold=True)
+    from .review import label_evidence
+
+    _write_scores(rdir, snap, oof, valid_idx, out_of_fold=True, embeddings=X,
+                  review=label_evidence(X, y, n, oof_probs=oof))
     _write_snapshot(rdir, snap, train_idx, valid_idx)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=1, train_items=len(train_idx), valid_items=len(valid_idx), features_computed=len(missing))
@@ -678,21 +733,26 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     model.eval()
     scores = info.pop("scores")
     item_probs = info.pop("item_probs")
+    # One clean pass over the pictures in memory (eval mode, no augmentation) gives the features
+    # Review judges every item by: its neighbours in the trained network's feature space, so that
+    # no item is judged by a model that learned it (see review.py).
+    from .review import label_evidence
+
+    clean, emb = embed_pixels(model, pixels, spec, device=device, events=events)
+    unseen = np.isnan(scores[:, 0])  # stopped before a validation pass, or no training batch held it
+    scores[unseen] = clean[unseen]
     probs = scores[valid_idx]
-    if np.isnan(probs).any():  # stopped before a validation pass: check the model now
-        probs = predict_pixels(model, pixels[valid_idx], spec, device=device)
-        scores[valid_idx] = probs
     metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
     metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
                     "device": describe_device(device), **info})
+    _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
+                  review=label_evidence(emb, targets, len(snap.vocab)))
     _write_losses(rdir, snap, item_probs)
     sha = save_model(model.cpu(), spec, rdir)
     result.update(model_file="model.safetensors", model_sha256=sha)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=epochs_done, train_items=len(train_idx), valid_items=len(valid_idx))
     runs.write_json(rdir, "report.json", metrics)
-    # Items no training batch reached (drop_last) have no row; Review scores them when needed.
-    _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False)
     _write_snapshot(rdir, snap, train_idx, valid_idx)
     result["metrics"] = summary
     return result

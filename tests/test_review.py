@@ -1,0 +1,255 @@
+"""Review: wrong labels anywhere in the dataset, duplicates, outliers and poor pictures (core and CLI)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imagegen
+from tl_app import review, runs
+from tl_app.errors import RunNotFound
+from tl_app.importer import import_files
+from tl_app.project import Project
+from tl_app.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- the evidence, on plain arrays ------------------------------------------------------------
+def _clusters(n_per=40, dim=16, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)) * 4
+    y = np.repeat(np.arange(classes), n_per)
+    emb = centres[y] + rng.normal(size=(len(y), dim))
+    return emb, y
+
+
+def test_neighbours_find_labels_that_do_not_match_their_cluster():
+    emb, truth = _clusters()
+    noisy = truth.copy()
+    wrong = np.array([3, 50, 97, 130, 151])
+    noisy[wrong] = (noisy[wrong] + 1) % 4
+    probs = review.label_evidence(emb, noisy, 4)
+    score = 1 - probs[np.arange(len(noisy)), noisy]
+    assert set(np.argsort(-score)[:len(wrong)]) == set(wrong)
+    # ... and they are judged to belong to their true class, by their neighbours alone.
+    assert (probs[wrong].argmax(1) == truth[wrong]).all()
+    assert np.allclose(probs.sum(1), 1) and (probs > 0).all()
+
+
+def test_an_item_never_votes_for_itself():
+    emb, y = _clusters(n_per=5, classes=2)
+    lone = np.vstack([emb, emb[0] + 1e-3])  # an exact twin of item 0 with another label
+    labels = np.append(y, 1)
+    probs = review.knn_class_probs(lone, labels, 2, k=1)
+    assert probs[-1].argmax() == 0 and probs[0].argmax() == 1  # each is judged by the other only
+
+
+def test_outliers_are_far_from_every_neighbour():
+    emb, _ = _clusters()
+    far = np.vstack([emb, np.full((1, emb.shape[1]), 0.0) + np.eye(1, emb.shape[1], 7) * 50])
+    z = review.outlier_scores(far)
+    assert z.argmax() == len(far) - 1 and z[-1] > review.OUTLIER_Z
+    assert (np.sort(z)[-2] < review.OUTLIER_Z)
+
+
+# --- a project with problems of every kind ------------------------------------------------------
+def _messy_source(root: Path) -> tuple[Path, dict[str, str]]:
+    """Colour pictures with two reds filed as blue, a near copy across classes, and poor pictures.
+
+    Returns the folder and {file name: what is wrong with it}.
+    """
+    src = imagegen.class_folder(root, per_class=16)
+    problems = {}
+    for i in range(2):
+        imagegen.noisy(imagegen.COLOURS["red"], seed=900 + i).save(src / "blue" / f"wrong{i}.png")
+        problems[f"wrong{i}.png"] = "label"
+    Image.open(src / "red" / "3.png").save(src / "blue" / "copy of 3.jpg", quality=70)  # recompressed
+    problems["copy of 3.jpg"] = "duplicate"
+    Image.new("RGB", (64, 64), (120, 120, 120)).save(src / "red" / "blank.png")
+    imagegen.noisy((6, 6, 6), seed=5).save(src / "red" / "dark.png")
+    imagegen.noisy(imagegen.COLOURS["red"], size=(40, 48), seed=7).save(src / "red" / "tiny.png")
+    problems.update({"blank.png": "quality", "dark.png": "quality", "tiny.png": "quality"})
+    return src, problems
+
+
+@pytest.fixture(scope="module")
+def messy_template(tmp_path_factory):
+    """The messy project, imported (items added one by one so that "first added" is fixed), untrained."""
+    base = tmp_path_factory.mktemp("messy")
+    src, problems = _messy_source(base / "src")
+    proj = Project.open(base / "proj", create=True)
+    for label in ("red", "blue"):
+        for f in sorted((src / label).iterdir(), key=lambda p: (p.name.startswith(("copy", "wrong")), p.name)):
+            import_files(proj, [f], label=label, workers=1)
+    return base / "proj", problems
+
+
+@pytest.fixture
+def messy(messy_template, tmp_path):
+    import shutil
+
+    dest = tmp_path / "messy"
+    shutil.copytree(messy_template[0], dest)
+    proj = Project.open(dest)
+    names = {it.id: Path(it.source).name for it in proj.items()}
+    return proj, names, messy_template[1]
+
+
+@pytest.fixture(scope="module")
+def messy_trained_template(messy_template, tmp_path_factory):
+    import shutil
+
+    dest = tmp_path_factory.mktemp("messy_trained") / "proj"
+    shutil.copytree(messy_template[0], dest)
+    rep = train(Project.open(dest), TrainConfig(size=64, epochs=2, pretrained=False))
+    assert rep.status == "finished", rep
+    return dest
+
+
+@pytest.fixture
+def messy_trained(messy_trained_template, messy_template, tmp_path):
+    import shutil
+
+    dest = tmp_path / "messy_trained"
+    shutil.copytree(messy_trained_template, dest)
+    proj = Project.open(dest)
+    return proj, {it.id: Path(it.source).name for it in proj.items()}, messy_template[1]
+
+
+def test_without_a_model_duplicates_and_poor_pictures_are_found(messy):
+    project, names, problems = messy
+    rows = review.rank(project)
+    found = {names[r.item]: r for r in rows}
+    assert {n for n, r in found.items() if r.reason == "quality"} == {"blank.png", "dark.png", "tiny.png"}
+    assert "blank" in found["blank.png"].detail.lower() and "dark" in found["dark.png"].detail.lower()
+    assert "40×48" in found["tiny.png"].detail
+    dup = found["copy of 3.jpg"]
+    original = project.item(dup.duplicate_of)
+    assert dup.reason == "duplicate" and names[original.id] == "3.png" and original.label == "red"
+    assert dup.duplicate_of_source == original.source and "in class 'red'" in dup.detail
+    assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)
+    assert dup.score > found["tiny.png"].score  # a picture in two classes before a small one
+    with pytest.raises(RunNotFound, match="train"):
+        review.rank(project, kind="label")
+
+
+def test_wrong_labels_are_found_in_training_and_validation_items(messy_trained):
+    project, names, problems = messy_trained
+    rows = review.rank(project, kind="label")
+    assert len(rows) == len(project.items()) and {r.reason for r in rows} == {"label"}
+    assert {r.valid for r in rows} == {True, False}  # every item is ranked, not only the validation split
+    top = {names[r.item] for r in rows[:4]}
+    assert {"wrong0.png", "wrong1.png"} <= top
+    for r in rows:
+        if names[r.item].startswith("wrong"):
+            assert r.predicted == "red" and r.label == "blue" and "Looks like 'red'" in r.detail
+
+
+def test_a_relabel_is_judged_against_the_new_label_at_once(messy_trained):
+    project, names, _ = messy_trained
+    wrong = next(r for r in review.rank(project, kind="label") if names[r.item] == "wrong0.png")
+    project.relabel([wrong.item], "red")
+    after = {r.item: r for r in review.rank(project, kind="label")}[wrong.item]
+    assert after.label == "red" and after.score < 0.5 < wrong.score
+
+
+def test_all_kinds_in_one_queue_each_item_once_with_its_reason(messy_trained):
+    project, names, problems = messy_trained
+    rows = review.rank(project, top=8)
+    assert len({r.item for r in rows}) == len(rows)
+    reasons = {names[r.item]: r.reason for r in rows}
+    assert {"wrong0.png", "wrong1.png", "blank.png"} <= set(reasons)
+    d = rows[0].to_dict()
+    assert {"item", "path", "source", "label", "predicted", "confidence", "score", "reason"} <= set(d)
+    assert Path(d["path"]).is_file()
+    dups = review.rank(project, kind="duplicates")
+    assert [names[r.item] for r in dups] == ["copy of 3.jpg"]
+    assert all("duplicate_of" not in r.to_dict() for r in review.rank(project, kind="label"))
+
+
+def test_outliers_are_pictures_unlike_the_rest(messy_trained, tmp_path):
+    project, names, _ = messy_trained
+    odd = tmp_path / "stripes.png"
+    arr = np.zeros((64, 64, 3), np.uint8)
+    arr[:, ::8] = 255
+    Image.fromarray(arr).save(odd)
+    added = import_files(project, [odd], label="red").items[0]  # after the run: embedded on the spot
+    rows = review.rank(project, kind="outliers")
+    outliers = [r for r in rows if r.reason == "outlier"]
+    assert added in [r.item for r in outliers[:2]], [(names.get(r.item), r.score) for r in rows]
+    assert all("unlike the other pictures" in r.detail.lower() for r in outliers)
+
+
+def test_keep_hides_an_item_from_every_reason_and_survives_a_restart(messy_trained):
+    project, names, _ = messy_trained
+    blank = next(it.id for it in project.items() if names[it.id] == "blank.png")
+    project.keep([blank])
+    reopened = Project.open(project.root)
+    assert blank not in {r.item for r in review.rank(reopened)}
+    assert blank in {r.item for r in review.rank(reopened, include_kept=True)}
+    reopened.undo()
+    assert blank in {r.item for r in review.rank(Project.open(project.root))}
+
+
+def test_confusion_cells_list_the_items_behind_them(messy_trained):
+    project, names, _ = messy_trained
+    q = review.queue(project)
+    assert q.labels == ["blue", "red"]
+    assert sum(map(sum, q.matrix)) == len(project.items())
+    behind = q.cells[("blue", "red")]
+    assert {"wrong0.png", "wrong1.png"} <= {names[i] for i in behind}
+    assert q.matrix[0][1] == len(behind)
+    cell = review.queue(project, cell=("blue", "red"))
+    assert [r.item for r in cell.rows] == behind
+    assert "probably in the wrong class" in q.summary()
+
+
+def test_quick_runs_rank_labels_with_out_of_fold_heads(project, tmp_path, fake_pretrained):
+    src, _ = _messy_source(tmp_path / "src")
+    import_files(project, [src])
+    rep = train(project, TrainConfig(size=64, pretrained=True, quick=True))
+    assert rep.status == "finished", rep
+    scores = runs.read_json(project, rep.run, "scores.json")
+    assert scores["out_of_fold"] and all("review" in s and "suspect" in s for s in scores["items"])
+    assert (runs.run_dir(project, rep.run) / "embeddings.npy").is_file()
+    names = {it.id: Path(it.source).name for it in project.items()}
+    rows = review.rank(project, kind="label")
+    assert len(rows) == len(project.items())
+    assert {"wrong0.png", "wrong1.png"} <= {names[r.item] for r in rows[:6]}
+
+
+def _cli(*args, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tl_app", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_cli_review_kinds_and_keep(messy_trained):
+    project, names, _ = messy_trained
+    out = _cli("review", str(project.root), "--kind", "duplicates", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [names[r["item"]] for r in rows] == ["copy of 3.jpg"]
+    assert rows[0]["reason"] == "duplicate" and rows[0]["duplicate_of_source"].endswith("3.png")
+
+    out = _cli("review", str(project.root), "--kind", "label", "--top", "3", "--json")
+    rows = json.loads(out.stdout)
+    assert len(rows) == 3 and all(r["reason"] == "label" for r in rows)
+    assert rows[0]["score"] >= rows[1]["score"] >= rows[2]["score"]
+
+    out = _cli("review", str(project.root), "--kind", "outliers", "--json")
+    assert {"blank.png", "dark.png", "tiny.png"} <= {names[r["item"]] for r in json.loads(out.stdout)}
+
+    keep = json.loads(out.stdout)[0]["item"]
+    assert _cli("keep", str(project.root), keep, "--json").returncode == 0
+    out = _cli("review", str(project.root), "--json")
+    assert keep not in {r["item"] for r in json.loads(out.stdout)}
+
+    text = _cli("review", str(project.root), "--kind", "duplicates")
+    assert "duplicate" in text.stdout and "copy" not in text.stderr
