@@ -104,7 +104,8 @@ def test_each_class_is_searched_with_its_query_and_cached_answers_are_marked(pro
     cache = S.SearchCache(project)
     first = S.search_classes(queries, provider=p, max_results=10, cache=cache)
     assert [(c.label, c.query, len(c.results), c.cached) for c in first.found] == [
-        ("centipede", "centipede", 4, False), ("millipede", "millipede insect", 2, False), ("spider", "spider", 0, False)]
+        ("centipede", "centipede", 4, False), ("millipede", "millipede insect", 2, False),
+        ("spider", "spider", 0, False)]
     assert first.refused == "" and first.not_searched == []
     again = S.search_classes(queries, provider=p, max_results=10, cache=cache)
     # Empty answers are not cached (they may be a soft block), so only spider is asked again.
