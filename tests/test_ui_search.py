@@ -181,6 +181,7 @@ def test_bad_class_lists_are_refused_plainly(app):
     assert "'/'" in msg and "went wrong" not in msg
     assert "Type the classes" in _error(lambda: _search(c, " , "))
     assert "Huge is not in the list of choices" in _error(lambda: _search(c, "ant", size="Huge"))
+    assert "300" in _error(lambda: _search(c, "ant", per_class=1000))  # the slider's bounds hold over the API
     assert app.project.labels() == []
 
 
@@ -198,6 +199,7 @@ def test_an_unreachable_engine_is_explained_and_upload_is_offered(tmp_path, monk
         out = _search(c, "centipede, millipede, spider")
         status = out["status"]
         assert "The image search engine (duckduckgo) refused the search or could not be reached" in status
+        assert "Connection refused" in status  # the closed proxy's answer: DDGS_PROXY was used
         assert "upload" in status and "import" in status
         assert "Not searched: centipede, millipede, spider" in status
         assert "The upload area below is set to 'centipede'" in status
