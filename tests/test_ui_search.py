@@ -85,7 +85,11 @@ def app(tmp_path, pictures, monkeypatch):
 
 
 def _search(c: Client, classes: str, **kw) -> dict:
-    return _named(c.predict(classes=classes, **kw, api_name="/search_web"), SEARCH_OUT)
+    out = _named(c.predict(classes=classes, **kw, api_name="/search_web"), SEARCH_OUT)
+    # The preview comes as an update: shown with what was found, hidden when nothing was.
+    assert out["preview"]["visible"] is bool(out["preview"]["value"]), out["preview"]
+    out["preview"] = out["preview"]["value"]
+    return out
 
 
 def test_three_classes_are_previewed_then_downloaded_with_every_refusal_explained(app, pictures):

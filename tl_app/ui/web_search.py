@@ -103,7 +103,7 @@ def search_note(found, refused: str, not_searched) -> str:
         else:
             lines.append(f"- **{cr.label}**: nothing found{query}; try other words or fewer filters")
     if refused:
-        lines.append(f"\n**{refused}**")
+        lines.append(f"\n{refused}")
         if not_searched:
             names = ", ".join(cq.label for cq in not_searched)
             lines.append(f"\nNot searched: {names}. The upload area below is set to '{not_searched[0].label}'.")
@@ -198,8 +198,9 @@ def create_web_search(ctx: UIContext) -> dict:
     # selected" takes them as a parameter (the API has no gallery to click); checked on arrival.
     c["w_selected"] = gr.Textbox(visible=False, label="Selected results", elem_id="web-selected")
     # Only ever an output: a Gallery given as an input would have the server fetch its links.
+    # Hidden until a search has found something: an empty gallery would take half the screen.
     c["w_preview"] = gr.Gallery(label="Found pictures (click to select)", columns=6, height=460,
-                                allow_preview=False, object_fit="cover", elem_id="web-preview")
+                                allow_preview=False, object_fit="cover", visible=False, elem_id="web-preview")
     c["w_selection"] = gr.Markdown(elem_id="web-selection")
     with gr.Row():
         c["w_download_all"] = gr.Button("Download all", variant="primary", elem_id="web-download-all")
@@ -234,8 +235,8 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
         rows = [{"label": cr.label, "query": cr.query, "engine": provider.name, **r.to_dict()}
                 for cr in found.found for r in cr.results]
         target = gr.Dropdown(value=found.not_searched[0].label) if found.not_searched else gr.skip()
-        return (rows, "", preview(rows, set()), search_note(found.found, found.refused, found.not_searched),
-                selection_note(rows, set()), target)
+        return (rows, "", gr.Gallery(value=preview(rows, set()), visible=bool(rows)),
+                search_note(found.found, found.refused, found.not_searched), selection_note(rows, set()), target)
 
     form = {"classes": c["w_classes"], "per_class": c["w_count"], "size": c["w_size"], "type_image": c["w_type"],
             "layout": c["w_layout"], "license_image": c["w_license"], "safesearch": c["w_safesearch"],
