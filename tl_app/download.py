@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 from urllib.parse import urlsplit
 
 from . import fetch as _fetch
@@ -64,7 +64,8 @@ class DownloadReport:
     def summary(self) -> str:
         parts = [f"{self.imported} downloaded"]
         if self.duplicates or self.near_duplicates:
-            parts.append(f"{self.duplicates + self.near_duplicates} duplicates skipped"
+            n = self.duplicates + self.near_duplicates
+            parts.append(f"{n} duplicate{'s' if n != 1 else ''} skipped"
                          + (f" ({self.near_duplicates} near-identical)" if self.near_duplicates else ""))
         if self.skipped:
             parts.append(f"{self.skipped} already fetched before")
@@ -92,6 +93,59 @@ def tasks_from_results(results, *, query: str = "", engine: str = "") -> list[Do
                          {"page_url": r.page_url, "title": r.title, "query": query, "license": r.license,
                           "engine": engine, "thumbnail": r.thumbnail})
             for r in results]
+
+
+@dataclass
+class ClassDownload:
+    """The pictures to fetch into one class."""
+
+    label: str
+    tasks: list[DownloadTask]
+
+
+@dataclass
+class ClassesReport:
+    """Reports per class, in order; classes a stop or an error left untouched have none.
+
+    ``error`` is the message that ended the downloads early (a full disk, say).
+    """
+
+    reports: dict[str, DownloadReport] = field(default_factory=dict)
+    error: str = ""
+    stopped: bool = False
+
+
+def download_classes(project: Project, jobs: list[ClassDownload], *,
+                     progress: Callable[[str, Progress], None] = lambda label, p: None,
+                     stop: Optional[StopToken] = None, **kw) -> ClassesReport:
+    """Download several classes one after another with :func:`download_to_project`.
+
+    ``progress`` receives the class and its :class:`Progress`. A stop ends the
+    class being fetched and leaves the later ones alone; so does an error a
+    person can act on (its message is kept in the report, with what was done).
+    """
+    out = ClassesReport()
+    for job in jobs:
+        if stop is not None and stop.is_set():
+            break
+        try:
+            rep = download_to_project(project, job.label, job.tasks, stop=stop,
+                                      progress=lambda p, label=job.label: progress(label, p), **kw)
+        except TLError as e:
+            out.error = f"{job.label}: {e}"
+            break
+        if rep.stopped and _accounted(rep) >= len(job.tasks):
+            rep.stopped = False  # the stop came once every link had been tried: nothing was cut short
+        out.reports[job.label] = rep
+        if rep.stopped:
+            break
+    out.stopped = any(r.stopped for r in out.reports.values()) or (
+        stop is not None and stop.is_set() and len(out.reports) < len(jobs) and not out.error)
+    return out
+
+
+def _accounted(rep: DownloadReport) -> int:
+    return rep.imported + rep.duplicates + rep.near_duplicates + len(rep.rejected) + rep.skipped
 
 
 def fetched_urls(project: Project) -> set[str]:

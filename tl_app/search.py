@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
-from .errors import SearchUnavailable, TLError
+from .errors import InvalidLabel, SearchUnavailable, TLError
 
 SIZES = ("Small", "Medium", "Large", "Wallpaper")
 TYPES = ("photo", "clipart", "gif", "transparent", "line")
@@ -28,6 +28,11 @@ LAYOUTS = ("Square", "Tall", "Wide")
 LICENSES = ("any", "Public", "Share", "ShareCommercially", "Modify", "ModifyCommercially")
 SAFESEARCH = ("on", "moderate", "off")
 BACKENDS = ("duckduckgo", "bing", "auto")
+#: What a form sends for "no filter".
+ANY = "any"
+#: Most classes one search may name at once, and the longest query.
+MAX_CLASSES = 20
+MAX_QUERY_LEN = 200
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,17 @@ class SearchFilters:
         if self.safesearch not in SAFESEARCH:
             raise TLError(f"Safe search must be one of {', '.join(SAFESEARCH)}.")
         return self
+
+    @classmethod
+    def from_choices(cls, *, size: Optional[str] = None, type_image: Optional[str] = None,
+                     layout: Optional[str] = None, license_image: Optional[str] = None,
+                     safesearch: Optional[str] = None) -> "SearchFilters":
+        """Validated filters from a form, where ``"any"`` or nothing means "no filter"."""
+        def pick(v):
+            return None if v in (None, "", ANY) else v
+
+        return cls(size=pick(size), type_image=pick(type_image), layout=pick(layout),
+                   license_image=pick(license_image), safesearch=safesearch or "moderate").validate()
 
 
 @dataclass
@@ -180,11 +196,14 @@ def _retryable() -> tuple[type, ...]:
 def search_images(query: str, *, provider: SearchProvider, max_results: int = 100,
                   filters: SearchFilters = SearchFilters(), cache: Optional["SearchCache"] = None,
                   attempts: int = 3, backoff: float = 2.0, deadline: float = 25.0,
-                  sleep: Callable[[float], None] = time.sleep) -> list[SearchResult]:
+                  sleep: Callable[[float], None] = time.sleep,
+                  before_asking: Optional[Callable[[], None]] = None) -> list[SearchResult]:
     """Search for pictures; retry refusals a few times, then raise :class:`SearchUnavailable`.
 
     The whole call, retries included, ends within about ``deadline`` seconds.
     Results are cached per provider, query and filters when ``cache`` is given.
+    ``before_asking`` is called once when the engine is about to be asked (not
+    for a cached answer) and may raise to refuse, e.g. :meth:`RateLimiter.check`.
     """
     query = (query or "").strip()
     if not query:
@@ -197,6 +216,8 @@ def search_images(query: str, *, provider: SearchProvider, max_results: int = 10
         hit = cache.get(key)
         if hit is not None:
             return hit
+    if before_asking is not None:
+        before_asking()
     t0 = time.monotonic()
     unslept = 0.0  # waits an injected ``sleep`` did not really take: the deadline counts them anyway
     last: Exception | None = None
@@ -226,6 +247,97 @@ def search_images(query: str, *, provider: SearchProvider, max_results: int = 10
         f"The image search engine ({getattr(provider, 'backend', provider.name)}) refused the search or could not "
         f"be reached ({reason}). Search engines block heavy use for a while: try again in a few minutes, choose "
         f"another engine, or add pictures by upload or folder import instead.")
+
+
+# --- several classes at once ----------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassQuery:
+    """A class to fill and the words to search the web with."""
+
+    label: str
+    query: str
+
+
+def parse_class_queries(text: str, *, max_classes: int = MAX_CLASSES) -> list[ClassQuery]:
+    """Read ``"centipede, millipede = millipede insect, spider"`` into classes and their queries.
+
+    Classes are separated by commas or new lines. ``class = words`` searches
+    for the words after ``=``; otherwise the class name is the query. Names are
+    checked like any class name (:func:`~tl_app.project.validate_label`), and a
+    class named twice (in any letter case) is kept once, the first time.
+    """
+    from .project import validate_label
+
+    out: list[ClassQuery] = []
+    seen: set[str] = set()
+    for part in (text or "").replace("\n", ",").split(","):
+        if not part.strip():
+            continue
+        name, eq, query = part.partition("=")
+        try:
+            label = validate_label(name)
+        except InvalidLabel as e:
+            raise InvalidLabel(f"{e} (in '{part.strip()}')" if eq else str(e)) from None
+        query = " ".join(query.split()) if eq else ""
+        if len(query) > MAX_QUERY_LEN:
+            raise TLError(f"The search words for '{label}' are too long (at most {MAX_QUERY_LEN} characters).")
+        if label.casefold() in seen:
+            continue
+        seen.add(label.casefold())
+        out.append(ClassQuery(label, query or label))
+    if not out:
+        raise TLError("Type the classes to search for, separated by commas, e.g. 'centipede, millipede, spider'.")
+    if len(out) > max_classes:
+        raise TLError(f"{len(out)} classes at once is too many; search for at most {max_classes} at a time.")
+    return out
+
+
+@dataclass
+class ClassResults:
+    """What one class's search found; ``cached`` when the answer came from the project's cache."""
+
+    label: str
+    query: str
+    results: list[SearchResult]
+    cached: bool = False
+
+
+@dataclass
+class ClassSearch:
+    """Results per class; when the engine refused, ``refused`` says so and the rest were not searched."""
+
+    found: list[ClassResults] = field(default_factory=list)
+    refused: str = ""
+    not_searched: list[ClassQuery] = field(default_factory=list)
+
+
+def search_classes(queries: list[ClassQuery], *, provider: SearchProvider, max_results: int = 100,
+                   filters: SearchFilters = SearchFilters(), cache: Optional["SearchCache"] = None,
+                   before_asking: Optional[Callable[[], None]] = None, **retry) -> ClassSearch:
+    """Search for every class in turn with :func:`search_images`.
+
+    Once the engine refuses (:class:`SearchUnavailable`, a visitor limit
+    included), the remaining classes are not asked for: the engine is likely to
+    refuse them too, and asking again only prolongs a block.
+    """
+    out = ClassSearch()
+    for i, cq in enumerate(queries):
+        asked = []
+
+        def gate():
+            asked.append(True)
+            if before_asking is not None:
+                before_asking()
+
+        try:
+            res = search_images(cq.query, provider=provider, max_results=max_results, filters=filters,
+                                cache=cache, before_asking=gate, **retry)
+        except SearchUnavailable as e:
+            out.refused = str(e)
+            out.not_searched = list(queries[i:])
+            break
+        out.found.append(ClassResults(cq.label, cq.query, res, cached=not asked))
+    return out
 
 
 # --- cache -------------------------------------------------------------------------------

@@ -226,6 +226,43 @@ class AppPage:
         self.wait_idle()
         return self.text("import-result")
 
+    # -- Search the web --
+    def search_web(self, classes: str, *, per_class: int | None = None, timeout_ms: float = 60_000) -> str:
+        """Type the classes (``"centipede, millipede = millipede insect"``), click Search; returns what it found."""
+        if not self.page.locator("#web-search").is_visible():
+            self.tab("search")
+        if per_class is not None:
+            num = self.page.locator("#web-count input[type=number]")
+            num.fill(str(per_class))
+            num.press("Enter")
+        self.page.locator("#web-classes textarea, #web-classes input").first.fill(classes)
+        self.page.locator("#web-search").click()
+        self.wait_idle(timeout_ms)
+        return self.wait_text("web-search-status", r"found|refused|reached", timeout_ms)
+
+    def web_results(self):
+        """The found pictures in the preview gallery, in order."""
+        return self.page.locator("#web-preview img")
+
+    def toggle_web_result(self, index: int) -> str:
+        """Click a found picture to select or unselect it; returns the selection note once it changed."""
+        # The note's own text (data-testid="markdown"), without the timer Gradio may show beside it.
+        note = self.page.locator("#web-selection [data-testid=markdown]")
+        before = note.inner_text()
+        self.web_results().nth(index).click()
+        from playwright.sync_api import expect
+
+        expect(note).not_to_have_text(before)
+        self.wait_idle()
+        return note.inner_text()
+
+    def download_web(self, which: str = "all", timeout_ms: float = 120_000) -> str:
+        """Click "Download all" (or "selected") and wait for the summary; returns it."""
+        self.page.locator(f"#web-download-{which}").click()
+        text = self.wait_text("web-download-status", r"Download (finished|stopped|ended)", timeout_ms)
+        self.wait_idle(timeout_ms)
+        return text
+
     # -- Train --
     def train(self, *, size: int | None = None, epochs: int | None = None, pretrained: bool | None = None,
               timeout_ms: float = 300_000) -> str:

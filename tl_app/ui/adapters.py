@@ -8,24 +8,38 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import gradio as gr
 
 from ..errors import TLError
 from ..project import Project
+from ..search import BACKENDS, DDGSProvider, RateLimiter, SearchProvider
 
 log = logging.getLogger("tl_app.ui")
 
 
 @dataclass
 class UIContext:
-    """What every tab needs: the project, whether the app is shared, and running jobs by id."""
+    """What every tab needs: the project, whether the app is shared, and running jobs by id.
+
+    ``search_provider`` answers every web search when set (tests pass recorded
+    results); otherwise each search asks ddgs with the engine the visitor chose.
+    ``search_limiter`` counts searches per visitor (a shared app has one).
+    ``downloads`` holds the stop token of each browser session's running download.
+    """
 
     project: Project
     shared: bool = False
     jobs: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    search_provider: Optional[SearchProvider] = None
+    search_limiter: Optional[RateLimiter] = None
+    downloads: dict = field(default_factory=dict)
+
+    def provider_for(self, engine: str) -> SearchProvider:
+        """The provider that answers a search with ``engine`` (ddgs unless one was given)."""
+        return self.search_provider or DDGSProvider(engine or BACKENDS[0])
 
 
 def _to_gr_error(e: Exception) -> gr.Error:
@@ -82,3 +96,20 @@ def class_choices(project: Project) -> list[str]:
 
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.0%}"
+
+
+def visitor_id(request: gr.Request | None) -> str:
+    """Who is asking, for per-visitor limits: a public connecting address, else the browser session.
+
+    Behind a proxy (a Hugging Face Space) every visitor arrives from the proxy's
+    private address, so the session (one per page load) is the best handle left.
+    """
+    import ipaddress
+
+    host = getattr(getattr(request, "client", None), "host", None)
+    try:
+        if host and ipaddress.ip_address(host).is_global:
+            return f"ip:{host}"
+    except ValueError:
+        pass
+    return f"session:{getattr(request, 'session_hash', None) or host or 'unknown'}"

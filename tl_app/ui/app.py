@@ -9,6 +9,7 @@ import gradio as gr
 
 from .. import config
 from ..project import Project
+from ..search import RateLimiter, SearchProvider
 from .adapters import UIContext
 from .classify_tab import create_classify_tab
 from .review_tab import create_review_tab
@@ -18,10 +19,17 @@ from .train_tab import create_train_tab
 TITLE = "tl_app: an image classifier without code"
 
 
-def build_demo(project_dir: str | Path, *, shared: bool = False) -> gr.Blocks:
-    """The Gradio app for one project folder (created if missing)."""
+def build_demo(project_dir: str | Path, *, shared: bool = False,
+               search_provider: SearchProvider | None = None) -> gr.Blocks:
+    """The Gradio app for one project folder (created if missing).
+
+    ``search_provider`` answers every web search (e.g. recorded results);
+    by default each search asks ddgs with the engine the visitor chose. A shared
+    app limits searches per visitor.
+    """
     project = Project.open(project_dir, create=True)
-    ctx = UIContext(project=project, shared=shared)
+    ctx = UIContext(project=project, shared=shared, search_provider=search_provider,
+                    search_limiter=RateLimiter() if shared else None)
     with gr.Blocks(title=TITLE, delete_cache=(3600, 24 * 3600)) as demo:
         gr.Markdown(f"## {TITLE}\nProject: `{project.root}`" if not shared else f"## {TITLE}")
         with gr.Tabs():

@@ -1,4 +1,4 @@
-"""Tab 1: get pictures into the project (upload files or a zip, import a folder) and browse them."""
+"""Tab 1: get pictures into the project (search the web, upload files or a zip, import a folder) and browse them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pandas as pd
 from ..importer import ImportReport, import_files
 from ..jobs import Progress
 from .adapters import UIContext, handler, upload_paths
+from .web_search import create_web_search, wire_web_search
 
 BROWSE_LIMIT = 60
 
@@ -41,8 +42,9 @@ def browse(ctx: UIContext, label: str | None) -> list[tuple[str, str]]:
 def create_search_tab(ctx: UIContext) -> dict:
     """Widgets and events of the Search & download tab."""
     c: dict = {}
-    gr.Markdown("Name your classes and add pictures of each one. Every picture is checked: broken files, "
-                "non-images and exact duplicates are refused with a reason, and nothing you add is changed on your disk.")
+    gr.Markdown("Name your classes and add pictures of each one, from the web or from your own files. Every "
+                "picture is checked: broken files, non-images, placeholders and duplicates are refused with a "
+                "reason, and nothing you add is changed on your disk.")
     with gr.Row():
         with gr.Column(scale=1):
             c["classes"] = gr.Dataframe(value=lambda: classes_table(ctx), label="Your classes", interactive=False,
@@ -50,6 +52,10 @@ def create_search_tab(ctx: UIContext) -> dict:
             with gr.Row():
                 c["new_class"] = gr.Textbox(label="New class", placeholder="e.g. cat", scale=3, elem_id="new-class")
                 c["add_class"] = gr.Button("Add class", scale=1, elem_id="add-class")
+        with gr.Column(scale=3):
+            c.update(create_web_search(ctx))
+    gr.Markdown("### Add your own pictures", elem_id="own-heading")
+    with gr.Row():
         with gr.Column(scale=2):
             c["target"] = gr.Dropdown(choices=ctx.project.labels(), value=None, label="Add pictures to class",
                                       allow_custom_value=True, elem_id="target-class",
@@ -57,6 +63,7 @@ def create_search_tab(ctx: UIContext) -> dict:
             c["files"] = gr.File(file_count="multiple", label="Drop pictures or a zip file here",
                                  file_types=["image", ".zip"], elem_id="upload-files")
             c["add_files"] = gr.Button("Add these pictures", variant="primary", elem_id="add-files")
+        with gr.Column(scale=1):
             if not ctx.shared:
                 with gr.Accordion("Import a folder from this computer", open=False):
                     c["folder"] = gr.Textbox(label="Folder", placeholder="/home/me/pictures/animals",
@@ -131,6 +138,8 @@ def create_search_tab(ctx: UIContext) -> dict:
         labels = ctx.project.labels()
         return (classes_table(ctx), gr.Dropdown(choices=labels, value=target or None),
                 gr.Dropdown(choices=labels, value=shown if shown in labels else None))
+
+    wire_web_search(ctx, c, refreshed)
 
     c["on_select"] = (refresh, [c["target"], c["browse_class"]], outs[:3])
     return c
