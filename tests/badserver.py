@@ -12,6 +12,7 @@ Routes (``srv.url(path)`` gives the full link):
 ``/dup/<name>.jpg``            the same bytes under any name (exact duplicates)
 ``/placeholder/<n>.jpg``       a "photo unavailable" picture, re-encoded at a different JPEG
                                quality and a slightly different size for every ``n``
+``/gone/<n>.jpg``              redirects to ``/placeholder/0.jpg``, as hosts do with removed pictures
 ``/html-as-jpeg``              an HTML page sent as ``image/jpeg``
 ``/page.html``                 an HTML page sent as ``text/html``
 ``/status/<code>``             an empty answer with that HTTP status (404, 500, ...)
@@ -230,6 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, b"")
             if path == "/loop":
                 return self._redirect("/loop")
+            if seg[0] == "gone" and len(seg) == 2:
+                return self._redirect("/placeholder/0.jpg")
             if seg[0] == "chain" and len(seg) == 2:
                 k = int(seg[1])
                 if k <= 0:

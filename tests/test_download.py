@@ -19,6 +19,7 @@ import pytest
 
 import badserver
 from tl_app.download import DownloadTask, download_to_project, tasks_from_results, tasks_from_urls
+from tl_app.importer import import_files
 from tl_app.jobs import StopToken
 from tl_app.project import Project
 from tl_app.search import parse_results
@@ -92,16 +93,19 @@ def test_a_mixed_batch_imports_the_good_and_refuses_the_bad_with_reasons(allow, 
     rep = download_to_project(project, "cat", tasks, **CAPS)
     assert time.monotonic() - t0 < 10
 
-    assert (rep.imported, rep.duplicates, rep.near_duplicates) == (5, 1, 4), rep
-    assert {r["url"] for r in rep.rejected} == set(bad)
+    assert (rep.imported, rep.duplicates, rep.near_duplicates, rep.placeholders) == (4, 1, 0, 5), rep
+    assert {r["url"] for r in rep.rejected} == set(bad) | set(placeholders)
     for r in rep.rejected:
-        assert bad[r["url"]] in r["reason"], r
-    assert rep.to_dict()["duplicates"] == 5 and not rep.stopped
+        assert (bad.get(r["url"]) or "'photo unavailable' placeholder") in r["reason"], r
+    assert rep.to_dict()["duplicates"] == 1 and not rep.stopped
     assert other.log == []
 
     items = {it.source: it for it in project.items(label="cat")}
-    assert len(items) == 5 and set(good) <= set(items)
-    assert sum(u in items for u in dups) == 1 and sum(u in items for u in placeholders) == 1
+    assert len(items) == 4 and set(good) <= set(items)
+    assert sum(u in items for u in dups) == 1 and not set(placeholders) & set(items)
+    # The placeholder's first copy was stored before the next links gave it away: it is in the
+    # trash, as an undoable step that says what it was.
+    assert project.history(1)[0].summary == "removed 1 'photo unavailable' placeholder a download found"
     for url, meta in good.items():
         it = items[url]
         assert it.meta["url"] == url
@@ -156,6 +160,42 @@ def test_running_again_skips_links_already_fetched_and_retries_failures(allow, p
     assert requests_for(srv, "/status/503") == before["/status/503"] + 1
     assert len(project.items()) == 3
     assert_clean(project)
+
+
+def test_placeholders_leave_the_dataset_and_are_refused_from_then_on(allow, project, tmp_path):
+    srv = allow
+    # A host that redirects its removed pictures to one "photo unavailable" picture: two links tell.
+    gone = [srv.url(f"/gone/{i}.jpg") for i in range(2)]
+    rep = download_to_project(project, "cat", tasks_from_urls(gone + [srv.url("/img/40.jpg")]), **CAPS)
+    assert (rep.imported, rep.placeholders) == (1, 2), rep
+    assert {r["url"] for r in rep.rejected} == set(gone)
+    assert [it.source for it in project.items()] == [srv.url("/img/40.jpg")]
+    assert_clean(project)
+
+    # Once known, one link is enough, in any class, even re-encoded at another size.
+    rep = download_to_project(project, "dog", tasks_from_urls([srv.url("/placeholder/3.jpg")]), **CAPS)
+    assert (rep.imported, rep.placeholders) == (0, 1) and "placeholder" in rep.rejected[0]["reason"]
+    assert rep.summary() == "0 downloaded, 1 refused (1 of them 'photo unavailable' placeholders)"
+
+    # Undo brings the trashed first copy back, as with any delete.
+    project.undo()  # the later download stored nothing; the step before it is the placeholder's removal
+    assert len(project.items(label="cat")) == 2
+
+
+def test_the_same_photo_at_two_addresses_is_a_duplicate_not_a_placeholder(allow, project):
+    rep = download_to_project(project, "cat", tasks_from_urls([allow.url("/dup/a.jpg"), allow.url("/dup/b.jpg")]),
+                              **CAPS)
+    assert (rep.imported, rep.duplicates, rep.placeholders) == (1, 1, 0)
+
+
+def test_a_picture_the_person_imported_is_never_taken_away(allow, project, tmp_path):
+    mine = tmp_path / "my placeholder.jpg"
+    mine.write_bytes(badserver.placeholder_bytes(0))
+    import_files(project, [mine], label="cat")
+    links = [allow.url(f"/placeholder/{i}.jpg") for i in range(3)]
+    rep = download_to_project(project, "cat", tasks_from_urls(links), **CAPS)
+    assert rep.placeholders == 3 and rep.imported == 0
+    assert [Path(it.source).name for it in project.items()] == ["my placeholder.jpg"]
 
 
 def test_a_picture_already_in_another_class_is_a_duplicate(allow, project):

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Optional
 from urllib.parse import urlsplit
 
 from . import fetch as _fetch
-from .dupes import NearDupIndex, phash_stored, save_hashes
+from .dupes import NEAR_DISTANCE, NearDupIndex, distance, phash_stored, save_hashes
 from .errors import FetchRefused, ImageRejected, TLError
 from .images import encode_jpeg, normalize
 from .jobs import Progress, ProgressFn, StopToken, no_progress
@@ -30,8 +30,12 @@ from .project import Project, validate_label
 CONCURRENCY = 16
 PER_HOST = 4
 MIN_FREE_BYTES = 200 * 1024 * 1024
+#: A picture that this many different links of one host delivered in one download is a
+#: "photo unavailable" placeholder (a photo seldom sits at three addresses of one host);
+#: two links are enough when the host redirected both to the same address.
+PLACEHOLDER_LINKS = 3
 #: Outcomes that mean "do not fetch this link again"; network failures may be retried later.
-_FINAL = ("imported", "duplicate", "near-duplicate", "invalid", "refused")
+_FINAL = ("imported", "duplicate", "near-duplicate", "invalid", "refused", "placeholder")
 
 
 @dataclass
@@ -53,13 +57,14 @@ class DownloadReport:
     skipped: int = 0
     rejected: list[dict] = field(default_factory=list)
     items: list[str] = field(default_factory=list)
+    placeholders: int = 0
     stopped: bool = False
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return {"imported": self.imported, "duplicates": self.duplicates + self.near_duplicates,
                 "rejected": list(self.rejected), "near_duplicates": self.near_duplicates,
-                "skipped": self.skipped, "stopped": self.stopped}
+                "placeholders": self.placeholders, "skipped": self.skipped, "stopped": self.stopped}
 
     def summary(self) -> str:
         parts = [f"{self.imported} downloaded"]
@@ -70,7 +75,8 @@ class DownloadReport:
         if self.skipped:
             parts.append(f"{self.skipped} already fetched before")
         if self.rejected:
-            parts.append(f"{len(self.rejected)} refused")
+            parts.append(f"{len(self.rejected)} refused" + (
+                f" ({self.placeholders} of them 'photo unavailable' placeholders)" if self.placeholders else ""))
         if self.stopped:
             parts.append("stopped")
         return ", ".join(parts)
@@ -204,6 +210,84 @@ class _Journal:
             save_hashes(con, hashes)
 
 
+_PLACEHOLDER_REASON = "a 'photo unavailable' placeholder, not a photo (the same picture came from several links)"
+
+
+def _placeholder_table(con) -> None:
+    con.execute("CREATE TABLE IF NOT EXISTS placeholders(value TEXT PRIMARY KEY, seen REAL NOT NULL)")
+
+
+def placeholder_hashes(project: Project) -> list[int]:
+    """Perceptual hashes of the placeholders downloads have met: refused at once next time."""
+    with project._write() as con:
+        _placeholder_table(con)
+        return [int(r["value"], 16) for r in con.execute("SELECT value FROM placeholders")]
+
+
+def is_placeholder(links: list[tuple]) -> bool:
+    """Whether one picture delivered by these links looks like a host's placeholder.
+
+    ``links`` holds ``(link, host, address after redirects, ...)`` per link. A host
+    that has lost a picture serves the same "photo unavailable" image for every
+    missing one, or redirects them all to it. The same photo does turn up at two
+    addresses (two sizes on one site, or two sites); at three addresses of one
+    host, or at two that the host redirected to one place, it is the host's
+    stand-in for pictures it no longer has.
+    """
+    if len({link[0] for link in links}) < 2:
+        return False
+    per_host: dict[str, set[str]] = {}
+    per_target: dict[str, set[str]] = {}
+    for link, host, final, *_ in links:
+        per_host.setdefault(host, set()).add(link)
+        if final and final != link:
+            per_target.setdefault(final, set()).add(link)
+    return (any(len(v) >= PLACEHOLDER_LINKS for v in per_host.values())
+            or any(len(v) >= 2 for v in per_target.values()))
+
+
+def _settle_placeholders(project: Project, label: str, delivered: dict, report: "DownloadReport",
+                         journal: "_Journal", db_lock: threading.Lock) -> None:
+    """Move the pictures that turned out to be placeholders to the trash and report their links.
+
+    The first copy of a placeholder is stored before the next links reveal it;
+    here it leaves the dataset (one undoable delete) and every link that gave it
+    is listed as refused. Its hash is remembered so later downloads refuse it at once.
+    """
+    from .dupes import item_hashes
+
+    found = {item: links for item, links in delivered.items() if is_placeholder(links)}
+    if not found:
+        return
+    with db_lock:
+        items = [project.item(i) for i in found]
+        hashes = item_hashes(project, items)
+        # Only pictures this app downloaded leave: never one the person imported from their own files.
+        trash = [it.id for it in items if it.status == "active" and it.source.startswith(("http://", "https://"))]
+        if trash:
+            n = len(trash)
+            project.delete(trash, summary=f"removed {n} 'photo unavailable' placeholder{'s' if n != 1 else ''} "
+                                          "a download found")
+        with project._write() as con:
+            _placeholder_table(con)
+            con.executemany("INSERT OR REPLACE INTO placeholders(value, seen) VALUES(?, ?)",
+                            [(f"{h:016x}", time.time()) for h in hashes.values()])
+    for item, links in found.items():
+        for link, _, _, outcome in links:
+            # Each link was counted as imported or as a duplicate of the placeholder: a refusal now.
+            if outcome == "imported":
+                report.imported -= 1
+                if item in report.items:
+                    report.items.remove(item)
+            elif outcome == "duplicate":
+                report.duplicates -= 1
+            else:
+                report.near_duplicates -= 1
+            journal.source(link, label, "placeholder", _PLACEHOLDER_REASON, None)
+            report.rejected.append({"url": link, "reason": _PLACEHOLDER_REASON})
+            report.placeholders += 1
+
+
 def download_to_project(project: Project, label: str, tasks: list[DownloadTask], *,
                         concurrency: int = CONCURRENCY, per_host: int = PER_HOST,
                         max_bytes: int = _fetch.MAX_BYTES, total_timeout: float = _fetch.TOTAL_TIMEOUT,
@@ -249,6 +333,9 @@ async def _run(project: Project, label: str, todo: list[DownloadTask], report: D
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
     journal = _Journal(project, add_lock)
+    known_placeholders = placeholder_hashes(project)
+    # Which links delivered each stored picture in this run: (link, host, address after redirects).
+    delivered: dict[str, list[tuple[str, str, str]]] = {}
     pool.submit(_warm_up)  # imports for the first picture load while the first answers travel
 
     def host_sem(url: str) -> asyncio.Semaphore:
@@ -259,6 +346,8 @@ async def _run(project: Project, label: str, todo: list[DownloadTask], report: D
         """Validate and store one downloaded file (runs on the thread pool)."""
         norm = normalize(tmp_path)
         h = phash_stored(io.BytesIO(norm.data))
+        if any(distance(h, p) <= NEAR_DISTANCE for p in known_placeholders):
+            return "placeholder", _PLACEHOLDER_REASON, None
         # Every database write of this run goes through add_lock: SQLite would otherwise make
         # the threads wait on its busy handler (sleeps of 1-25 ms), which cost half the run.
         with add_lock:
@@ -304,6 +393,9 @@ async def _run(project: Project, label: str, todo: list[DownloadTask], report: D
                     # for it and count the picture, or the report would miss an added item.
                     outcome, reason, item = await storing
                 reasons = [reason] if reason else []
+                if item is not None:
+                    delivered.setdefault(item, []).append(
+                        (task.url, (urlsplit(url).hostname or "").lower(), got.final_url, outcome))
                 break
             except FetchRefused as e:
                 reason, outcome = str(e), ("refused" if e.final else "failed")
@@ -329,6 +421,8 @@ async def _run(project: Project, label: str, todo: list[DownloadTask], report: D
             report.near_duplicates += 1
         else:
             report.rejected.append({"url": task.url, "reason": reason})
+            if outcome == "placeholder":
+                report.placeholders += 1
         state["done"] += 1
         progress(Progress(state["done"], len(todo), task.url, failed=len(report.rejected)))
         if journal.due():
@@ -355,6 +449,7 @@ async def _run(project: Project, label: str, todo: list[DownloadTask], report: D
         for r in results:
             if isinstance(r, Exception):
                 raise r
+        await loop.run_in_executor(pool, _settle_placeholders, project, label, delivered, report, journal, add_lock)
     finally:
         await client.aclose()
         pool.shutdown(wait=True)

@@ -460,8 +460,8 @@ class Project:
                     os.replace(dst, src)
             raise
 
-    def delete(self, ids: Iterable[str]) -> Action:
-        """Move items to the trash (one undoable action)."""
+    def delete(self, ids: Iterable[str], *, summary: str = "") -> Action:
+        """Move items to the trash (one undoable action); ``summary`` says why, in the history."""
         with self._write() as con:
             items = self._active_items(con, ids)
             aid = self._record(con, "delete", "", [])
@@ -471,7 +471,7 @@ class Project:
                 payload.append({"item": it.id, "label": it.label, "file": it.file, "trash_file": trash_rel})
                 moves.append((inside(self.images_dir, it.file), inside(self.root, trash_rel)))
                 con.execute("UPDATE items SET status='deleted', trash_file=? WHERE id=?", (trash_rel, it.id))
-            summary = f"deleted {len(items)} image{'s' if len(items) != 1 else ''}"
+            summary = summary or f"deleted {len(items)} image{'s' if len(items) != 1 else ''}"
             con.execute("UPDATE actions SET payload=?, summary=? WHERE id=?",
                         (json.dumps(payload, ensure_ascii=False), summary, aid))
             self._move_all(moves)

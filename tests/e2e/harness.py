@@ -69,14 +69,13 @@ def serve(project_dir: str | Path, *, shared: bool = False) -> Iterator[Server]:
     ``os.environ``, so set ``TORCH_HOME`` and friends before the first click.
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from tl_app.ui.app import build_demo
+    from tl_app.ui.app import build_demo, launch_options
 
     demo = build_demo(project_dir, shared=shared)
     port = free_port()
     demo.queue(default_concurrency_limit=2)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                max_file_size="50mb", allowed_paths=[str(demo.tl_context.project.thumbs_dir)],
-                show_error=not shared)
+                **launch_options(demo))
     try:
         yield Server(f"http://127.0.0.1:{port}/", demo)
     finally:

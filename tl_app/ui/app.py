@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from ..project import Project
 from ..search import RateLimiter, SearchProvider
 from .adapters import UIContext
 from .classify_tab import create_classify_tab
-from .review_tab import create_review_tab
+from .review_tab import SHORTCUTS, create_review_tab
 from .search_tab import create_search_tab
 from .train_tab import create_train_tab
 
@@ -60,11 +61,36 @@ def launch(project_dir: str | Path, *, host: str = config.DEFAULT_HOST, port: in
     demo.queue(default_concurrency_limit=2, max_size=64 if shared else None)
     print(f"tl_app is running at http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}  "
           f"(project: {ctx.project.root})", flush=True)
-    demo.launch(server_name=host, server_port=port, max_file_size="50mb",
-                allowed_paths=[str(ctx.project.thumbs_dir)], show_error=not shared,
-                footer_links=["api"] if not shared else [], quiet=True, prevent_thread_lock=not block,
-                auth=_auth_from_env())
+    demo.launch(server_name=host, server_port=port, footer_links=["api"] if not shared else [], quiet=True,
+                prevent_thread_lock=not block, auth=_auth_from_env(), **launch_options(demo))
     return demo
+
+
+def launch_options(demo: gr.Blocks) -> dict:
+    """The ``launch()`` settings every way of serving the app shares (the tests' server too)."""
+    ctx: UIContext = demo.tl_context
+    return {"max_file_size": "50mb", "allowed_paths": [str(ctx.project.thumbs_dir)], "show_error": not ctx.shared,
+            "head": _shortcuts_script()}
+
+
+def _shortcuts_script() -> str:
+    """Keyboard shortcuts: a key clicks a button by its elem_id while that button is on screen.
+
+    Keys typed into a text field, or with Ctrl/Alt/Cmd held, are left alone.
+    """
+    keys = json.dumps(SHORTCUTS)
+    return f"""<script>
+document.addEventListener('keydown', (e) => {{
+  const keys = {keys};
+  const t = e.target;
+  if (e.ctrlKey || e.altKey || e.metaKey || e.isComposing) return;
+  if (t && (t.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName))) return;
+  const id = keys[e.key.toLowerCase()];
+  const el = id && document.getElementById(id);
+  const button = el && (el.tagName === 'BUTTON' ? el : el.querySelector('button'));
+  if (button && button.offsetParent !== null && !button.disabled) {{ e.preventDefault(); button.click(); }}
+}});
+</script>"""
 
 
 def _auth_from_env():
