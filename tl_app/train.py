@@ -203,27 +203,12 @@ def classification_metrics(probs, targets, vocab: list[str]) -> dict:
 def predict_pixels(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
                    stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring"):
     """Class probabilities for a uint8 array of images (N, S, S, 3), without augmentation."""
-    import torch
-
-    device = device or torch.device("cpu")
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-    model.eval()
-    outs = []
-    n = len(pixels)
-    with torch.inference_mode():
-        for s in range(0, n, batch_size):
-            if stop is not None and stop.is_set():
-                raise Stopped("Stopped while scoring images.")
-            xb = torch.from_numpy(pixels[s:s + batch_size]).to(device).permute(0, 3, 1, 2).float().div_(255)
-            xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
-            outs.append(torch.softmax(model(xb).float(), 1).cpu())
-            events({"type": "phase", "phase": phase, "done": min(n, s + batch_size), "total": n})
-    return torch.cat(outs).numpy() if outs else __import__("numpy").zeros((0, len(spec.vocab)))
+    return embed_pixels(model, pixels, spec, batch_size=batch_size, device=device, stop=stop, events=events,
+                        phase=phase)[0]
 
 
 def embed_pixels(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
-                 stop: Optional[StopToken] = None, events: EventFn = _no_events):
+                 stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring"):
     """``(probs, features)`` for uint8 images (N, S, S, 3) in one clean pass (eval mode, no augmentation).
 
     ``features`` are the pooled body outputs the head starts from (the space
@@ -248,7 +233,7 @@ def embed_pixels(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device
             f = pool(body(xb)).float()
             probs.append(torch.softmax(rest(f).float(), 1).cpu())
             feats.append(f.cpu())
-            events({"type": "phase", "phase": "scoring", "done": min(n, s + batch_size), "total": n})
+            events({"type": "phase", "phase": phase, "done": min(n, s + batch_size), "total": n})
     if not probs:
         return np.zeros((0, len(spec.vocab)), np.float32), np.zeros((0, 0), np.float32)
     return torch.cat(probs).numpy(), torch.cat(feats).numpy()
