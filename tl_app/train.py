@@ -608,8 +608,10 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     n = len(snap.vocab)
     train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
     events({"type": "phase", "phase": "head", "message": "Training the classifier head"})
-    l2 = quick.choose_l2(X[train_idx], y[train_idx], n, seed=cfg.seed)
-    head = quick.fit_head(X[train_idx], y[train_idx], n, l2=l2)
+    # The head, its L2 strength (cross-validated on the training pictures) and, for Review, every
+    # picture's probabilities from a head that never saw it (k-fold on the cached features).
+    fit = quick.fit_quick_head(X, y, n, train_idx, seed=cfg.seed)
+    head, l2 = fit.head, fit.l2
     if stop.is_set():
         raise Stopped("Stopped before the model was saved.")
     p_train, p_valid = head.probs(X[train_idx]), head.probs(X[valid_idx])
@@ -618,10 +620,7 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     entry = {"epoch": 1, "phase": "quick", "train_loss": round(train_loss, 4), "valid_loss": metrics["valid_loss"],
              "accuracy": metrics["accuracy"], "seconds": round(clock(), 2)}
     events({"type": "epoch", **entry})
-    # Review scores every item with a head that never saw it (k-fold on the cached features).
-    events({"type": "phase", "phase": "scoring", "done": 0, "total": len(snap.items)})
-    oof = quick.out_of_fold_probs(X, y, n, l2=l2, seed=cfg.seed)
-    events({"type": "phase", "phase": "scoring", "done": len(snap.items), "total": len(snap.items)})
+    oof = fit.oof
     spec = ModelSpec(arch=cfg.arch, vocab=snap.vocab, size=cfg.size, head="linear",
                      extra={"body_file": body_ref[0], "body_sha256": body_ref[1], "weights": wid, "l2": l2})
     sha = quick.save_quick_model(rdir, spec, head)
