@@ -19,7 +19,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -144,29 +144,34 @@ def body_path(project_root: Path, rel: str) -> Path:
 
 
 # --- features ----------------------------------------------------------------------------------
-def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
+def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None, device=None,
                      stop: Optional[StopToken] = None, events: EventFn = _no_events):
-    """Concat-pooled body features (N, 2*channels) for uint8 pictures (N, S, S, 3)."""
+    """Concat-pooled body features (N, 2*channels) for uint8 pictures (N, S, S, 3), in eval mode."""
     import numpy as np
     import torch
 
     from . import config
 
-    mean = torch.tensor(mean or config.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(std or config.IMAGENET_STD).view(1, 3, 1, 1)
-    body = body.eval().to(memory_format=torch.channels_last)
+    device = device or torch.device("cpu")
+    mean = torch.tensor(mean or config.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(std or config.IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    body = body.eval().to(device).to(memory_format=torch.channels_last)
     out = []
     n = len(pixels)
+    t0 = time.monotonic()
     with torch.inference_mode():
         for s in range(0, n, batch_size):
             if stop is not None and stop.is_set():
                 raise Stopped("Stopped while computing features.")
-            xb = torch.from_numpy(pixels[s:s + batch_size]).permute(0, 3, 1, 2).float().div_(255)
+            xb = torch.from_numpy(pixels[s:s + batch_size]).to(device).permute(0, 3, 1, 2).float().div_(255)
             xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
             fm = body(xb)
             feats = torch.cat([torch.amax(fm, dim=(2, 3)), torch.mean(fm, dim=(2, 3))], 1)
-            out.append(feats.float().numpy())
-            events({"type": "phase", "phase": "features", "done": min(n, s + batch_size), "total": n})
+            out.append(feats.float().cpu().numpy())
+            done = min(n, s + batch_size)
+            el = time.monotonic() - t0
+            events({"type": "phase", "phase": "features", "done": done, "total": n,
+                    "eta": round(el / done * (n - done), 1)})
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -193,6 +198,7 @@ class HeadFit:
     head: LinearHead
     l2: float
     oof: object
+    trace: list = field(default_factory=list)
 
 
 def _softmax(z):
@@ -216,12 +222,13 @@ def _one_blas_thread():
         yield
 
 
-def lbfgs(f, x0, *, max_iter: int = 500, memory: int = 10, gtol: float = 1e-5, ftol: float = 2.2e-9):
+def lbfgs(f, x0, *, max_iter: int = 500, memory: int = 10, gtol: float = 1e-5, ftol: float = 2.2e-9,
+          callback=None):
     """Minimise a smooth convex ``f(x) -> (value, gradient)`` with L-BFGS and a backtracking line search.
 
     The stopping rules are scipy's L-BFGS-B defaults (largest gradient entry below ``gtol``, or a
     relative decrease below ``ftol``). Plain numpy, so that retraining a head needs no scipy import
-    (about a second on a small machine) and no torch.
+    (about a second on a small machine) and no torch. ``callback(x)`` sees every iterate.
     """
     import numpy as np
 
@@ -263,6 +270,8 @@ def lbfgs(f, x0, *, max_iter: int = 500, memory: int = 10, gtol: float = 1e-5, f
             del hist[:-memory]
         done = (fx - fn) <= ftol * max(abs(fx), abs(fn), 1.0)
         x, fx, g = xn, fn, gn
+        if callback is not None:
+            callback(x)
         if done:
             break
     return x
@@ -301,8 +310,11 @@ class _Problem:
             keep[:1] = True
         self.F, self.V, self.s = F[:, keep], V[:, keep], s[keep]
 
-    def fit(self, l2: float, *, start=None, max_iter: int = 500):
-        """``(A, b)``: weights on the rotated axes and biases; ``start`` is a previous fit's ``(A, b)``."""
+    def fit(self, l2: float, *, start=None, max_iter: int = 500, watch=None):
+        """``(A, b)``: weights on the rotated axes and biases; ``start`` is a previous fit's ``(A, b)``.
+
+        ``watch(A, b)`` sees the weights after every iteration (each one a pass over all rows).
+        """
         import numpy as np
 
         F, y, k = self.F, self.y, self.k
@@ -327,7 +339,11 @@ class _Problem:
         if start is not None:
             theta0[: r * k] = (start[0] / p[:, None]).ravel()
             theta0[r * k:] = start[1]
-        x = lbfgs(f, theta0, max_iter=max_iter)
+        cb = None
+        if watch is not None:
+            def cb(x):
+                watch(x[: r * k].reshape(r, k) * p[:, None], x[r * k:])
+        x = lbfgs(f, theta0, max_iter=max_iter, callback=cb)
         C = x[: r * k].reshape(r, k)
         return C * p[:, None], x[r * k:]
 
@@ -404,19 +420,50 @@ def out_of_fold_probs(X, y, n_classes: int, *, l2: float, folds: int = 5, seed: 
     return P
 
 
-def fit_quick_head(X, y, n_classes: int, train_idx, *, seed: int = 0, folds: int = 5) -> HeadFit:
-    """Everything quick mode fits on cached features: about a second for a few hundred pictures.
+def _trace_fit(X, y, n_classes: int, train_idx, valid_idx, l2: float, points: int = 40):
+    """Fit the head on the training rows, recording losses and validation accuracy along the way.
 
-    The L2 strength is chosen by 3-fold cross-validation on the training rows only (the validation
-    accuracy stays honest), the head is fitted on the training rows, and every row gets
-    out-of-fold probabilities (``folds``-fold over all rows) for Review.
+    The head is trained on all its rows at once, so every L-BFGS iteration is a pass over the
+    training data: an epoch. Returns the head and at most ``points`` evenly spaced records.
     """
     import numpy as np
 
-    X, y, train_idx = np.asarray(X), np.asarray(y), np.asarray(train_idx)
+    prob = _Problem(X[train_idx], y[train_idx], n_classes)
+    Fv = ((np.asarray(X[valid_idx], dtype=np.float64) - prob.mu) / prob.sd) @ prob.V
+    yt, yv = np.asarray(y)[train_idx], np.asarray(y)[valid_idx]
+    trace: list[dict] = []
+
+    def nll(P, t):
+        return float(-np.log(P[np.arange(len(t)), t] + 1e-12).mean()) if len(t) else None
+
+    def watch(A, b):
+        Pt, Pv = _softmax(prob.F @ A + b), _softmax(Fv @ A + b)
+        trace.append({"epoch": len(trace) + 1, "train_loss": nll(Pt, yt), "valid_loss": nll(Pv, yv),
+                      "accuracy": float((Pv.argmax(1) == yv).mean()) if len(yv) else None})
+
+    head = prob.head(*prob.fit(l2, watch=watch))
+    if len(trace) > points:
+        keep = sorted(set(np.linspace(0, len(trace) - 1, points).round().astype(int).tolist()))
+        trace = [trace[i] for i in keep]
+    return head, trace
+
+
+def fit_quick_head(X, y, n_classes: int, train_idx, valid_idx=(), *, seed: int = 0, folds: int = 5) -> HeadFit:
+    """Everything quick mode fits on cached features: about a second for a few hundred pictures.
+
+    The L2 strength is chosen by 3-fold cross-validation on the training rows only (the validation
+    accuracy stays honest), the head is fitted on the training rows (``trace``: losses and validation
+    accuracy per pass), and every row gets out-of-fold probabilities (``folds``-fold over all rows)
+    for Review.
+    """
+    import numpy as np
+
+    X, y = np.asarray(X), np.asarray(y)
+    train_idx, valid_idx = np.asarray(train_idx, dtype=np.int64), np.asarray(valid_idx, dtype=np.int64)
     l2 = choose_l2(X[train_idx], y[train_idx], n_classes, seed=seed)
-    head = fit_head(X[train_idx], y[train_idx], n_classes, l2=l2)
-    return HeadFit(head, l2, out_of_fold_probs(X, y, n_classes, l2=l2, folds=folds, seed=seed))
+    with _one_blas_thread():
+        head, trace = _trace_fit(X, y, n_classes, train_idx, valid_idx, l2)
+    return HeadFit(head, l2, out_of_fold_probs(X, y, n_classes, l2=l2, folds=folds, seed=seed), trace)
 
 
 # --- saving a quick model ---------------------------------------------------------------------------
@@ -440,9 +487,12 @@ def save_quick_model(folder: Path, spec, head: LinearHead) -> str:
 
 
 def check_quick_possible(pretrained: bool, weights: Optional[str]) -> None:
+    """Quick mode needs a body whose features mean something: pretrained or the user's own weights."""
     if not pretrained and not weights:
-        raise TLError("Quick mode trains on features of a pretrained network; with random weights those features "
-                      "mean nothing. Tick 'Pretrained weights' (or give --weights), or use full training.")
+        raise TLError("Quick mode trains only the last layer, on the features of a pretrained network; with random "
+                      "weights those features mean nothing. Keep 'Pretrained weights' ticked (or give your own "
+                      "weights file, --weights), or choose full fine-tuning (train without --quick) to train the "
+                      "whole network from scratch.")
 
 
 def timed() -> Callable[[], float]:
