@@ -153,7 +153,7 @@ class LrFindProcess(JobProcess):
         if "lr" in doc:
             return doc
         if self.stop_requested is not None:
-            return {"error": doc.get("error") or "The learning-rate search was stopped.", "stopped": True}
+            return {"error": "The learning-rate search was stopped.", "stopped": True}
         return {"error": doc.get("error") or error_text
                 or f"the learning-rate search ended with code {self.proc.returncode}"}
 
@@ -161,6 +161,14 @@ class LrFindProcess(JobProcess):
 def trainer_holder(project: Project) -> Optional[dict]:
     """Who is training on the project right now (run, started), or None."""
     return trainer_lock(project).holder()
+
+
+def fail_abandoned_runs(project: Project) -> None:
+    """Runs still 'running' while nobody holds the trainer were left by a process that died: 'failed'.
+
+    A training holds the trainer from before its run is recorded until after its end is.
+    """
+    runs.mark_abandoned(project, lambda r: trainer_holder(project) is not None)
 
 
 def _cli_args(cfg: TrainConfig) -> list[str]:

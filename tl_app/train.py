@@ -615,6 +615,25 @@ def _write_snapshot(rdir: Path, snap: Snapshot, train_idx: list[int], valid_idx:
                   for i, it in enumerate(snap.items)]})
 
 
+def _features_halving_on_oom(body, pixels, bs: int, device, stop: StopToken, events: EventFn):
+    """Body features, in batches half as large after each CUDA out-of-memory (the user is told)."""
+    import torch
+
+    from . import quick
+
+    while True:
+        try:
+            return quick.compute_features(body, pixels, batch_size=bs, device=device, stop=stop, events=events)
+        except torch.cuda.OutOfMemoryError:
+            if bs <= 1:
+                raise TLError("The GPU ran out of memory even for one picture at a time; choose a smaller "
+                              "image size or network.") from None
+            bs //= 2
+            torch.cuda.empty_cache()
+            events({"type": "phase", "phase": "oom",
+                    "message": f"The GPU ran out of memory; computing features {bs} pictures at a time."})
+
+
 def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path, *, stop: StopToken,
                  events: EventFn) -> dict:
     """Features once per picture (cached), then a softmax-regression head: seconds, no fastai.
@@ -648,7 +667,7 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
         if missing:
             sub = Snapshot([snap.items[i] for i in missing], snap.vocab)
             pixels = load_pixels(project, sub, cfg.size, stop=stop, events=events)
-            feats = quick.compute_features(body, pixels, device=device, stop=stop, events=events)
+            feats = _features_halving_on_oom(body, pixels, cfg.batch_size, device, stop, events)
             store.put(tag, [(it.sha256, feats[j]) for j, it in enumerate(sub.items)])
             have.update({it.sha256: feats[j] for j, it in enumerate(sub.items)})
     else:
