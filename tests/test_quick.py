@@ -20,6 +20,7 @@ import imagegen
 from tl_app import quick, runs
 from tl_app.errors import TLError, WeightsMissing
 from tl_app.importer import import_files
+from tl_app.jobs import StopToken
 from tl_app.predict import model_for, predict_files
 from tl_app.review import rank
 from tl_app.train import TrainConfig, find_lr, train, trainer_lock
@@ -121,6 +122,24 @@ def test_retraining_on_cached_features_imports_neither_fastai_nor_torch(colours,
     doc = json.loads(out.stdout)
     assert report == {"rc": 0, "heavy": []}, out.stderr
     assert doc["status"] == "finished" and doc["metrics"]["features_computed"] == 0
+
+
+def test_stop_ends_a_quick_run_at_the_next_batch_of_features(colours, fake_pretrained):
+    stop = StopToken()
+    batches = []
+
+    def events(ev):
+        if ev.get("phase") == "features":
+            batches.append(ev)
+            stop.set()
+
+    rep = train(colours, TrainConfig(quick=True, size=64, batch_size=8), stop=stop, events=events)
+    assert rep.status == "stopped" and len(batches) == 1
+    run = runs.get_run(colours, rep.run)
+    assert run.status == "stopped" and not run.has_model and runs.active_run(colours) is None
+    snap = runs.read_json(colours, rep.run, "snapshot.json")  # what it saw is recorded all the same
+    assert len(snap["items"]) == 24 and snap["vocab"] == ["blue", "red"]
+    assert {"item", "label", "sha256", "valid"} <= set(snap["items"][0])
 
 
 def test_quick_mode_without_pretrained_weights_says_what_to_do(colours):

@@ -333,16 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--size", type=int, default=config.DEFAULT_SIZE, help=HELP["size"])
         p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE, help="Images per training step.")
         p.add_argument("--no-pretrained", action="store_true", help=HELP["no_pretrained"])
-        p.add_argument("--weights", help="A backbone state_dict (.safetensors or .pth, weights only) to start from.")
+        p.add_argument("--weights", metavar="FILE", help=HELP["weights"])
         p.add_argument("--events", help=argparse.SUPPRESS)
 
     p = verb("train", cmd_train, "Train a classifier on the project's images (full fine-tuning; --quick for seconds).")
     model_options(p)
-    p.add_argument("--quick", action="store_true",
-                   help="Train only a head on cached features of the pretrained network: a first model in seconds.")
-    p.add_argument("--lr", type=float, help="Learning rate for fine-tuning (default 2e-3; lr-find suggests one).")
-    p.add_argument("--patience", type=int,
-                   help="Early stopping: end fine-tuning after this many epochs without a better validation loss.")
+    p.add_argument("--quick", action="store_true", help=HELP["quick"])
+    p.add_argument("--lr", type=float, help=HELP["lr"])
+    p.add_argument("--patience", type=int, metavar="N", help=HELP["patience"])
     p.add_argument("--run-id", help=argparse.SUPPRESS)
 
     p = verb("lr-find", cmd_lr_find, "Suggest a learning rate for fine-tuning (fastai's lr_find).")

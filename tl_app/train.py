@@ -553,6 +553,7 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
     try:
         runs.start_run(project, run_id, arch=cfg.arch, mode=mode, cfg=asdict(cfg))
         rdir = runs.run_dir(project, run_id)
+        _write_snapshot(rdir, snap, *split_valid(snap, cfg.valid_pct))  # what the run sees, however it ends
         events({"type": "start", "run": run_id, "mode": mode, "items": len(snap.items), "vocab": snap.vocab})
         try:
             result = _train_snapshot(project, snap, cfg, rdir, stop=stop, events=events)
@@ -701,7 +702,6 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
                     "device": device_text, "features_computed": len(missing), "l2": l2})
     runs.write_json(rdir, "report.json", metrics)
     _write_scores(rdir, snap, fit.oof, valid_idx, out_of_fold=True)
-    _write_snapshot(rdir, snap, train_idx, valid_idx)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=history[-1]["epoch"] if history else 0, train_items=len(train_idx),
                    valid_items=len(valid_idx), features_computed=len(missing))
@@ -765,6 +765,5 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     runs.write_json(rdir, "report.json", metrics)
     # Items no training batch reached (drop_last) have no row; Review scores them when needed.
     _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False)
-    _write_snapshot(rdir, snap, train_idx, valid_idx)
     result["metrics"] = summary
     return result

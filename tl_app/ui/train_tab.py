@@ -224,16 +224,13 @@ def create_train_tab(ctx: UIContext) -> dict:
                                     info="Passes over the pictures after a first pass that trains only the head.")
             c["lr"] = gr.Textbox("", label="Learning rate", elem_id="train-lr", placeholder="0.002 (the default)",
                                  info="Empty: the default. 'Suggest a learning rate' tries some on your pictures.")
-            c["patience"] = gr.Number(0, label="Early stopping (epochs)", precision=0, minimum=0, maximum=100,
-                                      elem_id="train-patience",
-                                      info="Stop when the validation loss has not improved for this many epochs "
-                                           "(0: never). The best epoch's weights are kept either way.")
+            c["patience"] = gr.Number(0, label="Early stopping (epochs; 0: never)", precision=0, minimum=0,
+                                      maximum=100, elem_id="train-patience", info=config.HELP["patience"])
         c["lr_find"] = gr.Button("Suggest a learning rate", elem_id="lr-find-button")
     with gr.Accordion("Your own starting weights (optional)", open=False, elem_id="train-weights-box"):
+        gr.Markdown(config.HELP["weights"])
         c["weights"] = gr.File(file_count="single", file_types=[".safetensors", ".pth", ".pt"], type="filepath",
-                               label="Weights for the chosen network (.safetensors or .pth state_dict, read as "
-                                     "tensors only); used instead of the ImageNet weights",
-                               elem_id="train-weights")
+                               label="Weights file", elem_id="train-weights")
     with gr.Row():
         c["train"] = gr.Button("Train", variant="primary", elem_id="train-button")
         c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop-button")
