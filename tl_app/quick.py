@@ -5,7 +5,8 @@ no augmentation) into a feature vector (max and average pooling of its last
 feature map, as the fine-tuning head sees it). Vectors are cached per content
 hash, architecture, image size and weights, so curating the dataset only
 computes what changed. The head is a softmax regression fitted with L-BFGS in
-numpy/scipy: retraining on cached features imports neither torch nor fastai.
+plain numpy (on the rows' principal axes, one BLAS thread): retraining on cached
+features imports neither torch, fastai nor scipy, and takes about a second.
 
 The body's weights are stored once per architecture and weights in
 ``PROJECT/models/bodies/<sha256>.safetensors``; a quick run's model file holds
@@ -235,7 +236,7 @@ def lbfgs(f, x0, *, max_iter: int = 500, memory: int = 10, gtol: float = 1e-5, f
     x = np.array(x0, dtype=np.float64)
     fx, g = f(x)
     hist: list[tuple] = []  # (s, y, 1 / s.y), oldest first
-    for it in range(max_iter):
+    for _ in range(max_iter):
         if np.abs(g).max() <= gtol:
             break
         q = g.copy()
