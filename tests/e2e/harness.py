@@ -252,9 +252,11 @@ class AppPage:
             num.press("Enter")
         if lr is not None:
             self.page.locator("#train-lr textarea, #train-lr input").first.fill(str(lr))
+        # The status may still tell how the previous run ended: wait for another run's ending.
+        before = re.search(r"Run (\S+) (finished|stopped|failed)", self.text("train-status"))
+        other = rf"(?!{re.escape(before.group(1))} )" if before else ""
         self.page.locator("#train-button").click()
-        self.wait_text("train-status", r"Training run|Run \S+ (finished|stopped|failed)")
-        return self.wait_text("train-status", r"Run \S+ (finished|stopped|failed)", timeout_ms)
+        return self.wait_text("train-status", rf"Run {other}\S+ (finished|stopped|failed)", timeout_ms)
 
     def train_mode(self) -> str:
         """The training mode the Train tab has selected: ``quick`` or ``full``."""
