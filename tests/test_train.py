@@ -249,3 +249,18 @@ def test_ctrl_c_stops_cli_training_and_records_it(project, tmp_path):
     assert doc["status"] == "stopped", err
     assert "Traceback" not in err
     assert runs.get_run(project, doc["run"]).status == "stopped"
+
+
+def test_a_run_left_running_by_a_dead_process_becomes_failed(project):
+    from tl_app.runner import fail_abandoned_runs
+
+    run_id = "20260101-000000-abcd"
+    runs.start_run(project, run_id, arch="resnet18", mode="quick", cfg={})
+    lock = trainer_lock(project)
+    assert lock.acquire({"run": run_id, "pid": os.getpid(), "started": time.time()})
+    fail_abandoned_runs(project)
+    assert runs.get_run(project, run_id).status == "running"  # its process holds the trainer
+    lock.release()  # as when the process dies
+    fail_abandoned_runs(project)
+    run = runs.get_run(project, run_id)
+    assert run.status == "failed" and "ended unexpectedly" in run.reason

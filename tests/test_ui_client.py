@@ -103,36 +103,80 @@ def test_search_tab(tmp_path, colour_folder):
         assert srv.project.labels() == ["red", "blue"]
 
 
-def test_import_folder_and_train_tab(tmp_path, colour_folder):
+def test_import_folder_and_train_tab(tmp_path, colour_folder, fake_pretrained):
     with serve(tmp_path / "proj") as srv:
         c = _client(srv.url)
         assert c.predict(api_name="/stop") == "Nothing is training."
 
-        msg = _error(lambda: c.predict("resnet18", 1, 64, False, api_name="/train"))
+        msg = _error(lambda: c.predict(size=64, api_name="/train"))
         assert "at least two classes" in msg
 
         table, _, _, _, result = c.predict(str(colour_folder), api_name="/import_folder")
         assert _counts(table) == {"red": 12, "blue": 12} and "24 imported" in result
         assert "is not a folder" in _error(lambda: c.predict(str(tmp_path / "nope"), api_name="/import_folder"))
 
-        # The handler is a generator; predict() returns what it yielded last.
-        status, plot, report, confusion, per_class, table, use_run = c.predict(
-            "resnet18", 1, 64, False, api_name="/train")
-        run = runs.list_runs(srv.project)[0]
-        assert run.status == "finished" and run.has_model, run
-        assert status.startswith(f"Run {run.id} finished") and "accuracy" in status
-        assert _value(use_run) == run.id and _choices(use_run) == [run.id] and f"Run {run.id}" in report
-        rows = _table(table)
-        assert rows[0][:2] == [run.id, "finished (in use)"]
+        # The first press, with the defaults: quick mode on the pretrained network. The handler is a
+        # generator; predict() returns what it yielded last.
+        status, device, plot, report, figure, confusion, per_class, table, use_run, mode = c.predict(
+            size=64, api_name="/train")
+        quick_run = runs.list_runs(srv.project)[0]
+        assert quick_run.mode == "quick" and quick_run.status == "finished" and quick_run.has_model, quick_run
+        assert status.startswith(f"Run {quick_run.id} finished") and "accuracy" in status
+        assert "Full fine-tuning is now selected" in status and mode == "full"  # to fine-tune further
+        assert device.startswith("**Device:** CPU")
+        assert f"Run {quick_run.id}" in report and "quick" in report
+        assert figure["type"] == "matplotlib" and figure["plot"].startswith("data:image/png;base64,")
         assert [r[0] for r in _table(confusion)] == ["blue", "red"]
         assert {r[0] for r in _table(per_class)} == {"blue", "red"}
+        assert {r[2] for r in plot["data"]} == {"training loss", "validation loss", "accuracy"}
+        assert _value(use_run) == quick_run.id and _table(table)[0][:3] == [quick_run.id, "finished (in use)", "quick"]
+
+        # "Suggest a learning rate" fills the learning rate that full fine-tuning then uses.
+        status, lr, device = c.predict(size=64, pretrained=False, api_name="/lr_find")
+        assert 0 < float(lr) < 10 and f"**{lr}**" in status, status
+        assert device.startswith("**Device:** CPU") and not any(srv.project.cache_dir.joinpath("jobs").glob("*"))
+
+        status, device, plot, report, figure, confusion, per_class, table, use_run, mode = c.predict(
+            mode="full", epochs=1, size=64, pretrained=False, lr=lr, api_name="/train")
+        run = runs.list_runs(srv.project)[0]
+        assert run.status == "finished" and run.mode == "finetune" and run.config["lr"] == float(lr), run
+        assert status.startswith(f"Run {run.id} finished") and "accuracy" in status
+        assert _value(use_run) == run.id and _choices(use_run) == [run.id, quick_run.id] and f"Run {run.id}" in report
+        rows = _table(table)
+        assert rows[0][:3] == [run.id, "finished (in use)", "full fine-tuning"]
         assert [r[0] for r in plot["data"] if r[2] == "accuracy"] == [1, 2]  # fine_tune: frozen + 1 epoch
         assert srv.demo.tl_context.jobs == {}  # nothing left running
 
-        report, plot, confusion, per_class, table = c.predict(run.id, api_name="/use_run")
-        assert f"Run {run.id}" in report and len(plot["data"]) == 6
+        report, plot, figure, confusion, per_class, table = c.predict(quick_run.id, api_name="/use_run")
+        assert f"Run {quick_run.id}" in report and runs.active_run(srv.project).id == quick_run.id
+        assert figure["type"] == "matplotlib" and len(plot["data"]) >= 6
         assert "is not a run" in _error(lambda: c.predict("../../etc", api_name="/use_run"))
         assert c.predict(api_name="/stop") == "Nothing is training."
+
+
+def test_train_tab_quick_mode_needs_weights_and_takes_a_weights_file(tmp_path, colour_folder):
+    """No pretrained weights on this computer: quick mode says so; a weights file given in the tab works."""
+    import torch
+    import torchvision
+
+    with serve(tmp_path / "proj") as srv:
+        c = _client(srv.url)
+        c.predict(str(colour_folder), api_name="/import_folder")
+        msg = _error(lambda: c.predict(mode="quick", size=64, pretrained=False, api_name="/train"))
+        assert "Quick mode trains only the last layer" in msg and runs.list_runs(srv.project) == []
+
+        wfile = tmp_path / "my weights.pth"
+        torch.save(torchvision.models.resnet18().state_dict(), wfile)
+        status, *_ = c.predict(mode="quick", size=64, pretrained=False, weights=handle_file(wfile), api_name="/train")
+        run = runs.list_runs(srv.project)[0]
+        assert run.status == "finished" and status.startswith(f"Run {run.id} finished"), status
+        copy = Path(run.config["weights"])  # the upload's copy inside the project, kept for later runs
+        assert copy.parent == srv.project.root / "models" / "weights" and copy.read_bytes() == wfile.read_bytes()
+
+        fake = tmp_path / "model.pth"
+        fake.write_text("not weights")
+        msg = _error(lambda: c.predict(mode="quick", size=64, weights=handle_file(fake), api_name="/train"))
+        assert "model.pth was refused" in msg and "went wrong" not in msg
 
 
 def test_new_classes_and_runs_reach_every_caller(tmp_path, colour_folder):
@@ -158,12 +202,13 @@ def test_stop_is_per_visitor(tmp_path, colour_folder):
     with serve(tmp_path / "proj") as srv:
         me, other = _client(srv.url), _client(srv.url)
         me.predict(str(colour_folder), api_name="/import_folder")
-        job = me.submit("resnet18", 20, 64, False, api_name="/train")
+        job = me.submit(mode="full", epochs=20, size=64, pretrained=False, api_name="/train")
         assert wait_until(lambda: job.outputs(), timeout=60), job.status()
         run_id = runs.list_runs(srv.project)[0].id
         assert job.outputs()[0][0] == f"Training run {run_id}: starting…"
 
-        assert "The trainer is busy" in _error(lambda: other.predict("resnet18", 1, 64, False, api_name="/train"))
+        assert "The trainer is busy" in _error(lambda: other.predict(size=64, api_name="/train"))
+        assert "The trainer is busy" in _error(lambda: other.predict(size=64, api_name="/lr_find"))
         msg = other.predict(api_name="/stop")
         assert "The trainer is busy" in msg and "Only the person who started it" in msg
 

@@ -83,7 +83,13 @@ def _train_events(args) -> Callable[[dict], None]:
             events_file.write(json.dumps({**ev, "t": round(time.time(), 3)}) + "\n")
             events_file.flush()
         kind = ev.get("type")
-        if kind == "epoch":
+        if kind == "epoch" and ev.get("phase") == "quick":
+            if ev.get("last"):
+                acc = ev.get("accuracy")
+                _err(f"  classifier trained in {ev['epoch']} passes over the features: train loss "
+                     f"{ev['train_loss']:.4f}, valid loss {ev['valid_loss']:.4f}"
+                     + (f", accuracy {acc:.1%}" if acc is not None else ""))
+        elif kind == "epoch":
             acc = ev.get("accuracy")
             _err(f"  epoch {ev['epoch']} ({ev['phase']}): train loss {ev['train_loss']:.4f}, "
                  f"valid loss {ev['valid_loss']:.4f}" + (f", accuracy {acc:.1%}" if acc is not None else ""))
@@ -107,24 +113,10 @@ def _train_config(args):
                        lr=getattr(args, "lr", None), patience=getattr(args, "patience", None))
 
 
-def cmd_lr_find(args) -> int:
-    from .train import find_lr
+def _stop_on_signals(stop) -> None:
+    """Ctrl-C (or a polite kill) asks the work to stop at its next batch; a second Ctrl-C aborts."""
 
-    res = find_lr(_project(args), _train_config(args), events=_train_events(args))
-    _emit(args, res, f"suggested learning rate: {res['lr']:.2g}")
-    return 0
-
-
-def cmd_train(args) -> int:
-    from .jobs import StopToken
-    from .runs import new_run_id, run_dir
-    from .train import TrainConfig, train
-
-    project = _project(args)
-    run_id = args.run_id or new_run_id()
-    stop = StopToken(run_dir(project, run_id) / "STOP")
-
-    def on_signal(signum, frame):  # Ctrl-C or a polite kill: stop at the next batch
+    def on_signal(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
         _err("  stopping after this batch (press Ctrl-C again to abort at once)")
@@ -133,6 +125,28 @@ def cmd_train(args) -> int:
     signal.signal(signal.SIGINT, on_signal)
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, on_signal)
+
+
+def cmd_lr_find(args) -> int:
+    from .jobs import StopToken
+    from .train import find_lr
+
+    stop = StopToken(Path(args.stop_file) if args.stop_file else None)
+    _stop_on_signals(stop)
+    res = find_lr(_project(args), _train_config(args), stop=stop, events=_train_events(args))
+    _emit(args, res, f"suggested learning rate: {res['lr']:.2g}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .jobs import StopToken
+    from .runs import new_run_id, run_dir
+    from .train import train
+
+    project = _project(args)
+    run_id = args.run_id or new_run_id()
+    stop = StopToken(run_dir(project, run_id) / "STOP")
+    _stop_on_signals(stop)
     cfg = _train_config(args)
     rep = train(project, cfg, run_id=run_id, stop=stop, events=_train_events(args))
     m = rep.metrics
@@ -322,19 +336,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--size", type=int, default=config.DEFAULT_SIZE, help=HELP["size"])
         p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE, help="Images per training step.")
         p.add_argument("--no-pretrained", action="store_true", help=HELP["no_pretrained"])
-        p.add_argument("--weights", help="A backbone state_dict (.safetensors or .pth, weights only) to start from.")
+        p.add_argument("--weights", metavar="FILE", help=HELP["weights"])
         p.add_argument("--events", help=argparse.SUPPRESS)
 
     p = verb("train", cmd_train, "Train a classifier on the project's images (full fine-tuning; --quick for seconds).")
     model_options(p)
-    p.add_argument("--quick", action="store_true",
-                   help="Train only a head on cached features of the pretrained network: a first model in seconds.")
-    p.add_argument("--lr", type=float, help="Learning rate (default 2e-3; see lr-find).")
-    p.add_argument("--patience", type=int, help="Stop early after this many epochs without improvement.")
+    p.add_argument("--quick", action="store_true", help=HELP["quick"])
+    p.add_argument("--lr", type=float, help=HELP["lr"])
+    p.add_argument("--patience", type=int, metavar="N", help=HELP["patience"])
     p.add_argument("--run-id", help=argparse.SUPPRESS)
 
     p = verb("lr-find", cmd_lr_find, "Suggest a learning rate for fine-tuning (fastai's lr_find).")
     model_options(p)
+    p.add_argument("--stop-file", help=argparse.SUPPRESS)
 
     verb("runs", cmd_runs, "List the training runs.")
 

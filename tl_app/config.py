@@ -80,6 +80,13 @@ HELP = {
     "epochs": "How many passes over the training images.",
     "size": "Images are resized to this many pixels on each side for training.",
     "no_pretrained": "Start from random weights instead of ImageNet-pretrained ones (works offline, needs more data).",
+    "quick": "Quick mode: train only a last layer on features of the pretrained network, computed once per "
+             "picture and cached; a first model in seconds.",
+    "lr": "Learning rate for full fine-tuning (default 0.002); lr-find suggests one for your pictures.",
+    "patience": "Early stopping: end fine-tuning when the validation loss has not improved for this many epochs "
+                "(the best epoch's weights are kept either way).",
+    "weights": "Your own starting weights for the chosen network: a .safetensors file or a .pth state_dict, "
+               "read as tensors only; used instead of the ImageNet weights.",
     "top": "How many items to show.",
     "json": "Print exactly one JSON document on stdout (messages go to stderr).",
     "import_src": "Folders (a sub-folder per class), zip files or image files.",

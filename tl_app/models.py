@@ -141,28 +141,76 @@ def _socket_timeout(seconds: float):
 
 
 def load_state_dict_file(path: Path) -> dict:
-    """Read tensors from a .safetensors file, or a .pth/.pt file with torch's weights-only loader."""
+    """Tensors from a .safetensors file, or from a .pth/.pt file read with torch's weights-only loader.
+
+    A file that holds anything but tensors (a pickled object, a whole model) is refused
+    with :class:`WeightsMissing`; nothing in it is ever executed.
+    """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise WeightsMissing(f"The weights file {path} does not exist.")
+    how = ("Give a .safetensors file, or a .pth file written with torch.save(model.state_dict(), ...) "
+           "(the weights alone, not the model object).")
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
             sd = load_file(str(path))
         else:
-            import torch
-
             sd = torch.load(str(path), map_location="cpu", weights_only=True)  # refuses anything but tensors
     except Exception as e:  # noqa: BLE001 - any parse failure is the same problem for the user
-        raise WeightsMissing(f"{path.name} is not a weights file this app can read safely ({type(e).__name__}: {e}).") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
-        sd = sd["model"]
-    if not isinstance(sd, dict):
-        raise WeightsMissing(f"{path.name} does not hold a state_dict.")
+        kind = "safetensors" if path.suffix.lower() == ".safetensors" else "weights"
+        why = "it holds Python objects, not only tensors" if isinstance(e, __import__("pickle").UnpicklingError) \
+            else f"it cannot be read as a {kind} file ({type(e).__name__})"
+        raise WeightsMissing(f"{path.name} was refused: {why}. {how}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsMissing(f"{path.name} was refused: it does not hold a state_dict (names and tensors). {how}")
     return sd
+
+
+def _load_into(net, sd: dict, name: str, arch_name: str, *, skip=()) -> None:
+    """Load a user's state_dict into ``net``, ignoring classifier tensors; refuse one that does not fit."""
+    sd = {k: v for k, v in sd.items() if not k.startswith(tuple(skip))}
+    own = net.state_dict()
+    wrong = [k for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise WeightsMissing(f"{name} does not fit {arch_name}: {len(wrong)} tensors have other shapes "
+                             f"(for example {wrong[0]}). Choose the network these weights were made for.")
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith(tuple(skip))]
+    if missing or unexpected:
+        raise WeightsMissing(f"{name} does not fit {arch_name}: {len(missing)} missing and {len(unexpected)} "
+                             "unexpected tensors. Choose the network these weights were made for.")
+
+
+def store_weights_file(project_root: Path, src: Path, name: str | None = None) -> Path:
+    """Check a user's weights file (weights only) and copy it into ``PROJECT/models/weights/``.
+
+    Training reads the copy, so the file stays available (uploads live in temporary folders)
+    and a run's configuration names a file inside the project.
+    """
+    import shutil
+
+    src = Path(src)
+    shown = name or src.name
+    suffix = Path(shown).suffix.lower()
+    if suffix not in (".safetensors", ".pth", ".pt"):
+        raise WeightsMissing(f"{shown} was refused: weights files end in .safetensors, .pth or .pt.")
+    load_state_dict_file(src)
+    h = _sha256(src)
+    folder = Path(project_root) / "models" / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"{h[:16]}{suffix}"
+    if not dest.exists():
+        tmp = folder / f".{h[:16]}.{os.getpid()}.tmp"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    return dest
 
 
 def create_body(arch_name: str, *, pretrained: bool, weights: Path | None = None):
@@ -197,21 +245,13 @@ def create_body(arch_name: str, *, pretrained: bool, weights: Path | None = None
                 raise
             raise _missing(arch.name, f"{type(e).__name__}: {e}") from None
         if weights is not None:
-            sd = load_state_dict_file(weights)
-            sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
-            missing, unexpected = net.load_state_dict(sd, strict=False)
-            missing = [k for k in missing if not k.startswith("fc.")]
-            if missing or unexpected:
-                raise WeightsMissing(f"{Path(weights).name} does not fit {arch.name}: "
-                                     f"{len(missing)} missing and {len(unexpected)} unexpected tensors.")
+            _load_into(net, load_state_dict_file(weights), Path(weights).name, arch.name, skip=("fc.",))
         body = nn.Sequential(*list(net.children())[:-2])
     else:
         import timm
 
         kw: dict = {}
-        if weights is not None:
-            kw = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
-        elif pretrained:
+        if pretrained and weights is None:
             kw = {"pretrained": True}
             if config.offline():
                 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -222,6 +262,9 @@ def create_body(arch_name: str, *, pretrained: bool, weights: Path | None = None
             if not kw:
                 raise
             raise _missing(arch.name, f"{type(e).__name__}: {str(e)[:200]}") from None
+        if weights is not None:  # our weights-only reader, not timm's file loader
+            _load_into(body, load_state_dict_file(weights), Path(weights).name, arch.name,
+                       skip=("classifier.", "head.fc.", "fc."))
     return body
 
 

@@ -107,7 +107,7 @@ def list_runs(project: Project) -> list[Run]:
 def mark_abandoned(project: Project, is_alive) -> None:
     """Runs left 'running' by a process that is gone become 'failed'."""
     for r in list_runs(project):
-        if r.status == "running" and not is_alive(r):
+        if r.status == "running" and not is_alive(r) and get_run(project, r.id).status == "running":
             end_run(project, r.id, status="failed", reason="the training process ended unexpectedly")
 
 

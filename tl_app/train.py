@@ -58,6 +58,10 @@ class TrainConfig:
             raise TLError("Image size must be between 32 and 1024 pixels.")
         if not 1 <= int(self.batch_size) <= 1024:
             raise TLError("Batch size must be between 1 and 1024.")
+        if self.lr is not None and not (math.isfinite(float(self.lr)) and 0 < float(self.lr) < 10):
+            raise TLError(f"The learning rate must be a positive number below 10, such as 0.002 (not {self.lr}).")
+        if self.patience is not None and not 1 <= int(self.patience) <= 100:
+            raise TLError("Early stopping waits between 1 and 100 epochs for an improvement.")
         return self
 
 
@@ -392,7 +396,7 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
             events({"type": "epoch", **entry})
             state["epoch"] += 1
             vl = entry["valid_loss"]
-            if vl is not None and (state["best"] is None or vl < state["best"]):
+            if vl is not None and math.isfinite(vl) and (state["best"] is None or vl < state["best"]):
                 state.update(best=vl, best_epoch=entry["epoch"], bad_epochs=0)
                 if cfg.keep_best:  # a copy in memory: no checkpoint file, no pickle
                     state["best_state"] = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
@@ -431,10 +435,16 @@ def find_lr(project: Project, cfg: TrainConfig, *, stop: Optional[StopToken] = N
             events: EventFn = _no_events) -> dict:
     """fastai's learning-rate finder on the project's pictures (the frozen phase of fine-tuning).
 
-    Returns ``{"lr": suggested, "lrs": [...], "losses": [...]}``; nothing is recorded as a run.
+    Holds the trainer like a training does, reports every batch to ``events`` and ends at
+    the next batch when ``stop`` is set (raising :class:`Stopped`). Returns
+    ``{"lr": suggested, "lrs": [...], "losses": [...], "device": ...}``; nothing is recorded as a run.
     """
+    import shutil
+    import tempfile
+
     import numpy as np
     import torch
+    from fastai.callback.core import Callback, CancelFitException
     import fastai.callback.schedule  # noqa: F401 - adds Learner.lr_find
 
     cfg.validate()
@@ -444,41 +454,67 @@ def find_lr(project: Project, cfg: TrainConfig, *, stop: Optional[StopToken] = N
     lock = trainer_lock(project)
     if not lock.acquire({"run": "lr-find", "pid": os.getpid(), "started": time.time()}):
         raise TrainerBusy(busy_message(lock.holder() or {}))
+    tmp = Path(tempfile.mkdtemp(prefix="tl_lr_find_"))
     try:
         torch.manual_seed(cfg.seed)
         device = default_device()
+        events({"type": "phase", "phase": "device", "device": describe_device(device)})
         spec = ModelSpec(arch=cfg.arch, vocab=snap.vocab, size=cfg.size, head="fastai")
         model = create_model(spec, pretrained=cfg.pretrained, weights=Path(cfg.weights) if cfg.weights else None)
         pixels = load_pixels(project, snap, cfg.size, stop=stop, events=events)
         train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
-        learn = _build_learner(model, pixels, snap.targets, train_idx, valid_idx, spec, cfg.batch_size, device)
+        state = {"done": 0, "t0": time.time(), "n": 1}
+
+        class _Watch(Callback):
+            def after_batch(self):
+                state["done"] += 1
+                done, n = state["done"], state["n"]
+                el = time.time() - state["t0"]
+                events({"type": "batch", "epoch": 0, "epochs": 1, "done": min(done, n), "total": n, "train": True,
+                        "eta": round(max(el / done * (n - done), 0), 1)})
+                if stop.is_set():
+                    raise CancelFitException()
+
+        learn = _build_learner(model, pixels, snap.targets, train_idx, valid_idx, spec, cfg.batch_size, device,
+                               cbs=[_Watch()], augment=cfg.augment)
+        learn.path = tmp  # lr_find saves the model there and puts it back afterwards
         learn.freeze()
         n_it = int(min(100, max(20, 3 * len(learn.dls.train))))
+        state["n"] = n_it
         events({"type": "phase", "phase": "lr_find", "message": f"Trying learning rates ({n_it} steps)"})
-        with learn.no_logging():
-            sug = learn.lr_find(num_it=n_it, show_plot=False)
+        try:
+            with learn.no_logging():
+                sug = learn.lr_find(num_it=n_it, show_plot=False)
+        except Exception:
+            if stop.is_set():  # stopped after a few steps: too few to suggest anything
+                raise Stopped("The learning-rate search was stopped.") from None
+            raise
+        if stop.is_set():
+            raise Stopped("The learning-rate search was stopped.")
         lrs = [float(x) for x in learn.recorder.lrs]
         losses = [float(x) for x in learn.recorder.losses]
         lr = float(getattr(sug, "valley", sug[0]))
         if not np.isfinite(lr) or lr <= 0:
             lr = 2e-3
-        return {"lr": lr, "lrs": lrs, "losses": losses}
+        return {"lr": lr, "lrs": lrs, "losses": losses, "device": describe_device(device)}
     finally:
         lock.release()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def confusion_figure(report: dict):
-    """A matplotlib figure of a run's confusion matrix (rows: actual class), counts in the cells."""
-    import matplotlib
+    """A matplotlib figure of a run's confusion matrix (rows: actual class), counts in the cells.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Built without pyplot (no global figure state), so web requests may draw at the same time.
+    """
     import numpy as np
+    from matplotlib.figure import Figure
 
     conf = report.get("confusion") or {"labels": [], "matrix": []}
     labels, m = conf["labels"], np.asarray(conf["matrix"] or [[0]])
     n = max(1, len(labels))
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * n, 1.0 + 0.6 * n), dpi=100)
+    fig = Figure(figsize=(1.6 + 0.7 * n, 1.2 + 0.6 * n), dpi=100)
+    ax = fig.add_subplot()
     ax.imshow(m, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -500,8 +536,11 @@ def trainer_lock(project: Project) -> FileLock:
 
 
 def busy_message(holder: dict) -> str:
+    """What another visitor is told while the trainer is held: by what, and since when."""
     since = holder.get("started")
     when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "a moment ago"
+    if holder.get("run") == "lr-find":
+        return f"The trainer is busy: a search for a good learning rate has been running since {when}."
     return f"The trainer is busy: another training (run {holder.get('run', '?')}) has been running since {when}."
 
 
@@ -515,6 +554,10 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
     with status ``failed``; a stop gives status ``stopped``.
     """
     cfg.validate()
+    if cfg.quick:
+        from .quick import check_quick_possible
+
+        check_quick_possible(cfg.pretrained, cfg.weights)
     run_id = run_id or runs.new_run_id()
     stop = stop or StopToken(runs.run_dir(project, run_id) / "STOP")
     snap = take_snapshot(project)
@@ -527,6 +570,7 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
     try:
         runs.start_run(project, run_id, arch=cfg.arch, mode=mode, cfg=asdict(cfg))
         rdir = runs.run_dir(project, run_id)
+        _write_snapshot(rdir, snap, *split_valid(snap, cfg.valid_pct))  # what the run sees, however it ends
         events({"type": "start", "run": run_id, "mode": mode, "items": len(snap.items), "vocab": snap.vocab})
         try:
             result = _train_snapshot(project, snap, cfg, rdir, stop=stop, events=events)
@@ -609,9 +653,31 @@ def _write_snapshot(rdir: Path, snap: Snapshot, train_idx: list[int], valid_idx:
                   for i, it in enumerate(snap.items)]})
 
 
+def _features_halving_on_oom(body, pixels, bs: int, device, stop: StopToken, events: EventFn):
+    """Body features, in batches half as large after each CUDA out-of-memory (the user is told)."""
+    import torch
+
+    from . import quick
+
+    while True:
+        try:
+            return quick.compute_features(body, pixels, batch_size=bs, device=device, stop=stop, events=events)
+        except torch.cuda.OutOfMemoryError:
+            if bs <= 1:
+                raise TLError("The GPU ran out of memory even for one picture at a time; choose a smaller "
+                              "image size or network.") from None
+            bs //= 2
+            torch.cuda.empty_cache()
+            events({"type": "phase", "phase": "oom",
+                    "message": f"The GPU ran out of memory; computing features {bs} pictures at a time."})
+
+
 def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path, *, stop: StopToken,
                  events: EventFn) -> dict:
-    """Features once per picture (cached), then a softmax-regression head: seconds, no fastai."""
+    """Features once per picture (cached), then a softmax-regression head: seconds, no fastai.
+
+    When every feature is cached (and the body stored), neither torch nor fastai is imported.
+    """
     import numpy as np
 
     from . import quick
@@ -625,9 +691,11 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     missing = [i for i, it in enumerate(snap.items) if it.sha256 not in have]
     body_ref = quick.stored_body(project, tag)
     events({"type": "phase", "phase": "cache", "cached": len(snap.items) - len(missing), "total": len(snap.items)})
+    device_text = "CPU (every picture's features were cached)"
     if missing or body_ref is None:
         device = default_device()
-        events({"type": "phase", "phase": "device", "device": describe_device(device)})
+        device_text = describe_device(device)
+        events({"type": "phase", "phase": "device", "device": device_text})
         events({"type": "phase", "phase": "model", "message": f"Preparing {cfg.arch}"})
         from .models import create_body
 
@@ -637,42 +705,46 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
         if missing:
             sub = Snapshot([snap.items[i] for i in missing], snap.vocab)
             pixels = load_pixels(project, sub, cfg.size, stop=stop, events=events)
-            feats = quick.compute_features(body, pixels, stop=stop, events=events)
+            feats = _features_halving_on_oom(body, pixels, cfg.batch_size, device, stop, events)
             store.put(tag, [(it.sha256, feats[j]) for j, it in enumerate(sub.items)])
             have.update({it.sha256: feats[j] for j, it in enumerate(sub.items)})
+    else:
+        events({"type": "phase", "phase": "device", "device": device_text})
+    if stop.is_set():
+        raise Stopped("Stopped before the classifier was trained.")
     X = np.stack([have[it.sha256] for it in snap.items]).astype(np.float32)
     y = np.asarray(snap.targets)
     n = len(snap.vocab)
     train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
-    events({"type": "phase", "phase": "head", "message": "Training the classifier head"})
-    l2 = quick.choose_l2(X[train_idx], y[train_idx], n, seed=cfg.seed)
-    head = quick.fit_head(X[train_idx], y[train_idx], n, l2=l2)
+    events({"type": "phase", "phase": "head", "message": "Training the classifier on the features"})
+    # The head, its L2 strength (cross-validated on the training pictures) and, for Review, every
+    # picture's probabilities from a head that never saw it (k-fold on the cached features).
+    fit = quick.fit_quick_head(X, y, n, train_idx, valid_idx, seed=cfg.seed)
+    head, l2 = fit.head, fit.l2
     if stop.is_set():
         raise Stopped("Stopped before the model was saved.")
-    p_train, p_valid = head.probs(X[train_idx]), head.probs(X[valid_idx])
-    metrics = classification_metrics(p_valid, y[valid_idx], snap.vocab)
-    train_loss = float(-np.log(p_train[np.arange(len(train_idx)), y[train_idx]] + 1e-12).mean())
-    entry = {"epoch": 1, "phase": "quick", "train_loss": round(train_loss, 4), "valid_loss": metrics["valid_loss"],
-             "accuracy": metrics["accuracy"], "seconds": round(clock(), 2)}
-    events({"type": "epoch", **entry})
-    # Review scores every item with a head that never saw it (k-fold on the cached features).
-    events({"type": "phase", "phase": "scoring", "done": 0, "total": len(snap.items)})
-    oof = quick.out_of_fold_probs(X, y, n, l2=l2, seed=cfg.seed)
-    events({"type": "phase", "phase": "scoring", "done": len(snap.items), "total": len(snap.items)})
+    metrics = classification_metrics(head.probs(X[valid_idx]), y[valid_idx], snap.vocab)
+    history = []
+    for i, t in enumerate(fit.trace):
+        entry = {"epoch": t["epoch"], "phase": "quick",
+                 **{k: None if t[k] is None else round(t[k], 4) for k in ("train_loss", "valid_loss", "accuracy")}}
+        if i == len(fit.trace) - 1:
+            entry["seconds"] = round(clock(), 2)
+        history.append(entry)
+        events({"type": "epoch", **entry, "last": i == len(fit.trace) - 1})
     spec = ModelSpec(arch=cfg.arch, vocab=snap.vocab, size=cfg.size, head="linear",
                      extra={"body_file": body_ref[0], "body_sha256": body_ref[1], "weights": wid, "l2": l2})
     sha = quick.save_quick_model(rdir, spec, head)
-    metrics.update({"epochs": [entry], "train_items": len(train_idx), "valid_items": len(valid_idx),
-                    "device": "features cached" if not missing else f"{len(missing)} pictures computed",
-                    "features_computed": len(missing), "l2": l2})
+    metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
+                    "device": device_text, "features_computed": len(missing), "l2": l2})
     runs.write_json(rdir, "report.json", metrics)
     from .review import label_evidence
 
-    _write_scores(rdir, snap, oof, valid_idx, out_of_fold=True, embeddings=X,
-                  review=label_evidence(X, y, n, oof_probs=oof))
-    _write_snapshot(rdir, snap, train_idx, valid_idx)
+    _write_scores(rdir, snap, fit.oof, valid_idx, out_of_fold=True, embeddings=X,
+                  review=label_evidence(X, y, len(snap.vocab), oof_probs=fit.oof))
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
-    summary.update(epochs=1, train_items=len(train_idx), valid_items=len(valid_idx), features_computed=len(missing))
+    summary.update(epochs=history[-1]["epoch"] if history else 0, train_items=len(train_idx),
+                   valid_items=len(valid_idx), features_computed=len(missing))
     return {"stopped": False, "metrics": summary, "model_file": "model.safetensors", "model_sha256": sha}
 
 
@@ -738,6 +810,5 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=epochs_done, train_items=len(train_idx), valid_items=len(valid_idx))
     runs.write_json(rdir, "report.json", metrics)
-    _write_snapshot(rdir, snap, train_idx, valid_idx)
     result["metrics"] = summary
     return result

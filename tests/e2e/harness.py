@@ -263,21 +263,59 @@ class AppPage:
         return text
 
     # -- Train --
-    def train(self, *, size: int | None = None, epochs: int | None = None, pretrained: bool | None = None,
-              timeout_ms: float = 300_000) -> str:
-        """Set the options, click Train and wait for the run to end; returns the status line."""
+    def train(self, *, mode: str | None = None, size: int | None = None, epochs: int | None = None,
+              pretrained: bool | None = None, lr: float | None = None, timeout_ms: float = 300_000) -> str:
+        """Set the options, click Train and wait for the run to end; returns the status line.
+
+        ``mode`` is ``"quick"`` or ``"full"``; left out, the tab's own proposal stands (quick until
+        the project has a finished run). Epochs and learning rate live in the "Full fine-tuning
+        options", opened when needed.
+        """
         self.tab("train")
+        if mode is not None:
+            self.page.locator(f"#train-mode input[type=radio][value={mode}]").check()
+            self.wait_idle()
+        if pretrained is not None:
+            self.page.locator("#train-pretrained input[type=checkbox]").set_checked(pretrained)
+            self.wait_idle()
         if size is not None:
             self.choose("train-size", str(size))
+        if epochs is not None or lr is not None:
+            self.open_accordion("train-full-options")
         if epochs is not None:
             num = self.page.locator("#train-epochs input[type=number]")
             num.fill(str(epochs))
             num.press("Enter")
-        if pretrained is not None:
-            self.page.locator("#train-pretrained input[type=checkbox]").set_checked(pretrained)
+        if lr is not None:
+            self.page.locator("#train-lr textarea, #train-lr input").first.fill(str(lr))
+        # The status may still tell how the previous run ended: wait for another run's ending.
+        before = re.search(r"Run (\S+) (finished|stopped|failed)", self.text("train-status"))
+        other = rf"(?!{re.escape(before.group(1))} )" if before else ""
         self.page.locator("#train-button").click()
-        self.wait_text("train-status", r"Training run|Run \S+ (finished|stopped|failed)")
-        return self.wait_text("train-status", r"Run \S+ (finished|stopped|failed)", timeout_ms)
+        return self.wait_text("train-status", rf"Run {other}\S+ (finished|stopped|failed)", timeout_ms)
+
+    def train_mode(self) -> str:
+        """The training mode the Train tab has selected: ``quick`` or ``full``."""
+        return self.page.locator("#train-mode input[type=radio]:checked").get_attribute("value")
+
+    def suggest_lr(self, timeout_ms: float = 300_000) -> str:
+        """Click "Suggest a learning rate" and wait for the suggestion; returns the learning-rate field."""
+        self.tab("train")
+        self.open_accordion("train-full-options")
+        self.page.locator("#lr-find-button").click()
+        self.wait_text("train-status", r"Suggested learning rate|No learning rate|search was stopped", timeout_ms)
+        self.wait_idle()
+        return self.learning_rate()
+
+    def learning_rate(self) -> str:
+        """What the learning-rate field holds (empty: the default)."""
+        return self.page.locator("#train-lr textarea, #train-lr input").first.input_value()
+
+    def open_accordion(self, elem_id: str) -> None:
+        """Open a folded section (its header is a button; ``accordion-content`` is Gradio's test id)."""
+        if not self.page.locator(f"#{elem_id} [data-testid=accordion-content]").is_visible():
+            self.page.locator(f"#{elem_id} > button").first.click()
+            self.page.locator(f"#{elem_id} [data-testid=accordion-content]").wait_for(state="visible")
 
     # -- Review --
     def review_thumbs(self):

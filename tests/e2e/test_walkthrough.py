@@ -1,8 +1,8 @@
 """A new user's first session, clicked through in a real Chromium.
 
-Empty project -> two classes of pictures -> train with the defaults (pretrained
-weights, from a fake checkpoint in TORCH_HOME) -> delete a suspicious picture and
-undo -> classify a new picture.
+Empty project -> two classes of pictures -> train with the defaults (quick mode on
+pretrained weights, from a fake checkpoint in TORCH_HOME) -> delete a suspicious
+picture and undo -> classify a new picture.
 """
 
 from __future__ import annotations
@@ -41,15 +41,18 @@ def test_first_session(app, server, fake_pretrained, tmp_path):
         app.wait_text("classes-table", rf"{label}\s+12")
     assert project.label_counts() == {"red": 12, "blue": 12}
 
-    # 3. Train with the recommended defaults, only smaller and shorter.
+    # 3. Train with the recommended defaults (only smaller): the first press is quick mode.
     app.tab("train")
     assert page.locator("#train-pretrained input[type=checkbox]").is_checked()
-    status = app.train(size=128, epochs=1, timeout_ms=180_000)
+    assert app.train_mode() == "quick" and "CPU" in app.text("train-device")
+    status = app.train(size=128, timeout_ms=180_000)
     run = runs.list_runs(project)[0]
     assert status.startswith(f"Run {run.id} finished"), status
-    assert run.config["pretrained"] is True and run.config["size"] == 128
+    assert run.mode == "quick" and run.config["pretrained"] is True and run.config["size"] == 128
     app.wait_text("runs-table", rf"{run.id}\s+finished")
     assert set(app.plot_lines("train-plot")) == PLOTTED
+    expect(page.locator("#train-confusion-plot img")).to_have_count(1)  # the confusion matrix, drawn
+    assert app.train_mode() == "full"  # the next press fine-tunes further
 
     # 4. Review: the most suspicious picture, deleted and brought back.
     app.tab("review")
