@@ -71,6 +71,32 @@ def _loopback_only():
     socket.socket.connect_ex = _real_connect_ex
 
 
+# --- loopback image hosts (tests/badserver.py) for the fetcher and downloader tests ---------
+@pytest.fixture(scope="module")
+def server():
+    """A good-and-bad image host on 127.0.0.1 (the browser tests' ``server`` is the app instead)."""
+    import badserver
+
+    with badserver.start() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def other():
+    """A second host on 127.0.0.1 that is never allowed: nothing may reach it."""
+    import badserver
+
+    with badserver.start() as s:
+        yield s
+
+
+@pytest.fixture
+def allow(monkeypatch, server):
+    """``server`` let through the fetcher's address guard (``TL_ALLOW_HOSTS``), for this test only."""
+    monkeypatch.setenv("TL_ALLOW_HOSTS", server.hostport)
+    return server
+
+
 # --- data -------------------------------------------------------------------------------
 @pytest.fixture
 def project(tmp_path):

@@ -28,25 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CAPS = {"max_bytes": 200_000, "total_timeout": 2}  # small caps keep the bad routes short
 
 
-@pytest.fixture(scope="module")
-def server():
-    with badserver.start() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def other():
-    """A server that is never allowed."""
-    with badserver.start() as s:
-        yield s
-
-
-@pytest.fixture
-def allow(monkeypatch, server):
-    monkeypatch.setenv("TL_ALLOW_HOSTS", server.hostport)
-    return server
-
-
 def requests_for(srv, path: str) -> int:
     return sum(1 for p, _ in srv.log if p == path)
 

@@ -21,25 +21,6 @@ from tl_app.images import normalize
 SMALL = 200_000  # byte cap in these tests: the bad routes send more than this
 
 
-@pytest.fixture(scope="module")
-def server():
-    with badserver.start() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def other():
-    """A second server on 127.0.0.1 that is never allowed: nothing may reach it."""
-    with badserver.start() as s:
-        yield s
-
-
-@pytest.fixture
-def allow(monkeypatch, server):
-    monkeypatch.setenv("TL_ALLOW_HOSTS", server.hostport)
-    return server
-
-
 def run_fetch(url: str, dest, **kw) -> F.Fetched:
     async def go():
         client = F.make_client()

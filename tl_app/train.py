@@ -653,6 +653,20 @@ def _write_snapshot(rdir: Path, snap: Snapshot, train_idx: list[int], valid_idx:
                   for i, it in enumerate(snap.items)]})
 
 
+def _halved_batch(bs: int, smallest: int, events: EventFn, doing: str) -> int:
+    """After a CUDA out-of-memory: half the batch size, the user told; a plain error below ``smallest``."""
+    import torch
+
+    if bs <= smallest:
+        raise TLError(f"The GPU ran out of memory even with {smallest} picture{'s' if smallest > 1 else ''} "
+                      "per batch; choose a smaller image size or network.") from None
+    bs //= 2
+    torch.cuda.empty_cache()
+    events({"type": "phase", "phase": "oom",
+            "message": f"The GPU ran out of memory; {doing} {bs} pictures at a time."})
+    return bs
+
+
 def _features_halving_on_oom(body, pixels, bs: int, device, stop: StopToken, events: EventFn):
     """Body features, in batches half as large after each CUDA out-of-memory (the user is told)."""
     import torch
@@ -663,13 +677,7 @@ def _features_halving_on_oom(body, pixels, bs: int, device, stop: StopToken, eve
         try:
             return quick.compute_features(body, pixels, batch_size=bs, device=device, stop=stop, events=events)
         except torch.cuda.OutOfMemoryError:
-            if bs <= 1:
-                raise TLError("The GPU ran out of memory even for one picture at a time; choose a smaller "
-                              "image size or network.") from None
-            bs //= 2
-            torch.cuda.empty_cache()
-            events({"type": "phase", "phase": "oom",
-                    "message": f"The GPU ran out of memory; computing features {bs} pictures at a time."})
+            bs = _halved_batch(bs, 1, events, "computing features")
 
 
 def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path, *, stop: StopToken,
@@ -773,13 +781,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
                                              stop, events, bs)
             break
         except torch.cuda.OutOfMemoryError:
-            if bs <= 2:
-                raise TLError("The GPU ran out of memory even with 2 pictures per batch; choose a smaller "
-                              "image size or network.") from None
-            bs //= 2
-            torch.cuda.empty_cache()
-            events({"type": "phase", "phase": "oom",
-                    "message": f"The GPU ran out of memory; starting again with {bs} pictures per batch."})
+            bs = _halved_batch(bs, 2, events, "starting again with")
             torch.manual_seed(cfg.seed)
             model = create_model(spec, pretrained=cfg.pretrained, weights=weights)
     stopped = stop.is_set()
