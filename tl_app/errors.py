@@ -11,7 +11,15 @@ class TLError(Exception):
     """Base class of every error the app expects and explains."""
 
 
-class InvalidLabel(TLError):
+class InputError(TLError):
+    """A mistake in what the user typed or chose (an empty name, a search with no words).
+
+    The web app shows it as one message and leaves every other part of the page as it was;
+    API callers and the CLI get it as an error like any other.
+    """
+
+
+class InvalidLabel(InputError):
     """A class name that cannot become a folder name."""
 
 

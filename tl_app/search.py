@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
-from .errors import InvalidLabel, SearchUnavailable, TLError
+from .errors import InputError, InvalidLabel, SearchUnavailable, TLError
 
 SIZES = ("Small", "Medium", "Large", "Wallpaper")
 TYPES = ("photo", "clipart", "gif", "transparent", "line")
@@ -50,9 +50,9 @@ class SearchFilters:
                               ("license_image", LICENSES)):
             v = getattr(self, name)
             if v is not None and v not in allowed:
-                raise TLError(f"'{v}' is not a {name.replace('_image', '')} filter; choose one of {', '.join(allowed)}.")
+                raise InputError(f"'{v}' is not a {name.replace('_image', '')} filter; choose one of {', '.join(allowed)}.")
         if self.safesearch not in SAFESEARCH:
-            raise TLError(f"Safe search must be one of {', '.join(SAFESEARCH)}.")
+            raise InputError(f"Safe search must be one of {', '.join(SAFESEARCH)}.")
         return self
 
     @classmethod
@@ -98,7 +98,7 @@ class DDGSProvider:
     def __init__(self, backend: str = "duckduckgo", *, timeout: int = 10, region: str = "us-en",
                  proxy: Optional[str] = None):
         if backend not in BACKENDS:
-            raise TLError(f"Unknown search engine '{backend}'; choose one of {', '.join(BACKENDS)}.")
+            raise InputError(f"Unknown search engine '{backend}'; choose one of {', '.join(BACKENDS)}.")
         self.backend = backend
         self.name = f"ddgs:{backend}"
         self.timeout = timeout
@@ -207,9 +207,9 @@ def search_images(query: str, *, provider: SearchProvider, max_results: int = 10
     """
     query = (query or "").strip()
     if not query:
-        raise TLError("Type what to search for.")
+        raise InputError("Type what to search for.")
     if not 1 <= max_results <= 1000:
-        raise TLError("Ask for between 1 and 1000 pictures.")
+        raise InputError("Ask for between 1 and 1000 pictures.")
     filters.validate()
     key = cache.key(provider.name, query, max_results, filters) if cache else ""
     if cache:
@@ -280,15 +280,15 @@ def parse_class_queries(text: str, *, max_classes: int = MAX_CLASSES) -> list[Cl
             raise InvalidLabel(f"{e} (in '{part.strip()}')" if eq else str(e)) from None
         query = " ".join(query.split()) if eq else ""
         if len(query) > MAX_QUERY_LEN:
-            raise TLError(f"The search words for '{label}' are too long (at most {MAX_QUERY_LEN} characters).")
+            raise InputError(f"The search words for '{label}' are too long (at most {MAX_QUERY_LEN} characters).")
         if label.casefold() in seen:
             continue
         seen.add(label.casefold())
         out.append(ClassQuery(label, query or label))
     if not out:
-        raise TLError("Type the classes to search for, separated by commas, e.g. 'centipede, millipede, spider'.")
+        raise InputError("Type the classes to search for, separated by commas, e.g. 'centipede, millipede, spider'.")
     if len(out) > max_classes:
-        raise TLError(f"{len(out)} classes at once is too many; search for at most {max_classes} at a time.")
+        raise InputError(f"{len(out)} classes at once is too many; search for at most {max_classes} at a time.")
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import gradio as gr
 
-from ..errors import TLError
+from ..errors import InputError, TLError
 from ..project import Project
 from ..search import BACKENDS, DDGSProvider, RateLimiter, SearchProvider
 
@@ -46,17 +46,50 @@ def _to_gr_error(e: Exception) -> gr.Error:
     if isinstance(e, TLError):
         return gr.Error(str(e), print_exception=False)
     log.exception("unexpected error in a UI handler")
-    return gr.Error(f"Something went wrong: {type(e).__name__}: {e}. The details are in the server log.",
+    return gr.Error("Something went wrong on the server; the details are in its log. Your pictures are unchanged.",
                     print_exception=False)
 
 
+def _from_api() -> bool:
+    """Whether the running event came from gradio_client (it marks its requests) rather than the page."""
+    try:
+        from gradio.context import LocalContext
+
+        request = LocalContext.request.get(None)
+    except (ImportError, AttributeError):  # a Gradio without this context: treat as the API, i.e. raise
+        return True
+    if request is None:
+        return True
+    headers = getattr(request, "headers", None) or {}
+    return str(headers.get("x-gradio-user", "")).lower() in ("api", "mcp")
+
+
+def _input_mistake(e: InputError):
+    """A user's input mistake: on the page a warning that leaves every output as it was; for the API an error.
+
+    A raised ``gr.Error`` would mark every output component of the event with an "Error" badge that stays
+    (the class table, dropdowns, drop area, gallery) for what is only a missing word in one field.
+    """
+    if _from_api():
+        raise gr.Error(str(e), print_exception=False) from None
+    gr.Warning(str(e))
+    return gr.skip()
+
+
 def handler(fn: Callable) -> Callable:
-    """Wrap an event handler so that core errors reach the user as a plain message."""
+    """Wrap an event handler so that core errors reach the user as a plain message.
+
+    :class:`InputError` (a mistake in what was typed or chosen) becomes a warning on the page and
+    changes no output; any other :class:`TLError` is an error message; anything else is logged and
+    reported without library text.
+    """
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
+            except InputError as e:
+                yield _input_mistake(e)
             except gr.Error as e:
                 e.print_exception = False  # a message for the user, not a fault of the server
                 raise
@@ -68,6 +101,8 @@ def handler(fn: Callable) -> Callable:
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except InputError as e:
+            return _input_mistake(e)
         except gr.Error as e:
             e.print_exception = False
             raise

@@ -15,6 +15,7 @@ import pandas as pd
 from .. import review, runs
 from ..runner import start_training
 from ..train import TrainConfig
+from ..errors import InputError
 from .adapters import UIContext, handler, pct
 
 ALL = "All classes"
@@ -193,7 +194,7 @@ def create_review_tab(ctx: UIContext) -> dict:
     def _need(selected) -> list[str]:
         ids = _ids(selected)
         if not ids:
-            raise gr.Error("Click a picture first (or Select all shown).")
+            raise InputError("Click a picture first (or Select all shown).")
         return ids
 
     @handler
@@ -204,7 +205,7 @@ def create_review_tab(ctx: UIContext) -> dict:
     @handler
     def move(selected, to, label, reason, cell):
         if not to:
-            raise gr.Error("Choose the class to move the pictures to.")
+            raise InputError("Choose the class to move the pictures to.")
         a = ctx.project.relabel(_need(selected), to)
         return view(label, reason, cell, a.summary.capitalize() + ".")
 
@@ -220,7 +221,7 @@ def create_review_tab(ctx: UIContext) -> dict:
             if p and p != ctx.project.item(i).label:
                 by_class.setdefault(p, []).append(i)
         if not by_class:
-            raise gr.Error("The model agrees with the class of every selected picture; nothing to move.")
+            raise InputError("The model agrees with the class of every selected picture; nothing to move.")
         done = [ctx.project.relabel(items, to).summary for to, items in by_class.items()]
         return view(label, reason, cell, "; ".join(done).capitalize() + ".")
 

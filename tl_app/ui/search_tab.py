@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..importer import ImportReport, import_files
 from ..jobs import Progress
+from ..errors import InputError
 from .adapters import UIContext, handler, upload_paths
 from .web_search import create_web_search, wire_web_search
 
@@ -96,9 +97,9 @@ def create_search_tab(ctx: UIContext) -> dict:
     def add_files(label: str, files, progress=gr.Progress()):
         paths, names = upload_paths(files)
         if not paths:
-            raise gr.Error("Drop some pictures (or a zip file) first.")
+            raise InputError("Drop some pictures (or a zip file) first.")
         if not label:
-            raise gr.Error("Choose the class these pictures belong to (or type a new class name).")
+            raise InputError("Choose the class these pictures belong to (or type a new class name).")
 
         def prog(p: Progress):
             progress((p.done, p.total), desc="Checking pictures")
@@ -112,10 +113,10 @@ def create_search_tab(ctx: UIContext) -> dict:
         @handler
         def import_folder(folder: str, progress=gr.Progress()):
             if not folder or not folder.strip():
-                raise gr.Error("Type the path of a folder on this computer.")
+                raise InputError("Type the path of a folder on this computer.")
             p = Path(folder.strip()).expanduser()
             if not p.is_dir():
-                raise gr.Error(f"{p} is not a folder on this computer.")
+                raise InputError(f"{p} is not a folder on this computer.")
 
             def prog(pr: Progress):
                 progress((pr.done, pr.total), desc="Checking pictures")

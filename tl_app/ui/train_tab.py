@@ -20,6 +20,7 @@ from .. import config, runs
 from ..models import list_archs, store_weights_file
 from ..runner import LrFindProcess, fail_abandoned_runs, start_lr_find, start_training, trainer_holder
 from ..train import TrainConfig, busy_message
+from ..errors import InputError
 from .adapters import UIContext, handler, pct
 
 SIZES = [128, 160, 192, 224, 256, 320]
@@ -47,7 +48,7 @@ class TrainForm:
     def to_config(self, ctx: UIContext) -> TrainConfig:
         """The core's configuration; an uploaded weights file is checked and copied into the project."""
         if self.mode not in (QUICK, FULL):
-            raise gr.Error(f"Choose quick or full training (not '{self.mode}').")
+            raise InputError(f"Choose quick or full training (not '{self.mode}').")
         weights = None
         if self.weights:
             weights = str(store_weights_file(ctx.project.root, Path(self.weights), Path(self.weights).name))
@@ -64,14 +65,14 @@ def _learning_rate(value) -> Optional[float]:
     try:
         return float(text)
     except ValueError:
-        raise gr.Error(f"The learning rate must be a number such as 0.002 (not '{text}').") from None
+        raise InputError(f"The learning rate must be a number such as 0.002 (not '{text}').") from None
 
 
 def _pixels(size) -> int:
     try:
         return int(str(size).strip())
     except ValueError:
-        raise gr.Error(f"The image size must be a whole number of pixels, such as 224 (not '{size}').") from None
+        raise InputError(f"The image size must be a whole number of pixels, such as 224 (not '{size}').") from None
 
 
 # --- what the tab shows ------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ..download import ClassDownload, ClassesReport, download_classes, tasks_fro
 from ..jobs import Progress, StopToken
 from ..search import (ANY, BACKENDS, LAYOUTS, LICENSES, MAX_CLASSES, SAFESEARCH, SIZES, TYPES, SearchCache,
                       SearchFilters, SearchResult, parse_class_queries, search_classes)
+from ..errors import InputError
 from .adapters import UIContext, handler, visitor_id
 
 DEFAULT_COUNT = 100
@@ -71,7 +72,7 @@ def parse_selection(text: str | None, n: int) -> set[int]:
         if not part:
             continue
         if not part.isdigit() or int(part) >= n:
-            raise gr.Error(f"'{part}' is not a result number (there are {n} results, numbered from 0).")
+            raise InputError(f"'{part}' is not a result number (there are {n} results, numbered from 0).")
         out.add(int(part))
     return out
 
@@ -279,7 +280,7 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
         token = StopToken()
         with ctx.lock:
             if session in ctx.downloads:
-                raise gr.Error("A download is already running in this window: wait for it, or Stop it first.")
+                raise InputError("A download is already running in this window: wait for it, or Stop it first.")
             ctx.downloads[session] = token
         seen: dict[str, Progress] = {}
         box: dict = {}
@@ -333,7 +334,7 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
 
     def need(rows):
         if not rows:
-            raise gr.Error("Search first: the pictures found appear above, then download them.")
+            raise InputError("Search first: the pictures found appear above, then download them.")
         return rows
 
     @handler
@@ -344,7 +345,7 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
     def download_selected(rows, selected, request: gr.Request, progress=gr.Progress()):
         chosen = parse_selection(selected, len(need(rows)))
         if not chosen:
-            raise gr.Error("Click the pictures you want first (they get a ☑), or use Download all.")
+            raise InputError("Click the pictures you want first (they get a ☑), or use Download all.")
         yield from run([rows[i] for i in sorted(chosen)], request, progress)
 
     c["w_download_all"].click(download_all, [c["w_results"]], dl_outs, api_name="download_all",
