@@ -42,9 +42,15 @@ def _project(args, create: bool = False):
 
 # --- verbs -----------------------------------------------------------------------
 def cmd_import(args) -> int:
-    from .importer import import_files
+    from .importer import import_files, plan_import
     from .jobs import Progress
+    from .project import Project
 
+    if args.dry_run:
+        existing = Project.open(args.project) if Project.exists(args.project) else None
+        plan = plan_import(args.src, label=args.label, project=existing)
+        _emit(args, plan.to_dict(), lambda: "\n".join(plan.lines()) or "Nothing to import.")
+        return 0
     project = _project(args, create=True)
     last = [0.0]
 
@@ -56,6 +62,13 @@ def cmd_import(args) -> int:
     rep = import_files(project, args.src, label=args.label, progress=progress)
     for r in rep.rejected:
         _err(f"refused: {r.file}: {r.reason}")
+    if rep.elsewhere:
+        if args.move_duplicates:
+            a = project.move(rep.elsewhere)
+            rep.labels = project.label_counts()
+            _err(f"{a.summary} (undo moves them back)")
+        else:
+            _err(f"{rep.elsewhere_note()} Add --move-duplicates to move them.")
 
     def text() -> str:
         counts = ", ".join(f"{k}: {v}" for k, v in rep.labels.items())
@@ -195,6 +208,37 @@ def cmd_relabel(args) -> int:
     return 0
 
 
+def _class_action(args, a) -> None:
+    _emit(args, {**_action_dict(a), "labels": a.labels}, f"{a.summary} (undo reverts it)")
+
+
+def cmd_class_list(args) -> int:
+    counts = _project(args).label_counts()
+    _emit(args, counts, lambda: "\n".join(f"{k:<24} {v}" for k, v in counts.items()) or "(no classes)")
+    return 0
+
+
+def cmd_class_rename(args) -> int:
+    from .errors import LabelExists
+
+    try:
+        a = _project(args).rename_label(args.old, args.new, merge=args.merge)
+    except LabelExists as e:
+        raise LabelExists(f"{e} (add --merge, or use `class merge`)") from None
+    _class_action(args, a)
+    return 0
+
+
+def cmd_class_merge(args) -> int:
+    _class_action(args, _project(args).merge_labels(args.names, args.into))
+    return 0
+
+
+def cmd_class_delete(args) -> int:
+    _class_action(args, _project(args).delete_labels(args.names))
+    return 0
+
+
 def cmd_keep(args) -> int:
     a = _project(args).keep(args.items)
     _emit(args, _action_dict(a), a.summary)
@@ -306,7 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("import", cmd_import, "Import folders (a sub-folder per class), zip files or image files.")
     p.add_argument("src", nargs="+", metavar="SRC", help=HELP["import_src"])
-    p.add_argument("--label", help=HELP["label"])
+    p.add_argument("--label", help=HELP["label"] + " Every file goes into this class (a zip's folders too).")
+    p.add_argument("--dry-run", action="store_true",
+                   help="Only tell what the import would do (which classes, how many pictures); change nothing.")
+    p.add_argument("--move-duplicates", action="store_true",
+                   help="Pictures already in the project in another class move to the class this import gives "
+                        "them (one undoable action).")
 
     from .search import BACKENDS, LAYOUTS, LICENSES, SAFESEARCH, SIZES, TYPES
 
@@ -364,6 +413,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("relabel", cmd_relabel, "Move items to another class.")
     p.add_argument("items", nargs="+", metavar="ITEM")
     p.add_argument("--to", required=True, metavar="LABEL")
+    p = sub.add_parser("class", help="List, rename, merge or delete classes (each change is undoable).",
+                       description="List, rename, merge or delete classes. Names match whatever the letter case; "
+                                   "every change is one undoable action.")
+    csub = p.add_subparsers(dest="class_verb", required=True, metavar="ACTION")
+
+    def class_verb(name: str, fn, help: str) -> argparse.ArgumentParser:
+        cp = csub.add_parser(name, help=help, description=help)
+        cp.add_argument("project", metavar="PROJECT", help=HELP["project"])
+        cp.add_argument("--json", action="store_true", help=HELP["json"])
+        cp.set_defaults(fn=fn)
+        return cp
+
+    class_verb("list", cmd_class_list, "The classes and how many pictures each holds.")
+    cp = class_verb("rename", cmd_class_rename, "Rename a class (its folder and pictures follow).")
+    cp.add_argument("old", metavar="OLD")
+    cp.add_argument("new", metavar="NEW")
+    cp.add_argument("--merge", action="store_true",
+                    help="If NEW is already a class, merge OLD into it (without this, that is refused).")
+    cp = class_verb("merge", cmd_class_merge, "Put the pictures of several classes into one; the others are removed.")
+    cp.add_argument("names", nargs="+", metavar="NAME")
+    cp.add_argument("--into", required=True, metavar="CLASS",
+                    help="The class that receives them: one of the NAMEs, another class or a new name.")
+    cp = class_verb("delete", cmd_class_delete, "Delete classes: their pictures go to the trash (undo brings them back).")
+    cp.add_argument("names", nargs="+", metavar="NAME")
+
     p = verb("keep", cmd_keep, "Mark items as checked, so review stops showing them.")
     p.add_argument("items", nargs="+", metavar="ITEM")
     verb("undo", cmd_undo, HELP["undo"])

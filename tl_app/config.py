@@ -90,6 +90,6 @@ HELP = {
     "top": "How many items to show.",
     "json": "Print exactly one JSON document on stdout (messages go to stderr).",
     "import_src": "Folders (a sub-folder per class), zip files or image files.",
-    "undo": "Undo the last delete or relabel (files come back byte for byte).",
+    "undo": "Undo the last action: a delete, a move, a class renamed, merged or deleted (files come back byte for byte).",
     "redo": "Redo the last undone action.",
 }

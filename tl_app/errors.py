@@ -23,6 +23,10 @@ class InvalidLabel(InputError):
     """A class name that cannot become a folder name."""
 
 
+class LabelExists(InputError):
+    """A rename to the name of another class: that would be a merge, which must be asked for."""
+
+
 class OutsideProject(TLError):
     """A path or item that would lead outside the project."""
 

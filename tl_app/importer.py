@@ -22,6 +22,7 @@ from .images import normalize
 from .jobs import Progress, ProgressFn, StopToken, no_progress
 from .project import Project, validate_label
 
+_NO_CLASS = "no class given for this file (choose a class, or --label NAME)"
 _JUNK = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
 _UNPACK_ERRORS: tuple[type[BaseException], ...] = (zlib.error,)
 try:
@@ -42,7 +43,12 @@ class Rejected:
 
 @dataclass
 class ImportReport:
-    """What an import did. ``labels`` holds the project's image count per class afterwards."""
+    """What an import did. ``labels`` holds the project's image count per class afterwards.
+
+    ``elsewhere`` maps each skipped duplicate that sits in another class than this
+    import gives it to that class (``{item: class}``): passed to
+    :meth:`Project.move <tl_app.project.Project.move>`, it puts them where the import says.
+    """
 
     imported: int = 0
     duplicates: int = 0
@@ -50,11 +56,27 @@ class ImportReport:
     labels: dict[str, int] = field(default_factory=dict)
     items: list[str] = field(default_factory=list)
     stopped: bool = False
+    elsewhere: dict[str, str] = field(default_factory=dict)
+    #: where each of ``elsewhere``'s pictures is now, {item: class}
+    elsewhere_from: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"imported": self.imported, "duplicates": self.duplicates,
                 "rejected": [{"file": r.file, "reason": r.reason} for r in self.rejected],
-                "labels": dict(self.labels)}
+                "labels": dict(self.labels), "elsewhere": dict(self.elsewhere)}
+
+    def elsewhere_note(self) -> str:
+        """A sentence on the duplicates filed in another class than the import gives them ('' if none)."""
+        if not self.elsewhere:
+            return ""
+        pairs: dict[tuple[str, str], int] = {}
+        for item, to in self.elsewhere.items():
+            key = (self.elsewhere_from.get(item, "?"), to)
+            pairs[key] = pairs.get(key, 0) + 1
+        per = ", ".join(f"{n} in '{a}' (here: '{b}')" for (a, b), n in pairs.items())
+        n = len(self.elsewhere)
+        return (f"{n} of the duplicates {'are' if n != 1 else 'is'} already in another class than this import "
+                f"gives {'them' if n != 1 else 'it'}: {per}.")
 
     def summary(self) -> str:
         parts = [f"{self.imported} imported"]
@@ -73,6 +95,8 @@ class _Entry:
     label: Optional[str]
     read: Callable[[], bytes | Path]
     reason: str = ""               # set when the entry is refused before reading
+    source: str = ""               # the folder, zip or file it was found in, as given
+    from_folder: bool = False      # its class is the name of a folder it sits in
 
 
 def _is_junk(name: str) -> bool:
@@ -93,28 +117,33 @@ def _walk_files(folder: Path) -> Iterator[Path]:
                 yield Path(dirpath) / fn
 
 
-def _folder_entries(folder: Path, label: Optional[str]) -> Iterator[_Entry]:
-    """A folder: sub-folders are classes; files directly inside take the folder's own name."""
+def _folder_entries(folder: Path, label: Optional[str], loose: Optional[str]) -> Iterator[_Entry]:
+    """A folder: sub-folders are classes; files directly inside go to ``loose`` or take the folder's name."""
+    src = str(folder)
     if label is not None:
         for f in _walk_files(folder):
-            yield _Entry(str(f), label, lambda f=f: f)
+            yield _Entry(str(f), label, lambda f=f: f, source=src)
         return
     for child in sorted(folder.iterdir()):
         if _is_junk(child.name):
             continue
         if child.is_dir():
             for f in _walk_files(child):
-                yield _Entry(str(f), child.name, lambda f=f: f)
+                yield _Entry(str(f), child.name, lambda f=f: f, source=src, from_folder=True)
         elif child.is_file():
-            yield _Entry(str(child), folder.name, lambda f=child: f)
+            yield _Entry(str(child), loose if loose is not None else folder.name, lambda f=child: f, source=src)
 
 
-def _zip_entries(path: Path, label: Optional[str]) -> Iterator[_Entry]:
-    """A zip file: its top-level folders are classes (a single wrapping folder is skipped)."""
+def _zip_entries(path: Path, label: Optional[str], loose: Optional[str]) -> Iterator[_Entry]:
+    """A zip file: its top-level folders are classes (a single wrapping folder is skipped).
+
+    Pictures outside every folder go to ``loose``, else to a class named after the zip.
+    """
+    src = str(path)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        yield _Entry(str(path), label, lambda: b"", reason=f"not a readable zip file ({e})")
+        yield _Entry(str(path), label, lambda: b"", reason=f"not a readable zip file ({e})", source=src)
         return
     infos = []
     for i in zf.infolist():
@@ -122,7 +151,7 @@ def _zip_entries(path: Path, label: Optional[str]) -> Iterator[_Entry]:
             continue
         if _unsafe_member(i.filename):  # never extracted, but say so rather than drop it as "hidden"
             yield _Entry(f"{path.name}!{i.filename}", label, lambda: b"",
-                         reason="its path inside the zip leads outside the archive (unsafe zip)")
+                         reason="its path inside the zip leads outside the archive (unsafe zip)", source=src)
         elif not any(_is_junk(p) for p in i.filename.replace("\\", "/").split("/")):
             infos.append(i)
     parts = [i.filename.replace("\\", "/").strip("/").split("/") for i in infos]
@@ -134,13 +163,16 @@ def _zip_entries(path: Path, label: Optional[str]) -> Iterator[_Entry]:
     total = 0
     for info, p in zip(infos, parts):
         name = f"{path.name}!{info.filename}"
-        lab = label if label is not None else (p[0] if len(p) > 1 else path.stem)
+        in_folder = label is None and len(p) > 1
+        lab = label if label is not None else (p[0] if in_folder else (loose if loose is not None else path.stem))
         total += info.file_size
         if info.file_size > config.MAX_IMPORT_BYTES:
-            yield _Entry(name, lab, lambda: b"", reason=f"the file is too large ({info.file_size / 1e6:.0f} MB)")
+            yield _Entry(name, lab, lambda: b"", reason=f"the file is too large ({info.file_size / 1e6:.0f} MB)",
+                         source=src, from_folder=in_folder)
             continue
         if total > config.MAX_ZIP_TOTAL_BYTES:
-            yield _Entry(name, lab, lambda: b"", reason="the zip file unpacks to more than the import limit")
+            yield _Entry(name, lab, lambda: b"", reason="the zip file unpacks to more than the import limit",
+                         source=src, from_folder=in_folder)
             continue
 
         def read(info=info) -> bytes:
@@ -155,31 +187,216 @@ def _zip_entries(path: Path, label: Optional[str]) -> Iterator[_Entry]:
                 raise ImageRejected("the file is too large")
             return data
 
-        yield _Entry(name, lab, read)
+        yield _Entry(name, lab, read, source=src, from_folder=in_folder)
 
 
-def _entries(sources: Iterable[str | Path], label: Optional[str]) -> Iterator[_Entry]:
+def _entries(sources: Iterable[str | Path], label: Optional[str], loose: Optional[str] = None) -> Iterator[_Entry]:
     for src in sources:
         p = Path(src).expanduser()
         if p.is_dir():
-            yield from _folder_entries(p, label)
+            yield from _folder_entries(p, label, loose)
         elif p.is_file() and p.suffix.lower() == ".zip" and zipfile.is_zipfile(p):
-            yield from _zip_entries(p, label)
+            yield from _zip_entries(p, label, loose)
         elif p.is_file():
-            yield _Entry(str(p), label, lambda p=p: p,
-                         reason="" if label is not None else "no class given for this file (choose a class, or --label NAME)")
+            lab = label if label is not None else loose
+            yield _Entry(str(p), lab, lambda p=p: p, source=str(p), reason="" if lab is not None else _NO_CLASS)
         else:
-            yield _Entry(str(p), label, lambda: b"", reason="no such file or folder")
+            yield _Entry(str(p), label, lambda: b"", reason="no such file or folder", source=str(p))
+
+
+# --- what an import will do ---------------------------------------------------------------
+#: File name endings of the formats the image pipeline opens (a guess before reading: the
+#: content decides, but a README or a .txt beside the pictures can be told apart in advance).
+PICTURE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib"}
+
+
+@dataclass
+class PlannedSource:
+    """What an import will do with one dropped zip or folder, or with the pictures dropped on their own.
+
+    ``folders`` counts the pictures per class taken from the source's own folders
+    (classes spelled as the project spells them); ``loose`` counts the pictures
+    outside every folder (all of them for single pictures) and ``loose_label`` is
+    the class they go to. ``other`` counts files whose name says they are not
+    pictures (they will be refused); ``refused`` lists files refused before reading.
+    """
+
+    name: str
+    kind: str                                       # "zip", "folder" or "pictures"
+    folders: dict[str, int] = field(default_factory=dict)
+    loose: int = 0
+    loose_label: Optional[str] = None
+    other: int = 0
+    refused: list[Rejected] = field(default_factory=list)
+
+    @property
+    def pictures(self) -> int:
+        return sum(self.folders.values()) + self.loose
+
+    @property
+    def classes(self) -> dict[str, int]:
+        out = dict(self.folders)
+        if self.loose and self.loose_label is not None:
+            out[self.loose_label] = out.get(self.loose_label, 0) + self.loose
+        return out
+
+    def lines(self) -> list[str]:
+        what = {"zip": f"The zip {self.name}", "folder": f"The folder {self.name}"}.get(self.kind, "")
+        word = "sub-folder" if self.kind == "folder" else "folder"
+        out = []
+        if self.kind == "pictures":
+            if self.loose:
+                out.append(f"{'This picture goes' if self.loose == 1 else f'These {self.loose} pictures go'} "
+                           f"into '{self.loose_label}'.")
+        elif self.folders:
+            n = len(self.folders)
+            per = ", ".join(f"{k} ({v})" for k, v in self.folders.items())
+            out.append(f"{what} holds {n} {word}{'s' if n != 1 else ''}: {per}; "
+                       f"{'each becomes its class' if n != 1 else 'it becomes a class'}.")
+            if self.loose:
+                out.append(f"{_n_pictures(self.loose)} outside the {word}s "
+                           f"{'go' if self.loose != 1 else 'goes'} into '{self.loose_label}'.")
+        elif self.loose:
+            out.append(f"{what} holds {_n_pictures(self.loose)}; {'they go' if self.loose != 1 else 'it goes'} "
+                       f"into '{self.loose_label}'.")
+        elif not self.other and not self.refused:
+            out.append(f"{what} holds no pictures.")
+        if self.other:
+            where = f" in {self.name}" if self.name else ""
+            out.append(f"{self.other} other file{'s' if self.other != 1 else ''}{where} "
+                       f"{'are not pictures' if self.other != 1 else 'is not a picture'} by the name and will be "
+                       "refused.")
+        for r in self.refused[:5]:
+            out.append(f"{r.file.split('!', 1)[1] if '!' in r.file else Path(r.file).name} will be refused: "
+                       f"{r.reason}.")
+        if len(self.refused) > 5:
+            out.append(f"… and {len(self.refused) - 5} more files will be refused.")
+        return out
+
+
+@dataclass
+class ImportPlan:
+    """What :func:`import_files` will do with these sources, told before it does it (see :func:`plan_import`)."""
+
+    sources: list[PlannedSource] = field(default_factory=list)
+    new_classes: list[str] = field(default_factory=list)
+    #: pictures dropped on their own with no class to go to
+    unlabelled: int = 0
+
+    @property
+    def pictures(self) -> int:
+        return sum(s.pictures for s in self.sources) + self.unlabelled
+
+    @property
+    def classes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.sources:
+            for k, v in s.classes.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    @property
+    def needs_label(self) -> bool:
+        """Whether some pictures wait for a class to be chosen."""
+        return self.unlabelled > 0
+
+    def lines(self) -> list[str]:
+        """One or two sentences per source, then what still needs a class and which classes are new."""
+        out = [line for s in self.sources for line in s.lines()]
+        if self.unlabelled:
+            n = self.unlabelled
+            out.append(f"{'This picture needs' if n == 1 else f'These {n} pictures need'} a class: choose one or "
+                       "type a new name.")
+        if self.new_classes:
+            out.append(f"New class{'es' if len(self.new_classes) != 1 else ''}: {', '.join(self.new_classes)}.")
+        return out
+
+    def summary(self) -> str:
+        return " ".join(self.lines())
+
+    def to_dict(self) -> dict:
+        return {"pictures": self.pictures, "classes": self.classes, "new_classes": list(self.new_classes),
+                "unlabelled": self.unlabelled,
+                "sources": [{"name": s.name, "kind": s.kind, "folders": dict(s.folders), "loose": s.loose,
+                             "loose_label": s.loose_label, "other": s.other,
+                             "refused": [{"file": r.file, "reason": r.reason} for r in s.refused]}
+                            for s in self.sources],
+                "summary": self.summary()}
+
+
+def _n_pictures(n: int) -> str:
+    return f"{n} picture{'s' if n != 1 else ''}"
+
+
+def plan_import(sources: Iterable[str | Path], *, label: Optional[str] = None, loose_label: Optional[str] = None,
+                names: Optional[dict[str, str]] = None, project: Optional[Project] = None) -> ImportPlan:
+    """Tell what :func:`import_files` would do with the same arguments, without reading any picture.
+
+    Lists zips and folders only (cheap), with the same rules as the import: the
+    same classes, the same files refused in advance. With ``project``, class
+    names are spelled as the project spells them and new classes are listed.
+    """
+    if label is not None:
+        label = validate_label(label)
+    if loose_label is not None:
+        loose_label = validate_label(loose_label)
+    names = names or {}
+    known = {n.casefold(): n for n in project.labels()} if project is not None else {}
+    plan = ImportPlan()
+    by_source: dict[str, PlannedSource] = {}
+    loose_files = PlannedSource("", "pictures")
+    new: dict[str, str] = {}
+    for e in _entries(sources, label, loose_label):
+        src = Path(e.source)
+        shown_src = names.get(e.source, src.name)
+        if src.is_dir() or (src.suffix.lower() == ".zip" and src.is_file()):
+            ps = by_source.get(e.source)
+            if ps is None:
+                ps = by_source[e.source] = PlannedSource(shown_src, "folder" if src.is_dir() else "zip")
+        else:
+            ps = loose_files
+        shown = names.get(e.name, e.name)
+        if e.reason:
+            if e.reason == _NO_CLASS:
+                plan.unlabelled += 1
+            else:
+                ps.refused.append(Rejected(shown, e.reason))
+            continue
+        if Path(e.name.split("!")[-1]).suffix.lower() not in PICTURE_SUFFIXES:
+            ps.other += 1
+            continue
+        try:
+            lab = validate_label(e.label)
+        except InvalidLabel as err:
+            ps.refused.append(Rejected(shown, str(err)))
+            continue
+        lab = known.get(lab.casefold()) or new.setdefault(lab.casefold(), lab)
+        if e.from_folder:
+            ps.folders[lab] = ps.folders.get(lab, 0) + 1
+        else:  # one class for every loose picture of a source (the given class, or the source's name)
+            ps.loose += 1
+            ps.loose_label = lab
+    plan.sources = [*by_source.values()] + ([loose_files] if loose_files.pictures or loose_files.refused
+                                            or loose_files.other else [])
+    used = set().union(*(ps.classes for ps in plan.sources)) if plan.sources else set()
+    plan.new_classes = [v for v in new.values() if v in used]
+    return plan
 
 
 def import_files(project: Project, sources: Iterable[str | Path], *, label: Optional[str] = None,
-                 names: Optional[dict[str, str]] = None, progress: ProgressFn = no_progress,
-                 stop: Optional[StopToken] = None, workers: Optional[int] = None) -> ImportReport:
+                 loose_label: Optional[str] = None, names: Optional[dict[str, str]] = None,
+                 progress: ProgressFn = no_progress, stop: Optional[StopToken] = None,
+                 workers: Optional[int] = None) -> ImportReport:
     """Import folders, zip files and image files into ``project``.
+
+    :func:`plan_import` with the same arguments tells in advance what this will do.
 
     Args:
         label: the class for every file; without it, sub-folders (of a folder
             or a zip) name the classes.
+        loose_label: the class for pictures outside every sub-folder (single
+            files, a zip or folder of loose pictures); without it they take the
+            zip's or folder's name, and single files are refused.
         names: display names for files (uploads arrive under temporary names),
             keyed by path; used in messages and as the recorded source.
     Returns:
@@ -187,9 +404,11 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     """
     if label is not None:
         label = validate_label(label)
+    if loose_label is not None:
+        loose_label = validate_label(loose_label)
     names = names or {}
     report = ImportReport()
-    entries = list(_entries(sources, label))
+    entries = list(_entries(sources, label, loose_label))
     total = len(entries)
     progress(Progress(0, total, "Reading images"))
 
@@ -234,6 +453,11 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
                 else:
                     if res.duplicate:
                         report.duplicates += 1
+                        old = res.item
+                        if (old is not None and old.status == "active"
+                                and old.label.casefold() != validate_label(e.label).casefold()):
+                            report.elsewhere[old.id] = project.find_label(e.label) or validate_label(e.label)
+                            report.elsewhere_from[old.id] = old.label
                     else:
                         report.imported += 1
                         report.items.append(res.item.id)

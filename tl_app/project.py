@@ -13,9 +13,9 @@ Layout of a project folder::
 Consistency: an image is written to ``tmp/`` first, and renamed into
 ``images/`` inside the same SQLite write transaction that inserts its row, so
 a crash leaves either both or (after :meth:`Project.reconcile`) neither.
-Deletes and relabels are file renames done inside one transaction with the
-rows they change; :meth:`Project.reconcile` finishes or reverts whatever a
-crash interrupted, using the database as the truth.
+Deletes, relabels and class changes (rename, merge, delete) are file renames
+done inside one transaction with the rows they change; :meth:`Project.reconcile`
+finishes or reverts whatever a crash interrupted, using the database as the truth.
 """
 
 from __future__ import annotations
@@ -29,15 +29,16 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 from . import config
-from .errors import InvalidLabel, ItemNotFound, NothingToUndo, OutsideProject, ProjectNotFound
+from .errors import InputError, InvalidLabel, LabelExists, ItemNotFound, NothingToUndo, OutsideProject, ProjectNotFound
 from .images import NormalizedImage
 
 SCHEMA_VERSION = 1
 _ITEM_RE = re.compile(r"^[0-9a-f]{8,64}$")
 _FORBIDDEN_LABEL_CHARS = set('/\\<>:"|?*')
+_PICTURE_SUFFIXES = {"jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "dib"}
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
 _SCHEMA = """
@@ -140,6 +141,37 @@ def inside(base: Path, *parts: str | Path) -> Path:
     return p
 
 
+def _names(labels: Iterable[str]) -> str:
+    """'a', 'a' and 'b', 'a', 'b' and 'c': class names for a sentence."""
+    q = [f"'{x}'" for x in labels]
+    return q[0] if len(q) == 1 else ", ".join(q[:-1]) + " and " + q[-1] if q else "no class"
+
+
+def _pictures(n: int) -> str:
+    return f"{n} picture{'s' if n != 1 else ''}"
+
+
+#: Actions that change classes; their payload is a dict (items, labels, sources), see :meth:`Project._apply_class`.
+CLASS_KINDS = ("rename_class", "merge_classes", "delete_class")
+
+
+def _respell(payload: dict, old: str, new: str) -> None:
+    """Point a class change's payload at class ``new`` wherever it named ``old`` (same name, other case)."""
+    for p in payload["items"]:
+        for key, file_key in (("to_label", "to_file"), ("from_label", "from_file"), ("label", "file")):
+            if p.get(key) == old:
+                p[key] = new
+                p[file_key] = f"{new}/{p['item']}{config.STORED_EXT}"
+    for group in payload["labels"].values():
+        for x in group:
+            if x["name"] == old:
+                x["name"] = new
+    for s in payload.get("sources", []):
+        for key in ("from", "to"):
+            if s[key] == old:
+                s[key] = new
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -176,10 +208,35 @@ class Item:
         d["meta"] = json.loads(d.get("meta") or "{}")
         return cls(**d)
 
+    @property
+    def display_name(self) -> str:
+        """A name a person recognises: the file name it came from, else its class (never the id)."""
+        src = self.source or ""
+        web = src.startswith(("http://", "https://"))
+        if web:
+            from urllib.parse import unquote, urlsplit
+
+            try:
+                src = unquote(urlsplit(src).path)
+            except ValueError:
+                src = ""
+        else:
+            src = src.rsplit("!", 1)[-1]  # "pets.zip!cat/1.png": the member's own name
+        name = src.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
+        # A link's last part is often an opaque token: keep only a short name with a picture's extension.
+        looks_like_file = "." in name and name.rsplit(".", 1)[-1].lower() in _PICTURE_SUFFIXES
+        if name and len(name) <= 40 and (looks_like_file or not web):
+            return name
+        return self.label
+
 
 @dataclass
 class Action:
-    """One undoable change: a delete, relabel or keep of one or more items."""
+    """One undoable change: a delete, relabel or keep of items, or a class renamed, merged or deleted.
+
+    ``items`` holds what happened to each item; ``labels`` the classes a class
+    change removed and added (``{"removed": [...], "added": [...]}``, empty otherwise).
+    """
 
     id: int
     kind: str
@@ -187,6 +244,15 @@ class Action:
     state: str
     summary: str
     items: list[dict]
+    labels: dict = field(default_factory=dict)
+
+    @classmethod
+    def _from_row(cls, r: sqlite3.Row) -> "Action":
+        payload = json.loads(r["payload"])
+        if isinstance(payload, dict):  # a class change
+            return cls(r["id"], r["kind"], r["created"], r["state"], r["summary"], payload.get("items", []),
+                       payload.get("labels", {}))
+        return cls(r["id"], r["kind"], r["created"], r["state"], r["summary"], payload)
 
 
 @dataclass
@@ -386,14 +452,16 @@ class Project:
             os.fsync(f.fileno())
         try:
             with self._write() as con:
-                label = self._ensure_label(con, label)
+                validate_label(label)
                 row = con.execute("SELECT * FROM items WHERE sha256=?", (image.sha256,)).fetchone()
+                # A duplicate creates no class: an import of pictures already here leaves no empty classes behind.
                 if row is not None:
                     old = Item._from_row(row)
                     if old.status == "deleted":
                         return AddResult(None, duplicate=True,
                                          reason=f"the same image was deleted earlier (item {old.id}; Undo restores it)")
                     return AddResult(old, duplicate=True, reason=f"the same image is already in '{old.label}' (item {old.id})")
+                label = self._ensure_label(con, label)
                 iid = self._new_id(con, image.sha256)
                 rel = f"{label}/{iid}{config.STORED_EXT}"
                 dest = inside(self.images_dir, rel)
@@ -479,20 +547,34 @@ class Project:
 
     def relabel(self, ids: Iterable[str], to: str) -> Action:
         """Move items to another class (one undoable action)."""
+        ids = list(ids)
+        return self.move({i: to for i in ids} if ids else {})
+
+    def move(self, assign: Mapping[str, str]) -> Action:
+        """Move each item to the class given for it (``{item: class}``), as one undoable action.
+
+        Items already in their class are left alone; classes are created as needed.
+        Raises :class:`ItemNotFound` when no item would move.
+        """
         with self._write() as con:
-            label = self._ensure_label(con, to)
-            items = [it for it in self._active_items(con, ids) if it.label != label]
-            if not items:
-                raise ItemNotFound(f"The items are already in '{label}'.")
-            payload, moves = [], []
+            items = self._active_items(con, assign)
+            wanted = {validate_item_id(k): v for k, v in assign.items()}
+            payload, moves, per = [], [], {}
             for it in items:
+                label = self._ensure_label(con, wanted[it.id])
+                if it.label == label:
+                    continue
                 new_rel = f"{label}/{it.id}{config.STORED_EXT}"
                 payload.append({"item": it.id, "from_label": it.label, "to_label": label,
                                 "from_file": it.file, "to_file": new_rel})
                 moves.append((inside(self.images_dir, it.file), inside(self.images_dir, new_rel)))
                 con.execute("UPDATE items SET label=?, file=? WHERE id=?", (label, new_rel, it.id))
-            n = len(items)
-            aid = self._record(con, "relabel", f"moved {n} image{'s' if n != 1 else ''} to '{label}'", payload)
+                per[label] = per.get(label, 0) + 1
+            if not payload:
+                targets = sorted({self._ensure_label(con, v) for v in wanted.values()})
+                raise ItemNotFound(f"The items are already in {_names(targets)}.")
+            parts = [f"{n} image{'s' if n != 1 else ''} to '{label}'" for label, n in per.items()]
+            aid = self._record(con, "relabel", "moved " + " and ".join(parts), payload)
             self._move_all(moves)
         return self._action(aid)
 
@@ -511,6 +593,193 @@ class Project:
                             (it.id, "keep", aid, time.time()))
         return self._action(aid)
 
+    # --- classes (undoable) ---------------------------------------------------
+    def find_label(self, name: str) -> str | None:
+        """The stored spelling of the class called ``name`` (letter case ignored), or None."""
+        with self._read() as con:
+            return self._find_label(con, name)
+
+    @staticmethod
+    def _find_label(con: sqlite3.Connection, name: str) -> str | None:
+        key = unicodedata.normalize("NFC", name or "").strip().casefold()
+        for r in con.execute("SELECT name FROM labels"):
+            if r["name"].casefold() == key:
+                return r["name"]
+        return None
+
+    def _existing_label(self, con: sqlite3.Connection, name: str) -> sqlite3.Row:
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("Choose a class first.")
+        stored = self._find_label(con, name)
+        if stored is None:
+            raise InputError(f"There is no class '{name.strip()}' in this project.")
+        return con.execute("SELECT name, created FROM labels WHERE name=?", (stored,)).fetchone()
+
+    def rename_label(self, old: str, new: str, *, merge: bool = False) -> Action:
+        """Rename class ``old`` to ``new`` (its folder and every picture in it), as one undoable action.
+
+        A change of letter case only is a rename. When another class is already
+        called ``new`` (in any letter case) the two would become one: that is a
+        merge, done only with ``merge=True``; otherwise :class:`LabelExists` says so.
+        """
+        with self._read() as con:
+            src = self._existing_label(con, old)["name"]
+            target = validate_label(new)
+            other = self._find_label(con, target)
+        if target == src:
+            raise InputError(f"The class is already called '{src}'.")
+        if other is not None and other != src:
+            if not merge:
+                raise LabelExists(f"There is already a class '{other}': renaming '{src}' to it would merge the two "
+                                  f"classes (all their pictures in '{other}'). Merge them to do that.")
+            return self.merge_labels([src], other)
+        return self._class_change("rename_class", [src], target)
+
+    def merge_labels(self, sources: Iterable[str], into: str) -> Action:
+        """Put every picture of the ``sources`` classes into class ``into``, as one undoable action.
+
+        ``into`` may be one of the sources (it keeps its pictures), another class
+        (spelled as the project spells it) or a new name. The merged classes are
+        removed, so no empty class is left behind.
+        """
+        names = [n for n in (sources or []) if isinstance(n, str) and n.strip()]
+        if not names:
+            raise InputError("Choose the classes to merge.")
+        with self._read() as con:
+            srcs = list(dict.fromkeys(self._existing_label(con, n)["name"] for n in names))
+            target = self._find_label(con, validate_label(into)) or validate_label(into)
+        if srcs == [target] or not [x for x in srcs if x != target]:
+            raise InputError(f"Choose at least one class other than '{target}' to merge into it.")
+        return self._class_change("merge_classes", srcs, target)
+
+    def delete_labels(self, names: Iterable[str]) -> Action:
+        """Delete classes: their pictures go to the trash and the classes leave the list (one undoable action)."""
+        names = [n for n in ([names] if isinstance(names, str) else (names or [])) if isinstance(n, str) and n.strip()]
+        if not names:
+            raise InputError("Choose the class to delete.")
+        with self._read() as con:
+            srcs = list(dict.fromkeys(self._existing_label(con, n)["name"] for n in names))
+        return self._class_change("delete_class", srcs, None)
+
+    def _class_change(self, kind: str, srcs: list[str], target: str | None) -> Action:
+        """Build the payload of a class change, record it and apply it, in one transaction."""
+        with self._write() as con:
+            created = {}
+            for n in srcs:  # checked again inside the write lock: another process may have changed them
+                row = self._existing_label(con, n)
+                if row["name"] != n:
+                    raise InputError(f"The class '{n}' changed meanwhile; look again and retry.")
+                created[n] = row["created"]
+            items = [Item._from_row(r) for n in srcs
+                     for r in con.execute("SELECT * FROM items WHERE status='active' AND label=? ORDER BY added, id", (n,))]
+            aid = self._record(con, kind, "", [])
+            moved: list[dict] = []
+            labels: dict[str, list] = {"removed": [], "added": []}
+            sources: list[dict] = []
+            if kind == "delete_class":
+                for it in items:
+                    moved.append({"item": it.id, "label": it.label, "file": it.file,
+                                  "trash_file": f"trash/{aid}/{it.id}{config.STORED_EXT}"})
+                labels["removed"] = [{"name": n, "created": created[n]} for n in srcs]
+                n = len(items)
+                summary = (f"deleted class {_names(srcs)} ({_pictures(n)} to the trash)" if n
+                           else f"deleted class {_names(srcs)} (it had no pictures)")
+                if len(srcs) > 1:
+                    summary = summary.replace("deleted class", "deleted classes").replace("it had", "they had")
+            else:
+                existing = self._find_label(con, target)
+                for it in items:
+                    if it.label == target:
+                        continue
+                    moved.append({"item": it.id, "from_label": it.label, "to_label": target, "from_file": it.file,
+                                  "to_file": f"{target}/{it.id}{config.STORED_EXT}"})
+                labels["removed"] = [{"name": n, "created": created[n]} for n in srcs if n != target]
+                if existing is None:  # a new name takes the place of the first class in the list
+                    labels["added"] = [{"name": target, "created": min(created.values())}]
+                for n in srcs:
+                    if n != target:
+                        urls = [r["url"] for r in con.execute("SELECT url FROM sources WHERE label=?", (n,))]
+                        if urls:
+                            sources.append({"from": n, "to": target, "urls": urls})
+                n = len(moved)
+                if kind == "rename_class":
+                    summary = f"renamed class '{srcs[0]}' to '{target}'" + (f" ({_pictures(n)})" if n else "")
+                else:
+                    gone = [x for x in srcs if x != target]
+                    summary = f"merged {_names(gone)} into '{target}' ({_pictures(n)} moved)"
+            payload = {"items": moved, "labels": labels, "sources": sources}
+            moves = self._apply_class(con, payload)
+            con.execute("UPDATE actions SET payload=?, summary=? WHERE id=?",
+                        (json.dumps(payload, ensure_ascii=False), summary, aid))
+            self._move_all(moves)
+            self._tidy_label_folders(con, [x["name"] for x in labels["removed"]])
+        return self._action(aid)
+
+    def _apply_class(self, con: sqlite3.Connection, payload: dict) -> list[tuple[Path, Path]]:
+        """Do (or redo) a class change's row updates; return the file renames it needs."""
+        for a in payload["labels"]["added"]:
+            stored = self._find_label(con, a["name"])
+            if stored is None:
+                con.execute("INSERT INTO labels(name, created) VALUES(?, ?)", (a["name"], a["created"]))
+            elif stored != a["name"]:  # a class spelled otherwise appeared meanwhile: use it
+                _respell(payload, a["name"], stored)
+        moves = []
+        for p in payload["items"]:
+            if "to_label" in p:
+                con.execute("UPDATE items SET label=?, file=? WHERE id=?", (p["to_label"], p["to_file"], p["item"]))
+                moves.append((inside(self.images_dir, p["from_file"]), inside(self.images_dir, p["to_file"])))
+            else:
+                con.execute("UPDATE items SET status='deleted', trash_file=? WHERE id=?", (p["trash_file"], p["item"]))
+                moves.append((inside(self.images_dir, p["file"]), inside(self.root, p["trash_file"])))
+        for r in payload["labels"]["removed"]:  # kept if pictures were added to it since (before a redo)
+            con.execute("DELETE FROM labels WHERE name=? AND NOT EXISTS "
+                        "(SELECT 1 FROM items WHERE status='active' AND label=?)", (r["name"], r["name"]))
+        for s in payload.get("sources", []):
+            self._relabel_sources(con, s["urls"], s["to"])
+        for a in payload["labels"]["added"]:
+            inside(self.images_dir, a["name"]).mkdir(parents=True, exist_ok=True)
+        return moves
+
+    def _revert_class(self, con: sqlite3.Connection, payload: dict) -> list[tuple[Path, Path]]:
+        """Undo a class change's row updates; return the file renames it needs."""
+        for r in payload["labels"]["removed"]:
+            stored = self._find_label(con, r["name"])
+            if stored is None:
+                con.execute("INSERT INTO labels(name, created) VALUES(?, ?)", (r["name"], r["created"]))
+            elif stored != r["name"]:  # the class was made again, spelled otherwise: its pictures go there
+                _respell(payload, r["name"], stored)
+            inside(self.images_dir, stored or r["name"]).mkdir(parents=True, exist_ok=True)
+        moves = []
+        for p in payload["items"]:
+            if "to_label" in p:
+                con.execute("UPDATE items SET label=?, file=? WHERE id=?", (p["from_label"], p["from_file"], p["item"]))
+                moves.append((inside(self.images_dir, p["to_file"]), inside(self.images_dir, p["from_file"])))
+            else:
+                con.execute("UPDATE items SET status='active', trash_file=NULL, label=?, file=? WHERE id=?",
+                            (p["label"], p["file"], p["item"]))
+                moves.append((inside(self.root, p["trash_file"]), inside(self.images_dir, p["file"])))
+        for a in payload["labels"]["added"]:
+            # A class this change created leaves again, unless pictures were added to it since.
+            con.execute("DELETE FROM labels WHERE name=? AND NOT EXISTS "
+                        "(SELECT 1 FROM items WHERE status='active' AND label=?)", (a["name"], a["name"]))
+        for s in payload.get("sources", []):
+            self._relabel_sources(con, s["urls"], s["from"])
+        return moves
+
+    @staticmethod
+    def _relabel_sources(con: sqlite3.Connection, urls: list[str], label: str) -> None:
+        for i in range(0, len(urls), 500):
+            chunk = urls[i:i + 500]
+            con.execute(f"UPDATE sources SET label=? WHERE url IN ({','.join('?' * len(chunk))})", (label, *chunk))
+
+    def _tidy_label_folders(self, con: sqlite3.Connection, names: Iterable[str]) -> None:
+        """Remove the folders of these classes if they are no longer classes and hold nothing."""
+        for n in names:
+            if self._find_label(con, n) is None:
+                with contextlib.suppress(OSError):  # not empty, or already gone: leave it
+                    inside(self.images_dir, n).rmdir()
+
+
     def kept(self) -> set[str]:
         """Ids of items a person marked as checked."""
         with self._read() as con:
@@ -519,13 +788,13 @@ class Project:
     def _action(self, aid: int) -> Action:
         with self._read() as con:
             r = con.execute("SELECT * FROM actions WHERE id=?", (aid,)).fetchone()
-        return Action(r["id"], r["kind"], r["created"], r["state"], r["summary"], json.loads(r["payload"]))
+        return Action._from_row(r)
 
     def history(self, limit: int = 50) -> list[Action]:
         """Recent actions, newest first (undone ones included, voided ones not)."""
         with self._read() as con:
             rows = con.execute("SELECT * FROM actions WHERE state != 'void' ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [Action(r["id"], r["kind"], r["created"], r["state"], r["summary"], json.loads(r["payload"])) for r in rows]
+        return [Action._from_row(r) for r in rows]
 
     def can_undo(self) -> bool:
         with self._read() as con:
@@ -536,7 +805,8 @@ class Project:
             return con.execute("SELECT 1 FROM actions WHERE state='undone' LIMIT 1").fetchone() is not None
 
     def undo(self) -> Action:
-        """Revert the latest action: trashed files come back byte for byte, relabels move back.
+        """Revert the latest action: trashed files come back byte for byte, relabels move back,
+        renamed, merged or deleted classes return with their pictures.
 
         If files of the action were removed outside the app (an emptied trash), the
         action cannot be reverted: it leaves the history, nothing moves, and
@@ -565,10 +835,15 @@ class Project:
                         con.execute("DELETE FROM decisions WHERE item=?", (p["item"],))
                     else:
                         con.execute("UPDATE decisions SET decision=? WHERE item=?", (p["previous"], p["item"]))
+            elif kind in CLASS_KINDS:
+                moves = self._revert_class(con, payload)
             lost = self._drop_if_lost(con, r, moves, "undo")
             if not lost:
                 con.execute("UPDATE actions SET state='undone' WHERE id=?", (r["id"],))
                 self._move_all(moves)
+                if kind in CLASS_KINDS:
+                    con.execute("UPDATE actions SET payload=? WHERE id=?", (json.dumps(payload, ensure_ascii=False), r["id"]))
+                    self._tidy_label_folders(con, [x["name"] for x in payload["labels"]["added"]])
         if lost:
             raise ItemNotFound(lost)
         return self._action(r["id"])
@@ -597,10 +872,15 @@ class Project:
                 for p in payload:
                     con.execute("INSERT OR REPLACE INTO decisions(item, decision, action, created) VALUES(?,?,?,?)",
                                 (p["item"], "keep", r["id"], time.time()))
+            elif kind in CLASS_KINDS:
+                moves = self._apply_class(con, payload)
             lost = self._drop_if_lost(con, r, moves, "redo")
             if not lost:
                 con.execute("UPDATE actions SET state='done' WHERE id=?", (r["id"],))
                 self._move_all(moves)
+                if kind in CLASS_KINDS:
+                    con.execute("UPDATE actions SET payload=? WHERE id=?", (json.dumps(payload, ensure_ascii=False), r["id"]))
+                    self._tidy_label_folders(con, [x["name"] for x in payload["labels"]["removed"]])
         if lost:
             raise ItemNotFound(lost)
         return self._action(r["id"])
@@ -627,7 +907,8 @@ class Project:
           from wherever an interrupted rename left it (another class folder or
           the trash); a deleted item still in ``images/`` goes to its trash path;
         - a file in ``images/`` that no row claims is moved to
-          ``trash/recovered/`` (never deleted) and reported.
+          ``trash/recovered/`` (never deleted) and reported;
+        - every class has its folder, and empty folders of classes that are gone are removed.
         """
         rep = ReconcileReport()
         for f in self.tmp_dir.glob("*"):
@@ -673,4 +954,17 @@ class Project:
                         dest = dest.with_name(f"{dest.stem}-{os.urandom(3).hex()}{dest.suffix}")
                     os.replace(f, dest)
                     rep.orphans.append(str(rel))
+            # Folders agree with the class list: an interrupted class change can leave an empty
+            # folder of a class that is gone, or a class without its folder.
+            labels = {r["name"] for r in con.execute("SELECT name FROM labels")}
+            for d in sorted(self.images_dir.iterdir()):
+                if d.is_dir() and d.name not in labels:
+                    for sub in sorted((x for x in d.rglob("*") if x.is_dir()), reverse=True):
+                        with contextlib.suppress(OSError):
+                            sub.rmdir()
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            for name in labels:
+                with contextlib.suppress(OutsideProject, OSError):
+                    inside(self.images_dir, name).mkdir(parents=True, exist_ok=True)
         return rep
