@@ -195,7 +195,7 @@ def test_a_closed_port_is_a_failure_worth_retrying(monkeypatch, tmp_path):
         port = gone.port
     monkeypatch.setenv("TL_ALLOW_HOSTS", f"127.0.0.1:{port}")
     e, took = refused(f"http://127.0.0.1:{port}/img/1.jpg", tmp_path / "x")
-    assert "the download failed" in str(e) and not e.final
+    assert str(e) == "the download failed: 127.0.0.1 refused or dropped the connection" and not e.final
     assert took < 5
 
 
@@ -276,4 +276,6 @@ def test_a_name_that_does_not_resolve_is_refused(tmp_path, resolver):
     answers, _ = resolver
     answers.append(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
     e, _ = refused("http://localhost:8080/cat.jpg", tmp_path / "x")
-    assert "could not be resolved" in str(e) and not e.final
+    # In words a person understands, without the resolver's own text.
+    assert str(e) == "the site localhost could not be found (no internet connection, or the site is gone)"
+    assert not e.final and "Name or service" not in str(e)

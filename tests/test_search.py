@@ -143,9 +143,34 @@ def test_a_search_that_keeps_failing_says_what_to_do_instead():
         S.search_images("cat", provider=p, attempts=3, sleep=waits.append)
     msg = str(e.value)
     assert p.calls == 3 and len(waits) == 2
-    assert "refused the search or could not be reached" in msg
-    assert "duckduckgo" in msg and "No results found" in msg
+    assert "refused the search or could not be reached" in msg and "try again in a few minutes" in msg
+    assert "duckduckgo" in msg and "No results found" not in msg  # the library's text stays in the log
     assert "upload" in msg and "import" in msg
+
+
+#: What ddgs 9.16 raised on this machine without a connection (its resolver found no address).
+OFFLINE = DDGSException(DDGSException(
+    "DNSError: DNSError('error sending request for url (https://duckduckgo.com/?q=cat) > error resolving DNS > "
+    "DNS error: no records found for Query { name: Name(\"duckduckgo.com.\"), query_type: A, query_class: IN }')"))
+
+
+def test_no_connection_is_said_plainly_at_once_without_retries():
+    waits: list[float] = []
+    p = Flaky([OFFLINE] * 10)
+    with pytest.raises(SearchUnavailable) as e:
+        S.search_images("cat", provider=p, attempts=3, sleep=waits.append)
+    msg = str(e.value)
+    assert msg.startswith("No internet connection: duckduckgo.com could not be found.")
+    assert "DNS" not in msg and "Query" not in msg and "try again in a few minutes" not in msg
+    assert "upload" in msg and "import" in msg
+    assert p.calls == 1 and waits == []  # asking again seconds later cannot help
+
+
+def test_a_resolver_error_from_python_is_no_connection_too():
+    p = Flaky([OSError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))])
+    with pytest.raises(SearchUnavailable) as e:
+        S.search_images("cat", provider=p, sleep=lambda s: None)
+    assert str(e.value).startswith("No internet connection: duckduckgo.com could not be found.")
 
 
 def test_retries_stay_within_the_deadline():
@@ -207,7 +232,8 @@ def test_the_real_provider_through_an_unreachable_proxy_is_unavailable():
     with pytest.raises(SearchUnavailable) as e:
         S.search_images("cat", provider=p, sleep=lambda s: None)
     assert time.monotonic() - t0 < 20
-    assert "could not be reached" in str(e.value)
+    assert "could not be reached through the proxy set in DDGS_PROXY" in str(e.value)
+    assert "os error" not in str(e.value) and "ConnectError" not in str(e.value)
 
 
 def test_cli_search_with_the_engine_unreachable_fails_with_one_line(tmp_path):

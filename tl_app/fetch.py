@@ -83,6 +83,20 @@ def address_problem(ip: str) -> Optional[str]:
     return None
 
 
+#: What every link whose host name cannot be looked up is refused with; see :func:`looks_offline`.
+UNRESOLVED = "could not be found (no internet connection, or the site is gone)"
+
+
+def unresolved(host: str) -> str:
+    """The reason for a link whose host name cannot be looked up."""
+    return f"the site {host} {UNRESOLVED}"
+
+
+def looks_offline(reasons: list[str]) -> bool:
+    """Whether a download's refusals say there is no internet connection: every link's site could not be found."""
+    return bool(reasons) and all(UNRESOLVED in r for r in reasons)
+
+
 def check_url(url: str) -> tuple[str, str, int]:
     """``(scheme, host, port)`` of an http(s) URL, or :class:`FetchRefused` naming the problem."""
     try:
@@ -118,8 +132,10 @@ async def _resolve_all_checked(host: str, port: int) -> list[str]:
         loop = asyncio.get_running_loop()
         try:
             infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), 10)
-        except (socket.gaierror, asyncio.TimeoutError, UnicodeError, OSError) as e:
-            raise FetchRefused(f"the host name {host} could not be resolved ({e})", final=False) from None
+        except (socket.gaierror, UnicodeError) as e:
+            raise FetchRefused(unresolved(host), final=False) from None
+        except (asyncio.TimeoutError, OSError):
+            raise FetchRefused(f"looking up the site {host} took too long or failed", final=False) from None
         addrs = list(dict.fromkeys(i[4][0] for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6)))
         if not addrs:
             raise FetchRefused(f"the host name {host} has no address")
@@ -274,13 +290,28 @@ async def fetch(client, url: str, dest: Path, *, max_bytes: int = MAX_BYTES,
     except FetchRefused:
         _unlink(dest)
         raise
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, OSError, ValueError) as e:
         _unlink(dest)
-        raise FetchRefused(f"the download failed ({type(e).__name__}: {str(e)[:150] or 'no details'})",
-                           final=False) from None
-    except (OSError, ValueError) as e:
-        _unlink(dest)
-        raise FetchRefused(f"the download failed ({type(e).__name__}: {str(e)[:150]})", final=False) from None
+        raise FetchRefused(_network_reason(url, e), final=False) from None
+
+
+def _network_reason(url: str, e: BaseException) -> str:
+    """A failed connection in plain words (the library's own text stays out of messages)."""
+    from . import network
+
+    try:
+        host = urlsplit(url).hostname or "the site"
+    except ValueError:
+        host = "the site"
+    if network.cannot_resolve(e):
+        return unresolved(host)
+    if network.offline(e):
+        return "the download failed: no internet connection (the network is unreachable)"
+    if network.refused_connection(e):
+        return f"the download failed: {host} refused or dropped the connection"
+    if network.timed_out(e):
+        return f"the download failed: {host} did not answer in time"
+    return f"the download failed: the connection to {host} broke off"
 
 
 def _unlink(p: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import threading
@@ -20,7 +21,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
+from . import network
 from .errors import InputError, InvalidLabel, SearchUnavailable, TLError
+
+log = logging.getLogger("tl_app.search")
 
 SIZES = ("Small", "Medium", "Large", "Wallpaper")
 TYPES = ("photo", "clipart", "gif", "transparent", "line")
@@ -227,6 +231,8 @@ def search_images(query: str, *, provider: SearchProvider, max_results: int = 10
             raw = provider.images(query, max_results=max_results, filters=filters)
         except retry_on as e:  # refused, rate limited, blocked or unreachable
             last = e
+            if network.offline(e):  # no connection: asking again in a few seconds cannot help
+                break
             # Exponential, with +-25% jitter: visitors refused together do not retry together,
             # and each wait is still longer than the one before.
             wait = backoff * (2 ** attempt) * random.uniform(0.75, 1.25)
@@ -240,13 +246,34 @@ def search_images(query: str, *, provider: SearchProvider, max_results: int = 10
         if cache and results:  # an empty answer may be a soft block: do not keep it for a week
             cache.put(key, results)
         return results
-    reason = f"{type(last).__name__}: {last}" if last else "no answer"
-    if len(reason) > 200:
-        reason = reason[:200] + "…"
-    raise SearchUnavailable(
-        f"The image search engine ({getattr(provider, 'backend', provider.name)}) refused the search or could not "
-        f"be reached ({reason}). Search engines block heavy use for a while: try again in a few minutes, choose "
-        f"another engine, or add pictures by upload or folder import instead.")
+    raise SearchUnavailable(unavailable_message(last, provider))
+
+
+#: What a person can do when the web search is out of reach.
+INSTEAD = "add your own pictures: upload them (or a zip file with a folder per class), or import a folder"
+
+
+def unavailable_message(error: Optional[BaseException], provider) -> str:
+    """Why the search engine gave no results, in plain words, and what to do; the library's text goes to the log."""
+    engine = getattr(provider, "backend", None) or getattr(provider, "name", "search")
+    if error is not None:
+        log.warning("image search failed (%s): %s: %s", engine, type(error).__name__, str(error)[:500])
+    if error is not None and network.offline(error):
+        host = network.host_of(error) or _ENGINE_HOSTS.get(engine, "the search engine")
+        return (f"No internet connection: {host} could not be found. Check this computer's connection and search "
+                f"again; meanwhile you can {INSTEAD}.")
+    proxy = getattr(provider, "proxy", None)
+    if proxy and error is not None and network.refused_connection(error):
+        return (f"The image search engine ({engine}) could not be reached through the proxy set in DDGS_PROXY "
+                f"({proxy}): is it running? Fix or unset DDGS_PROXY, or {INSTEAD}.")
+    if error is not None and network.timed_out(error):
+        return (f"The image search engine ({engine}) did not answer in time. Try again in a minute or choose another "
+                f"engine; or {INSTEAD}.")
+    return (f"The image search engine ({engine}) refused the search or could not be reached. Search engines block "
+            f"heavy use for a while: try again in a few minutes or choose another engine; or {INSTEAD}.")
+
+
+_ENGINE_HOSTS = {"duckduckgo": "duckduckgo.com", "bing": "www.bing.com"}
 
 
 # --- several classes at once ----------------------------------------------------------------
