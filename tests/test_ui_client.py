@@ -64,36 +64,46 @@ def _error(call) -> str:
 
 
 # --- Search & download ------------------------------------------------------------------
+#: What the Search & download tab's actions return over the API, in order (before their own extras).
+VIEW = ("classes", "target", "browse_class", "gallery", "selected", "note", "manage_pick", "move_to")
+
+
+def _view(out) -> dict:
+    return dict(zip(VIEW, out))
+
+
 def test_search_tab(tmp_path, colour_folder):
     with serve(tmp_path / "proj") as srv:
         c = _client(srv.url)
 
-        table, target, browse_class, gallery, new_class = c.predict("red", api_name="/add_class")
-        assert _counts(table) == {"red": 0}
-        assert _value(target) == _value(browse_class) == "red" and new_class == "" and gallery == []
-        assert _choices(target) == _choices(browse_class) == ["red"]
+        out = c.predict("red", api_name="/add_class")
+        v, new_class = _view(out), out[-1]
+        assert _counts(v["classes"]) == {"red": 0}
+        assert _value(v["target"]) == _value(v["browse_class"]) == "red" and new_class == "" and v["gallery"] == []
+        assert _choices(v["target"]) == _choices(v["browse_class"]) == _choices(v["manage_pick"]) == ["red"]
 
         bad = _fake_jpg(tmp_path)
         reds = sorted((colour_folder / "red").glob("*.png"))
-        table, _, _, gallery, result, files = c.predict(
-            "red", [handle_file(p) for p in reds] + [handle_file(bad)], api_name="/add_files")
-        assert _counts(table) == {"red": 12}
+        out = c.predict("red", [handle_file(p) for p in reds] + [handle_file(bad)], api_name="/add_files")
+        v, (result, files) = _view(out), out[len(VIEW):]
+        assert _counts(v["classes"]) == {"red": 12}
         assert "12 imported" in result and "1 refused" in result
         assert "`notes.jpg`:" in result and "text" in result  # the refused file, named, with its reason
-        assert len(gallery) == 12 and files is None  # the drop area is emptied for the next batch
+        assert len(v["gallery"]) == 12 and files is None  # the drop area is emptied for the next batch
 
         # A class typed in the dropdown is created on the way.
         blues = sorted((colour_folder / "blue").glob("*.png"))
-        table, *_ , result, _ = c.predict("blue", [handle_file(p) for p in blues[:10]], api_name="/add_files")
-        assert _counts(table) == {"red": 12, "blue": 10}
+        out = c.predict("blue", [handle_file(p) for p in blues[:10]], api_name="/add_files")
+        assert _counts(_view(out)["classes"]) == {"red": 12, "blue": 10}
         # Sending the same pictures again adds nothing.
-        table, *_, result, _ = c.predict("blue", [handle_file(p) for p in blues], api_name="/add_files")
-        assert _counts(table) == {"red": 12, "blue": 12}
-        assert "2 imported" in result and "10 duplicates skipped" in result
+        out = c.predict("blue", [handle_file(p) for p in blues], api_name="/add_files")
+        assert _counts(_view(out)["classes"]) == {"red": 12, "blue": 12}
+        assert "2 imported" in out[len(VIEW)] and "10 duplicates skipped" in out[len(VIEW)]
 
-        gallery = c.predict("red", api_name="/browse")
-        items = {it.id for it in srv.project.items(label="red")}
-        assert len(gallery) == 12 and {g["caption"] for g in gallery} == items
+        gallery, selected, note = c.predict("red", api_name="/browse")
+        # Captioned by the file name the picture came with, never by an item id.
+        assert len(gallery) == 12 and {g["caption"] for g in gallery} == {f"☐ {p.name}" for p in reds}
+        assert selected == "" and "Click pictures to select them" in note
 
         # Core errors reach the caller as the plain message, not a traceback or "something went wrong".
         msg = _error(lambda: c.predict("../x", api_name="/add_class"))
@@ -111,7 +121,7 @@ def test_import_folder_and_train_tab(tmp_path, colour_folder, fake_pretrained):
         msg = _error(lambda: c.predict(size=64, api_name="/train"))
         assert "at least two classes" in msg
 
-        table, _, _, _, result = c.predict(str(colour_folder), api_name="/import_folder")
+        table, *_, result = c.predict(str(colour_folder), api_name="/import_folder")
         assert _counts(table) == {"red": 12, "blue": 12} and "24 imported" in result
         assert "is not a folder" in _error(lambda: c.predict(str(tmp_path / "nope"), api_name="/import_folder"))
 
@@ -186,7 +196,7 @@ def test_new_classes_and_runs_reach_every_caller(tmp_path, colour_folder):
         # A run recorded outside this session, as the CLI would while the app runs.
         rep = train(srv.project, TrainConfig(size=64, epochs=1, pretrained=False))
         later = _client(srv.url)
-        assert len(later.predict("red", api_name="/browse")) == 12
+        assert len(later.predict("red", api_name="/browse")[0]) == 12
         _, _, gallery, *_ = later.predict("blue", "", "", api_name="/review")
         assert len(gallery) == 12
         item = srv.project.items(label="blue")[0].id
@@ -194,7 +204,7 @@ def test_new_classes_and_runs_reach_every_caller(tmp_path, colour_folder):
         assert status == "Moved 1 image to 'red'."
         report, *_ = later.predict(rep.run, api_name="/use_run")
         assert f"Run {rep.run}" in report and runs.active_run(srv.project).id == rep.run
-        assert later.predict("nobody", api_name="/browse") == []
+        assert later.predict("nobody", api_name="/browse")[0] == []
 
 
 def test_stop_is_per_visitor(tmp_path, colour_folder):

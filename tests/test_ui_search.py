@@ -21,7 +21,8 @@ from tl_app.search import RateLimiter, RecordedProvider
 # What the search endpoint returns, in order (the results themselves stay in the session's State).
 SEARCH_OUT = ("selected", "preview", "status", "selection", "target")
 # What the download endpoints return, in order (the refusals' accordion is not part of the API).
-DOWNLOAD_OUT = ("progress", "status", "refusals", "classes", "target", "browse_class", "browse_gallery")
+DOWNLOAD_OUT = ("progress", "status", "refusals", "classes", "target", "browse_class", "browse_gallery",
+                "browse_selected", "browse_note", "manage_pick", "move_to")
 
 
 def _client(url: str) -> Client:
@@ -137,6 +138,11 @@ def test_three_classes_are_previewed_then_downloaded_with_every_refusal_explaine
     assert {it.meta["query"] for it in app.project.items(label="millipede")} == {"millipede insect"}
     # The first class is shown below, with what just arrived.
     assert out["browse_class"]["value"] == "centipede" and len(out["browse_gallery"]) == 6
+    # Captioned by the name the picture had on the web, never by an item id; none selected yet.
+    names = {it.id: it.source.rsplit("/", 1)[-1] for it in app.project.items(label="centipede")}
+    assert {g["caption"] for g in out["browse_gallery"]} == {f"☐ {n}" for n in names.values()}
+    assert not any(i in g["caption"] for g in out["browse_gallery"] for i in names)
+    assert out["browse_selected"] == "" and "Click pictures to select them" in out["browse_note"]
     assert app.demo.tl_context.downloads == {}
 
     # Again: every link was settled, so nothing is fetched twice and nothing changes.
@@ -204,8 +210,9 @@ def test_an_unreachable_engine_is_explained_and_upload_is_offered(tmp_path, monk
         c = _client(srv.url)
         out = _search(c, "centipede, millipede, spider")
         status = out["status"]
-        assert "The image search engine (duckduckgo) refused the search or could not be reached" in status
-        assert "Connection refused" in status  # the closed proxy's answer: DDGS_PROXY was used
+        # The closed proxy's refusal, in words: DDGS_PROXY was used, and no library text is shown.
+        assert "The image search engine (duckduckgo) could not be reached through the proxy set in DDGS_PROXY" in status
+        assert "os error" not in status and "ConnectError" not in status
         assert "upload" in status and "import" in status
         assert "Not searched: centipede, millipede, spider" in status
         assert "The upload area below is set to 'centipede'" in status

@@ -1,4 +1,10 @@
-"""Tab 1: get pictures into the project (search the web, upload files or a zip, import a folder) and browse them."""
+"""Tab 1: get pictures into the project (search the web, upload files or a zip, import a folder), browse
+them, move or delete some, and rename, merge or delete classes.
+
+Wiring only: :func:`tl_app.importer.plan_import` says what a drop will do before
+:func:`tl_app.importer.import_files` does it; every change to pictures or classes
+is one undoable action of :class:`tl_app.project.Project`.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,18 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..importer import ImportReport, import_files
+from ..errors import InputError, InvalidLabel, ItemNotFound, NothingToUndo
+from ..importer import ImportReport, import_files, plan_import
 from ..jobs import Progress
-from ..errors import InputError
+from ..project import Item
 from .adapters import UIContext, handler, upload_paths
 from .web_search import create_web_search, wire_web_search
 
 BROWSE_LIMIT = 60
+ADD_LABEL = "Add these pictures"
+TICK, BOX = "☑ ", "☐ "
+#: For ``refreshed(target=...)``: the upload class follows the class shown, or stays as it is.
+FOLLOW, SAME = object(), object()
 
 
 def classes_table(ctx: UIContext) -> pd.DataFrame:
@@ -23,21 +34,93 @@ def classes_table(ctx: UIContext) -> pd.DataFrame:
 
 def report_markdown(rep: ImportReport) -> str:
     lines = [f"**{rep.summary()}.**"]
+    if rep.elsewhere:
+        lines += ["", rep.elsewhere_note() + " Move them with the button below, or leave them where they are."]
     if rep.rejected:
         lines.append("")
         lines.append("Refused files:")
         for r in rep.rejected[:50]:
-            lines.append(f"- `{Path(r.file).name}`: {r.reason}")
+            name = r.file.split("!", 1)[1] if "!" in r.file else Path(r.file).name
+            lines.append(f"- `{name}`: {r.reason}")
         if len(rep.rejected) > 50:
             lines.append(f"- … and {len(rep.rejected) - 50} more")
     return "\n".join(lines)
 
 
-def browse(ctx: UIContext, label: str | None) -> list[tuple[str, str]]:
+# --- browsing and selecting pictures ------------------------------------------------------------
+def shown_items(ctx: UIContext, label: str | None) -> list[dict]:
+    """The pictures the gallery shows for a class (newest first): id, thumbnail and a name a person knows."""
     if not label:
         return []
-    items = ctx.project.items(label=label)[-BROWSE_LIMIT:]
-    return [(str(ctx.project.thumbnail(it)), it.id) for it in reversed(items)]
+    items: list[Item] = ctx.project.items(label=label)[-BROWSE_LIMIT:]
+    return [{"id": it.id, "thumb": str(ctx.project.thumbnail(it)), "name": it.display_name} for it in reversed(items)]
+
+
+def gallery_value(shown: list[dict], selected: set[str]) -> list[tuple[str, str]]:
+    return [(s["thumb"], (TICK if s["id"] in selected else BOX) + s["name"]) for s in shown]
+
+
+def selection_note(ctx: UIContext, label: str | None, shown: list[dict], selected: set[str]) -> str:
+    if not shown:
+        return "This class has no pictures yet." if label else ""
+    total = ctx.project.label_counts().get(label, len(shown)) if label else len(shown)
+    more = f" (the {len(shown)} newest of {total})" if total > len(shown) else ""
+    if not selected:
+        return f"Click pictures to select them{more}, then move them to another class or delete them."
+    return f"**{len(selected)} selected.** Click a picture again to unselect it."
+
+
+def parse_ids(text: str | None) -> list[str]:
+    """Item ids from the hidden selection field ("id1,id2"); the project checks each one."""
+    return [s for s in (text or "").replace(" ", "").split(",") if s]
+
+
+# --- what a class change will do ----------------------------------------------------------------
+def class_change_note(ctx: UIContext, picked: list[str] | None, name: str | None) -> str:
+    """What Rename, Merge and Delete would do with the chosen classes and the typed name, before any click."""
+    counts = ctx.project.label_counts()
+    picked = [p for p in (picked or []) if p in counts]
+    name = (name or "").strip()
+    if not picked:
+        return "Choose one or more classes, then rename, merge or delete them. Every change can be undone."
+    n = sum(counts[p] for p in picked)
+    quoted = " and ".join(", ".join(f"'{p}'" for p in picked).rsplit(", ", 1))
+    pics = f"{n} picture{'s' if n != 1 else ''}"
+    lines = []
+    existing = ctx.project.find_label(name) if name else None
+    if name:
+        try:
+            from ..project import validate_label
+
+            validate_label(name)
+        except InvalidLabel as e:
+            return f"{e}"
+    if len(picked) == 1:
+        src = picked[0]
+        if not name:
+            lines.append(f"**Rename**: type the new name for '{src}' above.")
+        elif existing and existing != src:
+            lines.append(f"**Rename** = merge: '{existing}' is already a class, so the {pics} of '{src}' go into "
+                         f"'{existing}' and '{src}' is removed.")
+        elif existing == src and name == src:
+            lines.append(f"**Rename**: '{src}' is already called that.")
+        else:
+            lines.append(f"**Rename**: '{src}' becomes '{name}' ({pics} follow).")
+    else:
+        lines.append("**Rename** works on one class at a time.")
+        if not name:
+            lines.append(f"**Merge**: type the class that {quoted} become (one of them, another class or a new name).")
+        else:
+            into = existing or name
+            moving = sum(counts[p] for p in picked if p != into)
+            gone = [p for p in picked if p != into]
+            lines.append(f"**Merge**: {moving} picture{'s' if moving != 1 else ''} of "
+                         f"{' and '.join(', '.join(repr(g) for g in gone).rsplit(', ', 1))} go into '{into}'"
+                         f"{'' if existing else ' (a new class)'}; "
+                         f"{'it is' if len(gone) == 1 else 'they are'} then removed.")
+    lines.append(f"**Delete**: {quoted} and {'its' if len(picked) == 1 else 'their'} {pics} go to the project's "
+                 "trash.")
+    return "  \n".join(lines)
 
 
 def create_search_tab(ctx: UIContext) -> dict:
@@ -60,10 +143,15 @@ def create_search_tab(ctx: UIContext) -> dict:
         with gr.Column(scale=2):
             c["target"] = gr.Dropdown(choices=ctx.project.labels(), value=None, label="Add pictures to class",
                                       allow_custom_value=True, elem_id="target-class",
-                                      info="Choose a class or type a new name.")
+                                      info="Choose a class or type a new name. A zip file with a folder per class "
+                                           "fills those classes instead.")
             c["files"] = gr.File(file_count="multiple", label="Drop pictures or a zip file here",
                                  file_types=["image", ".zip"], elem_id="upload-files")
-            c["add_files"] = gr.Button("Add these pictures", variant="primary", elem_id="add-files")
+            c["plan"] = gr.Markdown(elem_id="import-plan")
+            c["into_target"] = gr.Checkbox(False, visible=False, elem_id="import-into-target",
+                                           label="Put every picture into the chosen class instead (the zip's "
+                                                 "folders do not become classes)")
+            c["add_files"] = gr.Button(ADD_LABEL, variant="primary", elem_id="add-files")
         with gr.Column(scale=1):
             if not ctx.shared:
                 with gr.Accordion("Import a folder from this computer", open=False):
@@ -71,43 +159,152 @@ def create_search_tab(ctx: UIContext) -> dict:
                                              info="A folder with a sub-folder per class (the sub-folder names become the classes).")
                     c["import_folder"] = gr.Button("Import folder", elem_id="import-folder")
             c["result"] = gr.Markdown(elem_id="import-result")
+            c["elsewhere"] = gr.State({})
+            c["move_elsewhere"] = gr.Button("Move them", visible=False, elem_id="import-move-elsewhere")
+
+    gr.Markdown("### Your pictures and classes", elem_id="pictures-heading")
     with gr.Row():
         # allow_custom_value: an API caller's session never sees the refreshed choices (see review_tab).
         c["browse_class"] = gr.Dropdown(choices=ctx.project.labels(), label="Show class", allow_custom_value=True,
                                         elem_id="browse-class")
-    c["gallery"] = gr.Gallery(label="Pictures (newest first)", columns=8, height="auto", allow_preview=True,
-                              elem_id="browse-gallery")
+    # Clicking a picture selects it (☑); the chosen ids travel in a hidden field so that the API,
+    # which has no gallery to click, can name them too. The project checks every id it is given.
+    c["gallery"] = gr.Gallery(label="Pictures (newest first; click to select)", columns=8, height="auto",
+                              allow_preview=False, object_fit="cover", elem_id="browse-gallery")
+    c["browse_shown"] = gr.State([])
+    c["browse_selected"] = gr.Textbox(visible=False, label="Selected pictures", elem_id="browse-selected")
+    c["browse_note"] = gr.Markdown(elem_id="browse-selection")
+    with gr.Row(equal_height=True):
+        c["move_to"] = gr.Dropdown(choices=ctx.project.labels(), value=None, label="Move selected pictures to class",
+                                   allow_custom_value=True, elem_id="move-to", scale=2, min_width=200)
+        c["move_selected"] = gr.Button("Move selected", elem_id="move-selected", scale=1, min_width=120)
+        c["delete_selected"] = gr.Button("Delete selected", variant="stop", elem_id="delete-selected", scale=1,
+                                         min_width=120)
+        c["clear_selection"] = gr.Button("Unselect all", elem_id="browse-clear", scale=1, min_width=120)
+    with gr.Accordion("Rename, merge or delete classes", open=False, elem_id="manage-classes"):
+        with gr.Row():
+            c["manage_pick"] = gr.Dropdown(choices=ctx.project.labels(), value=[], multiselect=True,
+                                           label="Classes to change", elem_id="manage-pick", scale=2, min_width=200)
+            c["manage_name"] = gr.Textbox(label="New name (for rename or merge)", placeholder="e.g. kitten",
+                                          elem_id="manage-name", scale=2, min_width=200)
+        c["manage_note"] = gr.Markdown(class_change_note(ctx, [], ""), elem_id="manage-note")
+        with gr.Row():
+            c["rename_class"] = gr.Button("Rename", elem_id="class-rename", min_width=100)
+            c["merge_classes"] = gr.Button("Merge", elem_id="class-merge", min_width=100)
+            c["delete_classes"] = gr.Button("Delete class", variant="stop", elem_id="class-delete", min_width=100)
+    with gr.Row():
+        c["undo"] = gr.Button("Undo", elem_id="pictures-undo", min_width=100)
+        c["redo"] = gr.Button("Redo", elem_id="pictures-redo", min_width=100)
+    c["status"] = gr.Markdown(elem_id="pictures-status")
 
-    def refreshed(label=None):
+    view = [c["classes"], c["target"], c["browse_class"], c["gallery"], c["browse_shown"], c["browse_selected"],
+            c["browse_note"], c["manage_pick"], c["move_to"]]
+    c["view_outs"] = view
+    def refreshed(label=None, *, target=FOLLOW, pick=None):
+        """Every view of the classes and the gallery, showing class ``label`` (selection cleared).
+
+        ``target`` is the upload area's class: by default ``label`` (it follows the class shown),
+        ``SAME`` to leave it as the visitor set it. ``pick`` is what the class-change list holds.
+        """
         labels = ctx.project.labels()
-        return (classes_table(ctx), gr.Dropdown(choices=labels, value=label),
-                gr.Dropdown(choices=labels, value=label), browse(ctx, label))
+        label = label if label in labels else None
+        shown = shown_items(ctx, label)
+        tgt = (gr.Dropdown(choices=labels) if target is SAME
+               else gr.Dropdown(choices=labels, value=label if target is FOLLOW else target))
+        return (classes_table(ctx), tgt, gr.Dropdown(choices=labels, value=label),
+                gallery_value(shown, set()), shown, "", selection_note(ctx, label, shown, set()),
+                gr.Dropdown(choices=labels, value=[p for p in (pick or []) if p in labels]),
+                gr.Dropdown(choices=labels, value=None))
 
-    outs = [c["classes"], c["target"], c["browse_class"], c["gallery"]]
-
+    # --- classes and uploads ---
     @handler
     def add_class(name: str):
         label = ctx.project.add_label(name or "")
         return (*refreshed(label), "")
 
-    c["add_class"].click(add_class, [c["new_class"]], [*outs, c["new_class"]], api_name="add_class")
-    c["new_class"].submit(add_class, [c["new_class"]], [*outs, c["new_class"]], api_visibility="private")
+    c["add_class"].click(add_class, [c["new_class"]], [*view, c["new_class"]], api_name="add_class")
+    c["new_class"].submit(add_class, [c["new_class"]], [*view, c["new_class"]], api_visibility="private")
 
-    @handler
-    def add_files(label: str, files, progress=gr.Progress()):
+    def _plan(files, target, into):
         paths, names = upload_paths(files)
         if not paths:
+            return None
+        label = (target or "").strip() or None
+        if into and not label:
+            raise InputError("Choose the class to put every picture into, or untick “Put every picture into "
+                             "the chosen class”.")
+        return plan_import(paths, label=label if into else None, loose_label=label, names=names,
+                           project=ctx.project), paths, names, label
+
+    @handler
+    def show_plan(files, target, into):
+        """What the dropped files will become, said before anything is imported."""
+        try:
+            got = _plan(files, target, into)
+        except (InvalidLabel, InputError) as e:
+            return str(e), gr.skip(), gr.Button(ADD_LABEL)
+        if got is None:
+            return "", gr.Checkbox(visible=False, value=False), gr.Button(ADD_LABEL)
+        plan = got[0]
+        has_folders = any(s.folders for s in plan.sources) or (into and any(s.kind != "pictures"
+                                                                             for s in plan.sources))
+        n, k = plan.pictures - plan.unlabelled, len(plan.classes)
+        button = (f"Add {n} picture{'s' if n != 1 else ''} to {k} classes" if k > 1
+                  else f"Add {n} picture{'s' if n != 1 else ''} to '{next(iter(plan.classes))}'" if k == 1
+                  else ADD_LABEL)
+        return plan.summary() or "Nothing to import.", gr.Checkbox(visible=bool(has_folders)), gr.Button(button)
+
+    plan_outs = [c["plan"], c["into_target"], c["add_files"]]
+    plan_ins = [c["files"], c["target"], c["into_target"]]
+    c["files"].change(show_plan, plan_ins, plan_outs, api_name="plan_files", show_progress="hidden")
+    c["target"].change(show_plan, plan_ins, plan_outs, api_visibility="private", show_progress="hidden")
+    c["into_target"].change(show_plan, plan_ins, plan_outs, api_visibility="private", show_progress="hidden")
+
+    def _elsewhere_outs(rep: ImportReport):
+        n = len(rep.elsewhere)
+        return (dict(rep.elsewhere),
+                gr.Button(f"Move {'them' if n != 1 else 'it'} to the class{'es' if n != 1 else ''} this import gives",
+                          visible=bool(n)))
+
+    @handler
+    def add_files(label: str, files, into: bool = False, progress=gr.Progress()):
+        got = _plan(files, label, into)
+        if got is None:
             raise InputError("Drop some pictures (or a zip file) first.")
-        if not label:
-            raise InputError("Choose the class these pictures belong to (or type a new class name).")
+        plan, paths, names, label = got
+        if plan.needs_label:
+            n = plan.unlabelled
+            raise InputError(f"Choose the class {'this picture belongs' if n == 1 else f'these {n} pictures belong'} "
+                             "to (or type a new class name). A zip file with a folder per class needs none.")
 
         def prog(p: Progress):
             progress((p.done, p.total), desc="Checking pictures")
 
-        rep = import_files(ctx.project, paths, label=label, names=names, progress=prog)
-        return (*refreshed(ctx.project.add_label(label)), report_markdown(rep), None)
+        rep = import_files(ctx.project, paths, label=label if into else None, loose_label=label, names=names,
+                           progress=prog)
+        got_classes = [k for k in plan.classes if rep.labels.get(k)]
+        shown = label if label and ctx.project.find_label(label) in got_classes else next(iter(got_classes), None)
+        shown = ctx.project.find_label(shown) if shown else None
+        return (*refreshed(shown, target=ctx.project.find_label(label) if label else None), report_markdown(rep),
+                None, *_elsewhere_outs(rep))
 
-    c["add_files"].click(add_files, [c["target"], c["files"]], [*outs, c["result"], c["files"]], api_name="add_files")
+    import_outs = [*view, c["result"], c["files"], c["elsewhere"], c["move_elsewhere"]]
+    c["add_files"].click(add_files, [c["target"], c["files"], c["into_target"]], import_outs, api_name="add_files")
+
+    @handler
+    def move_elsewhere(assign: dict, shown: str | None):
+        if not assign:
+            raise InputError("There is nothing to move: import the pictures first.")
+        try:
+            a = ctx.project.move(assign)
+        except ItemNotFound as e:
+            raise InputError(str(e)) from None
+        to = next(iter(a.items), {}).get("to_label")
+        return (*refreshed(to or shown, target=SAME), f"{a.summary.capitalize()}. Undo moves them back.", {},
+                gr.Button(visible=False))
+
+    c["move_elsewhere"].click(move_elsewhere, [c["elsewhere"], c["browse_class"]],
+                              [*view, c["result"], c["elsewhere"], c["move_elsewhere"]], api_visibility="private")
 
     if "import_folder" in c:
         @handler
@@ -123,24 +320,166 @@ def create_search_tab(ctx: UIContext) -> dict:
 
             rep = import_files(ctx.project, [p], progress=prog)
             first = next(iter(rep.labels), None)
-            return (*refreshed(first), report_markdown(rep))
+            return (*refreshed(first), report_markdown(rep), *_elsewhere_outs(rep))
 
-        c["import_folder"].click(import_folder, [c["folder"]], [*outs, c["result"]], api_name="import_folder")
+        c["import_folder"].click(import_folder, [c["folder"]], [*view, c["result"], c["elsewhere"],
+                                                                c["move_elsewhere"]], api_name="import_folder")
 
+    # --- the gallery: browse, select, move, delete ---
     @handler
     def show_class(label):
-        return browse(ctx, label)
+        return refreshed(label, target=SAME)[3:7]
 
-    c["browse_class"].change(show_class, [c["browse_class"]], [c["gallery"]], api_name="browse")
+    browse_outs = [c["gallery"], c["browse_shown"], c["browse_selected"], c["browse_note"]]
+    c["browse_class"].change(show_class, [c["browse_class"]], browse_outs, api_name="browse")
 
-    def refresh(target, shown):
-        # Current classes in both dropdowns, keeping what the visitor had chosen (a typed new
-        # class name included) so that coming back to the tab does not empty the gallery.
+    @handler
+    def toggle(label, shown: list[dict], selected: str, evt: gr.SelectData):
+        chosen = set(parse_ids(selected)) & {s["id"] for s in shown}
+        i = evt.index if isinstance(evt.index, int) else None
+        if i is not None and 0 <= i < len(shown):
+            chosen ^= {shown[i]["id"]}
+        ordered = [s["id"] for s in shown if s["id"] in chosen]
+        return ",".join(ordered), gallery_value(shown, chosen), selection_note(ctx, label, shown, chosen)
+
+    sel_outs = [c["browse_selected"], c["gallery"], c["browse_note"]]
+    # queue=False: a click answers at once (the handler reads nothing but its inputs and the class counts).
+    c["gallery"].select(toggle, [c["browse_class"], c["browse_shown"], c["browse_selected"]], sel_outs,
+                        api_visibility="private", show_progress="hidden", queue=False)
+
+    @handler
+    def clear(label, shown: list[dict]):
+        return "", gallery_value(shown, set()), selection_note(ctx, label, shown, set())
+
+    c["clear_selection"].click(clear, [c["browse_class"], c["browse_shown"]], sel_outs, api_visibility="private",
+                               show_progress="hidden", queue=False)
+
+    def _selected(selected: str) -> list[str]:
+        ids = parse_ids(selected)
+        if not ids:
+            raise InputError("Click the pictures you want first (they get a ☑).")
+        return ids
+
+    @handler
+    def move_selected(selected: str, to: str, shown: str | None):
+        ids = _selected(selected)
+        if not to or not str(to).strip():
+            raise InputError("Choose the class to move the selected pictures to (or type a new class name).")
+        try:
+            a = ctx.project.move({i: to for i in ids})
+        except ItemNotFound as e:
+            raise InputError(str(e)) from None
+        return (*refreshed(shown, target=SAME), f"{a.summary.capitalize()}. Undo moves them back.")
+
+    act_outs = [*view, c["status"]]
+    c["move_selected"].click(move_selected, [c["browse_selected"], c["move_to"], c["browse_class"]], act_outs,
+                             api_name="move_pictures")
+
+    @handler
+    def delete_selected(selected: str, shown: str | None):
+        ids = _selected(selected)
+        try:
+            a = ctx.project.delete(ids)
+        except ItemNotFound as e:
+            raise InputError(str(e)) from None
+        n = len(a.items)
+        return (*refreshed(shown, target=SAME),
+                f"{a.summary.capitalize()} (to the project's trash). Undo brings {'them' if n != 1 else 'it'} back.")
+
+    c["delete_selected"].click(delete_selected, [c["browse_selected"], c["browse_class"]], act_outs,
+                               api_name="delete_pictures")
+
+    # --- classes: rename, merge, delete; undo and redo ---
+    c["manage_pick"].change(lambda picked, name: class_change_note(ctx, picked, name),
+                            [c["manage_pick"], c["manage_name"]], [c["manage_note"]], api_visibility="private",
+                            show_progress="hidden", queue=False)
+    c["manage_name"].change(lambda picked, name: class_change_note(ctx, picked, name),
+                            [c["manage_pick"], c["manage_name"]], [c["manage_note"]], api_visibility="private",
+                            show_progress="hidden", queue=False)
+
+    def _one(picked) -> str:
+        picked = [p for p in (picked or []) if p]
+        if len(picked) != 1:
+            raise InputError("Choose one class to rename." if not picked else
+                             "Rename works on one class at a time: to put several classes together, use Merge.")
+        return picked[0]
+
+    def _after_change(a, shown: str | None, pick: list[str]):
+        """The views after a class change: keep showing the class, under its new name if it has one."""
+        now = ctx.project.find_label(shown) if shown else None
+        if now is None and shown:
+            moved_to = {p.get("to_label") for p in a.items} - {None}
+            now = next(iter(moved_to), None)
+        return (*refreshed(now, target=SAME, pick=pick), a.summary[0].upper() + a.summary[1:] +
+                ". Undo reverts it.", "")
+
+    manage_outs = [*view, c["status"], c["manage_name"]]
+
+    @handler
+    def rename_class(picked, name: str, shown: str | None):
+        old = _one(picked)
+        a = ctx.project.rename_label(old, name or "", merge=True)  # the note said so before the click
+        new = ctx.project.find_label(name) or name
+        return _after_change(a, new if shown and shown.casefold() == old.casefold() else shown, [new])
+
+    c["rename_class"].click(rename_class, [c["manage_pick"], c["manage_name"], c["browse_class"]], manage_outs,
+                            api_name="rename_class")
+
+    @handler
+    def merge_classes(picked, name: str, shown: str | None):
+        if not (name or "").strip():
+            raise InputError("Type the name of the class the chosen classes become (one of them or a new name).")
+        a = ctx.project.merge_labels(picked or [], name)
+        into = ctx.project.find_label(name)
+        return _after_change(a, into if shown in (picked or []) else shown, [into] if into else [])
+
+    c["merge_classes"].click(merge_classes, [c["manage_pick"], c["manage_name"], c["browse_class"]], manage_outs,
+                             api_name="merge_classes")
+
+    @handler
+    def delete_classes(picked, shown: str | None):
+        a = ctx.project.delete_labels(picked or [])
+        back = "it" if len(a.labels.get("removed", [])) == 1 else "them"
+        return (*refreshed(ctx.project.find_label(shown) if shown else None, target=SAME),
+                f"{a.summary[0].upper()}{a.summary[1:]}. Undo brings {back} back.")
+
+    c["delete_classes"].click(delete_classes, [c["manage_pick"], c["browse_class"]], act_outs,
+                              api_name="delete_classes")
+
+    def _step(step, verb: str, shown: str | None):
+        try:
+            a = step()
+        except (NothingToUndo, ItemNotFound) as e:  # nothing to undo, or files gone: a message, not a fault
+            raise InputError(str(e)) from None
+        now = ctx.project.find_label(shown) if shown else None
+        if now is None:
+            names = [x["name"] for g in ("removed", "added") for x in a.labels.get(g, [])]
+            names += [p.get("label") or p.get("from_label") for p in a.items]
+            now = next((ctx.project.find_label(n) for n in names if n and ctx.project.find_label(n)), None)
+        return (*refreshed(now, target=SAME), f"{verb}: {a.summary}.")
+
+    @handler
+    def undo(shown: str | None):
+        return _step(ctx.project.undo, "Undone", shown)
+
+    @handler
+    def redo(shown: str | None):
+        return _step(ctx.project.redo, "Redone", shown)
+
+    c["undo"].click(undo, [c["browse_class"]], act_outs, api_name="undo_pictures")
+    c["redo"].click(redo, [c["browse_class"]], act_outs, api_name="redo_pictures")
+
+    def refresh(target, shown, picked):
+        # Current classes in every list, keeping what the visitor had chosen (a typed new class
+        # name included) so that coming back to the tab does not empty the gallery.
         labels = ctx.project.labels()
         return (classes_table(ctx), gr.Dropdown(choices=labels, value=target or None),
-                gr.Dropdown(choices=labels, value=shown if shown in labels else None))
+                gr.Dropdown(choices=labels, value=shown if shown in labels else None),
+                gr.Dropdown(choices=labels, value=[p for p in (picked or []) if p in labels]),
+                gr.Dropdown(choices=labels))
 
     wire_web_search(ctx, c, refreshed)
 
-    c["on_select"] = (refresh, [c["target"], c["browse_class"]], outs[:3])
+    c["on_select"] = (refresh, [c["target"], c["browse_class"], c["manage_pick"]],
+                      [c["classes"], c["target"], c["browse_class"], c["manage_pick"], c["move_to"]])
     return c

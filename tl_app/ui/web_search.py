@@ -16,6 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from ..download import ClassDownload, ClassesReport, download_classes, tasks_from_results
+from ..fetch import looks_offline
 from ..jobs import Progress, StopToken
 from ..search import (ANY, BACKENDS, LAYOUTS, LICENSES, MAX_CLASSES, SAFESEARCH, SIZES, TYPES, SearchCache,
                       SearchFilters, SearchResult, parse_class_queries, search_classes)
@@ -141,8 +142,12 @@ def progress_note(jobs: list[ClassDownload], seen: dict[str, Progress], stopping
 
 
 def final_note(ctx: UIContext, jobs: list[ClassDownload], rep: ClassesReport) -> str:
+    reasons = [x["reason"] for r in rep.reports.values() for x in r.rejected]
     if rep.error:
         head = f"**The download ended early.** {rep.error}"
+    elif not any(r.imported for r in rep.reports.values()) and looks_offline(reasons):
+        head = ("**No internet connection:** none of the sites could be found. Check this computer's connection "
+                "and download again (the links are tried again), or add your own pictures below.")
     elif rep.stopped:
         head = "**Download stopped.** The pictures that arrived are kept; download again to fetch the rest."
     else:
@@ -203,7 +208,8 @@ def create_web_search(ctx: UIContext) -> dict:
     c["w_preview"] = gr.Gallery(label="Found pictures (click to select)", columns=6, height=460,
                                 allow_preview=False, object_fit="cover", visible=False, elem_id="web-preview")
     c["w_selection"] = gr.Markdown(elem_id="web-selection")
-    with gr.Row():
+    # The download buttons appear with the first results: before a search they could only say "search first".
+    with gr.Row(visible=False, elem_id="web-download-actions") as c["w_actions"]:
         c["w_download_all"] = gr.Button("Download all", variant="primary", elem_id="web-download-all")
         c["w_download_selected"] = gr.Button("Download selected", elem_id="web-download-selected")
         c["w_clear"] = gr.Button("Unselect all", elem_id="web-clear-selection")
@@ -219,7 +225,8 @@ def create_web_search(ctx: UIContext) -> dict:
 
 
 def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
-    """Events of the web search; ``refreshed(label)`` gives the tab's class table, dropdowns and gallery."""
+    """Events of the web search; ``refreshed(label)`` gives the tab's views (``c["view_outs"]``): class table,
+    dropdowns, gallery and its selection, showing class ``label``."""
 
     @handler
     def search(request: gr.Request, **form):
@@ -237,13 +244,14 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
                 for cr in found.found for r in cr.results]
         target = gr.Dropdown(value=found.not_searched[0].label) if found.not_searched else gr.skip()
         return (rows, "", gr.Gallery(value=preview(rows, set()), visible=bool(rows)),
-                search_note(found.found, found.refused, found.not_searched), selection_note(rows, set()), target)
+                search_note(found.found, found.refused, found.not_searched), selection_note(rows, set()), target,
+                gr.Row(visible=bool(rows)))
 
     form = {"classes": c["w_classes"], "per_class": c["w_count"], "size": c["w_size"], "type_image": c["w_type"],
             "layout": c["w_layout"], "license_image": c["w_license"], "safesearch": c["w_safesearch"],
             "engine": c["w_engine"]}
     search_outs = [c["w_results"], c["w_selected"], c["w_preview"], c["w_search_status"], c["w_selection"],
-                   c["target"]]
+                   c["target"], c["w_actions"]]
     c["w_search"].click(search, None, search_outs, inputs_kwargs=form, api_name="search_web",
                         show_progress_on=[c["w_search_status"]])
     c["w_classes"].submit(search, None, search_outs, inputs_kwargs=form, api_visibility="private",
@@ -269,8 +277,8 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
     c["w_clear"].click(clear, [c["w_results"]], sel_outs, api_visibility="private", show_progress="hidden",
                        queue=False)
 
-    dl_outs = [c["w_progress"], c["w_download_status"], c["w_refusals"], c["w_refusals_box"], c["classes"],
-               c["target"], c["browse_class"], c["gallery"]]
+    dl_outs = [c["w_progress"], c["w_download_status"], c["w_refusals"], c["w_refusals_box"], *c["view_outs"]]
+    rest = [gr.skip()] * (len(c["view_outs"]) - 1)  # the views other than the class table, while downloading
 
     def run(rows: list[dict], request: gr.Request, progress: gr.Progress):
         """Download ``rows`` in a worker thread, redrawing the progress until it ends or is stopped."""
@@ -313,7 +321,7 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
                 yield (gr.Markdown(visible=True), progress_note(jobs, now, token.is_set()),
                        refusals_table(None) if first else gr.skip(),
                        gr.Accordion(label=REFUSALS_LABEL) if first else gr.skip(),
-                       table, gr.skip(), gr.skip(), gr.skip())
+                       table, *rest)
                 first = False
         finally:
             if worker.is_alive():  # the visitor went away or an error happened: do not leave work behind
