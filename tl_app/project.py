@@ -560,13 +560,19 @@ class Project:
             items = self._active_items(con, assign)
             wanted = {validate_item_id(k): v for k, v in assign.items()}
             payload, moves, per = [], [], {}
+            created: set[str] = set()
             for it in items:
+                existed = self._find_label(con, wanted[it.id]) is not None
                 label = self._ensure_label(con, wanted[it.id])
+                if not existed:
+                    created.add(label)
                 if it.label == label:
                     continue
                 new_rel = f"{label}/{it.id}{config.STORED_EXT}"
                 payload.append({"item": it.id, "from_label": it.label, "to_label": label,
                                 "from_file": it.file, "to_file": new_rel})
+                if label in created:  # undo removes the class again once it is empty
+                    payload[-1]["new_label"] = True
                 moves.append((inside(self.images_dir, it.file), inside(self.images_dir, new_rel)))
                 con.execute("UPDATE items SET label=?, file=? WHERE id=?", (label, new_rel, it.id))
                 per[label] = per.get(label, 0) + 1
@@ -688,6 +694,8 @@ class Project:
                     summary = summary.replace("deleted class", "deleted classes").replace("it had", "they had")
             else:
                 existing = self._find_label(con, target)
+                if existing in srcs and existing != target:  # "cat" -> "Cat": a new spelling, not a merge
+                    existing = None
                 for it in items:
                     if it.label == target:
                         continue
@@ -717,8 +725,11 @@ class Project:
 
     def _apply_class(self, con: sqlite3.Connection, payload: dict) -> list[tuple[Path, Path]]:
         """Do (or redo) a class change's row updates; return the file renames it needs."""
+        leaving = {r["name"] for r in payload["labels"]["removed"]}
         for a in payload["labels"]["added"]:
             stored = self._find_label(con, a["name"])
+            if stored in leaving:  # "cat" -> "Cat": the old spelling is about to go
+                stored = None
             if stored is None:
                 con.execute("INSERT INTO labels(name, created) VALUES(?, ?)", (a["name"], a["created"]))
             elif stored != a["name"]:  # a class spelled otherwise appeared meanwhile: use it
@@ -742,8 +753,11 @@ class Project:
 
     def _revert_class(self, con: sqlite3.Connection, payload: dict) -> list[tuple[Path, Path]]:
         """Undo a class change's row updates; return the file renames it needs."""
+        leaving = {a["name"] for a in payload["labels"]["added"]}
         for r in payload["labels"]["removed"]:
             stored = self._find_label(con, r["name"])
+            if stored in leaving and stored != r["name"] and not self._has_others(con, stored, payload):
+                stored = None  # undoing "cat" -> "Cat" (unless pictures were added to "Cat" since: they share it)
             if stored is None:
                 con.execute("INSERT INTO labels(name, created) VALUES(?, ?)", (r["name"], r["created"]))
             elif stored != r["name"]:  # the class was made again, spelled otherwise: its pictures go there
@@ -767,6 +781,12 @@ class Project:
         return moves
 
     @staticmethod
+    def _has_others(con: sqlite3.Connection, label: str, payload: dict) -> bool:
+        """Whether class ``label`` holds active pictures that this class change did not put there."""
+        n = con.execute("SELECT COUNT(*) FROM items WHERE status='active' AND label=?", (label,)).fetchone()[0]
+        return n > sum(1 for p in payload["items"] if p.get("to_label") == label)
+
+    @staticmethod
     def _relabel_sources(con: sqlite3.Connection, urls: list[str], label: str) -> None:
         for i in range(0, len(urls), 500):
             chunk = urls[i:i + 500]
@@ -774,10 +794,13 @@ class Project:
 
     def _tidy_label_folders(self, con: sqlite3.Connection, names: Iterable[str]) -> None:
         """Remove the folders of these classes if they are no longer classes and hold nothing."""
+        labels = [r["name"] for r in con.execute("SELECT name FROM labels")]
         for n in names:
-            if self._find_label(con, n) is None:
+            if n not in labels:
                 with contextlib.suppress(OSError):  # not empty, or already gone: leave it
                     inside(self.images_dir, n).rmdir()
+        for n in labels:  # where folder names ignore case, "cat" and "Cat" were one folder
+            inside(self.images_dir, n).mkdir(parents=True, exist_ok=True)
 
 
     def kept(self) -> set[str]:
@@ -829,6 +852,11 @@ class Project:
                 for p in payload:
                     con.execute("UPDATE items SET label=?, file=? WHERE id=?", (p["from_label"], p["from_file"], p["item"]))
                     moves.append((inside(self.images_dir, p["to_file"]), inside(self.images_dir, p["from_file"])))
+                # A class the move created leaves again, unless pictures were added to it since.
+                made = sorted({p["to_label"] for p in payload if p.get("new_label")})
+                for name in made:
+                    con.execute("DELETE FROM labels WHERE name=? AND NOT EXISTS "
+                                "(SELECT 1 FROM items WHERE status='active' AND label=?)", (name, name))
             elif kind == "keep":
                 for p in payload:
                     if p["previous"] is None:
@@ -844,6 +872,8 @@ class Project:
                 if kind in CLASS_KINDS:
                     con.execute("UPDATE actions SET payload=? WHERE id=?", (json.dumps(payload, ensure_ascii=False), r["id"]))
                     self._tidy_label_folders(con, [x["name"] for x in payload["labels"]["added"]])
+                elif kind == "relabel":
+                    self._tidy_label_folders(con, [p["to_label"] for p in payload if p.get("new_label")])
         if lost:
             raise ItemNotFound(lost)
         return self._action(r["id"])
