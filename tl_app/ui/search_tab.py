@@ -8,6 +8,7 @@ is one undoable action of :class:`tl_app.project.Project`.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -174,7 +175,7 @@ def create_search_tab(ctx: UIContext) -> dict:
     c["browse_shown"] = gr.State([])
     c["browse_selected"] = gr.Textbox(visible=False, label="Selected pictures", elem_id="browse-selected")
     c["browse_note"] = gr.Markdown(elem_id="browse-selection")
-    with gr.Row(equal_height=True):
+    with gr.Row():
         c["move_to"] = gr.Dropdown(choices=ctx.project.labels(), value=None, label="Move selected pictures to class",
                                    allow_custom_value=True, elem_id="move-to", scale=2, min_width=200)
         c["move_selected"] = gr.Button("Move selected", elem_id="move-selected", scale=1, min_width=120)
@@ -476,10 +477,28 @@ def create_search_tab(ctx: UIContext) -> dict:
         return (classes_table(ctx), gr.Dropdown(choices=labels, value=target or None),
                 gr.Dropdown(choices=labels, value=shown if shown in labels else None),
                 gr.Dropdown(choices=labels, value=[p for p in (picked or []) if p in labels]),
-                gr.Dropdown(choices=labels))
+                gr.Dropdown(choices=labels), str(time.time()))
+
+    # A Gallery lays out exactly ``columns`` columns of at least 100 px and scrolls sideways when the
+    # screen is narrower, which hides most pictures on a phone. Each refresh (page load, tab opened)
+    # touches a hidden field whose change asks the browser for its width, and the galleries get as
+    # many columns as fit.
+    c["layout_tick"] = gr.Textbox(visible=False, elem_id="search-layout-tick")
+
+    def fit_columns(width):
+        try:
+            n = max(2, min(8, (int(float(width)) - 66) // 108))
+        except (TypeError, ValueError):
+            n = 8
+        return gr.Gallery(columns=n), gr.Gallery(columns=min(6, n))
+
+    c["layout_tick"].change(fit_columns, [c["layout_tick"]], [c["gallery"], c["w_preview"]],
+                            js="(tick) => window.innerWidth", api_visibility="private", queue=False,
+                            show_progress="hidden")
 
     wire_web_search(ctx, c, refreshed)
 
     c["on_select"] = (refresh, [c["target"], c["browse_class"], c["manage_pick"]],
-                      [c["classes"], c["target"], c["browse_class"], c["manage_pick"], c["move_to"]])
+                      [c["classes"], c["target"], c["browse_class"], c["manage_pick"], c["move_to"],
+                       c["layout_tick"]])
     return c
