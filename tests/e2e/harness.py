@@ -225,6 +225,54 @@ class AppPage:
         self.wait_idle()
         return self.text("import-result")
 
+    def class_counts(self) -> dict[str, int]:
+        """The "Your classes" table as {class: pictures}."""
+        # The table's ARIA roles (grid, row, gridcell): its markup has a hidden sizing copy of the rows too.
+        rows = self.page.locator("#classes-table [role=row]").all()
+        out = {}
+        for r in rows:
+            cells = [c.inner_text().strip() for c in r.locator("[role=gridcell]").all()]
+            if len(cells) >= 2 and cells[0]:
+                out[cells[0]] = int(cells[1])
+        return out
+
+    def pick_classes(self, names: Sequence[str]) -> None:
+        """Choose the classes to rename, merge or delete (the multiselect under "Rename, merge or delete")."""
+        self.open_accordion("manage-classes")
+        clear = self.page.locator("#manage-pick [role=button][title=Clear]")  # the box's own "Clear" button
+        if clear.count() and clear.is_visible():
+            clear.click()
+            self.wait_idle()
+        box = self.page.locator("#manage-pick input")
+        for name in names:
+            box.click()
+            box.fill(name)
+            self.page.get_by_role("option", name=name, exact=True).first.click()
+        box.blur()
+        self.wait_idle()
+
+    def class_action(self, button: str, expect: str) -> str:
+        """Click rename/merge/delete (``class-...``) or undo/redo (``pictures-...``) and wait for the status."""
+        self.page.locator(f"#{button}").click()
+        text = self.wait_text("pictures-status", expect)
+        self.wait_idle()
+        return text
+
+    def browse_thumbs(self):
+        """The pictures of the class shown under "Your pictures and classes", newest first."""
+        return self.page.locator("#browse-gallery img")
+
+    def toggle_picture(self, index: int) -> str:
+        """Click a picture of the shown class to select or unselect it; returns the selection note."""
+        from playwright.sync_api import expect
+
+        note = self.page.locator("#browse-selection [data-testid=markdown]")
+        before = note.inner_text()
+        self.browse_thumbs().nth(index).click()
+        expect(note).not_to_have_text(before)
+        self.wait_idle()
+        return note.inner_text()
+
     # -- Search the web --
     def search_web(self, classes: str, *, per_class: int | None = None, timeout_ms: float = 60_000) -> str:
         """Type the classes (``"centipede, millipede = millipede insect"``), click Search; returns what it found."""
