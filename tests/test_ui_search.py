@@ -272,6 +272,56 @@ def test_stop_ends_a_slow_download_and_says_so(tmp_path, pictures, monkeypatch):
         assert srv.project.label_counts() == {"ant": 1}
 
 
+class _Offline:
+    """The engine as ddgs 9.16 reached it on this machine without a connection (the text it raised)."""
+
+    name, backend = "ddgs:duckduckgo", "duckduckgo"
+
+    def images(self, query, **kw):
+        from ddgs.exceptions import DDGSException
+
+        raise DDGSException(DDGSException(
+            "DNSError: DNSError('error sending request for url (https://duckduckgo.com/?q=ant) > error resolving "
+            "DNS > DNS error: no records found for Query { name: Name(\"duckduckgo.com.\"), query_type: A }')"))
+
+
+def test_offline_the_search_and_the_download_say_there_is_no_internet_connection(tmp_path, monkeypatch):
+    # No name resolves (as on a machine without a connection); loopback addresses still work.
+    real = socket.getaddrinfo
+
+    def no_dns(host, *args, **kw):
+        name = host.decode() if isinstance(host, bytes) else host
+        try:
+            import ipaddress
+
+            ipaddress.ip_address(name)
+        except ValueError:
+            if name != "localhost":
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with serve(tmp_path / "proj") as srv:
+        ctx = srv.demo.tl_context
+        c = _client(srv.url)
+        ctx.search_provider = _Offline()
+        status = _search(c, "ant, bee")["status"]
+        assert status.startswith("No internet connection: duckduckgo.com could not be found.")
+        assert "DNS" not in status and "try again in a few minutes" not in status
+        assert "Not searched: ant, bee" in status
+
+        # Results found earlier (say, from the project's saved searches), downloaded without a connection.
+        ctx.search_provider = RecordedProvider({"ant": [{"title": f"ant {i}", "image": f"http://pics{i}.example/a.jpg"}
+                                                        for i in range(3)]})
+        _search(c, "ant")
+        out = _named(c.predict(api_name="/download_all"), DOWNLOAD_OUT)
+        assert out["status"].startswith("**No internet connection:** none of the sites could be found.")
+        reasons = {row[2] for row in out["refusals"]["data"]}
+        assert reasons == {f"the site pics{i}.example could not be found (no internet connection, or the site is "
+                           "gone)" for i in range(3)}
+        assert "Name or service" not in out["status"] + str(reasons)
+
+
 def test_the_app_takes_a_search_provider_and_otherwise_asks_ddgs_with_the_chosen_engine(tmp_path):
     from tl_app.search import DDGSProvider
     from tl_app.ui.app import build_demo

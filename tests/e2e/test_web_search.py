@@ -42,8 +42,13 @@ def recorded(srv) -> dict[str, list[dict]]:
 def test_three_classes_from_a_web_search(app, server, pictures):
     page, project = app.page, server.project
     server.demo.tl_context.search_provider = RecordedProvider(recorded(pictures))
+    # Nothing to download yet: the download buttons appear with the results.
+    for button in ("all", "selected"):
+        expect(page.locator(f"#web-download-{button}")).to_be_hidden()
 
     found = app.search_web("centipede, millipede, spider")
+    expect(page.locator("#web-download-all")).to_be_visible()
+    expect(page.locator("#web-stop")).to_be_visible()
     for label in CLASSES:
         assert f"{label}: 100 pictures found" in found, found
     expect(app.web_results()).to_have_count(300)
