@@ -120,8 +120,10 @@ def test_a_duplicate_never_creates_a_class(project, tmp_path):
 
 
 @pytest.mark.parametrize("source,label,shown", [
-    ("pets.zip!animals/cat/1.png", "cat", "1.png"),
-    ("/home/me/Pictures/Fluffy on the sofa.jpg", "cat", "Fluffy on the sofa.jpg"),
+    ("pets.zip!animals/cat/1.png", "cat", "cat/1.png"),
+    ("pets.zip!1.png", "cat", "1.png"),
+    ("/home/me/Pictures/Fluffy on the sofa.jpg", "cat", "Pictures/Fluffy on the sofa.jpg"),
+    ("Fluffy on the sofa.jpg", "cat", "Fluffy on the sofa.jpg"),  # an upload: its own name only
     ("https://example.org/img/tabby%20cat.jpg?w=300", "cat", "tabby cat.jpg"),
     ("https://cdn.example.org/th/id/OIP.a8F3kd9aKd0Zc2-x_9kLmQHaE8", "cat", "cat"),  # an opaque token
     ("", "cat", "cat")])

@@ -69,7 +69,7 @@ def test_a_zip_with_a_folder_per_class_is_told_then_imported_folder_by_folder(tm
         assert _counts(v["classes"]) == {"cat": 4, "dog": 3, "fox": 1}
         assert "8 imported" in result
         assert _value(v["browse_class"]) == "cat" and len(v["gallery"]) == 4
-        assert {g["caption"] for g in v["gallery"]} == {f"☐ {i}.png" for i in range(4)}
+        assert {g["caption"] for g in v["gallery"]} == {f"☐ cat/{i}.png" for i in range(4)}  # named as in the zip
 
         # The old way, everything into one class, is still there when asked for.
         note, _ = c.predict([handle_file(animals)], "pets", True, api_name="/plan_files")

@@ -221,13 +221,17 @@ class Item:
             except ValueError:
                 src = ""
         else:
-            src = src.rsplit("!", 1)[-1]  # "pets.zip!cat/1.png": the member's own name
-        name = src.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
+            src = src.rsplit("!", 1)[-1]  # "pets.zip!animals/cat/1.png": the member's path
+        parts = [x for x in src.replace("\\", "/").split("/") if x.strip()]
+        name = parts[-1].strip() if parts else ""
         # A link's last part is often an opaque token: keep only a short name with a picture's extension.
         looks_like_file = "." in name and name.rsplit(".", 1)[-1].lower() in _PICTURE_SUFFIXES
-        if name and len(name) <= 40 and (looks_like_file or not web):
-            return name
-        return self.label
+        if not name or len(name) > 40 or not (looks_like_file or not web):
+            return self.label
+        # With the folder it sat in ("cat/1.png"): files of several folders are often all called 1.png, 2.png...
+        if not web and len(parts) > 1 and len(parts[-2]) + len(name) < 40:
+            return f"{parts[-2]}/{name}"
+        return name
 
 
 @dataclass

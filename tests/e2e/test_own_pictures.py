@@ -48,7 +48,7 @@ def test_a_zip_with_a_folder_per_class_is_told_then_imported_as_its_classes(app,
     assert server.project.label_counts() == {"cat": 5, "dog": 3, "fox": 1}
     # The first class is shown, its pictures captioned by their file names.
     expect(app.browse_thumbs()).to_have_count(5)
-    expect(page.locator("#browse-gallery")).to_contain_text("0.png")
+    expect(page.locator("#browse-gallery")).to_contain_text("cat/0.png")
     expect(page.locator("#import-plan")).to_have_text("")  # the drop area is empty again, and so is the note
     expect(page.locator("#add-files")).to_have_text("Add these pictures")
 
