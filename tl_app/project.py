@@ -691,11 +691,10 @@ class Project:
                     moved.append({"item": it.id, "label": it.label, "file": it.file,
                                   "trash_file": f"trash/{aid}/{it.id}{config.STORED_EXT}"})
                 labels["removed"] = [{"name": n, "created": created[n]} for n in srcs]
-                n = len(items)
-                summary = (f"deleted class {_names(srcs)} ({_pictures(n)} to the trash)" if n
-                           else f"deleted class {_names(srcs)} (it had no pictures)")
-                if len(srcs) > 1:
-                    summary = summary.replace("deleted class", "deleted classes").replace("it had", "they had")
+                n, several = len(items), len(srcs) > 1
+                what = f"deleted class{'es' if several else ''} {_names(srcs)}"
+                summary = (f"{what} ({_pictures(n)} to the trash)" if n
+                           else f"{what} ({'they' if several else 'it'} had no pictures)")
             else:
                 existing = self._find_label(con, target)
                 if existing in srcs and existing != target:  # "cat" -> "Cat": a new spelling, not a merge
