@@ -652,7 +652,8 @@ class Project:
         (spelled as the project spells it) or a new name. The merged classes are
         removed, so no empty class is left behind.
         """
-        names = [n for n in (sources or []) if isinstance(n, str) and n.strip()]
+        sources = [sources] if isinstance(sources, str) else (sources or [])
+        names = [n for n in sources if isinstance(n, str) and n.strip()]
         if not names:
             raise InputError("Choose the classes to merge.")
         with self._read() as con:
