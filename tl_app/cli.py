@@ -156,12 +156,29 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .runs import list_runs
+    from .run_choice import in_use
+    from .runs import list_runs, run_names
 
-    rows = [r.to_dict() for r in list_runs(_project(args))]
-    _emit(args, rows, lambda: "\n".join(
-        f"{r['run']}  {r['status']:<9} {r['arch']:<10} {r['mode']:<8} acc={r['metrics'].get('accuracy')}" for r in rows)
-        or "(no runs)")
+    project = _project(args)
+    all_runs = list_runs(project)
+    names = run_names(all_runs)
+    iu = in_use(project)
+    rows = []
+    for r in all_runs:
+        row = {**r.to_dict(), "name": names[r.id], "in_use": bool(iu and iu.run.id == r.id)}
+        if row["in_use"]:
+            row["why"] = iu.describe(names)
+        rows.append(row)
+
+    def text() -> str:
+        if not rows:
+            return "(no runs)"
+        acc = lambda r: "–" if r["metrics"].get("accuracy") is None else f"{r['metrics']['accuracy']:.0%}"  # noqa: E731
+        lines = [f"{r['name']:<42} {r['status']:<9} {acc(r):>4}  {r['run']}" + ("  (in use)" if r["in_use"] else "")
+                 for r in rows]
+        return "\n".join(lines + ([iu.describe(names)] if iu else ["No run is in use: none finished with a model."]))
+
+    _emit(args, rows, text)
     return 0
 
 
