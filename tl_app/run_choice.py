@@ -228,8 +228,16 @@ class InUse:
         else:
             on = f"{_pct(self.run.accuracy)} on its held-out pictures"
         text = f"In use: {name}, {on}"
-        if self.how == BETTER and compared:
+        tie = compared and round(self.accuracy, 4) == round(self.other_accuracy, 4)
+        if self.how == BETTER and tie:
+            text += f"; it replaced {other}, which got as many right but was less sure of the right answers."
+        elif self.how == BETTER and compared:
             text += f"; it replaced {other}, which scored {self.other_accuracy:.0%} on the same pictures."
+        elif self.how == BETTER and other:
+            text += f"; it replaced {other}" + (f" ({self.note})." if self.note else ".")
+        elif self.how == KEPT and tie:
+            text += (f"; the newer {other} got as many right but was less sure of the right answers, "
+                     "so it was not used.")
         elif self.how == KEPT and compared:
             text += f"; the newer {other} scored {self.other_accuracy:.0%} on the same pictures, so it was not used."
         elif self.how == KEPT and other:
@@ -285,6 +293,10 @@ def choose_after_training(project: Project, run_id: str, *, events: EventFn = _n
     old = runs.active_run(project, excluding=new.id)
     if old is None or old.id == new.id:
         runs.set_active_run(project, new.id, why={"how": FIRST})
+        try:  # its answers on its held-out pictures, for the next comparison (its network is loaded now)
+            run_probabilities(project, new, [it for it in _snapshot(project, new.id) or [] if it.get("valid")])
+        except (TLError, OSError, ValueError, KeyError):
+            pass
         return in_use(project)
     events({"type": "phase", "phase": "compare",
             "message": f"Comparing with the model in use ({old.name}) on the same held-out pictures"})
