@@ -298,7 +298,7 @@ class AppPage:
         if lr is not None:
             self.page.locator("#train-lr textarea, #train-lr input").first.fill(str(lr))
         # The status may still tell how the previous run ended: wait for another ending than that one.
-        before = self.text("train-status")
+        before = self.text("train-status").strip()
         self.page.locator("#train-button").click()
         return self.wait_train_end(before, timeout_ms)
 
@@ -307,7 +307,7 @@ class AppPage:
         ending = re.compile(r"^(?!Latest run).* (finished in|stopped\.|failed:)")
         deadline = time.time() + timeout_ms / 1000
         while True:
-            text = self.text("train-status")
+            text = self.text("train-status").strip()
             if text != before and ending.search(text):
                 return text
             if time.time() > deadline:

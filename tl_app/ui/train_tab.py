@@ -434,7 +434,7 @@ def create_train_tab(ctx: UIContext) -> dict:
         visitor = visitor_of(request)
         job = current_job(ctx.project)
         if job is None or visitor.session in ctx.followers:
-            yield {}
+            yield {c["status"]: gr.skip()}  # nothing to do ({} would not read as "no change")
             return
         yield from only(watch_outs, follow(job, visitor))
 
