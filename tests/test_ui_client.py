@@ -286,7 +286,8 @@ def test_review_ranks_and_undoes(trained_server):
     srv, c = trained_server, _client(trained_server.url)
     project = srv.project
     out = _review(c, ALL, "", "")
-    assert "Ranked with run" in out["note"] and not out["selected"] and out["status"] == ""
+    run = runs.active_run(project)
+    assert out["note"].startswith(f"Ranked with {run.name}: ") and not out["selected"] and out["status"] == ""
     gallery = out["gallery"]
     expected = review.queue(project, top=48).rows
     by_sha = {it.sha256: it.id for it in project.items()}

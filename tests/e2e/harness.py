@@ -176,6 +176,18 @@ class AppPage:
                 lines[label.rsplit(": ", 1)[-1]] = label
         return lines
 
+    def hidden_columns(self, elem_id: str) -> list[str]:
+        """The column headers of a table that are not in view (scrolled or cut off sideways); [] when all show."""
+        return self.page.evaluate("""(id) => {
+            const root = document.getElementById(id);
+            if (!root) return ['(no element #' + id + ')'];
+            const box = root.getBoundingClientRect();
+            return [...root.querySelectorAll('th')]
+                .filter(th => th.getBoundingClientRect().width > 0)
+                .filter(th => { const r = th.getBoundingClientRect(); return r.left < box.left - 1 || r.right > box.right + 1; })
+                .map(th => th.innerText.trim());
+        }""", elem_id)
+
     def screenshot(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

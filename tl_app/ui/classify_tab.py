@@ -35,7 +35,9 @@ def create_classify_tab(ctx: UIContext) -> dict:
         with gr.Column(scale=1):
             c["label"] = gr.Label(num_top_classes=3, label="Prediction", elem_id="classify-label")
     c["predictions"] = gr.State([])
-    c["gallery"] = gr.Gallery(label="All pictures", columns=6, height="auto", elem_id="classify-gallery")
+    # fit_columns=False: two pictures stay two small ones (not each half the page wide, captions out of sight).
+    c["gallery"] = gr.Gallery(label="All pictures: click one to see its prediction above", columns=6, height="auto",
+                              fit_columns=False, allow_preview=False, elem_id="classify-gallery")
     c["errors"] = gr.Markdown(elem_id="classify-errors")
 
     @handler
@@ -50,7 +52,7 @@ def create_classify_tab(ctx: UIContext) -> dict:
                 errors.append(f"- `{p.file}`: {p.error}")
                 continue
             good.append(p.to_dict())
-            gallery.append((path, f"{p.file}: " + " · ".join(f"{k} {v:.0%}" for k, v in p.top(3).items())))
+            gallery.append((path, f"{p.file}: {p.label} {p.confidence:.0%}"))
         err = ("Not classified:\n" + "\n".join(errors)) if errors else ""
         if not good:
             return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], err

@@ -123,7 +123,7 @@ def create_review_tab(ctx: UIContext) -> dict:
             c["status"] = gr.Markdown(elem_id="review-status")
     with gr.Accordion("Confusion matrix: click a cell to see its pictures", open=False):
         c["matrix"] = gr.Dataframe(label="Class (rows) against what the pictures look like (columns), every picture",
-                                   interactive=False, elem_id="review-matrix")
+                                   interactive=False, wrap=True, elem_id="review-matrix")
         c["cell_note"] = gr.Markdown(elem_id="review-cell-note")
 
     def _gallery(rows: list[dict], selected: set[str]):

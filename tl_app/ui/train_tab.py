@@ -303,7 +303,9 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["status"] = gr.Markdown(elem_id="train-status")
     c["device"] = gr.Markdown(elem_id="train-device")
     c["plot"] = gr.LinePlot(None, x="epoch", y="value", color="metric", title="Loss and accuracy per epoch",
-                            height=260, elem_id="train-plot")
+                            height=260, x_axis_format="d", elem_id="train-plot",
+                            caption="Full fine-tuning: epoch 0 is the warm-up (the new last layers alone). "
+                                    "Quick: one point per pass over the features.")
     c["in_use"] = gr.Markdown(elem_id="train-in-use")
     # allow_custom_value: runs made after the app started are not in an API caller's choices;
     # set_active_run checks the id.
@@ -312,10 +314,10 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["report"] = gr.Markdown(elem_id="train-report")
     with gr.Row(equal_height=False):
         c["confusion_plot"] = gr.Plot(label="Confusion matrix", elem_id="train-confusion-plot", format="png")
-        c["per_class"] = gr.Dataframe(label="Per class", interactive=False, wrap=True, elem_id="train-per-class")
+        c["per_class"] = gr.Dataframe(label="Per class", interactive=False, elem_id="train-per-class")
     c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class; columns: predicted class)",
                                   interactive=False, wrap=True, elem_id="train-confusion")
-    c["runs"] = gr.Dataframe(value=lambda: runs_table(ctx), label="Runs", interactive=False, wrap=True,
+    c["runs"] = gr.Dataframe(value=lambda: runs_table(ctx), label="Runs", interactive=False,
                              elem_id="runs-table")
 
     def details(run_id: str | None) -> dict:
