@@ -91,7 +91,11 @@ def _train_events(args) -> Callable[[dict], None]:
                      + (f", accuracy {acc:.1%}" if acc is not None else ""))
         elif kind == "epoch":
             acc = ev.get("accuracy")
-            _err(f"  epoch {ev['epoch']} ({ev['phase']}): train loss {ev['train_loss']:.4f}, "
+            # fastai's fine_tune trains the new last layers alone first: a warm-up before the epochs asked for.
+            what = ("warm-up (last layers only)" if ev.get("phase") == "frozen"
+                    else f"epoch {ev['epoch'] - 1} of {getattr(args, 'epochs', '?')}" if ev.get("phase") == "unfrozen"
+                    else f"epoch {ev['epoch']}")
+            _err(f"  {what}: train loss {ev['train_loss']:.4f}, "
                  f"valid loss {ev['valid_loss']:.4f}" + (f", accuracy {acc:.1%}" if acc is not None else ""))
         elif kind == "batch" and time.time() - last[0] > 2:
             last[0] = time.time()
@@ -150,8 +154,16 @@ def cmd_train(args) -> int:
     cfg = _train_config(args)
     rep = train(project, cfg, run_id=run_id, stop=stop, events=_train_events(args))
     m = rep.metrics
-    _emit(args, rep.to_dict(), lambda: f"run {rep.run}: {rep.status} in {rep.seconds:.1f} s"
-          + (f", accuracy {m['accuracy']:.1%}" if m.get("accuracy") is not None else ""))
+
+    def text() -> str:
+        from .run_choice import in_use
+
+        iu = in_use(project)
+        return (f"run {rep.run}: {rep.status} in {rep.seconds:.1f} s"
+                + (f", accuracy {m['accuracy']:.1%}" if m.get("accuracy") is not None else "")
+                + (f"\n{iu.describe()}" if iu else ""))
+
+    _emit(args, rep.to_dict(), text)
     return 0 if rep.status in ("finished", "stopped") else 1
 
 
