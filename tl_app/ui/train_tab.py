@@ -303,9 +303,7 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["status"] = gr.Markdown(elem_id="train-status")
     c["device"] = gr.Markdown(elem_id="train-device")
     c["plot"] = gr.LinePlot(None, x="epoch", y="value", color="metric", title="Loss and accuracy per epoch",
-                            height=260, x_axis_format="d", elem_id="train-plot",
-                            caption="Full fine-tuning: epoch 0 is the warm-up (the new last layers alone). "
-                                    "Quick: one point per pass over the features.")
+                            height=260, x_axis_format="d", elem_id="train-plot")
     c["in_use"] = gr.Markdown(elem_id="train-in-use")
     # allow_custom_value: runs made after the app started are not in an API caller's choices;
     # set_active_run checks the id.
