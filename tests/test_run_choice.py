@@ -152,3 +152,26 @@ def test_run_names_say_mode_network_and_time_and_tell_runs_apart():
     b = runs.Run("20261125-140259-bbbb", 0, "finished", "resnet18", "quick")
     c = runs.Run("20261125-140259-cccc", 0, "finished", "resnet18", "finetune")
     assert runs.run_names([b, c, a]) == {a.id: a.name, b.id: a.name + " (2)", c.id: c.name}
+
+
+def test_a_model_in_use_whose_files_changed_gives_way_to_the_new_run(colours, fake_pretrained):
+    project = colours
+    good = train(project, TrainConfig(**GOOD)).run
+    model = runs.run_dir(project, good) / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:-8] + b"\0" * 8)  # no longer the file it recorded
+    poor = train(project, TrainConfig(**POOR)).run
+    iu = run_choice.in_use(project)
+    assert iu.run.id == poor and iu.how == "better" and iu.other.id == good
+    assert "was changed" in iu.note and iu.describe().startswith(f"In use: {runs.get_run(project, poor).name}, ")
+
+
+def test_a_project_from_before_choices_were_recorded_uses_its_latest_finished_run(colours, fake_pretrained):
+    project = colours
+    first = train(project, TrainConfig(**GOOD)).run
+    latest = train(project, TrainConfig(**GOOD)).run
+    with project._write() as con:  # as an older version left it: no choice recorded
+        con.execute("DELETE FROM meta WHERE key IN ('active_run', 'in_use')")
+    iu = run_choice.in_use(project)
+    assert iu.run.id == latest and iu.how == "latest" and iu.describe().endswith("; the latest finished run.")
+    runs.set_active_run(project, first)
+    assert run_choice.in_use(project).how == "picked"

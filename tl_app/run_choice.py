@@ -155,8 +155,30 @@ def _network_probs(project: Project, run: runs.Run, pictures: list[dict]) -> dic
     return {s: [round(float(x), 6) for x in row] for s, row in zip(shas, probs)}
 
 
+def check_model_files(project: Project, run: runs.Run) -> None:
+    """Raise :class:`ModelFileInvalid` unless the run's model files are the ones it recorded (as loading checks)."""
+    from .errors import ModelFileInvalid
+    from .models import _sha256
+
+    rdir = runs.run_dir(project, run.id)
+    wfile = rdir / "model.safetensors"
+    if not run.has_model or not wfile.is_file() or _sha256(wfile) != run.model_sha256:
+        raise ModelFileInvalid(f"the model file of {run.name} is missing or was changed")
+    spec = json.loads((rdir / "model.json").read_text(encoding="utf-8"))
+    body = (spec.get("extra") or {}).get("body_file")
+    if body:
+        bfile = project.root / body
+        if not bfile.is_file() or _sha256(bfile) != spec["extra"].get("body_sha256"):
+            raise ModelFileInvalid(f"the network body {run.name} needs is missing or was changed")
+
+
 def run_probabilities(project: Project, run: runs.Run, pictures: list[dict]) -> tuple[list[str], dict]:
-    """``(vocab, {sha256: probs})`` of a run's model on pictures, from its cache or computed (then cached)."""
+    """``(vocab, {sha256: probs})`` of a run's model on pictures, from its cache or computed (then cached).
+
+    Raises :class:`ModelFileInvalid` when the model's files are not the ones it recorded: a model
+    that can no longer be loaded cannot stay in use on the strength of answers it gave before.
+    """
+    check_model_files(project, run)
     vocab = _model_vocab(project, run)
     cached = _read_cache(project, run)
     missing = [it for it in pictures if it["sha256"] not in cached]
@@ -268,8 +290,8 @@ def in_use(project: Project) -> Optional[InUse]:
     if run is None:
         return None
     rec = runs.in_use_record(project) or {}
-    if rec.get("run") != run.id:
-        return InUse(run, LATEST)
+    if rec.get("run") != run.id:  # chosen before choices were recorded with their reason, or never chosen
+        return InUse(run, PICKED if runs.chosen_run_id(project) == run.id else LATEST)
     other = None
     if rec.get("other"):
         try:
@@ -307,6 +329,14 @@ def choose_after_training(project: Project, run_id: str, *, events: EventFn = _n
         # The run in use cannot be loaded any more (its files are missing or were changed): the new one is used.
         runs.set_active_run(project, new.id, why={"how": BETTER, "other": old.id,
                                                   "note": f"{old.name} could not be scored ({e})"})
+        return in_use(project)
+    except Exception:  # noqa: BLE001 - a finished run stays finished; the choice stays as it was, and says why
+        import traceback
+
+        (runs.run_dir(project, new.id) / "choice-error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        runs.set_active_run(project, old.id, why={
+            "how": KEPT, "other": new.id,
+            "note": "it could not be compared with the run in use (the error is in its folder, choice-error.txt)"})
         return in_use(project)
     if cmp is None:
         runs.set_active_run(project, old.id, why={

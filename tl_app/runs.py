@@ -182,17 +182,23 @@ def in_use_record(project: Project) -> dict | None:
     return rec if isinstance(rec, dict) else None
 
 
+def chosen_run_id(project: Project) -> str | None:
+    """The run chosen for Review and Classify (by a person or after a comparison), if one was."""
+    with project._read() as con:
+        row = con.execute("SELECT value FROM meta WHERE key='active_run'").fetchone()
+    return row["value"] if row is not None else None
+
+
 def active_run(project: Project, *, excluding: str | None = None) -> Run | None:
     """The run Classify and Review use: the chosen one, else the latest finished run with a model.
 
     ``excluding`` leaves one run out of the fallback (a run that has just finished
     and is not chosen yet).
     """
-    with project._read() as con:
-        row = con.execute("SELECT value FROM meta WHERE key='active_run'").fetchone()
-    if row is not None:
+    chosen = chosen_run_id(project)
+    if chosen is not None:
         try:
-            r = get_run(project, row["value"])
+            r = get_run(project, chosen)
             if r.has_model:
                 return r
         except RunNotFound:
