@@ -379,8 +379,8 @@ def create_train_tab(ctx: UIContext) -> dict:
         active = runs.active_run(ctx.project)
         out = details(run.id if run.has_model else (active.id if active else None))  # the run that just ended
         out[c["status"]] = ending_text(ctx, run) if same else f"The trainer is free again. {ending_text(ctx, run)}"
-        out[c["mode"]] = default_mode(ctx)
-        if same:
+        if same:  # another visitor's form is theirs: their choice of mode stays
+            out[c["mode"]] = default_mode(ctx)
             out[c["device"]] = f"**Device:** {watch.device}" if watch.device else device_note()
             out[c["plot"]] = history_frame(watch.history, watch.mode) if watch.history else run_history(ctx, run.id)
         yield out
