@@ -17,7 +17,8 @@ from gradio_client.exceptions import AppError
 
 import imagegen
 from e2e.harness import serve, wait_until
-from tl_app import review, runs
+from tl_app import review, run_choice, runner, runs
+from tl_app.importer import import_files
 from tl_app.train import TrainConfig, train
 from tl_app.ui.review_tab import ALL
 
@@ -127,38 +128,55 @@ def test_import_folder_and_train_tab(tmp_path, colour_folder, fake_pretrained):
 
         # The first press, with the defaults: quick mode on the pretrained network. The handler is a
         # generator; predict() returns what it yielded last.
-        status, device, plot, report, figure, confusion, per_class, table, use_run, mode = c.predict(
+        status, device, plot, report, figure, confusion, per_class, table, use_run, mode, in_use = c.predict(
             size=64, api_name="/train")
         quick_run = runs.list_runs(srv.project)[0]
         assert quick_run.mode == "quick" and quick_run.status == "finished" and quick_run.has_model, quick_run
-        assert status.startswith(f"Run {quick_run.id} finished") and "accuracy" in status
+        assert quick_run.name.startswith("Quick · resnet18 · ")  # named by mode, network and time
+        assert status.startswith(f"{quick_run.name} finished in ") and "right on its held-out pictures" in status
+        assert "Review and Classify use it now." in status and quick_run.id not in status
         assert "Full fine-tuning is now selected" in status and mode == "full"  # to fine-tune further
         assert device.startswith("**Device:** CPU")
-        assert f"Run {quick_run.id}" in report and "quick" in report
+        assert f"**{quick_run.name}** (finished, in use)" in report and f"`{quick_run.id}`" in report  # id: details
         assert figure["type"] == "matplotlib" and figure["plot"].startswith("data:image/png;base64,")
         assert [r[0] for r in _table(confusion)] == ["blue", "red"]
         assert {r[0] for r in _table(per_class)} == {"blue", "red"}
         assert {r[2] for r in plot["data"]} == {"training loss", "validation loss", "accuracy"}
-        assert _value(use_run) == quick_run.id and _table(table)[0][:3] == [quick_run.id, "finished (in use)", "quick"]
+        assert _value(use_run) == quick_run.id and _table(table)[0][:2] == [quick_run.name, "finished (in use)"]
+        assert in_use.startswith(f"**In use: {quick_run.name}:**") and "first model" in in_use
 
         # "Suggest a learning rate" fills the learning rate that full fine-tuning then uses.
         status, lr, device = c.predict(size=64, pretrained=False, api_name="/lr_find")
         assert 0 < float(lr) < 10 and f"**{lr}**" in status, status
         assert device.startswith("**Device:** CPU") and not any(srv.project.cache_dir.joinpath("jobs").glob("*"))
 
-        status, device, plot, report, figure, confusion, per_class, table, use_run, mode = c.predict(
+        status, device, plot, report, figure, confusion, per_class, table, use_run, mode, in_use = c.predict(
             mode="full", epochs=1, size=64, pretrained=False, lr=lr, api_name="/train")
         run = runs.list_runs(srv.project)[0]
         assert run.status == "finished" and run.mode == "finetune" and run.config["lr"] == float(lr), run
-        assert status.startswith(f"Run {run.id} finished") and "accuracy" in status
-        assert _value(use_run) == run.id and _choices(use_run) == [run.id, quick_run.id] and f"Run {run.id}" in report
-        rows = _table(table)
-        assert rows[0][:3] == [run.id, "finished (in use)", "full fine-tuning"]
-        assert [r[0] for r in plot["data"] if r[2] == "accuracy"] == [1, 2]  # fine_tune: frozen + 1 epoch
-        assert srv.demo.tl_context.jobs == {}  # nothing left running
+        assert run.name.startswith("Full fine-tuning · resnet18 · ")
+        assert status.startswith(f"{run.name} finished") and "right on its held-out pictures" in status
+        # The new run is used only if it did better than the quick run on the same held-out pictures.
+        chosen = run_choice.in_use(srv.project)
+        assert chosen.pictures == 4 and {chosen.run.id, chosen.other.id} == {run.id, quick_run.id}, chosen
+        if chosen.run.id == run.id:
+            assert chosen.how == "better" and "Review and Classify use it now: on the same 4" in status
+        else:
+            assert chosen.how == "kept" and f"Not used: the model in use, {quick_run.name}, did better" in status
+        assert _value(use_run) == chosen.run.id and _choices(use_run) == [run.id, quick_run.id]
+        assert f"**{run.name}** (finished" in report  # the details of the run that just ended
+        assert in_use.startswith(f"**In use: {chosen.run.name}:**") and "on 4 held-out pictures" in in_use
+        rows = {r[0]: r[1] for r in _table(table)}
+        assert rows[chosen.run.name] == "finished (in use)" and rows[chosen.other.name] == "finished"
+        # fine_tune: the warm-up (epoch 0, last layers only), then the 1 epoch asked for.
+        assert [r[0] for r in plot["data"] if r[2] == "accuracy"] == [0, 1]
+        assert runner.current_job(srv.project) is None  # nothing left running
 
-        report, plot, figure, confusion, per_class, table = c.predict(quick_run.id, api_name="/use_run")
-        assert f"Run {quick_run.id}" in report and runs.active_run(srv.project).id == quick_run.id
+        # Choosing a run by hand: it is used, and the tab says it was the person's choice.
+        other = chosen.other
+        report, plot, figure, confusion, per_class, table, in_use = c.predict(other.id, api_name="/use_run")
+        assert f"**{other.name}** (finished, in use)" in report and runs.active_run(srv.project).id == other.id
+        assert in_use.startswith(f"**In use: {other.name}:**") and "you chose it" in in_use
         assert figure["type"] == "matplotlib" and len(plot["data"]) >= 6
         assert "is not a run" in _error(lambda: c.predict("../../etc", api_name="/use_run"))
         assert c.predict(api_name="/stop") == "Nothing is training."
@@ -179,7 +197,7 @@ def test_train_tab_quick_mode_needs_weights_and_takes_a_weights_file(tmp_path, c
         torch.save(torchvision.models.resnet18().state_dict(), wfile)
         status, *_ = c.predict(mode="quick", size=64, pretrained=False, weights=handle_file(wfile), api_name="/train")
         run = runs.list_runs(srv.project)[0]
-        assert run.status == "finished" and status.startswith(f"Run {run.id} finished"), status
+        assert run.status == "finished" and status.startswith(f"{run.name} finished"), status
         copy = Path(run.config["weights"])  # the upload's copy inside the project, kept for later runs
         assert copy.parent == srv.project.root / "models" / "weights" and copy.read_bytes() == wfile.read_bytes()
 
@@ -203,30 +221,62 @@ def test_new_classes_and_runs_reach_every_caller(tmp_path, colour_folder):
         *_, status, _, _ = later.predict(item, "red", "blue", "", "", api_name="/relabel")
         assert status == "Moved 1 image to 'red'."
         report, *_ = later.predict(rep.run, api_name="/use_run")
-        assert f"Run {rep.run}" in report and runs.active_run(srv.project).id == rep.run
+        assert f"`{rep.run}`" in report and runs.active_run(srv.project).id == rep.run
         assert later.predict("nobody", api_name="/browse")[0] == []
 
 
-def test_stop_is_per_visitor(tmp_path, colour_folder):
+def _start_long_training(c, srv) -> tuple:
+    """Start a long training through the API; returns (job, run) once the run is recorded."""
+    job = c.submit(mode="full", epochs=20, size=64, pretrained=False, api_name="/train")
+    assert wait_until(lambda: job.outputs(), timeout=60), job.status()
+    run = wait_until(lambda: runs.list_runs(srv.project) and runs.list_runs(srv.project)[0], timeout=60)
+    assert run and run.status == "running", run
+    assert job.outputs()[0][0] == f"{run.name}: starting…"
+    return job, run
+
+
+def test_on_a_shared_server_only_the_visitor_who_started_a_training_can_stop_it(tmp_path, colour_folder):
     """While one visitor trains, another is told the trainer is busy and cannot stop it; the first can."""
-    with serve(tmp_path / "proj") as srv:
+    with serve(tmp_path / "proj", shared=True) as srv:
         me, other = _client(srv.url), _client(srv.url)
-        me.predict(str(colour_folder), api_name="/import_folder")
-        job = me.submit(mode="full", epochs=20, size=64, pretrained=False, api_name="/train")
-        assert wait_until(lambda: job.outputs(), timeout=60), job.status()
-        run_id = runs.list_runs(srv.project)[0].id
-        assert job.outputs()[0][0] == f"Training run {run_id}: starting…"
+        import_files(srv.project, [colour_folder])
+        job, run = _start_long_training(me, srv)
 
         assert "The trainer is busy" in _error(lambda: other.predict(size=64, api_name="/train"))
         assert "The trainer is busy" in _error(lambda: other.predict(size=64, api_name="/lr_find"))
         msg = other.predict(api_name="/stop")
         assert "The trainer is busy" in msg and "Only the person who started it" in msg
+        assert runs.get_run(srv.project, run.id).status == "running"
 
-        assert me.predict(api_name="/stop") == f"Stopping run {run_id} after the current batch…"
+        assert me.predict(api_name="/stop") == f"Stopping {run.name} after the current batch…"
         status, *_ = job.result(timeout=120)
-        run = runs.get_run(srv.project, run_id)
-        assert run.status == "stopped" and status.startswith(f"Run {run_id} stopped"), (status, run)
+        run = runs.get_run(srv.project, run.id)
+        assert run.status == "stopped" and status.startswith(f"{run.name} stopped"), (status, run)
         assert me.predict(api_name="/stop") == "Nothing is training."
+
+
+def test_on_a_computer_of_ones_own_any_page_may_stop_the_training(tmp_path, colour_folder):
+    """Not shared, no login: one person, whatever page or program they use."""
+    with serve(tmp_path / "proj") as srv:
+        me, later = _client(srv.url), _client(srv.url)
+        import_files(srv.project, [colour_folder])
+        job, run = _start_long_training(me, srv)
+        assert later.predict(api_name="/stop") == f"Stopping {run.name} after the current batch…"
+        status, *_ = job.result(timeout=120)
+        assert runs.get_run(srv.project, run.id).status == "stopped" and status.startswith(f"{run.name} stopped")
+
+
+def test_with_a_login_the_same_user_may_stop_from_another_session(tmp_path, colour_folder):
+    with serve(tmp_path / "proj", auth=[("ann", "pw-ann"), ("bob", "pw-bob")]) as srv:
+        ann = Client(srv.url, verbose=False, download_files=False, auth=("ann", "pw-ann"))
+        ann_again = Client(srv.url, verbose=False, download_files=False, auth=("ann", "pw-ann"))
+        bob = Client(srv.url, verbose=False, download_files=False, auth=("bob", "pw-bob"))
+        import_files(srv.project, [colour_folder])
+        job, run = _start_long_training(ann, srv)
+        assert "Only the person who started it" in bob.predict(api_name="/stop")
+        assert ann_again.predict(api_name="/stop") == f"Stopping {run.name} after the current batch…"
+        status, *_ = job.result(timeout=120)
+        assert runs.get_run(srv.project, run.id).status == "stopped"
 
 
 # --- Review -------------------------------------------------------------------------------
@@ -246,7 +296,8 @@ def test_review_ranks_and_undoes(trained_server):
     srv, c = trained_server, _client(trained_server.url)
     project = srv.project
     out = _review(c, ALL, "", "")
-    assert "Ranked with run" in out["note"] and not out["selected"] and out["status"] == ""
+    run = runs.active_run(project)
+    assert out["note"].startswith(f"Ranked with {run.name}: ") and not out["selected"] and out["status"] == ""
     gallery = out["gallery"]
     expected = review.queue(project, top=48).rows
     by_sha = {it.sha256: it.id for it in project.items()}
@@ -346,7 +397,12 @@ def test_retrain_from_review_updates_the_queue(tmp_path, colour_folder):
         *_, status, matrix, _ = c.predict(ALL, "", "", api_name="/retrain")
         latest = runs.list_runs(srv.project)[0]
         assert latest.id != first.run and latest.status == "finished", latest
-        assert status.startswith(f"Retrained: run {latest.id}") and runs.active_run(srv.project).id == latest.id
+        names = runs.run_names(runs.list_runs(srv.project))
+        assert status.startswith(f"Retrained: {names[latest.id]}, ") and status.endswith("The queue is up to date.")
+        # The new run is used only if it did better than the run in use on the same held-out pictures.
+        chosen = run_choice.in_use(srv.project)
+        assert {chosen.run.id, chosen.other.id} == {latest.id, first.run} and runs.active_run(srv.project) == chosen.run
+        assert ("Review and Classify use it now" in status) == (chosen.run.id == latest.id), status
         assert latest.config["size"] == 64 and latest.config["pretrained"] is False  # the settings of the run in use
 
 
@@ -365,20 +421,24 @@ def test_classify(trained_server, tmp_path):
     imagegen.noisy(imagegen.COLOURS["blue"], seed=98).save(blue, format="JPEG")
 
     note, label, gallery, errors = c.predict([handle_file(red), handle_file(blue)], api_name="/classify")
-    assert note.startswith("Using run ") and errors == ""
-    confs = {d["label"]: d["confidence"] for d in label["confidences"]}
+    run = runs.active_run(trained_server.project)
+    assert note.startswith(f"Using {run.name}, ") and run.id not in note and errors == ""
+    # The Prediction box says which picture it shows (the first), and how to see the other.
+    assert label["label"] == "Prediction for a red thing.png (1 of 2; click another picture below to see its prediction)"
+    confs = {d["label"]: d["confidence"] for d in label["value"]["confidences"]}
     assert set(confs) == {"red", "blue"} and math.isclose(sum(confs.values()), 1.0, abs_tol=1e-3)
-    assert label["label"] == max(confs, key=confs.get)
-    assert len(gallery) == 2 and all("%" in g["caption"] for g in gallery)
+    assert label["value"]["label"] == max(confs, key=confs.get)
+    assert [g["caption"].split(":")[0] for g in gallery] == ["a red thing.png", "blue.jpg"]
+    assert all("%" in g["caption"] for g in gallery)
 
     # A text file renamed .jpg is refused with a reason, next to a picture that is classified.
     fake = _fake_jpg(tmp_path, "holiday.jpg")
     note, label, gallery, errors = c.predict([handle_file(fake), handle_file(red)], api_name="/classify")
     assert "`holiday.jpg`:" in errors and "text" in errors
-    assert label is not None and len(gallery) == 1
+    assert label["label"] == "Prediction for a red thing.png" and len(gallery) == 1
 
     note, label, gallery, errors = c.predict([handle_file(fake)], api_name="/classify")
-    assert not label and gallery == [] and "holiday.jpg" in errors
+    assert not _value(label) and gallery == [] and "holiday.jpg" in errors
 
 
 def test_classify_without_a_model(tmp_path):

@@ -104,7 +104,11 @@ def _train_events(args) -> Callable[[dict], None]:
                      + (f", accuracy {acc:.1%}" if acc is not None else ""))
         elif kind == "epoch":
             acc = ev.get("accuracy")
-            _err(f"  epoch {ev['epoch']} ({ev['phase']}): train loss {ev['train_loss']:.4f}, "
+            # fastai's fine_tune trains the new last layers alone first: a warm-up before the epochs asked for.
+            what = ("warm-up (last layers only)" if ev.get("phase") == "frozen"
+                    else f"epoch {ev['epoch'] - 1} of {getattr(args, 'epochs', '?')}" if ev.get("phase") == "unfrozen"
+                    else f"epoch {ev['epoch']}")
+            _err(f"  {what}: train loss {ev['train_loss']:.4f}, "
                  f"valid loss {ev['valid_loss']:.4f}" + (f", accuracy {acc:.1%}" if acc is not None else ""))
         elif kind == "batch" and time.time() - last[0] > 2:
             last[0] = time.time()
@@ -163,18 +167,43 @@ def cmd_train(args) -> int:
     cfg = _train_config(args)
     rep = train(project, cfg, run_id=run_id, stop=stop, events=_train_events(args))
     m = rep.metrics
-    _emit(args, rep.to_dict(), lambda: f"run {rep.run}: {rep.status} in {rep.seconds:.1f} s"
-          + (f", accuracy {m['accuracy']:.1%}" if m.get("accuracy") is not None else ""))
+
+    def text() -> str:
+        from .run_choice import in_use
+
+        iu = in_use(project)
+        return (f"run {rep.run}: {rep.status} in {rep.seconds:.1f} s"
+                + (f", accuracy {m['accuracy']:.1%}" if m.get("accuracy") is not None else "")
+                + (f"\n{iu.describe()}" if iu else ""))
+
+    _emit(args, rep.to_dict(), text)
     return 0 if rep.status in ("finished", "stopped") else 1
 
 
 def cmd_runs(args) -> int:
-    from .runs import list_runs
+    from .run_choice import in_use
+    from .runs import list_runs, run_names
 
-    rows = [r.to_dict() for r in list_runs(_project(args))]
-    _emit(args, rows, lambda: "\n".join(
-        f"{r['run']}  {r['status']:<9} {r['arch']:<10} {r['mode']:<8} acc={r['metrics'].get('accuracy')}" for r in rows)
-        or "(no runs)")
+    project = _project(args)
+    all_runs = list_runs(project)
+    names = run_names(all_runs)
+    iu = in_use(project)
+    rows = []
+    for r in all_runs:
+        row = {**r.to_dict(), "name": names[r.id], "in_use": bool(iu and iu.run.id == r.id)}
+        if row["in_use"]:
+            row["why"] = iu.describe(names)
+        rows.append(row)
+
+    def text() -> str:
+        if not rows:
+            return "(no runs)"
+        acc = lambda r: "–" if r["metrics"].get("accuracy") is None else f"{r['metrics']['accuracy']:.0%}"  # noqa: E731
+        lines = [f"{r['name']:<42} {r['status']:<9} {acc(r):>4}  {r['run']}" + ("  (in use)" if r["in_use"] else "")
+                 for r in rows]
+        return "\n".join(lines + ([iu.describe(names)] if iu else ["No run is in use: none finished with a model."]))
+
+    _emit(args, rows, text)
     return 0
 
 

@@ -4,6 +4,12 @@ The web app starts ``python -m tl_app train PROJECT --run-id ID --events FILE``
 (or ``lr-find``) and follows the events file; Stop creates the job's STOP file,
 which the process checks after every batch, and ends the process if it does not
 stop in time. A crash in training cannot take the web server down.
+
+Each process started here is watched by a thread of its own until it ends: the
+thread enforces a requested stop, reaps the process (no zombie is left behind)
+and records a run that ended without saying how as failed. Anyone may follow a
+job's progress from the start (each follower reads the events file on its
+own); who may stop it is decided by :func:`tl_app.access.may_stop_training`.
 """
 
 from __future__ import annotations
@@ -20,41 +26,37 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from . import runs
+from .access import Visitor, may_stop_training
 from .errors import TrainerBusy
 from .project import Project
 from .train import TrainConfig, busy_message, preflight, take_snapshot, trainer_lock
 
 #: How long a stopped training may take to end by itself before it is killed.
 STOP_GRACE_SECONDS = 30.0
+#: How often the watcher thread looks at its process.
+WATCH_INTERVAL = 0.25
 
 _start_lock = threading.Lock()
+_jobs_lock = threading.Lock()
+#: The job each project's trainer runs, for jobs started by this process (project root -> job).
+_jobs: dict[str, "JobProcess"] = {}
 
 
-@dataclass
-class JobProcess:
-    """A process the app started (a training or a learning-rate search) and what it reported so far."""
+class EventReader:
+    """Reads a job's events file from its beginning, a complete line at a time (one per follower)."""
 
-    project: Project
-    job_id: str
-    proc: subprocess.Popen
-    events_path: Path
-    started: float = field(default_factory=time.time)
-    events: list[dict] = field(default_factory=list)
-    _offset: int = 0
-    stop_requested: float | None = None
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._offset = 0
 
-    @property
-    def stop_file(self) -> Path:
-        return self.events_path.with_name("STOP")
-
-    def poll_events(self) -> list[dict]:
-        """New events since the last call (complete lines only)."""
+    def read(self) -> list[dict]:
+        """Events written since the last call."""
         new: list[dict] = []
         try:
-            with open(self.events_path, "rb") as f:
+            with open(self.path, "rb") as f:
                 f.seek(self._offset)
                 chunk = f.read()
-        except FileNotFoundError:
+        except OSError:
             return new
         end = chunk.rfind(b"\n")
         if end < 0:
@@ -65,39 +67,87 @@ class JobProcess:
                 new.append(json.loads(line))
             except ValueError:
                 continue
-        self.events.extend(new)
         return new
+
+
+@dataclass
+class JobProcess:
+    """A process the app started (a training or a learning-rate search), watched until it ends.
+
+    ``owner`` is who started it (None: unknown). ``done`` is set once the process
+    has ended, been reaped and its outcome recorded.
+    """
+
+    project: Project
+    job_id: str
+    proc: subprocess.Popen
+    events_path: Path
+    owner: Optional[Visitor] = None
+    title: str = ""
+    started: float = field(default_factory=time.time)
+    stop_requested: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    kind: str = "training"
+
+    @property
+    def stop_file(self) -> Path:
+        return self.events_path.with_name("STOP")
 
     @property
     def running(self) -> bool:
-        return self.proc.poll() is None
+        """Whether the job has not ended yet (its outcome is not recorded)."""
+        return not self.done.is_set()
 
     def stop(self) -> None:
-        """Ask the process to stop at its next batch."""
+        """Ask the process to stop at its next batch (whoever asks: see :func:`request_stop`)."""
         if self.stop_requested is None:
             self.stop_requested = time.time()
-        self.stop_file.touch()
+        try:
+            self.stop_file.touch()
+        except OSError:
+            pass
 
     def _killed(self) -> None:
         """Called after a process was ended because it did not stop in time."""
 
-    def enforce_stop(self) -> None:
-        """End the process if a requested stop has not taken effect in time."""
-        if self.stop_requested is not None and self.running and time.time() - self.stop_requested > STOP_GRACE_SECONDS:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self._killed()
+    def _finish(self) -> None:
+        """Called once the process has ended and been reaped: record its outcome."""
+
+    def _watch(self) -> None:
+        try:
+            while self.proc.poll() is None:
+                if (self.stop_requested is not None
+                        and time.time() - self.stop_requested > STOP_GRACE_SECONDS and self.proc.poll() is None):
+                    self.proc.kill()
+                    self.proc.wait(timeout=30)
+                    self._killed()
+                    break
+                time.sleep(WATCH_INTERVAL)
+            self.proc.wait()
+            self._finish()
+        finally:
+            with _jobs_lock:
+                if _jobs.get(_key(self.project)) is self:
+                    del _jobs[_key(self.project)]
+            self.done.set()
+
+    def start_watching(self) -> "JobProcess":
+        threading.Thread(target=self._watch, name=f"watch-{self.job_id}", daemon=True).start()
+        return self
 
     def follow(self, interval: float = 0.5) -> Iterator[list[dict]]:
-        """Yield new events every ``interval`` seconds until the process ends."""
+        """Every event from the job's start, then new ones every ``interval`` seconds, until it ends."""
+        reader = EventReader(self.events_path)
         while True:
-            alive = self.running
-            self.enforce_stop()
-            yield self.poll_events()
-            if not alive:
-                yield self.poll_events()
+            ended = self.done.is_set()
+            yield reader.read()
+            if ended:
                 break
-            time.sleep(interval)
+            self.done.wait(interval)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the job has ended and its outcome is recorded; False on timeout."""
+        return self.done.wait(timeout)
 
     def error_text(self) -> str:
         """What the process printed as its error, if it failed before recording anything."""
@@ -127,10 +177,13 @@ class TrainingProcess(JobProcess):
             runs.end_run(self.project, self.run_id, status="stopped", seconds=time.time() - self.started,
                          reason="stopped by the user (the process was ended)")
 
+    def _finish(self) -> None:
+        self.result()
+
     def result(self) -> runs.Run:
         """The run as recorded; a process that died without recording gets 'failed'."""
         run = runs.get_run(self.project, self.run_id)
-        if run.status == "running" and not self.running:
+        if run.status == "running" and self.proc.poll() is not None:
             run = runs.end_run(self.project, self.run_id, status="failed",
                                reason=self.error_text() or f"the training process ended with code {self.proc.returncode}")
         return run
@@ -140,22 +193,136 @@ class TrainingProcess(JobProcess):
 class LrFindProcess(JobProcess):
     """A learning-rate search (``python -m tl_app lr-find``); its answer is its JSON output."""
 
-    def result(self) -> dict:
-        """``{"lr": ...}`` when the search finished, else ``{"error": reason}`` (stopped or failed)."""
-        if self.running:
-            self.proc.wait()
+    kind: str = "lr-find"
+    outcome: Optional[dict] = None
+
+    def _finish(self) -> None:
         try:
             doc = json.loads(self.events_path.with_name("stdout.txt").read_text(encoding="utf-8") or "{}")
         except (OSError, ValueError):
             doc = {}
         error_text = self.error_text()
-        shutil.rmtree(self.events_path.parent, ignore_errors=True)  # a search leaves nothing behind
         if "lr" in doc:
-            return doc
-        if self.stop_requested is not None:
-            return {"error": "The learning-rate search was stopped.", "stopped": True}
-        return {"error": doc.get("error") or error_text
-                or f"the learning-rate search ended with code {self.proc.returncode}"}
+            self.outcome = doc
+        elif self.stop_requested is not None:
+            self.outcome = {"error": "The learning-rate search was stopped.", "stopped": True}
+        else:
+            self.outcome = {"error": doc.get("error") or error_text
+                            or f"the learning-rate search ended with code {self.proc.returncode}"}
+        shutil.rmtree(self.events_path.parent, ignore_errors=True)  # a search leaves nothing behind
+
+    def result(self) -> dict:
+        """``{"lr": ...}`` when the search finished, else ``{"error": reason}`` (stopped or failed)."""
+        self.done.wait()
+        return dict(self.outcome or {"error": "the learning-rate search ended without an answer"})
+
+
+@dataclass
+class OutsideTraining:
+    """A training that holds the trainer but was not started by this app (the command line, or before a restart).
+
+    Its progress can be followed when it writes an events file; Stop creates its STOP file.
+    """
+
+    project: Project
+    job_id: str
+    owner: Optional[Visitor] = None
+    kind: str = "training"
+    title: str = ""
+    stop_requested: float | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.job_id
+
+    @property
+    def events_path(self) -> Path:
+        return runs.run_dir(self.project, self.job_id) / "events.jsonl"
+
+    @property
+    def running(self) -> bool:
+        return (trainer_holder(self.project) or {}).get("run") == self.job_id
+
+    def stop(self) -> None:
+        if self.stop_requested is None:
+            self.stop_requested = time.time()
+        try:
+            (runs.run_dir(self.project, self.job_id) / "STOP").touch()
+        except OSError:
+            pass
+
+    def follow(self, interval: float = 0.5) -> Iterator[list[dict]]:
+        reader = EventReader(self.events_path)
+        while True:
+            ended = not self.running
+            yield reader.read()
+            if ended:
+                break
+            time.sleep(interval)
+
+
+def _key(project: Project) -> str:
+    return str(Path(project.root).resolve())
+
+
+def current_job(project: Project):
+    """The training or search running on the project now, or None.
+
+    A job this app started (:class:`JobProcess`) until its outcome is recorded; else a
+    training started elsewhere that holds the trainer (:class:`OutsideTraining`).
+    """
+    with _jobs_lock:
+        job = _jobs.get(_key(project))
+    if job is not None:
+        return job
+    holder = trainer_holder(project)
+    run_id = (holder or {}).get("run")
+    if run_id and run_id != "lr-find":
+        try:
+            run = runs.get_run(project, run_id)
+        except Exception:  # noqa: BLE001 - not recorded yet, or not a run id
+            return None
+        return OutsideTraining(project, run_id, title=run.name)
+    return None
+
+
+@dataclass
+class StopAnswer:
+    """What a request to stop did: ``stopping`` is True when the job was asked to stop."""
+
+    stopping: bool
+    message: str
+    job: object = None
+
+
+def request_stop(project: Project, visitor: Visitor, *, shared: bool, job_id: str | None = None) -> StopAnswer:
+    """Stop the project's running job if ``visitor`` may (the decision is :func:`may_stop_training`'s).
+
+    ``job_id`` names the job the visitor sees; a different (or no) running job is not stopped.
+    """
+    job = current_job(project)
+    if job is None or (job_id and job.job_id != job_id):
+        holder = trainer_holder(project)
+        if holder:  # the search of a command line, which cannot be stopped from here
+            return StopAnswer(False, busy_message(holder) + " It was not started from this page, so it cannot be "
+                                                            "stopped here.")
+        return StopAnswer(False, "Nothing is training.")
+    if not may_stop_training(job.owner, visitor, shared=shared):
+        holder = trainer_holder(project) or {"run": job.job_id, "started": getattr(job, "started", None)}
+        return StopAnswer(False, busy_message(holder) + " Only the person who started it can stop it.", job)
+    job.stop()
+    if job.kind == "lr-find":
+        return StopAnswer(True, "Stopping the learning-rate search after the current batch…", job)
+    return StopAnswer(True, f"Stopping {job.title or 'the training'} after the current batch…", job)
+
+
+def stop_all(project: Project, timeout: float = 10.0) -> None:
+    """End the project's job at once (when the server shuts down: never leave a process behind)."""
+    with _jobs_lock:
+        job = _jobs.get(_key(project))
+    if job is not None and job.proc.poll() is None:
+        job.proc.kill()
+        job.done.wait(timeout)
 
 
 def trainer_holder(project: Project) -> Optional[dict]:
@@ -191,14 +358,31 @@ def _spawn(cmd: list[str], folder: Path) -> subprocess.Popen:
 
 
 def _wait_for_lock(project: Project, proc: subprocess.Popen) -> None:
-    # Until the process holds the trainer lock (or ends), so that the next visitor sees it as busy.
+    # Until the process holds the trainer lock (or ends), so that visitors of another app see it as busy.
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None and trainer_holder(project) is None:
         time.sleep(0.05)
 
 
-def start_training(project: Project, cfg: TrainConfig) -> TrainingProcess:
-    """Start a training process; raises :class:`TrainerBusy` or :class:`PreflightError` at once."""
+def _refuse_if_busy(project: Project) -> None:
+    job = current_job(project)
+    holder = trainer_holder(project)
+    if job is not None or holder is not None:
+        raise TrainerBusy(busy_message(holder or {"run": job.job_id, "started": getattr(job, "started", None)},
+                                       name=getattr(job, "title", "") if job is not None and job.kind == "training"
+                                       else ""))
+
+
+def _register(job: JobProcess) -> JobProcess:
+    with _jobs_lock:
+        _jobs[_key(job.project)] = job
+    job.start_watching()
+    _wait_for_lock(job.project, job.proc)
+    return job
+
+
+def start_training(project: Project, cfg: TrainConfig, *, owner: Visitor | None = None) -> TrainingProcess:
+    """Start a training process for ``owner``; raises :class:`TrainerBusy` or :class:`PreflightError` at once."""
     cfg.validate()
     preflight(take_snapshot(project), cfg.valid_pct)
     if cfg.quick:
@@ -206,9 +390,7 @@ def start_training(project: Project, cfg: TrainConfig) -> TrainingProcess:
 
         check_quick_possible(cfg.pretrained, cfg.weights)
     with _start_lock:
-        holder = trainer_holder(project)
-        if holder is not None:
-            raise TrainerBusy(busy_message(holder))
+        _refuse_if_busy(project)
         run_id = runs.new_run_id()
         rdir = runs.run_dir(project, run_id)
         rdir.mkdir(parents=True, exist_ok=True)
@@ -222,19 +404,17 @@ def start_training(project: Project, cfg: TrainConfig) -> TrainingProcess:
             cmd += ["--lr", repr(float(cfg.lr))]
         if cfg.patience:
             cmd += ["--patience", str(int(cfg.patience))]
-        tp = TrainingProcess(project, run_id, _spawn(cmd, rdir), events)
-        _wait_for_lock(project, tp.proc)
-        return tp
+        title = runs.run_name(run_id, "quick" if cfg.quick else "finetune", cfg.arch)
+        tp = TrainingProcess(project, run_id, _spawn(cmd, rdir), events, owner=owner, title=title)
+        return _register(tp)
 
 
-def start_lr_find(project: Project, cfg: TrainConfig) -> LrFindProcess:
+def start_lr_find(project: Project, cfg: TrainConfig, *, owner: Visitor | None = None) -> LrFindProcess:
     """Start ``lr-find`` in a process (it holds the trainer like a training); raises like :func:`start_training`."""
     cfg.validate()
     preflight(take_snapshot(project), cfg.valid_pct)
     with _start_lock:
-        holder = trainer_holder(project)
-        if holder is not None:
-            raise TrainerBusy(busy_message(holder))
+        _refuse_if_busy(project)
         job_id = "lr-find-" + runs.new_run_id()
         folder = project.cache_dir / "jobs" / job_id
         folder.mkdir(parents=True, exist_ok=True)
@@ -242,6 +422,6 @@ def start_lr_find(project: Project, cfg: TrainConfig) -> LrFindProcess:
         events.touch()
         cmd = [sys.executable, "-m", "tl_app", "lr-find", str(project.root), "--json", "--events", str(events),
                "--stop-file", str(folder / "STOP"), *_cli_args(cfg)]
-        job = LrFindProcess(project, job_id, _spawn(cmd, folder), events)
-        _wait_for_lock(project, job.proc)
-        return job
+        job = LrFindProcess(project, job_id, _spawn(cmd, folder), events, owner=owner,
+                            title="The learning-rate search")
+        return _register(job)

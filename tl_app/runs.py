@@ -43,13 +43,52 @@ class Run:
     def has_model(self) -> bool:
         return bool(self.model_file and self.model_sha256)
 
+    @property
+    def name(self) -> str:
+        """What people call the run: mode, network and start time ("Quick · resnet18 · 25 Nov 14:02")."""
+        return run_name(self.id, self.mode, self.arch)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Accuracy on the run's own held-out pictures (None without a model)."""
+        return self.metrics.get("accuracy")
+
     def to_dict(self) -> dict:
-        return {"run": self.id, "status": self.status, "metrics": self.metrics, "seconds": self.seconds,
-                "arch": self.arch, "mode": self.mode, "created": self.created, "reason": self.reason}
+        return {"run": self.id, "name": self.name, "status": self.status, "metrics": self.metrics,
+                "seconds": self.seconds, "arch": self.arch, "mode": self.mode, "created": self.created,
+                "reason": self.reason}
+
+
+MODE_NAMES = {"quick": "Quick", "finetune": "Full fine-tuning"}
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def new_run_id() -> str:
+    """A run id: its local start time to the second, and 4 random hex digits."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(2).hex()
+
+
+def run_name(run_id: str, mode: str, arch: str) -> str:
+    """A run's name for people, from its mode, network and the start time its id holds.
+
+    Known before the run is recorded (the id is made when it starts), and the same
+    in every front; the id itself stays in the run's details.
+    """
+    when = ""
+    if _RUN_RE.match(run_id or ""):
+        month = int(run_id[4:6])
+        when = f"{int(run_id[6:8])} {_MONTHS[month - 1] if 1 <= month <= 12 else '?'} {run_id[9:11]}:{run_id[11:13]}"
+    return " · ".join(x for x in (MODE_NAMES.get(mode, mode), arch, when) if x)
+
+
+def run_names(all_runs: list["Run"]) -> dict[str, str]:
+    """Names for a list of runs, told apart: the later of two runs started in the same minute gets " (2)"."""
+    names: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for r in sorted(all_runs, key=lambda r: r.id):
+        n = seen[r.name] = seen.get(r.name, 0) + 1
+        names[r.id] = r.name if n == 1 else f"{r.name} ({n})"
+    return names
 
 
 def validate_run_id(run_id: str) -> str:
@@ -111,32 +150,61 @@ def mark_abandoned(project: Project, is_alive) -> None:
             end_run(project, r.id, status="failed", reason="the training process ended unexpectedly")
 
 
-def set_active_run(project: Project, run_id: str | None) -> None:
-    """Choose which run Classify and Review use (None: the latest finished one)."""
+def set_active_run(project: Project, run_id: str | None, *, why: dict | None = None) -> None:
+    """Choose which run Classify and Review use (None: the latest finished one).
+
+    ``why`` records how the choice was made (see :mod:`tl_app.run_choice`); without
+    it the choice is the user's own.
+    """
     if run_id is not None:
         r = get_run(project, run_id)
         if not r.has_model:
-            raise RunNotFound(f"Run {run_id} has no model to use ({r.status}).")
+            raise RunNotFound(f"Run {r.name} has no model to use ({r.status}).")
+    record = {"how": "picked", **(why or {}), "run": run_id, "at": time.time()}
     with project._write() as con:
         if run_id is None:
-            con.execute("DELETE FROM meta WHERE key='active_run'")
+            con.execute("DELETE FROM meta WHERE key IN ('active_run', 'in_use')")
         else:
             con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('active_run', ?)", (run_id,))
+            con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('in_use', ?)", (json.dumps(record),))
 
 
-def active_run(project: Project) -> Run | None:
-    """The run Classify and Review use: the chosen one, else the latest finished run with a model."""
+def in_use_record(project: Project) -> dict | None:
+    """How the run in use was chosen, as recorded with it (None when nothing was recorded)."""
+    with project._read() as con:
+        row = con.execute("SELECT value FROM meta WHERE key='in_use'").fetchone()
+    if row is None:
+        return None
+    try:
+        rec = json.loads(row["value"])
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def chosen_run_id(project: Project) -> str | None:
+    """The run chosen for Review and Classify (by a person or after a comparison), if one was."""
     with project._read() as con:
         row = con.execute("SELECT value FROM meta WHERE key='active_run'").fetchone()
-    if row is not None:
+    return row["value"] if row is not None else None
+
+
+def active_run(project: Project, *, excluding: str | None = None) -> Run | None:
+    """The run Classify and Review use: the chosen one, else the latest finished run with a model.
+
+    ``excluding`` leaves one run out of the fallback (a run that has just finished
+    and is not chosen yet).
+    """
+    chosen = chosen_run_id(project)
+    if chosen is not None:
         try:
-            r = get_run(project, row["value"])
+            r = get_run(project, chosen)
             if r.has_model:
                 return r
         except RunNotFound:
             pass
     for r in list_runs(project):
-        if r.status == "finished" and r.has_model:
+        if r.status == "finished" and r.has_model and r.id != excluding:
             return r
     return None
 

@@ -535,13 +535,13 @@ def trainer_lock(project: Project) -> FileLock:
     return FileLock(project.root / "train.lock")
 
 
-def busy_message(holder: dict) -> str:
+def busy_message(holder: dict, name: str = "") -> str:
     """What another visitor is told while the trainer is held: by what, and since when."""
     since = holder.get("started")
     when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "a moment ago"
-    if holder.get("run") == "lr-find":
+    if str(holder.get("run", "")).startswith("lr-find"):
         return f"The trainer is busy: a search for a good learning rate has been running since {when}."
-    return f"The trainer is busy: another training (run {holder.get('run', '?')}) has been running since {when}."
+    return f"The trainer is busy: another training{f' ({name})' if name else ''} has been running since {when}."
 
 
 def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, stop: Optional[StopToken] = None,
@@ -593,6 +593,10 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
         runs.end_run(project, run_id, status=status, metrics=result["metrics"], seconds=seconds,
                      reason="stopped by the user" if result["stopped"] else "",
                      model_file=result.get("model_file"), model_sha256=result.get("model_sha256"))
+        if status == "finished":  # used by Review and Classify only if better than the run in use
+            from .run_choice import choose_after_training
+
+            choose_after_training(project, run_id, events=events)
         events({"type": "end", "status": status, "metrics": result["metrics"], "seconds": round(seconds, 2)})
         return TrainReport(run_id, status, result["metrics"], seconds,
                            "stopped by the user" if result["stopped"] else "")

@@ -61,12 +61,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(project_dir: str | Path, *, shared: bool = False) -> Iterator[Server]:
+def serve(project_dir: str | Path, *, shared: bool = False, auth=None) -> Iterator[Server]:
     """Serve the app for ``project_dir`` on a free loopback port, in this process, until the block ends.
 
-    The launch options are the ones :func:`tl_app.ui.app.launch` uses (minus the
-    login from ``TL_AUTH``). Training runs as a subprocess that inherits
-    ``os.environ``, so set ``TORCH_HOME`` and friends before the first click.
+    The launch options are the ones :func:`tl_app.ui.app.launch` uses; ``auth`` is
+    Gradio's (``[(user, password), ...]``), as ``TL_AUTH`` gives it. Training runs as
+    a subprocess that inherits ``os.environ``, so set ``TORCH_HOME`` and friends
+    before the first click.
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from tl_app.ui.app import build_demo, launch_options
@@ -74,15 +75,15 @@ def serve(project_dir: str | Path, *, shared: bool = False) -> Iterator[Server]:
     demo = build_demo(project_dir, shared=shared)
     port = free_port()
     demo.queue(default_concurrency_limit=2)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=auth,
                 **launch_options(demo))
     try:
         yield Server(f"http://127.0.0.1:{port}/", demo)
     finally:
-        for tp in list(demo.tl_context.jobs.values()):  # never leave a training process behind
-            with contextlib.suppress(Exception):
-                tp.proc.kill()
-                tp.proc.wait(timeout=10)
+        from tl_app.runner import stop_all
+
+        with contextlib.suppress(Exception):  # never leave a training process behind
+            stop_all(demo.tl_context.project)
         demo.close()
 
 
@@ -127,6 +128,14 @@ class AppPage:
         self.wait_idle()
         return self
 
+    def reload(self) -> "AppPage":
+        """Reload the page, as a person pressing F5 would; the app opens on its first tab again."""
+        self.page.reload()
+        self.page.get_by_role("tab", name=TABS["search"]).wait_for()
+        self.page.locator("#add-class").wait_for()
+        self.wait_idle()
+        return self
+
     def tab(self, key: str) -> "AppPage":
         """Open a tab (``search``, ``review``, ``train`` or ``classify``) and wait for its refresh."""
         self.page.get_by_role("tab", name=TABS[key], exact=True).click()
@@ -166,6 +175,18 @@ class AppPage:
             if stroke and "undefined" not in label:
                 lines[label.rsplit(": ", 1)[-1]] = label
         return lines
+
+    def hidden_columns(self, elem_id: str) -> list[str]:
+        """The column headers of a table that are not in view (scrolled or cut off sideways); [] when all show."""
+        return self.page.evaluate("""(id) => {
+            const root = document.getElementById(id);
+            if (!root) return ['(no element #' + id + ')'];
+            const box = root.getBoundingClientRect();
+            return [...root.querySelectorAll('th')]
+                .filter(th => th.getBoundingClientRect().width > 0)
+                .filter(th => { const r = th.getBoundingClientRect(); return r.left < box.left - 1 || r.right > box.right + 1; })
+                .map(th => th.innerText.trim());
+        }""", elem_id)
 
     def screenshot(self, path: str | Path) -> Path:
         path = Path(path)
@@ -336,11 +357,22 @@ class AppPage:
             num.press("Enter")
         if lr is not None:
             self.page.locator("#train-lr textarea, #train-lr input").first.fill(str(lr))
-        # The status may still tell how the previous run ended: wait for another run's ending.
-        before = re.search(r"Run (\S+) (finished|stopped|failed)", self.text("train-status"))
-        other = rf"(?!{re.escape(before.group(1))} )" if before else ""
+        # The status may still tell how the previous run ended: wait for another ending than that one.
+        before = self.text("train-status").strip()
         self.page.locator("#train-button").click()
-        return self.wait_text("train-status", rf"Run {other}\S+ (finished|stopped|failed)", timeout_ms)
+        return self.wait_train_end(before, timeout_ms)
+
+    def wait_train_end(self, before: str = "", timeout_ms: float = 300_000) -> str:
+        """Wait until the Train tab's status tells how a run ended (other than ``before``); return it."""
+        ending = re.compile(r"^(?!Latest run).* (finished in|stopped\.|failed:)")
+        deadline = time.time() + timeout_ms / 1000
+        while True:
+            text = self.text("train-status").strip()
+            if text != before and ending.search(text):
+                return text
+            if time.time() > deadline:
+                raise TimeoutError(f"no run ended within {timeout_ms / 1000:.0f} s; the status says: {text!r}")
+            self.page.wait_for_timeout(200)
 
     def train_mode(self) -> str:
         """The training mode the Train tab has selected: ``quick`` or ``full``."""

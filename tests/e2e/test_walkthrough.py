@@ -47,9 +47,9 @@ def test_first_session(app, server, fake_pretrained, tmp_path):
     assert app.train_mode() == "quick" and "CPU" in app.text("train-device")
     status = app.train(size=128, timeout_ms=180_000)
     run = runs.list_runs(project)[0]
-    assert status.startswith(f"Run {run.id} finished"), status
+    assert status.startswith(f"{run.name} finished"), status
     assert run.mode == "quick" and run.config["pretrained"] is True and run.config["size"] == 128
-    app.wait_text("runs-table", rf"{run.id}\s+finished")
+    app.wait_text("runs-table", rf"{re.escape(run.name)}\s+finished")
     assert set(app.plot_lines("train-plot")) == PLOTTED
     expect(page.locator("#train-confusion-plot img")).to_have_count(1)  # the confusion matrix, drawn
     assert app.train_mode() == "full"  # the next press fine-tunes further
@@ -89,6 +89,6 @@ def test_first_session(app, server, fake_pretrained, tmp_path):
     app.open()
     assert app.options("target-class") == ["red", "blue"]
     app.tab("train")
-    app.wait_text("runs-table", rf"{run.id}\s+finished")
+    app.wait_text("runs-table", rf"{re.escape(run.name)}\s+finished")
     expect(page.locator("#train-plot [aria-roledescription='line mark']")).to_have_count(3)
     assert set(app.plot_lines("train-plot")) == PLOTTED

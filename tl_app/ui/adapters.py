@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import gradio as gr
 
+from ..access import Visitor
 from ..errors import InputError, TLError
 from ..project import Project
 from ..search import BACKENDS, DDGSProvider, RateLimiter, SearchProvider
@@ -21,17 +22,19 @@ log = logging.getLogger("tl_app.ui")
 
 @dataclass
 class UIContext:
-    """What every tab needs: the project, whether the app is shared, and running jobs by id.
+    """What every tab needs: the project, whether the app is shared, and who follows the trainer.
 
     ``search_provider`` answers every web search when set (tests pass recorded
     results); otherwise each search asks ddgs with the engine the visitor chose.
     ``search_limiter`` counts searches per visitor (a shared app has one).
     ``downloads`` holds the stop token of each browser session's running download.
+    ``followers`` holds the browser sessions whose Train tab follows a training now
+    (the training itself is the core's: :func:`tl_app.runner.current_job`).
     """
 
     project: Project
     shared: bool = False
-    jobs: dict = field(default_factory=dict)
+    followers: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     search_provider: Optional[SearchProvider] = None
     search_limiter: Optional[RateLimiter] = None
@@ -131,6 +134,13 @@ def class_choices(project: Project) -> list[str]:
 
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.0%}"
+
+
+def visitor_of(request: gr.Request | None) -> Visitor:
+    """The person behind a request, for the core's permission checks: login name and page session."""
+    user = getattr(request, "username", None) if request is not None else None
+    session = getattr(request, "session_hash", None) if request is not None else None
+    return Visitor(user=user or None, session=session or None)
 
 
 def visitor_id(request: gr.Request | None) -> str:

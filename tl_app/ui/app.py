@@ -33,7 +33,9 @@ def build_demo(project_dir: str | Path, *, shared: bool = False,
                     search_limiter=RateLimiter() if shared else None)
     with gr.Blocks(title=TITLE, delete_cache=(3600, 24 * 3600)) as demo:
         gr.Markdown(f"## {TITLE}\nProject: `{project.root}`" if not shared else f"## {TITLE}")
-        with gr.Tabs():
+        # Tabs that do not fit a narrow screen wrap onto a second line: each stays a labelled tab
+        # (the default overflow menu hides them behind an unlabelled "..." button).
+        with gr.Tabs(overflow_behavior="wrap"):
             with gr.Tab("Search & download", id="search") as t_search:
                 search = create_search_tab(ctx)
             with gr.Tab("Review", id="review") as t_review:
@@ -45,7 +47,10 @@ def build_demo(project_dir: str | Path, *, shared: bool = False,
         # Each tab shows the project as it is now when it is opened.
         for tab, comps in ((t_search, search), (t_review, review), (t_train, train), (t_classify, classify)):
             fn, inputs, outputs = comps["on_select"]
-            tab.select(fn, inputs, outputs, api_visibility="private")
+            event = tab.select(fn, inputs, outputs, api_visibility="private")
+            if "then" in comps:  # the Train tab then follows a training that is running (a reload, a second tab)
+                fn, inputs, outputs, opts = comps["then"]
+                event.then(fn, inputs, outputs, api_visibility="private", **opts)
         # Choices are fixed when the app is built; a page (re)load fetches the current classes.
         demo.load(*search["on_select"], api_visibility="private")
     demo.tl_context = ctx  # for tests and launch()

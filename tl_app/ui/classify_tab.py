@@ -13,8 +13,16 @@ def model_note(ctx: UIContext) -> str:
     run = runs.active_run(ctx.project)
     if run is None:
         return "No model yet: train one in the Train tab first."
-    acc = run.metrics.get("accuracy")
-    return f"Using run {run.id} ({run.arch}" + (f", {acc:.0%} accurate on held-out pictures)." if acc is not None else ").")
+    acc = run.accuracy
+    return (f"Using {run.name}" + (f", {acc:.0%} right on its held-out pictures." if acc is not None else ".")
+            + " The Train tab says why this model and lets you choose another.")
+
+
+def prediction_label(shown: str, index: int, total: int) -> str:
+    """The Prediction box's title: which picture it shows, and how to see another."""
+    if total <= 1:
+        return f"Prediction for {shown}"
+    return f"Prediction for {shown} ({index + 1} of {total}; click another picture below to see its prediction)"
 
 
 def create_classify_tab(ctx: UIContext) -> dict:
@@ -27,14 +35,16 @@ def create_classify_tab(ctx: UIContext) -> dict:
         with gr.Column(scale=1):
             c["label"] = gr.Label(num_top_classes=3, label="Prediction", elem_id="classify-label")
     c["predictions"] = gr.State([])
-    c["gallery"] = gr.Gallery(label="All pictures", columns=6, height="auto", elem_id="classify-gallery")
+    # fit_columns=False: two pictures stay two small ones (not each half the page wide, captions out of sight).
+    c["gallery"] = gr.Gallery(label="All pictures: click one to see its prediction above", columns=6, height="auto",
+                              fit_columns=False, allow_preview=False, elem_id="classify-gallery")
     c["errors"] = gr.Markdown(elem_id="classify-errors")
 
     @handler
     def classify(files):
         paths, names = upload_paths(files)
         if not paths:
-            return model_note(ctx), None, [], [], ""
+            return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], ""
         preds = predict_files(ctx.project, paths, names=names)
         gallery, errors, good = [], [], []
         for path, p in zip(paths, preds):
@@ -42,17 +52,21 @@ def create_classify_tab(ctx: UIContext) -> dict:
                 errors.append(f"- `{p.file}`: {p.error}")
                 continue
             good.append(p.to_dict())
-            gallery.append((path, " · ".join(f"{k} {v:.0%}" for k, v in p.top(3).items())))
-        first = preds[0].top(3) if preds and not preds[0].error else (good[0]["probs"] if good else None)
+            gallery.append((path, f"{p.file}: {p.label} {p.confidence:.0%}"))
         err = ("Not classified:\n" + "\n".join(errors)) if errors else ""
-        return model_note(ctx), first, good, gallery, err
+        if not good:
+            return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], err
+        first = good[0]
+        return (model_note(ctx), gr.Label(value=first["probs"], label=prediction_label(first["file"], 0, len(good))),
+                good, gallery, err)
 
     c["files"].change(classify, [c["files"]], [c["note"], c["label"], c["predictions"], c["gallery"], c["errors"]],
                       api_name="classify")
 
     def select(preds, evt: gr.SelectData):
         if preds and evt.index is not None and evt.index < len(preds):
-            return preds[evt.index]["probs"]
+            p = preds[evt.index]
+            return gr.Label(value=p["probs"], label=prediction_label(p["file"], evt.index, len(preds)))
         return gr.skip()
 
     c["gallery"].select(select, [c["predictions"]], [c["label"]], api_visibility="private")

@@ -13,10 +13,10 @@ import gradio as gr
 import pandas as pd
 
 from .. import review, runs
-from ..runner import start_training
+from ..errors import InputError, PreflightError, TrainerBusy
+from ..runner import request_stop, start_training
 from ..train import TrainConfig
-from ..errors import InputError
-from .adapters import UIContext, handler, pct
+from .adapters import UIContext, handler, pct, visitor_of
 
 ALL = "All classes"
 EVERY_REASON = "Every reason"
@@ -123,7 +123,7 @@ def create_review_tab(ctx: UIContext) -> dict:
             c["status"] = gr.Markdown(elem_id="review-status")
     with gr.Accordion("Confusion matrix: click a cell to see its pictures", open=False):
         c["matrix"] = gr.Dataframe(label="Class (rows) against what the pictures look like (columns), every picture",
-                                   interactive=False, elem_id="review-matrix")
+                                   interactive=False, wrap=True, elem_id="review-matrix")
         c["cell_note"] = gr.Markdown(elem_id="review-cell-note")
 
     def _gallery(rows: list[dict], selected: set[str]):
@@ -141,7 +141,7 @@ def create_review_tab(ctx: UIContext) -> dict:
                     "pictures in the wrong class.") if rows else \
                 "Train a model first; then the pictures most likely to be wrong appear here."
         else:
-            note = (f"Ranked with run {q.run.id}: {q.summary()}. Every picture was judged by pictures like it, "
+            note = (f"Ranked with {q.run.name}: {q.summary()}. Every picture was judged by pictures like it, "
                     "not by a model that learned it.")
         labels = ctx.project.labels()
         cell_note = f"Showing the cell **{cell}**. Change the class or reason filter to see the whole queue." \
@@ -261,43 +261,54 @@ def create_review_tab(ctx: UIContext) -> dict:
         handler(lambda label, reason, cell: view(label, reason, cell)), filters, outs, api_visibility="private")
 
     @handler
-    def retrain(label, reason, cell, progress=gr.Progress()):
-        """Train again with the settings of the run in use, on the pictures as they are now."""
+    def retrain(label, reason, cell, request: gr.Request):
+        """Train again with the settings of the run in use, on the pictures as they are now.
+
+        The new run replaces the one in use only if it does better (the core decides); the
+        status line is the progress, as in the Train tab.
+        """
+        from .progress import JobWatch
+        from .train_tab import choice_text
+
         run = runs.active_run(ctx.project)
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         cfg = TrainConfig(**{k: v for k, v in (run.config if run else {}).items() if k in fields})
-        tp = start_training(ctx.project, cfg)
-        ctx.jobs[tp.run_id] = tp
-        first = [gr.skip()] * len(outs)
-        first[outs.index(c["status"])] = f"Retraining (run {tp.run_id})…"
-        yield (tp.run_id, gr.Button(visible=True), *first)
         try:
-            for new in tp.follow(0.5):
-                for ev in new:
-                    if ev.get("type") == "batch":
-                        progress((ev["done"], ev["total"]), desc=f"Retraining, epoch {ev['epoch'] + 1} of {ev['epochs']}")
-                    elif ev.get("type") == "phase" and ev.get("total"):
-                        progress((ev["done"], ev["total"]), desc="Retraining")
-        finally:
-            ctx.jobs.pop(tp.run_id, None)
-        result = tp.result()
+            tp = start_training(ctx.project, cfg, owner=visitor_of(request))
+        except (TrainerBusy, PreflightError) as e:
+            raise InputError(str(e)) from None
+        watch = JobWatch(f"Retraining ({tp.title})")
+        status_at = outs.index(c["status"])
+
+        def status_only(text: str) -> tuple:
+            first = [gr.skip()] * len(outs)
+            first[status_at] = text
+            return (tp.run_id, gr.Button(visible=True), *first)
+
+        yield status_only(watch.status)
+        for new in tp.follow(0.5):
+            for ev in new:
+                watch.add(ev)
+            if new:
+                yield status_only(f"Stopping {tp.title} after the current batch…" if tp.stop_requested
+                                  else watch.status)
+        tp.wait()
+        result = runs.get_run(ctx.project, tp.run_id)
+        name = runs.run_names(runs.list_runs(ctx.project)).get(result.id, result.name)
         if result.status == "finished":
-            runs.set_active_run(ctx.project, result.id)
-            msg = f"Retrained: run {result.id}, accuracy {pct(result.metrics.get('accuracy'))}. The queue is up to date."
+            msg = (f"Retrained: {name}, {pct(result.accuracy)} right on its held-out pictures. "
+                   + choice_text(ctx, result).replace(" below", " in the Train tab") + " The queue is up to date.")
         else:
-            msg = f"Run {result.id} {result.status}" + (f": {result.reason}" if result.reason else ".")
+            msg = f"{name} {result.status}" + (f": {result.reason}" if result.reason else ".")
         yield (None, gr.Button(visible=False), *view(label, reason, cell, msg))
 
     c["retrain"].click(retrain, filters, [c["job"], c["retrain_stop"], *outs], api_name="retrain",
-                       show_progress_on=[c["status"]])
+                       show_progress="hidden", concurrency_id="trainer", concurrency_limit=16)
 
     @handler
-    def stop_retrain(job):
-        tp = ctx.jobs.get(job) if job else None
-        if tp is None:
-            return "Nothing is retraining."
-        tp.stop()
-        return f"Stopping run {tp.run_id} after the current batch…"
+    def stop_retrain(job, request: gr.Request):
+        answer = request_stop(ctx.project, visitor_of(request), shared=ctx.shared, job_id=job or None)
+        return "Nothing is retraining." if answer.message == "Nothing is training." else answer.message
 
     c["retrain_stop"].click(stop_retrain, [c["job"]], [c["status"]], api_visibility="private", queue=False)
 

@@ -3,31 +3,37 @@
 The first press of Train runs quick mode (a model in seconds); once the project has a
 finished run, full fine-tuning is proposed to improve on it. Handlers receive the
 form's values by name (``inputs_kwargs``) and turn them into a :class:`TrainForm`.
+
+Progress belongs to the training, not to the page that started it: any page that
+opens this tab while a training runs follows it from its events (the same person
+sees everything and may stop it; see :mod:`tl_app.access`). Which run Review and
+Classify use is the core's decision (:mod:`tl_app.run_choice`); the tab says which and why.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import gradio as gr
 import pandas as pd
 
 from .. import config, runs
+from ..access import Visitor, may_stop_training
+from ..errors import InputError, PreflightError, TrainerBusy
 from ..models import list_archs, store_weights_file
-from ..runner import LrFindProcess, fail_abandoned_runs, start_lr_find, start_training, trainer_holder
-from ..train import TrainConfig, busy_message
-from ..errors import InputError
-from .adapters import UIContext, handler, pct
+from ..run_choice import KEPT, in_use
+from ..runner import current_job, fail_abandoned_runs, request_stop, start_lr_find, start_training
+from ..train import TrainConfig
+from .adapters import UIContext, handler, pct, visitor_of
+from .progress import JobWatch, duration
 
 SIZES = [128, 160, 192, 224, 256, 320]
 QUICK, FULL = "quick", "full"
 MODES = [("Quick (seconds: trains only the last layer)", QUICK),
          ("Full fine-tuning (minutes, more accurate)", FULL)]
-MODE_NAMES = {"quick": "quick", "finetune": "full fine-tuning"}
 QUICK_NEEDS_WEIGHTS = ("Quick mode needs pretrained weights (or your own weights file): it trains only the last "
                        "layer on the features of a trained network, and an untrained network's features mean nothing.")
 
@@ -76,24 +82,38 @@ def _pixels(size) -> int:
 
 
 # --- what the tab shows ------------------------------------------------------------------
+RUN_COLUMNS = ["Run", "Status", "Held-out accuracy", "Took", "Note"]
+
+
 def runs_table(ctx: UIContext) -> pd.DataFrame:
-    rows = []
+    """Every run, newest first, by name; the run in use is marked."""
+    all_runs = runs.list_runs(ctx.project)
+    names = runs.run_names(all_runs)
     active = runs.active_run(ctx.project)
-    for r in runs.list_runs(ctx.project):
-        rows.append({"Run": r.id, "Status": r.status + (" (in use)" if active and r.id == active.id else ""),
-                     "Mode": MODE_NAMES.get(r.mode, r.mode), "Network": r.arch,
-                     "Accuracy": pct(r.metrics.get("accuracy")),
-                     "Seconds": None if r.seconds is None else round(r.seconds, 1),
-                     "Started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
-                     "Note": r.reason})
-    cols = ["Run", "Status", "Mode", "Network", "Accuracy", "Seconds", "Started", "Note"]
-    return pd.DataFrame(rows, columns=cols)
+    rows = [{"Run": names[r.id], "Status": r.status + (" (in use)" if active and r.id == active.id else ""),
+             "Held-out accuracy": pct(r.accuracy), "Took": duration(r.seconds), "Note": r.reason}
+            for r in all_runs]
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def run_choices(ctx: UIContext) -> tuple[list[str], str | None]:
-    choices = [r.id for r in runs.list_runs(ctx.project) if r.has_model]
+def run_choices(ctx: UIContext) -> tuple[list[tuple[str, str]], str | None]:
+    """The runs with a model, as (name and accuracy, id), and the one in use."""
+    all_runs = runs.list_runs(ctx.project)
+    names = runs.run_names(all_runs)
+    choices = [(f"{names[r.id]} ({pct(r.accuracy)})", r.id) for r in all_runs if r.has_model]
     active = runs.active_run(ctx.project)
     return choices, active.id if active else None
+
+
+def in_use_text(ctx: UIContext) -> str:
+    """Which run Review and Classify use, and why (the core's words), with what the person can do."""
+    iu = in_use(ctx.project)
+    if iu is None:
+        return "**No model in use yet.** Train one: Review and Classify will use it."
+    text = "**" + iu.describe(runs.run_names(runs.list_runs(ctx.project))).replace(",", ":**", 1)
+    if iu.how == KEPT and iu.other is not None:
+        text += " You can still choose it here."
+    return text
 
 
 def default_mode(ctx: UIContext) -> str:
@@ -109,26 +129,29 @@ def device_note() -> str:
     return f"**Device:** {describe_device(default_device())}"
 
 
-def history_frame(history: list[dict]) -> pd.DataFrame | None:
+def history_frame(history: list[dict], mode: str | None = None) -> pd.DataFrame | None:
     """The plot's data: one row per epoch and metric; None when there is nothing to draw.
 
-    Gradio 6.31's LinePlot never draws lines again after it was given an empty
-    frame (its column types are guessed from no data), so "nothing" is None.
+    Fine-tuning's warm-up (fastai trains the last layers alone first) is epoch 0, so that
+    the epochs the person asked for are 1 to N. Gradio 6.31's LinePlot never draws lines
+    again after it was given an empty frame (its column types are guessed from no data),
+    so "nothing" is None.
     """
+    shift = 1 if mode == "finetune" else 0
     rows = []
     for h in history:
         for key, name in (("train_loss", "training loss"), ("valid_loss", "validation loss"), ("accuracy", "accuracy")):
             if h.get(key) is not None:
-                rows.append({"epoch": h["epoch"], "value": float(h[key]), "metric": name})
+                rows.append({"epoch": int(h["epoch"]) - shift, "value": float(h[key]), "metric": name})
     return pd.DataFrame(rows, columns=["epoch", "value", "metric"]) if rows else None
 
 
-def run_history(ctx: UIContext, run_id: str | None) -> list[dict]:
-    """The per-epoch values a finished run recorded, so the plot is not empty after a restart."""
+def run_history(ctx: UIContext, run_id: str | None) -> pd.DataFrame | None:
+    """A recorded run's chart, so the plot is not empty after a restart."""
     if not run_id:
-        return []
+        return None
     rep = runs.read_json(ctx.project, run_id, "report.json") or {}
-    return list(rep.get("epochs") or [])
+    return history_frame(list(rep.get("epochs") or []), runs.get_run(ctx.project, run_id).mode)
 
 
 @dataclass
@@ -141,67 +164,107 @@ class RunView:
     per_class: pd.DataFrame
 
 
+def _kept_epoch(rep: dict, mode: str) -> str:
+    best = rep.get("best_epoch")
+    if mode == "finetune":
+        return "the warm-up" if best == 1 else f"epoch {best - 1}"
+    return f"epoch {best}"
+
+
 def run_view(ctx: UIContext, run_id: str | None) -> RunView:
+    """A run's details: how it did on its held-out pictures, its confusion matrix and per-class figures."""
     from ..train import confusion_figure
 
     empty = pd.DataFrame()
     if not run_id:
         return RunView("No finished run yet.", None, empty, empty)
     run = runs.get_run(ctx.project, run_id)
+    name = runs.run_names(runs.list_runs(ctx.project)).get(run.id, run.name)
+    active = runs.active_run(ctx.project)
     rep = runs.read_json(ctx.project, run_id, "report.json") or {}
-    text = (f"**Run {run.id}**: {run.status}, {run.arch}, {MODE_NAMES.get(run.mode, run.mode)}; accuracy on the "
-            f"held-out pictures **{pct(rep.get('accuracy'))}** ({rep.get('valid_items', '?')} checked, "
-            f"{rep.get('train_items', '?')} learned from), trained on {rep.get('device', '?')}"
-            + (f" in {run.seconds:.0f} s" if run.seconds else "") + ".")
+    status = run.status + (", in use" if active and active.id == run.id else "")
+    text = f"**{name}** ({status})"
+    if rep.get("accuracy") is not None:
+        text += (f": {pct(rep.get('accuracy'))} right on {rep.get('valid_items', '?')} held-out pictures "
+                 f"(learned from {rep.get('train_items', '?')}), trained on {rep.get('device', '?')}"
+                 + (f" in {duration(run.seconds)}" if run.seconds else "") + ".")
+    else:
+        text += "." + (f" {run.reason}." if run.reason else "")
     if run.mode == "quick" and "features_computed" in rep:
         n, total = rep["features_computed"], rep.get("train_items", 0) + rep.get("valid_items", 0)
         text += (f" Features computed for {n} of {total} pictures; the others came from the cache." if n < total
                  else f" Features computed for all {n} pictures (kept for the next quick run).")
         text += " The chart shows the last layer's training, one point per pass over the features."
+    if run.mode == "finetune" and rep.get("epochs"):
+        text += " In the chart, epoch 0 is the warm-up: fastai's fine-tuning trains the new last layers alone first."
     if rep.get("early_stopped"):
         text += " Stopped early: the validation loss no longer improved."
     if rep.get("restored_best") and rep.get("best_epoch"):
-        text += f" Kept the weights of epoch {rep['best_epoch']}, which had the lowest validation loss."
+        text += f" Kept the weights of {_kept_epoch(rep, run.mode)}, which had the lowest validation loss."
+    text += f"  \n<small>Run id `{run.id}`</small>"
     conf = rep.get("confusion")
     cm = empty
     if conf:
         labels = conf["labels"]
-        cm = pd.DataFrame(conf["matrix"], columns=[f"predicted {x}" for x in labels])
-        cm.insert(0, "actual", labels)
+        cm = pd.DataFrame(conf["matrix"], columns=list(labels))
+        cm.insert(0, "actual \\ predicted", labels)
     pc = pd.DataFrame([{"class": k, "precision": pct(v["precision"]), "recall": pct(v["recall"]),
                         "pictures checked": v["support"]} for k, v in (rep.get("per_class") or {}).items()])
     return RunView(text, confusion_figure(rep) if conf else None, cm, pc)
 
 
-def _seconds(s: float | None) -> str:
-    if s is None:
+def ending_text(ctx: UIContext, run: runs.Run) -> str:
+    """How a run ended, in one or two sentences, with the run in use after it."""
+    name = runs.run_names(runs.list_runs(ctx.project)).get(run.id, run.name)
+    if run.status == "finished":
+        text = f"{name} finished in {duration(run.seconds)}: {pct(run.accuracy)} right on its held-out pictures."
+        text += " " + choice_text(ctx, run)
+        if run.mode == "quick":
+            text += " Full fine-tuning is now selected: press Train again to try for a better model."
+        return text
+    if run.status == "stopped":
+        return f"{name} stopped. " + ("Its model is kept and can be chosen below." if run.has_model
+                                      else "No model was kept; your pictures are unchanged.")
+    if run.status == "failed":
+        return f"{name} failed: {run.reason}"
+    return f"{name} is {run.status}."
+
+
+def choice_text(ctx: UIContext, run: runs.Run) -> str:
+    """Whether a run that just finished is now the one Review and Classify use, and why (or why not)."""
+    iu = in_use(ctx.project)
+    if iu is None:
         return ""
-    s = int(round(s))
-    return f"about {s // 60} min {s % 60:02d} s left" if s >= 60 else f"about {s} s left"
+    names = runs.run_names(runs.list_runs(ctx.project))
+    compared = iu.pictures and iu.accuracy is not None and iu.other_accuracy is not None
+    if iu.run.id == run.id:
+        if iu.other is None:
+            return "Review and Classify use it now."
+        previous = names.get(iu.other.id, iu.other.name)
+        if compared and round(iu.accuracy, 4) == round(iu.other_accuracy, 4):
+            return (f"Review and Classify use it now: on the same {iu.pictures} held-out pictures it got as many "
+                    f"right as the previous model ({previous}, {iu.other_accuracy:.0%}), and was surer of the "
+                    f"right answers.")
+        if compared:
+            return (f"Review and Classify use it now: on the same {iu.pictures} held-out pictures it scored "
+                    f"{iu.accuracy:.0%}, the previous model ({previous}) {iu.other_accuracy:.0%}.")
+        return f"Review and Classify use it now ({iu.note})." if iu.note else "Review and Classify use it now."
+    in_use_name = names.get(iu.run.id, iu.run.name)
+    if iu.other is not None and iu.other.id == run.id and compared:
+        score = (f"as many right, {iu.accuracy:.0%}, and surer of the right answers"
+                 if round(iu.accuracy, 4) == round(iu.other_accuracy, 4)
+                 else f"{iu.accuracy:.0%} against {iu.other_accuracy:.0%}")
+        return (f"Not used: the model in use, {in_use_name}, did better on the same {iu.pictures} held-out "
+                f"pictures ({score}). You can still choose the new one below.")
+    if iu.other is not None and iu.other.id == run.id and iu.note:
+        return f"Not used: {iu.note}. You can still choose it below."
+    return f"Review and Classify use {in_use_name}; you can choose the new one below."
 
 
-def progress_text(job_id: str, ev: dict) -> str:
-    """One line of live progress for a batch or phase event."""
-    kind, phase = ev.get("type"), ev.get("phase")
-    left = _seconds(ev.get("eta"))
-    if kind == "batch":
-        share = ev["done"] / max(1, ev["total"])
-        where = ("Trying learning rates" if job_id.startswith("lr-find")
-                 else f"Training run {job_id}: epoch {ev['epoch'] + 1} of {ev['epochs']}")
-        return f"{where}, batch {ev['done']} of {ev['total']} ({share:.0%})" + (f", {left}" if left else "") + "."
-    if phase == "loading":
-        return f"Reading pictures: {ev['done']} of {ev['total']}."
-    if phase == "features":
-        return (f"Training run {job_id}: computing features, {ev['done']} of {ev['total']} pictures"
-                + (f", {left}" if left else "") + ".")
-    if phase == "cache":
-        return (f"Training run {job_id}: {ev['cached']} of {ev['total']} pictures' features are cached; "
-                f"{ev['total'] - ev['cached']} to compute.")
-    if phase in ("head", "model", "lr_find"):
-        return f"{ev.get('message', '')}…"
-    if phase in ("oom", "early_stop"):
-        return ev.get("message", "")
-    return ""
+def latest_ending(ctx: UIContext) -> str:
+    """The status line when nothing runs: how the latest run ended (never "running": see fail_abandoned_runs)."""
+    all_runs = runs.list_runs(ctx.project)
+    return ("Latest run: " + ending_text(ctx, all_runs[0])) if all_runs and all_runs[0].status != "running" else ""
 
 
 # --- the tab ------------------------------------------------------------------------------
@@ -209,7 +272,7 @@ def create_train_tab(ctx: UIContext) -> dict:
     c: dict = {}
     gr.Markdown("Train a classifier on your pictures. **Quick** gives a first model in seconds; **full "
                 "fine-tuning** then trains the whole network for a better one. Training runs in the background: "
-                "you can keep working, and Stop ends it after the current batch.")
+                "you can keep working, come back or reload the page, and Stop ends it after the current batch.")
     c["mode"] = gr.Radio(MODES, value=lambda: default_mode(ctx), label="How", elem_id="train-mode")
     c["mode_note"] = gr.Markdown(elem_id="train-mode-note")
     with gr.Row():
@@ -222,7 +285,8 @@ def create_train_tab(ctx: UIContext) -> dict:
     with gr.Accordion("Full fine-tuning options", open=False, elem_id="train-full-options") as c["full_options"]:
         with gr.Row():
             c["epochs"] = gr.Slider(1, 20, value=config.DEFAULT_EPOCHS, step=1, label="Epochs", elem_id="train-epochs",
-                                    info="Passes over the pictures after a first pass that trains only the head.")
+                                    info="Passes over all the pictures, after a warm-up pass that trains only the "
+                                         "new last layers.")
             c["lr"] = gr.Textbox("", label="Learning rate", elem_id="train-lr", placeholder="0.002 (the default)",
                                  info="Empty: the default. 'Suggest a learning rate' tries some on your pictures.")
             c["patience"] = gr.Number(0, label="Early stopping (epochs; 0: never)", precision=0, minimum=0,
@@ -235,152 +299,150 @@ def create_train_tab(ctx: UIContext) -> dict:
     with gr.Row():
         c["train"] = gr.Button("Train", variant="primary", elem_id="train-button")
         c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop-button")
-    c["my_run"] = gr.State(None)
-    c["device"] = gr.Markdown(elem_id="train-device")
+    # The one line of progress (no progress bar besides it), then how the run ended.
     c["status"] = gr.Markdown(elem_id="train-status")
+    c["device"] = gr.Markdown(elem_id="train-device")
     c["plot"] = gr.LinePlot(None, x="epoch", y="value", color="metric", title="Loss and accuracy per epoch",
-                            height=260, elem_id="train-plot")
+                            height=260, x_axis_format="d", elem_id="train-plot")
+    c["in_use"] = gr.Markdown(elem_id="train-in-use")
+    # allow_custom_value: runs made after the app started are not in an API caller's choices;
+    # set_active_run checks the id.
+    c["use_run"] = gr.Dropdown(choices=[], value=None, label="Model used by Review and Classify",
+                               allow_custom_value=True, elem_id="use-run")
     c["report"] = gr.Markdown(elem_id="train-report")
-    with gr.Row():
+    with gr.Row(equal_height=False):
         c["confusion_plot"] = gr.Plot(label="Confusion matrix", elem_id="train-confusion-plot", format="png")
-        with gr.Column():
-            c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class)", interactive=False,
-                                          elem_id="train-confusion")
-            c["per_class"] = gr.Dataframe(label="Per class", interactive=False, elem_id="train-per-class")
-    c["runs"] = gr.Dataframe(value=lambda: runs_table(ctx), label="Runs", interactive=False, elem_id="runs-table")
-    with gr.Row():
-        choices, active = run_choices(ctx)
-        # allow_custom_value: runs made after the app started are not in an API caller's choices;
-        # set_active_run checks the id.
-        c["use_run"] = gr.Dropdown(choices=choices, value=active, label="Model used by Review and Classify",
-                                   allow_custom_value=True, elem_id="use-run")
+        c["per_class"] = gr.Dataframe(label="Per class", interactive=False, elem_id="train-per-class")
+    c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class; columns: predicted class)",
+                                  interactive=False, wrap=True, elem_id="train-confusion")
+    c["runs"] = gr.Dataframe(value=lambda: runs_table(ctx), label="Runs", interactive=False,
+                             elem_id="runs-table")
 
-    def view_outputs(run_id: str | None) -> dict:
+    def details(run_id: str | None) -> dict:
+        """The run in use (or the given run), the choice and the runs: everything but the progress."""
         v = run_view(ctx, run_id)
-        return {c["report"]: v.text, c["confusion_plot"]: v.figure, c["confusion"]: v.confusion,
-                c["per_class"]: v.per_class}
-
-    def final_outputs(status: str, device: str, history: list[dict]) -> dict:
         choices, active = run_choices(ctx)
-        return {c["my_run"]: None, c["status"]: status, c["device"]: device, c["plot"]: history_frame(history),
-                **view_outputs(active),
-                c["runs"]: runs_table(ctx), c["use_run"]: gr.Dropdown(choices=choices, value=active),
-                c["mode"]: default_mode(ctx)}
+        return {c["report"]: v.text, c["confusion_plot"]: v.figure, c["confusion"]: v.confusion,
+                c["per_class"]: v.per_class, c["runs"]: runs_table(ctx), c["in_use"]: in_use_text(ctx),
+                c["use_run"]: gr.Dropdown(choices=choices, value=active)}
 
-    train_outs = [c["my_run"], c["status"], c["device"], c["plot"], c["report"], c["confusion_plot"], c["confusion"],
-                  c["per_class"], c["runs"], c["use_run"], c["mode"]]
+    def follow(job, visitor: Visitor) -> Iterator[dict]:
+        """Follow a job from its first event to its end; the last update shows how it ended.
+
+        The person who started it sees its progress and chart; another visitor of a shared
+        app only hears that the trainer is busy, and how far it got.
+        """
+        same = may_stop_training(job.owner, visitor, shared=ctx.shared)
+        watch = JobWatch(job.title or "The training", kind=job.kind)
+        session = visitor.session
+        with ctx.lock:
+            ctx.followers.add(session)
+        try:
+            first = True
+            for new in job.follow(0.5):
+                out: dict = {}
+                for ev in new:
+                    if watch.add(ev) and same and job.kind == "training":
+                        out[c["plot"]] = history_frame(watch.history, watch.mode)
+                    if ev.get("type") == "start":
+                        out[c["runs"]] = runs_table(ctx)
+                if first and same and job.kind == "training" and c["plot"] not in out:
+                    out[c["plot"]] = history_frame(watch.history, watch.mode)
+                if new or first:
+                    status = watch.status
+                    if job.stop_requested:
+                        status = f"Stopping {job.title or 'the training'} after the current batch…"
+                    out[c["status"]] = status if same else "The trainer is busy. " + status
+                    if same and watch.device:
+                        out[c["device"]] = f"**Device:** {watch.device}"
+                first = False
+                if out:
+                    yield out
+        finally:
+            with ctx.lock:
+                ctx.followers.discard(session)
+        if job.kind == "lr-find":
+            res = job.result() if same else {}
+            if not same:
+                yield {c["status"]: "The trainer is free again."}
+            elif "lr" in res:
+                lr = f"{res['lr']:.2g}"
+                yield {c["lr"]: lr, c["device"]: f"**Device:** {watch.device}" if watch.device else device_note(),
+                       c["status"]: f"Suggested learning rate: **{lr}** (fastai's lr_find, the 'valley' of the loss "
+                                    f"curve). It is filled in above; full fine-tuning will use it."}
+            else:
+                yield {c["device"]: device_note(), c["status"]: (
+                    "The learning-rate search was stopped; the learning rate is unchanged." if res.get("stopped")
+                    else f"No learning rate was suggested: {res.get('error', 'the search ended without an answer')}")}
+            return
+        run = runs.get_run(ctx.project, job.job_id)
+        active = runs.active_run(ctx.project)
+        out = details(run.id if run.has_model else (active.id if active else None))  # the run that just ended
+        out[c["status"]] = ending_text(ctx, run) if same else f"The trainer is free again. {ending_text(ctx, run)}"
+        if same:  # another visitor's form is theirs: their choice of mode stays
+            out[c["mode"]] = default_mode(ctx)
+            out[c["device"]] = f"**Device:** {watch.device}" if watch.device else device_note()
+            out[c["plot"]] = history_frame(watch.history, watch.mode) if watch.history else run_history(ctx, run.id)
+        yield out
+
+    def only(outputs: list, updates: Iterator[dict]) -> Iterator[dict]:
+        keep = set(outputs)
+        for u in updates:
+            yield {k: v for k, v in u.items() if k in keep}
+
+    train_outs = [c["status"], c["device"], c["plot"], c["report"], c["confusion_plot"], c["confusion"],
+                  c["per_class"], c["runs"], c["use_run"], c["mode"], c["in_use"]]
+    lr_outs = [c["status"], c["lr"], c["device"]]
+    watch_outs = [*train_outs, c["lr"]]
     form_fields = ("mode", "arch", "size", "pretrained", "weights", "epochs", "lr", "patience")
+
+    def _start(start, cfg_form: TrainForm, visitor: Visitor):
+        try:
+            return start(ctx.project, cfg_form.to_config(ctx), owner=visitor)
+        except (TrainerBusy, PreflightError) as e:  # not a fault: say it once, change nothing on the page
+            raise InputError(str(e)) from None
 
     @handler
     def train(mode: str = QUICK, arch: str = config.DEFAULT_ARCH, size=config.DEFAULT_SIZE, pretrained: bool = True,
               weights: Optional[str] = None, epochs: int = config.DEFAULT_EPOCHS, lr: Optional[str] = None,
-              patience: Optional[float] = 0, progress=gr.Progress()):
+              patience: Optional[float] = 0, request: gr.Request = None):
+        visitor = visitor_of(request)
         form = TrainForm(mode, arch, size, pretrained, weights, epochs, lr, patience)
-        tp = start_training(ctx.project, form.to_config(ctx))
-        ctx.jobs[tp.run_id] = tp
-        history: list[dict] = []
-        status, device = f"Training run {tp.run_id}: starting…", device_note()
-        yield {c["my_run"]: tp.run_id, c["status"]: status, c["plot"]: None, c["runs"]: runs_table(ctx)}
-        try:
-            for new in tp.follow(0.5):
-                out: dict = {}
-                for ev in new:
-                    kind = ev.get("type")
-                    line = progress_text(tp.run_id, ev)
-                    if line:
-                        status = line
-                    if kind == "batch":
-                        progress((ev["done"], ev["total"]), desc=status)
-                    elif kind == "phase" and ev.get("phase") in ("loading", "features"):
-                        progress((ev["done"], ev["total"]), desc=status)
-                    elif kind == "epoch":
-                        history.append(ev)
-                        out[c["plot"]] = history_frame(history)
-                        if ev.get("phase") != "quick":
-                            status = f"Training run {tp.run_id}: epoch {ev['epoch']} done, accuracy {pct(ev.get('accuracy'))}."
-                    elif kind == "phase" and ev.get("phase") == "device":
-                        device = out[c["device"]] = f"**Device:** {ev['device']}"
-                if tp.stop_requested:
-                    status = f"Stopping run {tp.run_id}…"
-                if new:
-                    out[c["status"]] = status
-                if out:
-                    yield out
-        finally:
-            ctx.jobs.pop(tp.run_id, None)
-        run = tp.result()
-        if run.status == "finished":
-            status = f"Run {run.id} finished in {run.seconds:.0f} s: accuracy {pct(run.metrics.get('accuracy'))}."
-            if run.mode == "quick":
-                status += " Full fine-tuning is now selected: press Train again for a better model."
-        elif run.status == "stopped":
-            status = f"Run {run.id} stopped. " + ("Its model is kept and can be chosen below." if run.has_model
-                                                   else "No model was kept; your pictures are unchanged.")
-        else:
-            status = f"Run {run.id} failed: {run.reason}"
-        yield final_outputs(status, device, history if history else run_history(ctx, run.id))
+        job = _start(start_training, form, visitor)
+        yield from only(train_outs, follow(job, visitor))
 
-    # One training (or search) at a time is enforced by the trainer lock; these followers get their own
-    # queue slots, so that the rest of the app stays responsive and a second visitor hears "busy" at once.
+    # Followers get their own queue slots (one training at a time is the trainer lock's job), so
+    # that the rest of the app stays responsive and a second visitor hears "busy" at once. The status
+    # line is the progress: no spinner or bar beside it.
+    follow_opts = dict(concurrency_id="trainer", concurrency_limit=16, show_progress="hidden")
     c["train"].click(train, None, train_outs, inputs_kwargs={k: c[k] for k in form_fields}, api_name="train",
-                     show_progress_on=[c["status"]], concurrency_id="trainer", concurrency_limit=4)
+                     **follow_opts)
 
     @handler
     def lr_find(arch: str = config.DEFAULT_ARCH, size=config.DEFAULT_SIZE, pretrained: bool = True,
-                weights: Optional[str] = None, progress=gr.Progress()):
-        form = TrainForm(FULL, arch, size, pretrained, weights)
-        job: LrFindProcess = start_lr_find(ctx.project, form.to_config(ctx))
-        ctx.jobs[job.job_id] = job
-        status, device = "Searching for a good learning rate…", device_note()
-        yield {c["my_run"]: job.job_id, c["status"]: status}
-        try:
-            for new in job.follow(0.5):
-                out: dict = {}
-                for ev in new:
-                    line = progress_text(job.job_id, ev)
-                    if line:
-                        status = line
-                    if ev.get("type") == "batch" or ev.get("phase") == "loading":
-                        progress((ev["done"], ev["total"]), desc=status)
-                    elif ev.get("phase") == "device":
-                        device = out[c["device"]] = f"**Device:** {ev['device']}"
-                if job.stop_requested:
-                    status = "Stopping the learning-rate search…"
-                if new:
-                    out[c["status"]] = status
-                if out:
-                    yield out
-        finally:
-            ctx.jobs.pop(job.job_id, None)
-        res = job.result()
-        if "lr" in res:
-            lr = f"{res['lr']:.2g}"
-            yield {c["my_run"]: None, c["lr"]: lr, c["device"]: device,
-                   c["status"]: f"Suggested learning rate: **{lr}** (fastai's lr_find, the 'valley' of the loss "
-                                f"curve). It is filled in above; full fine-tuning will use it."}
-        else:
-            text = ("The learning-rate search was stopped; the learning rate is unchanged." if res.get("stopped")
-                    else f"No learning rate was suggested: {res['error']}")
-            yield {c["my_run"]: None, c["device"]: device, c["status"]: text}
+                weights: Optional[str] = None, request: gr.Request = None):
+        visitor = visitor_of(request)
+        job = _start(start_lr_find, TrainForm(FULL, arch, size, pretrained, weights), visitor)
+        yield from only(lr_outs, follow(job, visitor))
 
-    c["lr_find"].click(lr_find, None, [c["my_run"], c["status"], c["lr"], c["device"]],
-                       inputs_kwargs={k: c[k] for k in ("arch", "size", "pretrained", "weights")}, api_name="lr_find",
-                       show_progress_on=[c["status"]], concurrency_id="trainer", concurrency_limit=4)
+    c["lr_find"].click(lr_find, None, lr_outs, inputs_kwargs={k: c[k] for k in ("arch", "size", "pretrained", "weights")},
+                       api_name="lr_find", **follow_opts)
 
     @handler
-    def stop(my_run):
-        job = ctx.jobs.get(my_run) if my_run else None
-        if job is None:
-            holder = trainer_holder(ctx.project)
-            if holder:
-                return busy_message(holder) + " Only the person who started it can stop it."
-            return "Nothing is training."
-        job.stop()
-        if isinstance(job, LrFindProcess):
-            return "Stopping the learning-rate search after the current batch…"
-        return f"Stopping run {job.run_id} after the current batch…"
+    def watch(request: gr.Request = None):
+        """Follow the training that runs now, if this page does not follow it already (a reload, a second tab)."""
+        visitor = visitor_of(request)
+        job = current_job(ctx.project)
+        if job is None or visitor.session in ctx.followers:
+            yield {c["status"]: gr.skip()}  # nothing to do ({} would not read as "no change")
+            return
+        yield from only(watch_outs, follow(job, visitor))
 
-    c["stop"].click(stop, [c["my_run"]], [c["status"]], api_name="stop", queue=False)
+    @handler
+    def stop(request: gr.Request = None):
+        return request_stop(ctx.project, visitor_of(request), shared=ctx.shared).message
+
+    c["stop"].click(stop, None, [c["status"]], api_name="stop", queue=False)
 
     # Quick mode needs weights worth their features: unticking "Pretrained weights" switches to full
     # fine-tuning, choosing Quick ticks it again; either way the note says why.
@@ -402,31 +464,33 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["mode"].input(on_mode, [c["mode"], c["pretrained"], c["weights"]],
                     [c["pretrained"], c["mode_note"], c["full_options"]], api_visibility="private")
 
+    use_outs = [c["report"], c["plot"], c["confusion_plot"], c["confusion"], c["per_class"], c["runs"], c["in_use"]]
+
     @handler
     def use_run(run_id):
         if run_id:
             runs.set_active_run(ctx.project, run_id)
-        v = run_view(ctx, run_id)
-        return v.text, history_frame(run_history(ctx, run_id)), v.figure, v.confusion, v.per_class, runs_table(ctx)
+        out = details(run_id)
+        out[c["plot"]] = run_history(ctx, run_id)
+        return {k: v for k, v in out.items() if k in use_outs}
 
-    c["use_run"].input(use_run, [c["use_run"]],
-                       [c["report"], c["plot"], c["confusion_plot"], c["confusion"], c["per_class"], c["runs"]],
-                       api_name="use_run")
+    c["use_run"].input(use_run, [c["use_run"]], use_outs, api_name="use_run")
+
+    refresh_outs = [c["status"], c["device"], c["plot"], c["report"], c["confusion_plot"], c["confusion"],
+                    c["per_class"], c["runs"], c["use_run"], c["in_use"]]
 
     @handler
-    def refresh(my_run):
+    def refresh():
+        """The tab as the project is now. While a training runs, its follower (next) owns the status and chart."""
         fail_abandoned_runs(ctx.project)
-        choices, active = run_choices(ctx)
-        v = run_view(ctx, active)
-        holder = trainer_holder(ctx.project)
-        mine = bool(my_run and my_run in ctx.jobs)
-        status = busy_message(holder) if holder and not mine else gr.skip()
-        # While this visitor's training runs, its generator owns the plot.
-        plot = gr.skip() if mine else history_frame(run_history(ctx, active))
-        return (status, device_note(), plot, v.text, v.figure, v.confusion, v.per_class, runs_table(ctx),
-                gr.Dropdown(choices=choices, value=active))
+        active = runs.active_run(ctx.project)
+        out = details(active.id if active else None)
+        out[c["device"]] = device_note()
+        if current_job(ctx.project) is None:
+            out[c["status"]] = latest_ending(ctx)
+            out[c["plot"]] = run_history(ctx, active.id if active else None)
+        return out
 
-    c["on_select"] = (refresh, [c["my_run"]],
-                      [c["status"], c["device"], c["plot"], c["report"], c["confusion_plot"], c["confusion"],
-                       c["per_class"], c["runs"], c["use_run"]])
+    c["on_select"] = (refresh, [], refresh_outs)
+    c["then"] = (watch, [], watch_outs, follow_opts)
     return c

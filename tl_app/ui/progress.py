@@ -1,0 +1,103 @@
+"""A training's progress in words: one status line built from its events, shared by Train and Review.
+
+A :class:`JobWatch` folds a job's events (from its start, so a page opened during
+training catches up) into what the page shows: one line of progress, the epochs
+so far and the device. fastai's ``fine_tune`` trains the new last layers alone for
+one epoch before the whole network ("warm-up"), so a request for 2 epochs runs 3:
+the line says "warm-up", then "epoch 1 of 2".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .adapters import pct
+
+
+def seconds_left(s: float | None) -> str:
+    """"about 1 min 05 s left" (empty when unknown)."""
+    if s is None:
+        return ""
+    s = int(round(s))
+    return f"about {s // 60} min {s % 60:02d} s left" if s >= 60 else f"about {s} s left"
+
+
+def duration(s: float | None) -> str:
+    """"12 s", "3 min 05 s" (empty when unknown)."""
+    if s is None:
+        return ""
+    s = int(round(s))
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+def epoch_name(epoch0: int, epochs: int, mode: Optional[str]) -> str:
+    """What a 0-based epoch index is called: fine-tuning's first one is the warm-up."""
+    if mode == "finetune":
+        return "warm-up (last layers only)" if epoch0 == 0 else f"epoch {epoch0} of {max(1, epochs - 1)}"
+    return f"epoch {epoch0 + 1} of {epochs}"
+
+
+@dataclass
+class JobWatch:
+    """What a page knows of a running job, from its events."""
+
+    title: str                       # the run's name, or "The learning-rate search"
+    kind: str = "training"           # training or lr-find
+    mode: Optional[str] = None       # quick or finetune, from the job's start event
+    status: str = ""
+    device: Optional[str] = None
+    history: list[dict] = field(default_factory=list)
+    epochs: int = 0                  # epochs the run makes, warm-up included (from batch events)
+
+    def __post_init__(self):
+        self.status = f"{self.title}: starting…"
+
+    def add(self, ev: dict) -> bool:
+        """Take one event in; True when the epochs (the chart) changed."""
+        kind, phase = ev.get("type"), ev.get("phase")
+        if kind == "start":
+            self.mode = ev.get("mode")
+        elif kind == "phase" and phase == "device":
+            self.device = ev.get("device")
+        elif kind == "epoch":
+            self.history.append(ev)
+            if ev.get("phase") != "quick":
+                e = int(ev["epoch"]) - 1  # the history counts fastai's epochs from 1
+                what = "warm-up" if self.mode == "finetune" and e == 0 else \
+                    epoch_name(e, self.epochs or e + 1, self.mode)
+                self.status = f"{self.title}: {what} done, {pct(ev.get('accuracy'))} right on the held-out pictures."
+            return True
+        elif kind == "batch":
+            self.epochs = int(ev.get("epochs") or 0) or self.epochs
+        line = self.line(ev)
+        if line:
+            self.status = line
+        return False
+
+    def line(self, ev: dict) -> str:
+        """One line of progress for an event ('' for events that do not change it)."""
+        kind, phase = ev.get("type"), ev.get("phase")
+        left = seconds_left(ev.get("eta"))
+        tail = (f", {left}" if left else "") + "."
+        if kind == "batch":
+            share = ev["done"] / max(1, ev["total"])
+            if self.kind == "lr-find":
+                return f"Trying learning rates: step {ev['done']} of {ev['total']} ({share:.0%})" + tail
+            where = epoch_name(int(ev["epoch"]), int(ev["epochs"]), self.mode)
+            return f"{self.title}: {where}, {share:.0%} of the run done" + tail
+        if phase == "loading":
+            return f"{self.title}: reading pictures, {ev['done']} of {ev['total']}."
+        if phase == "features":
+            return f"{self.title}: computing features, {ev['done']} of {ev['total']} pictures" + tail
+        if phase == "cache":
+            todo = ev["total"] - ev["cached"]
+            return (f"{self.title}: {ev['cached']} of {ev['total']} pictures' features are cached; "
+                    f"{todo} to compute." if todo else f"{self.title}: every picture's features are cached.")
+        if phase == "scoring":
+            return f"{self.title}: scoring every picture for Review, {ev['done']} of {ev['total']}."
+        if phase in ("head", "model", "lr_find", "compare"):
+            return f"{self.title}: {ev.get('message', '')}…"
+        if phase in ("oom", "early_stop"):
+            return f"{self.title}: {ev.get('message', '')}"
+        return ""
