@@ -128,7 +128,7 @@ def test_without_a_model_duplicates_and_poor_pictures_are_found(messy):
     rows = review.rank(project)
     found = {names[r.item]: r for r in rows}
     assert {n for n, r in found.items() if r.reason == "quality"} == {"blank.png", "dark.png", "tiny.png"}
-    assert "blank" in found["blank.png"].detail.lower() and "dark" in found["dark.png"].detail.lower()
+    assert "single flat colour" in found["blank.png"].detail and "very dark" in found["dark.png"].detail.lower()
     assert "40×48" in found["tiny.png"].detail
     dup = found["copy of 3.jpg"]
     original = project.item(dup.duplicate_of)

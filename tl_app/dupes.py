@@ -68,6 +68,8 @@ IDENTICAL_MEAN = 0.015    # "photo unavailable" placeholders: the whole picture,
 IDENTICAL_CROP = 0.02
 POSSIBLE_MEAN = 0.045     # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.03
+DETAIL_ENERGY = 0.009     # both pictures this detailed at 32 px: their fine detail must match...
+DETAIL_MATCH = 0.3        # ...with at least this correlation (copies: >= 0.65; different textures: ~0)
 
 #: Verdicts, strongest first. ``same`` and ``overlay`` are copies; the others are only shown in Review.
 SAME, OVERLAY, MIRRORED, POSSIBLE = "same", "overlay", "mirrored", "possible"
@@ -438,9 +440,21 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool):
     prm, _ = _refine(np.where(sel, gb, ga), np.where(sel[:, 0], ga16[:, 0], gb16[:, 0]), prm, k, STEPS_FINE)
     s, w = _sample(np.where(sel, xb, xa), prm, 16)
     f = _verdict_features(s, np.where(sel, xa16, xb16), w)
+    kinds = [_kind(f, i) for i in range(n)]
+    # Fine detail the 16x16 grid cannot see: two different textures (sand, grass, noise) look alike
+    # there. Where both pictures have such detail, a copy's detail matches at 32 px; if not, it is
+    # only a possible near copy.
+    sure = np.array([k in COPY_KINDS for k in kinds])
+    if sure.any():
+        idx = np.nonzero(sure)[0]
+        s32, _ = _sample(np.where(sel, gb, ga)[idx], prm[idx], 32)
+        corr, energy = _detail_match(s32, np.where(sel, ga, gb)[idx])
+        for j, i in enumerate(idx):
+            if energy[j] >= DETAIL_ENERGY and corr[j] < DETAIL_MATCH:
+                kinds[i] = POSSIBLE
     out = []
     for i in range(n):
-        kind = _kind(f, i)
+        kind = kinds[i]
         if kind is None:
             continue
         if flip and kind != POSSIBLE:
@@ -449,6 +463,20 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool):
                      and float(np.abs(prm[i]).max()) <= IDENTICAL_CROP)
         out.append((int(ia[i]), int(ib[i]), kind, round(float(f["mean"][i]), 4), bool(identical)))
     return out
+
+
+def _detail_match(s, t):
+    """Correlation of the fine detail (what the 16 px grid averages away) of grey grids (P,1,32,32),
+    and the smaller of the two detail energies."""
+    import numpy as np
+
+    def fine(x):
+        return (x - np.repeat(np.repeat(_half(x), 2, axis=2), 2, axis=3))[:, 0, 2:-2, 2:-2]
+
+    a, b = fine(s), fine(t)
+    corr = (a * b).sum((1, 2)) / np.sqrt((a * a).sum((1, 2)) * (b * b).sum((1, 2)) + 1e-12)
+    energy = np.minimum(np.abs(a).mean((1, 2)), np.abs(b).mean((1, 2)))
+    return corr, energy
 
 
 def _verdict_features(s, t, w) -> dict:
