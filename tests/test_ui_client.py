@@ -226,10 +226,14 @@ def trained_server(trained_project):
         yield srv
 
 
+#: The outputs of every Review endpoint, in order (States are not part of the API).
+REVIEW_OUTPUTS = ["note", "selected", "gallery", "details", "filter", "move_to", "status", "matrix", "cell_note",
+                  "group", "group_gallery", "group_ids", "group_choice", "group_note"]
+
+
 def _review(c, *args, api_name="/review") -> dict:
     """A review endpoint's answer, by name."""
-    names = ["note", "selected", "gallery", "details", "filter", "move_to", "status", "matrix", "cell_note"]
-    return dict(zip(names, c.predict(*args, api_name=api_name)))
+    return dict(zip(REVIEW_OUTPUTS, c.predict(*args, api_name=api_name)))
 
 
 def test_review_ranks_and_undoes(trained_server):
@@ -333,7 +337,7 @@ def test_retrain_from_review_updates_the_queue(tmp_path, colour_folder):
         c = _client(srv.url)
         c.predict(str(colour_folder), api_name="/import_folder")
         first = train(srv.project, TrainConfig(size=64, epochs=1, pretrained=False))
-        *_, status, matrix, _ = c.predict(ALL, "", "", api_name="/retrain")
+        status = _review(c, ALL, "", "", api_name="/retrain")["status"]
         latest = runs.list_runs(srv.project)[0]
         assert latest.id != first.run and latest.status == "finished", latest
         assert status.startswith(f"Retrained: run {latest.id}") and runs.active_run(srv.project).id == latest.id

@@ -68,7 +68,7 @@ IDENTICAL_MEAN = 0.015    # "photo unavailable" placeholders: the whole picture,
 IDENTICAL_CROP = 0.02
 POSSIBLE_MEAN = 0.045     # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.03
-DETAIL_ENERGY = 0.009     # both pictures this detailed at 32 px: their fine detail must match...
+DETAIL_ENERGY = 0.005     # both pictures this detailed at 32 px: their fine detail must match...
 DETAIL_MATCH = 0.3        # ...with at least this correlation (copies: >= 0.65; different textures: ~0)
 
 #: Verdicts, strongest first. ``same`` and ``overlay`` are copies; the others are only shown in Review.
@@ -475,7 +475,9 @@ def _detail_match(s, t):
 
     a, b = fine(s), fine(t)
     corr = (a * b).sum((1, 2)) / np.sqrt((a * a).sum((1, 2)) * (b * b).sum((1, 2)) + 1e-12)
-    energy = np.minimum(np.abs(a).mean((1, 2)), np.abs(b).mean((1, 2)))
+    ea, eb = np.abs(a).mean((1, 2)), np.abs(b).mean((1, 2))
+    # Comparable detail on both sides (a smaller copy has lost its own): the weaker of the two, else 0.
+    energy = np.where(np.minimum(ea, eb) >= 0.25 * np.maximum(ea, eb), np.minimum(ea, eb), 0.0)
     return corr, energy
 
 

@@ -376,6 +376,7 @@ class DuplicateGroup:
         return [self.first, *self.others]
 
 
+_MATCHES: dict = {}  # the last matches found, by fingerprints and looseness
 #: How sure a duplicate row is, by the kind of copy and whether the two are in one class.
 _DUP_SCORE = {"same": (0.85, 0.97), "overlay": (0.83, 0.95), "mirrored": (0.55, 0.6), "possible": (0.35, 0.4)}
 
@@ -400,7 +401,12 @@ def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, lo
     items = [it for it in items if it.id in prints]
     if len(items) < 2:
         return []
-    matches = dupes.find_matches([prints[it.id] for it in items], mirrored=loose)
+    key = (tuple(it.sha256 for it in items), loose)
+    matches = _MATCHES.get(key)
+    if matches is None:  # the Review tab asks twice per view (queue and groups): once is enough
+        matches = dupes.find_matches([prints[it.id] for it in items], mirrored=loose)
+        _MATCHES.clear()
+        _MATCHES[key] = matches
     kinds = tuple(dupes.COPY_KINDS) + ((dupes.MIRRORED, dupes.POSSIBLE) if loose else ())
     strongest: dict[int, dict[int, str]] = {}
     for m in matches:
