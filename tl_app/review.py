@@ -386,8 +386,9 @@ def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, lo
     """Groups of copies among ``items`` (active items a person has not kept, by default).
 
     Strict groups hold confirmed copies only (:data:`tl_app.dupes.COPY_KINDS`);
-    with ``loose``, mirrored copies and possible near copies join them. Broken
-    and flat pictures are left out: they are shown as poor pictures.
+    with ``loose``, mirrored copies join them and each possible near copy makes
+    a group of two (never chained). Broken and flat pictures are left out: they
+    are shown as poor pictures.
     """
     from . import dupes
     from .quality import problems
@@ -407,41 +408,63 @@ def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, lo
         matches = dupes.find_matches([prints[it.id] for it in items], mirrored=loose)
         _MATCHES.clear()
         _MATCHES[key] = matches
-    kinds = tuple(dupes.COPY_KINDS) + ((dupes.MIRRORED, dupes.POSSIBLE) if loose else ())
+    # Confirmed copies (and, loose, mirrored ones) join groups; a possible near copy only ever pairs two
+    # pictures, so that look-alikes never chain into a group whose "keep one" would trash them all.
+    kinds = tuple(dupes.COPY_KINDS) + ((dupes.MIRRORED,) if loose else ())
     strongest: dict[int, dict[int, str]] = {}
     for m in matches:
-        strongest.setdefault(m.a, {})[m.b] = m.kind
-        strongest.setdefault(m.b, {})[m.a] = m.kind
+        if m.kind in kinds:
+            strongest.setdefault(m.a, {})[m.b] = m.kind
+            strongest.setdefault(m.b, {})[m.a] = m.kind
     order = {k: i for i, k in enumerate((dupes.SAME, dupes.OVERLAY, dupes.MIRRORED, dupes.POSSIBLE))}
-    out = []
-    for members in dupes.groups(len(items), matches, kinds):
+    member_sets = dupes.groups(len(items), matches, kinds)
+    out, in_group = [], {}
+    for members in member_sets:
         members.sort()  # items are in the order they were added: the first one is the original
-        first = items[members[0]]
-        others, rows = [], []
-        weakest = dupes.SAME
+        for j in members:
+            in_group[j] = members[0]
+        kinds_of = []
         for j in members[1:]:
             links = strongest.get(j, {})
-            kind = links.get(members[0]) or min((k for i, k in links.items() if i in members),
-                                                key=order.__getitem__, default=dupes.POSSIBLE)
-            weakest = max(weakest, kind, key=order.__getitem__)
-            it = items[j]
-            same_class = it.label == first.label
-            score = _DUP_SCORE[kind][0 if same_class else 1]
-            where = "in the same class" if same_class else f"in class '{first.label}'"
-            name = f"“{picture_name(first)}”"
-            detail = {
-                dupes.SAME: f"The same picture as {name} {where}.",
-                dupes.OVERLAY: f"The same picture as {name} {where}, with text or a mark added.",
-                dupes.MIRRORED: f"A mirrored copy of {name} {where}.",
-                dupes.POSSIBLE: f"Possible near copy of {name} {where}: they look alike, but the app is not "
-                                "sure they are the same picture. Compare them side by side.",
-            }[kind]
-            others.append(it)
-            rows.append(_row(project, it, ev, score=score, reason="duplicate", detail=detail,
-                             duplicate_of=first.id, duplicate_of_source=first.source, match=kind, group=first.id))
-        out.append(DuplicateGroup(first, others, rows, weakest))
+            kinds_of.append(links.get(members[0]) or min((k for i, k in links.items() if i in members),
+                                                         key=order.__getitem__, default=dupes.SAME))
+        out.append(_group(project, ev, [items[j] for j in members], kinds_of))
+    if loose:
+        paired = set()
+        for m in matches:
+            if m.kind != dupes.POSSIBLE or in_group.get(m.a, m.a) == in_group.get(m.b, m.b):
+                continue
+            if m.b in in_group and in_group[m.b] != m.b:
+                continue  # the later picture is already a copy in a group: that row stands
+            if (m.a, m.b) in paired:
+                continue
+            paired.add((m.a, m.b))
+            out.append(_group(project, ev, [items[m.a], items[m.b]], [dupes.POSSIBLE]))
     out.sort(key=lambda g: -max(r.score for r in g.rows))
     return out
+
+
+def _group(project: Project, ev: Optional[Evidence], members: list[Item], kinds: list[str]) -> DuplicateGroup:
+    """A group from its pictures (the first added first) and the kind of copy each other one is."""
+    first = members[0]
+    rows = []
+    name = f"“{picture_name(first)}”"
+    for it, kind in zip(members[1:], kinds):
+        same_class = it.label == first.label
+        where = "in the same class" if same_class else f"in class '{first.label}'"
+        detail = {
+            "same": f"The same picture as {name} {where}.",
+            "overlay": f"The same picture as {name} {where}, except for text or a mark on one of them.",
+            "mirrored": f"A mirrored copy of {name} {where}.",
+            "possible": f"Possible near copy of {name} {where}: they look alike, but the app is not "
+                        "sure they are the same picture. Compare them side by side.",
+        }[kind]
+        rows.append(_row(project, it, ev, score=_DUP_SCORE[kind][0 if same_class else 1], reason="duplicate",
+                         detail=detail, duplicate_of=first.id, duplicate_of_source=first.source, match=kind,
+                         group=first.id))
+    order = ("same", "overlay", "mirrored", "possible")
+    weakest = max(kinds, key=order.index) if kinds else "same"
+    return DuplicateGroup(first, members[1:], rows, weakest)
 
 
 def keep_one(project: Project, group: list[str], keep: str) -> Action:

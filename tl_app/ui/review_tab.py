@@ -31,7 +31,7 @@ KEEP = "✓ keep · "
 DUP_MODES = [("Strict: confirmed copies only", "strict"),
              ("Loose: also mirrored copies and possible near copies", "loose")]
 #: How each kind of copy reads in a group's captions.
-MATCH_WORDS = {"same": "same picture", "overlay": "with text or a mark", "mirrored": "mirrored",
+MATCH_WORDS = {"same": "same picture", "overlay": "text or a mark differs", "mirrored": "mirrored",
                "possible": "possible near copy"}
 
 #: Keyboard shortcuts of the Review tab: key -> button elem_id (active while the tab is shown and
@@ -106,13 +106,14 @@ def _group_view(ctx, groups: list[review.DuplicateGroup], chosen: str | None, ke
     kinds = {r.item: r.match for r in g.rows}
     gallery = []
     for it in g.items:
-        what = "first added" if it.id == g.first.id else MATCH_WORDS[kinds.get(it.id, "same")]
-        cap = f"{KEEP if it.id == keep else ''}{_short(review.picture_name(it))} · {it.label} · " \
-              f"{it.width}×{it.height} · {what}"
+        what = "" if it.id == g.first.id else f" · {MATCH_WORDS[kinds.get(it.id, 'same')]}"
+        cap = f"{KEEP if it.id == keep else ''}{_short(review.picture_name(it), 22)} · {it.label} · " \
+              f"{it.width}×{it.height}{what}"
         gallery.append((str(ctx.project.thumbnail(it)), cap))
-    note = (f"**{len(g.items)} pictures** side by side. Click the one to keep (now: "
-            f"“{review.picture_name(next(it for it in g.items if it.id == keep))}”), then move the others to the "
-            "trash in one step; Undo brings them back.")
+    first = review.picture_name(g.first)
+    note = (f"**{len(g.items)} pictures** side by side, “{first}” first (it was added first). Click the one to "
+            f"keep (now: “{review.picture_name(next(it for it in g.items if it.id == keep))}”), then move the "
+            "others to the trash in one step; Undo brings them back.")
     return gallery, ",".join(it.id for it in g.items), keep, note
 
 
@@ -175,8 +176,8 @@ def create_review_tab(ctx: UIContext) -> dict:
             c["group"] = gr.Dropdown(choices=[], label="Group", scale=3, allow_custom_value=True,
                                      elem_id="review-group")
         c["group_note"] = gr.Markdown(elem_id="review-group-note")
-        c["group_gallery"] = gr.Gallery(label="The pictures of the group", columns=5, height="auto",
-                                        allow_preview=False, elem_id="review-group-gallery")
+        c["group_gallery"] = gr.Gallery(label="The pictures of the group", columns=6, height="auto",
+                                        object_fit="contain", allow_preview=False, elem_id="review-group-gallery")
         c["group_keep"] = gr.Button("Keep the chosen picture, move the others to the trash", variant="stop",
                                     elem_id="review-group-keep")
         # The group's item ids and the one to keep, as hidden textboxes: the endpoint takes them as parameters.
