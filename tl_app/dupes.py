@@ -66,8 +66,8 @@ OVERLAY_DETAIL = 0.6      # share of the picture's detail that must lie outside 
 OVERLAY_ROWS = 3          # height of the band, in rows of the 14-row interior
 IDENTICAL_MEAN = 0.015    # "photo unavailable" placeholders: the whole picture, nothing cropped
 IDENTICAL_CROP = 0.02
-POSSIBLE_MEAN = 0.045     # closer than this but not confirmed: a possible near copy
-POSSIBLE_REST = 0.03
+POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near copy
+POSSIBLE_REST = 0.025
 DETAIL_ENERGY = 0.005     # both pictures this detailed at 32 px: their fine detail must match...
 DETAIL_MATCH = 0.3        # ...with at least this correlation (copies: >= 0.65; different textures: ~0)
 
@@ -156,7 +156,8 @@ def fingerprint(im) -> Fingerprint:
     border = _border(np.asarray(small))
     if border is not None:
         sx, sy = rgb.width / small.width, rgb.height / small.height
-        left, top, right, bottom = border
+        # One line more: the line where the border meets the picture is a blend of both.
+        left, top, right, bottom = (b + 1 for b in border)
         box = (left * sx, top * sy, rgb.width - right * sx, rgb.height - bottom * sy)
     thumb = rgb.resize((THUMB, THUMB), Image.Resampling.BOX, box=box)
     return Fingerprint(thumb.tobytes(), box[2] - box[0], box[3] - box[1])
