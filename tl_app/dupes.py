@@ -236,6 +236,15 @@ def _view_mats():
     return _VIEW_MATS["m"]
 
 
+def _view_margins():
+    """(16, 4) margins (left, top, right, bottom) of the views :func:`_views` makes, in its order."""
+    import numpy as np
+
+    lo_hi = [(lo, hi) for lo in (0.0, 0.1) for hi in (0.0, 0.1)]
+    return np.array([(lo_hi[x][0], lo_hi[y][0], lo_hi[x][1], lo_hi[y][1]) for y in range(4) for x in range(4)],
+                    np.float32)
+
+
 def _views(thumbs, flip: bool = False):
     """(N, 16, 192) descriptors of 16 crops of each picture (margins of 0 or 10% a side)."""
     import numpy as np
@@ -434,7 +443,12 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool):
     ref_g16, qry_g8 = np.concatenate([ga16, gb16]), np.concatenate([gb8, ga8])
     size_r, size_q = np.concatenate([sa, sb]), np.concatenate([sb, sa])
     k = (size_r[:, 0] * size_q[:, 1]) / np.maximum(size_r[:, 1] * size_q[:, 0], 1e-6)
-    prm, e = _refine(ref_g16, qry_g8, np.zeros((2 * n, 4), np.float32), k, STEPS_COARSE)
+    # Start from the crop (of 16: margins of 0 or 10% a side) whose descriptor fits the other best.
+    va, vb = _views(pr.thumbs[ia]), _views(qr.thumbs[ib], flip=flip)
+    da, db = _descriptors(pr.thumbs[ia]), _descriptors(qr.thumbs[ib], flip=flip)
+    start = np.concatenate([np.matmul(va, db[:, :, None])[..., 0].argmax(1),
+                            np.matmul(vb, da[:, :, None])[..., 0].argmax(1)])
+    prm, e = _refine(ref_g16, qry_g8, _view_margins()[start], k, STEPS_COARSE)
     back = e[n:] < e[:n]
     prm, k = np.where(back[:, None], prm[n:], prm[:n]), np.where(back, k[n:], k[:n])
     sel = back[:, None, None, None]
