@@ -396,9 +396,9 @@ async def _run(project: Project, label: str, todo: list[DownloadTask], report: D
             if hit is not None:
                 iid, match = hit
                 other = project.item(iid)
-                how = "with text or a mark added" if match.kind == "overlay" else (
-                    "at another size or quality" if match.identical else "cropped, framed or resized")
-                return ("near-duplicate", f"a copy ({how}) of {_name(other)}, already in '{other.label}'",
+                how = ("the same picture but for text or a mark" if match.kind == "overlay" else
+                       "the same picture, perhaps resized, re-encoded, cropped or framed")
+                return ("near-duplicate", f"a copy of {_name(other)}, already in '{other.label}' ({how})",
                         iid, match.identical)
             meta = {k: v for k, v in task.meta.items() if v}
             meta["url"] = used_url
