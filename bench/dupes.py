@@ -190,7 +190,7 @@ class Corpus:
         self.data = []
         for im in images:
             b = io.BytesIO()
-            im.save(b, "PNG")
+            im.save(b, "BMP")  # lossless and quick to write; the app re-encodes it as it stores it
             self.data.append(normalize(b.getvalue()).data)
 
     def __len__(self) -> int:
@@ -313,15 +313,12 @@ def review_precision(c: Corpus, n: int, seed: int) -> dict:
     order = distinct + [i for i in range(c.n_distinct, len(c)) if c.owner[i] in chosen]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
-        files = []
         for i in order:
             d = src / c.kind[i]
             d.mkdir(parents=True, exist_ok=True)
-            f = d / f"{i:05d}.jpg"
-            f.write_bytes(c.data[i])
-            files.append(f)
+            (d / f"{i:05d}.jpg").write_bytes(c.data[i])
         project = Project.open(Path(tmp) / "proj", create=True)
-        import_files(project, files, label=None)
+        import_files(project, [src])
         index_of = {it.id: int(Path(it.source).stem) for it in project.items()}
         t = time.perf_counter()
         out = {}

@@ -129,6 +129,11 @@ def _border(a) -> Optional[tuple[int, int, int, int]]:
         return None
     c = corners.mean(0).astype(np.int16)
     ly, lx = max(1, int(BORDER_MAX * h)), max(1, int(BORDER_MAX * w))
+    # Quick answer for the usual case, a plain background: still plain past a border's width.
+    for line in (a[ly], a[h - 1 - ly], a[:, lx], a[:, w - 1 - lx]):
+        d = np.abs(line.astype(np.int16) - c).max(1)
+        if d.mean() <= 10 and d.max() <= 50:
+            return None
     # The lines of the four strips, outermost first: top, bottom (W long), left, right (H long).
     rows = np.concatenate([a[:ly + 1], a[::-1][:ly + 1]]).astype(np.int16)
     cols = np.concatenate([a[:, :lx + 1], a[:, ::-1][:, :lx + 1]], axis=1).astype(np.int16)
@@ -184,9 +189,28 @@ class _Prints:
                        if n else np.zeros((0, THUMB, THUMB, 3), np.uint8))
         self.sizes = np.array([(p.width, p.height) for p in prints], dtype=np.float32).reshape(n, 2)
         self.desc = _descriptors(self.thumbs)
+        self._levels: dict = {}
 
     def __len__(self) -> int:
         return len(self.thumbs)
+
+    def levels(self, flip: bool = False):
+        """``(x16, g, g16, g8)`` of every picture (see :func:`_levels`), made once."""
+        if flip not in self._levels:
+            self._levels[flip] = _levels(self.thumbs, flip=flip)[1:]
+        return self._levels[flip]
+
+    def desc_of(self, idx, flip: bool = False):
+        """Descriptors of the pictures ``idx`` (of their left-right flips with ``flip``)."""
+        return _descriptors(self.thumbs[idx], flip=True) if flip else self.desc[idx]
+
+    def colour(self, idx, flip: bool = False):
+        """Colour thumbnails (P,3,32,32) in 0-1 of the pictures ``idx``."""
+        import numpy as np
+
+        x = np.ascontiguousarray(self.thumbs[idx].transpose(0, 3, 1, 2), dtype=np.float32)
+        x *= 1 / 255.0
+        return np.ascontiguousarray(x[..., ::-1]) if flip else x
 
 
 def _half(x):
@@ -290,11 +314,14 @@ def _shortlist(thumbs, desc, cand, keep: int, *, flip: bool = False, base_desc=N
     whole and one of 16 crops of the query (margins of 0 or 10% a side); when
     the pair is listed both ways, both directions count. Computed per query row
     (its crops against its candidates' descriptors), so nothing large is gathered.
+
+    Returns every listed pair, the best crop of each query (its index in
+    :func:`_view_margins`), that crop's own similarity, and which pairs are kept.
     """
     import numpy as np
 
     if not len(cand):
-        return cand
+        return cand, np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool)
     base_desc = desc if base_desc is None else base_desc
     order = np.argsort(cand[:, 0], kind="stable")
     cand = cand[order]
@@ -307,13 +334,18 @@ def _shortlist(thumbs, desc, cand, keep: int, *, flip: bool = False, base_desc=N
     table = np.full((len(rows), width), -1, np.int64)
     table[np.repeat(np.arange(len(rows)), counts), slot] = cand[:, 1]
     sim = np.full(table.shape, -9.0, np.float32)
+    view = np.zeros(table.shape, np.int64)
     for s in range(0, len(rows), 2048):
         r = slice(s, s + 2048)
         v = _views(thumbs[rows[r]], flip=flip)                     # R,16,192
         d = base_desc[np.maximum(table[r], 0)]                    # R,W,192
-        sim[r] = np.matmul(v, d.transpose(0, 2, 1)).max(1)       # R,W
+        m = np.matmul(v, d.transpose(0, 2, 1))                    # R,16,W
+        view[r] = m.argmax(1)
+        sim[r] = np.take_along_axis(m, view[r][:, None, :], 1)[:, 0]
     sim[table < 0] = -9.0
-    pair_sim = sim[np.repeat(np.arange(len(rows)), counts), slot]
+    at = (np.repeat(np.arange(len(rows)), counts), slot)
+    own, views = sim[at], view[at]
+    pair_sim = own
     if not flip:  # a pair listed both ways: the better direction counts for both
         key = np.minimum(cand[:, 0], cand[:, 1]) * (len(thumbs) + 1) + np.maximum(cand[:, 0], cand[:, 1])
         uniq, inv = np.unique(key, return_inverse=True)
@@ -321,10 +353,11 @@ def _shortlist(thumbs, desc, cand, keep: int, *, flip: bool = False, base_desc=N
         np.maximum.at(best, inv, pair_sim)
         pair_sim = best[inv]
     o = np.lexsort((-pair_sim, cand[:, 0]))
-    cand, pair_sim = cand[o], pair_sim[o]
+    cand, pair_sim, own, views = cand[o], pair_sim[o], own[o], views[o]
     first = np.r_[0, np.nonzero(np.diff(cand[:, 0]))[0] + 1]
     rank = np.arange(len(cand)) - np.repeat(first, np.diff(np.r_[first, len(cand)]))
-    return cand[(rank < keep) & (pair_sim >= SHORTLIST_SIMILARITY)]
+    ok = (rank < keep) & (pair_sim >= SHORTLIST_SIMILARITY)
+    return cand, views, own, ok
 
 
 # --- alignment ----------------------------------------------------------------------------------
@@ -421,40 +454,50 @@ def _refine(a, b, prm, k, iters: int):
     return best, best_e
 
 
-def _judge(pr: "_Prints", qr: "_Prints", ia, ib, *, flip: bool = False) -> list[tuple[int, int, str, float, bool]]:
-    """Align and judge pairs (``ia`` in ``pr``, ``ib`` in ``qr``): ``(a, b, kind, difference, identical)``."""
+def _judge(pr: "_Prints", qr: "_Prints", ia, ib, *, flip: bool = False, start=None
+           ) -> list[tuple[int, int, str, float, bool]]:
+    """Align and judge pairs (``ia`` in ``pr``, ``ib`` in ``qr``): ``(a, b, kind, difference, identical)``.
+
+    With ``start`` (a crop index per pair, from :func:`_shortlist`), the region of
+    ``ia`` is aligned onto ``ib`` from that crop; without, both directions are tried.
+    """
     out = []
     for s in range(0, len(ia), 4096):  # bounded memory
-        out += _judge_chunk(pr, qr, ia[s:s + 4096], ib[s:s + 4096], flip)
+        out += _judge_chunk(pr, qr, ia[s:s + 4096], ib[s:s + 4096], flip,
+                            None if start is None else start[s:s + 4096])
     return out
 
 
-def _judge_chunk(pr, qr, ia, ib, flip: bool):
+def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
     import numpy as np
 
     n = len(ia)
     if n == 0:
         return []
-    xa, xa16, ga, ga16, ga8 = _levels(pr.thumbs[ia])
-    xb, xb16, gb, gb16, gb8 = _levels(qr.thumbs[ib], flip=flip)
-    sa, sb = pr.sizes[ia], qr.sizes[ib]
-    # Both directions: the picture that shows more (the original of a crop, the copy with a border
-    # left on) is the one whose region is aligned onto the other; the better fit says which.
-    ref_g16, qry_g8 = np.concatenate([ga16, gb16]), np.concatenate([gb8, ga8])
-    size_r, size_q = np.concatenate([sa, sb]), np.concatenate([sb, sa])
-    k = (size_r[:, 0] * size_q[:, 1]) / np.maximum(size_r[:, 1] * size_q[:, 0], 1e-6)
-    # Start from the crop (of 16: margins of 0 or 10% a side) whose descriptor fits the other best.
-    va, vb = _views(pr.thumbs[ia]), _views(qr.thumbs[ib], flip=flip)
-    da, db = _descriptors(pr.thumbs[ia]), _descriptors(qr.thumbs[ib], flip=flip)
-    start = np.concatenate([np.matmul(va, db[:, :, None])[..., 0].argmax(1),
-                            np.matmul(vb, da[:, :, None])[..., 0].argmax(1)])
-    prm, e = _refine(ref_g16, qry_g8, _view_margins()[start], k, STEPS_COARSE)
-    back = e[n:] < e[:n]
-    prm, k = np.where(back[:, None], prm[n:], prm[:n]), np.where(back, k[n:], k[:n])
+    x16a, ga, g16a, g8a = pr.levels()
+    x16b, gb, g16b, g8b = qr.levels(flip)
+    k = (pr.sizes[ia, 0] * qr.sizes[ib, 1]) / np.maximum(pr.sizes[ia, 1] * qr.sizes[ib, 0], 1e-6)
+    if start is None:
+        # Both directions: the picture that shows more (the original of a crop, the copy with a border
+        # left on) is the one whose region is aligned onto the other; the better fit says which. Each
+        # starts from the crop (of 16: margins of 0 or 10% a side) whose descriptor fits the other best.
+        va, vb = _views(pr.thumbs[ia]), _views(qr.thumbs[ib], flip=flip)
+        first = np.concatenate([np.matmul(va, qr.desc_of(ib, flip)[:, :, None])[..., 0].argmax(1),
+                                np.matmul(vb, pr.desc[ia][:, :, None])[..., 0].argmax(1)])
+        kk = np.concatenate([k, 1 / np.maximum(k, 1e-6)])
+        prm, e = _refine(np.concatenate([g16a[ia], g16b[ib]]), np.concatenate([g8b[ib], g8a[ia]]),
+                         _view_margins()[first], kk, STEPS_COARSE)
+        back = e[n:] < e[:n]
+        prm, k = np.where(back[:, None], prm[n:], prm[:n]), np.where(back, kk[n:], k)
+    else:
+        back = np.zeros(n, bool)
+        prm, _ = _refine(g16a[ia], g8b[ib], _view_margins()[start], k, STEPS_COARSE)
     sel = back[:, None, None, None]
-    prm, _ = _refine(np.where(sel, gb, ga), np.where(sel[:, 0], ga16[:, 0], gb16[:, 0]), prm, k, STEPS_FINE)
-    s, w = _sample(np.where(sel, xb, xa), prm, 16)
-    f = _verdict_features(s, np.where(sel, xa16, xb16), w)
+    ref_g, qry_g = np.where(sel, gb[ib], ga[ia]), np.where(sel, ga[ia], gb[ib])
+    prm, _ = _refine(ref_g, np.where(sel[:, 0], g16a[ia][:, 0], g16b[ib][:, 0]), prm, k, STEPS_FINE)
+    ref_x = np.where(sel, qr.colour(ib, flip), pr.colour(ia))
+    s, w = _sample(ref_x, prm, 16)
+    f = _verdict_features(s, np.where(sel, x16a[ia], x16b[ib]), w)
     kinds = [_kind(f, i) for i in range(n)]
     # Fine detail the 16x16 grid cannot see: two different textures (sand, grass, noise) look alike
     # there. Where both pictures have such detail, a copy's detail matches at 32 px; if not, it is
@@ -462,8 +505,8 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool):
     sure = np.array([k in COPY_KINDS for k in kinds])
     if sure.any():
         idx = np.nonzero(sure)[0]
-        s32, _ = _sample(np.where(sel, gb, ga)[idx], prm[idx], 32)
-        corr, energy = _detail_match(s32, np.where(sel, ga, gb)[idx])
+        s32, _ = _sample(ref_g[idx], prm[idx], 32)
+        corr, energy = _detail_match(s32, qry_g[idx])
         for j, i in enumerate(idx):
             if energy[j] >= DETAIL_ENERGY and corr[j] < DETAIL_MATCH:
                 kinds[i] = POSSIBLE
@@ -554,15 +597,23 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
         return []
     cand = _neighbours(pr.desc, pr.desc, NEIGHBOURS, exclude_self=True)
     cand = np.concatenate([cand, cand[:, ::-1]])  # each pair on both pictures' lists
-    short = _shortlist(pr.thumbs, pr.desc, cand, SHORTLIST)
-    pairs = np.unique(np.sort(short, axis=1), axis=0)
+    short, views, own, ok = _shortlist(pr.thumbs, pr.desc, cand, SHORTLIST)
+    # Each kept pair once, aligned from the picture whose crop fitted the other best (it shows more):
+    # both listings of a pair were measured, whichever of the two kept it.
+    key = np.minimum(short[:, 0], short[:, 1]) * (len(pr) + 1) + np.maximum(short[:, 0], short[:, 1])
+    listed = np.isin(key, key[ok])
+    order = np.nonzero(listed)[0][np.argsort(-own[listed], kind="stable")]
+    _, first = np.unique(key[order], return_index=True)
+    pick = order[first]
     found = {}
-    for a, b, kind, diff, ident in _judge(pr, pr, pairs[:, 0], pairs[:, 1]):
-        found[(a, b)] = Match(a, b, kind, diff, ident)
+    for a, b, kind, diff, ident in _judge(pr, pr, short[pick, 0], short[pick, 1], start=views[pick]):
+        key2 = (min(a, b), max(a, b))
+        found[key2] = Match(key2[0], key2[1], kind, diff, ident)
     if mirrored:
         cand = _neighbours(_descriptors(pr.thumbs, flip=True), pr.desc, NEIGHBOURS, exclude_self=False)
         cand = cand[cand[:, 0] != cand[:, 1]]
-        mp = _shortlist(pr.thumbs, None, cand, MIRROR_NEIGHBOURS, flip=True, base_desc=pr.desc)
+        mp, _, _, keep = _shortlist(pr.thumbs, None, cand, MIRROR_NEIGHBOURS, flip=True, base_desc=pr.desc)
+        mp = mp[keep]
         for a, b, kind, diff, ident in _judge(pr, pr, mp[:, 1], mp[:, 0], flip=True):
             key = (min(a, b), max(a, b))
             old = found.get(key)
