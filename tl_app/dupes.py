@@ -49,7 +49,7 @@ MIN_SIMILARITY = 0.75
 SHORTLIST = 3
 SHORTLIST_SIMILARITY = 0.8
 #: Gauss-Newton steps of the alignment at 8 px (both directions) and at 16 px.
-STEPS_COARSE = 2
+STEPS_COARSE = 1
 STEPS_FINE = 2
 #: Largest margin (fraction of a side) a crop may remove, and how far an alignment may reach outside.
 MAX_CROP = 0.14
@@ -474,8 +474,8 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
     n = len(ia)
     if n == 0:
         return []
-    x16a, ga, g16a, g8a = pr.levels()
-    x16b, gb, g16b, g8b = qr.levels(flip)
+    _, _, g16a, g8a = pr.levels()
+    _, _, g16b, g8b = qr.levels(flip)
     k = (pr.sizes[ia, 0] * qr.sizes[ib, 1]) / np.maximum(pr.sizes[ia, 1] * qr.sizes[ib, 0], 1e-6)
     if start is None:
         # Both directions: the picture that shows more (the original of a crop, the copy with a border
@@ -492,12 +492,23 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
     else:
         back = np.zeros(n, bool)
         prm, _ = _refine(g16a[ia], g8b[ib], _view_margins()[start], k, STEPS_COARSE)
-    sel = back[:, None, None, None]
-    ref_g, qry_g = np.where(sel, gb[ib], ga[ia]), np.where(sel, ga[ia], gb[ib])
-    prm, _ = _refine(ref_g, np.where(sel[:, 0], g16a[ia][:, 0], g16b[ib][:, 0]), prm, k, STEPS_FINE)
-    ref_x = np.where(sel, qr.colour(ib, flip), pr.colour(ia))
-    s, w = _sample(ref_x, prm, 16)
-    f = _verdict_features(s, np.where(sel, x16a[ia], x16b[ib]), w)
+    # The rest per direction, on the pictures' own arrays (no selecting between two gathered sets).
+    f = {key: np.zeros(n, np.float32) for key in ("mean", "peak", "rest", "rest_peak", "detail_out")}
+    ref_g = np.empty((n, 1, THUMB, THUMB), np.float32)
+    qry_g = np.empty_like(ref_g)
+    for way in (False, True):
+        at = np.nonzero(back == way)[0]
+        if not len(at):
+            continue
+        (rs, rf, ri), (qs, qf, qi) = ((qr, flip, ib[at]), (pr, False, ia[at])) if way else \
+            ((pr, False, ia[at]), (qr, flip, ib[at]))
+        r_x16, r_g, r_g16, _ = rs.levels(rf)
+        q_x16, q_g, q_g16, _ = qs.levels(qf)
+        ref_g[at], qry_g[at] = r_g[ri], q_g[qi]
+        prm[at], _ = _refine(ref_g[at], q_g16[qi][:, 0], prm[at], k[at], STEPS_FINE)
+        sm, w = _sample(rs.colour(ri, rf), prm[at], 16)
+        for key, v in _verdict_features(sm, q_x16[qi], w).items():
+            f[key][at] = v
     kinds = [_kind(f, i) for i in range(n)]
     # Fine detail the 16x16 grid cannot see: two different textures (sand, grass, noise) look alike
     # there. Where both pictures have such detail, a copy's detail matches at 32 px; if not, it is
@@ -510,12 +521,25 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         for j, i in enumerate(idx):
             if energy[j] >= DETAIL_ENERGY and corr[j] < DETAIL_MATCH:
                 kinds[i] = POSSIBLE
+    # A mirrored copy of a simple picture can pass for a crop of it (a shape off the middle moves).
+    # A copy found with a crop is compared flipped as well: if that fits clearly better, it is a
+    # mirrored copy (never refused at download, only shown in Review's loose view).
+    cropped = [i for i in range(n) if kinds[i] in COPY_KINDS and not flip
+               and float(np.abs(prm[i]).max()) > IDENTICAL_CROP]
+    if cropped:
+        whole = np.zeros(len(cropped), np.int64)  # a mirror needs no crop: start from the whole picture
+        flipped = {(a, b): d for a, b, kind, d, _ in _judge_chunk(pr, qr, ia[cropped], ib[cropped], True, whole)
+                   if kind == MIRRORED}
+        for i in cropped:
+            d = flipped.get((int(ia[i]), int(ib[i])))
+            if d is not None and d < 0.8 * f["mean"][i]:
+                kinds[i] = MIRRORED
     out = []
     for i in range(n):
         kind = kinds[i]
         if kind is None:
             continue
-        if flip and kind != POSSIBLE:
+        if flip and kind not in (POSSIBLE, MIRRORED):
             kind = MIRRORED
         identical = (kind == SAME and not flip and f["mean"][i] <= IDENTICAL_MEAN
                      and float(np.abs(prm[i]).max()) <= IDENTICAL_CROP)
