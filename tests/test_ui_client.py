@@ -187,11 +187,9 @@ def test_new_classes_and_runs_reach_every_caller(tmp_path, colour_folder):
         rep = train(srv.project, TrainConfig(size=64, epochs=1, pretrained=False))
         later = _client(srv.url)
         assert len(later.predict("red", api_name="/browse")) == 12
-        _, _, gallery, *_ = later.predict("blue", "", "", api_name="/review")
-        assert len(gallery) == 12
+        assert len(_review(later, "blue", "", "")["gallery"]) == 12
         item = srv.project.items(label="blue")[0].id
-        *_, status, _, _ = later.predict(item, "red", "blue", "", "", api_name="/relabel")
-        assert status == "Moved 1 image to 'red'."
+        assert _review(later, item, "red", "blue", "", "", api_name="/relabel")["status"] == "Moved 1 image to 'red'."
         report, *_ = later.predict(rep.run, api_name="/use_run")
         assert f"Run {rep.run}" in report and runs.active_run(srv.project).id == rep.run
         assert later.predict("nobody", api_name="/browse") == []
