@@ -700,14 +700,13 @@ class CopyIndex:
         import numpy as np
 
         self._lock = threading.Lock()
-        self._ids: list[str] = []
-        self._prints: list[Fingerprint] = []
-        self._desc = np.zeros((0, 64 * 3), np.float32)
-        for iid, fp in (prints or {}).items():
-            self._ids.append(iid)
-            self._prints.append(fp)
-        if self._prints:
-            self._desc = _descriptors(_Prints(self._prints).thumbs)
+        self._ids: list[str] = list((prints or {}).keys())
+        self._prints: list[Fingerprint] = list((prints or {}).values())
+        n = len(self._ids)
+        # Descriptors in a buffer that grows by doubling: adding a picture does not copy them all.
+        self._desc = np.zeros((max(64, 2 * n), 64 * 3), np.float32)
+        if n:
+            self._desc[:n] = _Prints(self._prints).desc
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -723,7 +722,7 @@ class CopyIndex:
             if not self._ids:
                 return None
             q = _Prints([fp])
-            near = _neighbours(q.desc, self._desc, NEIGHBOURS, exclude_self=False)
+            near = _neighbours(q.desc, self._desc[:len(self._ids)], NEIGHBOURS, exclude_self=False)
             if not len(near):
                 return None
             base = _Prints([self._prints[j] for j in near[:, 1]])
@@ -739,9 +738,12 @@ class CopyIndex:
         import numpy as np
 
         with self._lock:
+            n = len(self._ids)
+            if n == len(self._desc):
+                self._desc = np.concatenate([self._desc, np.zeros_like(self._desc)])
+            self._desc[n] = _Prints([fp]).desc[0]
             self._ids.append(item_id)
             self._prints.append(fp)
-            self._desc = np.concatenate([self._desc, _Prints([fp]).desc])
 
 
 # --- the cache (derived data: cache/fingerprints.db, safe to delete) ----------------------------------

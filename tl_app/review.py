@@ -547,11 +547,11 @@ class Queue:
 
     def summary(self) -> str:
         """One sentence on what needs a look."""
-        parts = [f"{n} {what}" for what, n in (
-            ("probably in the wrong class", self.counts.get("label", 0)),
-            ("duplicates", self.counts.get("duplicate", 0)),
-            ("outliers", self.counts.get("outlier", 0)),
-            ("poor pictures", self.counts.get("quality", 0))) if n]
+        parts = [f"{n} {one if n == 1 else many}" for one, many, n in (
+            ("probably in the wrong class", "probably in the wrong class", self.counts.get("label", 0)),
+            ("duplicate", "duplicates", self.counts.get("duplicate", 0)),
+            ("outlier", "outliers", self.counts.get("outlier", 0)),
+            ("poor picture", "poor pictures", self.counts.get("quality", 0))) if n]
         return ", ".join(parts) if parts else "nothing stands out"
 
 
