@@ -12,7 +12,7 @@ One queue; every row has a reason and a score between 0 and 1 (higher: look soon
   Rows point at the first picture of their group; the loose view adds mirrored
   copies and possible near copies (which are never counted as problems).
 - ``outlier``: far from every other picture in the network's feature space.
-- ``quality``: broken, blank, very dark, blurred or tiny pictures (:mod:`tl_app.quality`, no model needed).
+- ``quality``: broken, almost flat, very dark, blurred or tiny pictures (:mod:`tl_app.quality`, no model needed).
 
 An item with several reasons is listed once in the whole queue, under its
 highest score, with the others named beside it (``also``); the counts count
