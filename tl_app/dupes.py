@@ -10,17 +10,20 @@ percent. Here a hit is only ever a *candidate*:
    size of what is left (for the aspect ratio).
 2. **Candidates**: the few pictures whose 8x8 colour fingerprints correlate best
    (nearest neighbours: no distance threshold for a similar-looking corpus to
-   flood).
-3. **Alignment**: each candidate pair is aligned as a crop of one another (left,
-   top, right, bottom margins, same scale both ways) by Gauss-Newton steps on
-   16 and 32 px grey thumbnails, in both directions; the better one is kept.
+   flood), shortlisted by how well 16 crops of one fit the other whole.
+3. **Alignment**: each shortlisted pair is aligned as a crop of one another
+   (left, top, right, bottom margins, same scale both ways) by Gauss-Newton
+   steps on 16 and 32 px grey thumbnails, starting from the best-fitting crop,
+   the picture that shows more being the one cropped.
 4. **Verdict**: the colour difference of the aligned pair on a 16x16 grid
    (outer ring left out). The same picture re-encoded, resized, cropped up to
    about 10% a side or with a thin border differs little everywhere; a short
    text overlay differs in one band of rows while the rest matches and holds
-   most of the picture's detail. A pair that is close without passing either
-   test is only a *possible* near copy, and a left-right flip is a *mirrored*
-   copy: both are shown in Review (loose), never refused at download.
+   most of the picture's detail; where both pictures have fine detail, it must
+   match at 32 px (two different textures look alike at 16). A pair that is
+   close without passing is only a *possible* near copy, and a left-right flip
+   is a *mirrored* copy: both are shown in Review (loose), never refused at
+   download.
 
 The thresholds come from ``bench/dupes.py`` (distinct digits, flat drawings and
 similar photo-like scenes; copies made with every transformation above), which
