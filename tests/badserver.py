@@ -13,6 +13,10 @@ Routes (``srv.url(path)`` gives the full link):
 ``/placeholder/<n>.jpg``       a "photo unavailable" picture, re-encoded at a different JPEG
                                quality and a slightly different size for every ``n``
 ``/gone/<n>.jpg``              redirects to ``/placeholder/0.jpg``, as hosts do with removed pictures
+``/drawing/<n>.jpg``           a flat drawing: a disc on a plain background, colours and place
+                               set by ``n`` (distinct pictures a perceptual hash calls the same)
+``/copy/<kind>/<n>.jpg``       a copy of picture ``n``: ``crop``, ``border``, ``text``, ``smaller``,
+                               ``reencode`` or ``mirror``
 ``/html-as-jpeg``              an HTML page sent as ``image/jpeg``
 ``/page.html``                 an HTML page sent as ``text/html``
 ``/status/<code>``             an empty answer with that HTTP status (404, 500, ...)
@@ -112,6 +116,51 @@ def placeholder_bytes(n: int) -> bytes:
     return encode(_placeholder_master().resize(size, Image.Resampling.LANCZOS), "JPEG", quality=quality)
 
 
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (250, 250, 250), (20, 20, 20), (128, 128, 128), (170, 110, 40)]
+
+
+@lru_cache(maxsize=None)
+def drawing_bytes(n: int) -> bytes:
+    """Drawing ``n``: a disc on a plain background; ``n % 4`` sets its place, ``n // 4`` the two colours.
+
+    Drawings in one place with the light and dark the same way round have the same perceptual
+    hash, whatever their colours: distinct pictures the old rule called copies.
+    """
+    k = n // 4
+    bg = PALETTE[k % len(PALETTE)]
+    fg = PALETTE[(k * 7 + 3) % len(PALETTE)]
+    if fg == bg:
+        fg = PALETTE[(k + 5) % len(PALETTE)]
+    x, y = [(20, 15), (90, 20), (35, 70), (120, 80)][n % 4]  # no two are mirror images
+    im = Image.new("RGB", (200, 150), bg)
+    ImageDraw.Draw(im).ellipse((x, y, x + 70, y + 60), fill=fg)
+    return encode(im, "JPEG", quality=90)
+
+
+@lru_cache(maxsize=None)
+def copy_bytes(kind: str, n: int, seed: int = 0) -> bytes:
+    """A copy of picture ``n``: cropped, framed, captioned, smaller, re-encoded or mirrored."""
+    from PIL import ImageOps
+
+    im = picture(n, seed)
+    w, h = im.size
+    if kind == "crop":
+        im = im.crop((int(0.08 * w), int(0.03 * h), w - int(0.05 * w), h - int(0.09 * h)))
+    elif kind == "border":
+        im = ImageOps.expand(im, 4, fill=(255, 255, 255))
+    elif kind == "text":
+        im = im.copy()
+        ImageDraw.Draw(im).text((w // 2, h - 14), "© pics.com", fill=(255, 255, 255), anchor="mm", font_size=14)
+    elif kind == "smaller":
+        im = im.resize((w // 2, h // 2), Image.Resampling.LANCZOS)
+    elif kind == "mirror":
+        im = ImageOps.mirror(im)
+    elif kind != "reencode":
+        raise KeyError(kind)
+    return encode(im, "JPEG", quality=75)
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -194,6 +243,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, thumb_bytes(int(seg[1].partition(".")[0]), srv.seed))
             if seg[0] == "dup":
                 return self._send(200, image_bytes(10_000, "JPEG", srv.seed))
+            if seg[0] == "drawing" and len(seg) == 2:
+                return self._send(200, drawing_bytes(int(seg[1].partition(".")[0])))
+            if seg[0] == "copy" and len(seg) == 3:
+                return self._send(200, copy_bytes(seg[1], int(seg[2].partition(".")[0]), srv.seed))
             if seg[0] == "placeholder" and len(seg) == 2:
                 return self._send(200, placeholder_bytes(int(seg[1].partition(".")[0])))
             if path == "/html-as-jpeg":

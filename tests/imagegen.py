@@ -34,3 +34,25 @@ def encode(im: Image.Image, fmt: str, **kw) -> bytes:
     out = io.BytesIO()
     im.save(out, format=fmt, **kw)
     return out.getvalue()
+
+
+def scene(seed: int, size=(240, 180)) -> Image.Image:
+    """A photo-like picture: a sky and a ground with blotchy texture and a few coloured objects."""
+    from PIL import ImageDraw
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    horizon = int(h * rng.uniform(0.35, 0.65))
+    rows = np.arange(h)[:, None, None]
+    img = np.where(rows < horizon, rng.uniform(0.4, 1, 3), rng.uniform(0, 0.6, 3)) * np.ones((h, w, 3))
+    small = rng.normal(size=(12, 16, 3))
+    tex = Image.fromarray(((small - small.min()) / np.ptp(small) * 255).astype(np.uint8)).resize(
+        (w, h), Image.Resampling.BICUBIC)
+    img = np.clip(img * 0.7 + np.asarray(tex, dtype=np.float32) / 255 * 0.4 - 0.1, 0, 1)
+    im = Image.fromarray((img * 255).astype(np.uint8))
+    d = ImageDraw.Draw(im)
+    for _ in range(3):
+        c = tuple(int(x) for x in rng.integers(0, 256, 3))
+        x, y = int(rng.integers(0, w * 3 // 4)), int(rng.integers(0, h * 3 // 4))
+        (d.ellipse if rng.random() < 0.5 else d.rectangle)((x, y, x + w // 5, y + h // 5), fill=c)
+    return im

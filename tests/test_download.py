@@ -298,3 +298,47 @@ def test_download_and_search_do_not_import_torch_or_fastai(server, tmp_path, ver
     assert json.loads(out.stdout)["imported"] == 1
     assert "import time:" in out.stderr  # the check below looks at real data
     assert HEAVY.findall(out.stderr) == []
+
+
+# --- copies and look-alikes ---------------------------------------------------------------------------
+def test_distinct_drawings_that_a_perceptual_hash_confuses_all_arrive(allow, project):
+    # Discs in four places, in 12 colour pairs: a perceptual hash pairs many of them (the old rule
+    # refused about half as duplicates or placeholders); they are all different pictures.
+    links = [allow.url(f"/drawing/{n}.jpg") for n in range(48)]
+    rep = download_to_project(project, "discs", tasks_from_urls(links), **CAPS)
+    assert (rep.imported, rep.duplicates, rep.near_duplicates, rep.placeholders) == (48, 0, 0, 0), rep
+    assert rep.rejected == []
+
+
+def test_copies_are_refused_with_the_picture_they_copy_but_a_mirrored_one_arrives(allow, project):
+    originals = [allow.url(f"/img/{n}.jpg") for n in (1, 2, 3)]
+    download_to_project(project, "cat", tasks_from_urls(originals), **CAPS)
+    # Per picture a crop, a caption and one copy of the whole picture (three of those from one host
+    # would be the sign of a "photo unavailable" placeholder).
+    copies = [allow.url(f"/copy/{k}/{n}.jpg") for n, whole in ((1, "reencode"), (2, "smaller"), (3, "border"))
+              for k in ("crop", "text", whole)]
+    mirrored = [allow.url(f"/copy/mirror/{n}.jpg") for n in (1, 2, 3)]
+    rep = download_to_project(project, "dog", tasks_from_urls(copies + mirrored), **CAPS)
+    assert (rep.near_duplicates, rep.imported, rep.placeholders) == (9, 3, 0), rep
+    assert {it.source for it in project.items(label="dog")} == set(mirrored)
+    report = {r["url"]: r for r in _sources(project)}
+    crop = report[allow.url("/copy/crop/1.jpg")]
+    assert crop["outcome"] == "near-duplicate" and "already in 'cat'" in crop["reason"] and "“1.jpg”" in crop["reason"]
+    assert all(report[u]["outcome"] == "near-duplicate" for u in copies)
+
+
+def test_look_alikes_from_one_host_are_not_placeholders(allow, project):
+    # Three links of one host giving discs in one place, in three colour pairs: alike to a
+    # perceptual hash, never the very same picture. Three crops of one picture are copies (refused
+    # as such) but not the same picture whole, so they do not make a placeholder either.
+    alike = [allow.url(f"/drawing/{n}.jpg") for n in (0, 4, 8)]
+    rep = download_to_project(project, "discs", tasks_from_urls(alike), **CAPS)
+    assert (rep.imported, rep.placeholders) == (3, 0), rep
+    crops = [allow.url(f"/copy/{kind}/7.jpg") for kind in ("crop", "text", "smaller")]
+    rep = download_to_project(project, "crops", tasks_from_urls(crops), **CAPS)
+    assert (rep.imported, rep.near_duplicates, rep.placeholders) == (1, 2, 0), rep
+
+
+def _sources(project):
+    with project._read() as con:
+        return [dict(r) for r in con.execute("SELECT url, outcome, reason FROM sources")]

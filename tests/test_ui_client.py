@@ -215,11 +215,9 @@ def test_new_classes_and_runs_reach_every_caller(tmp_path, colour_folder):
         rep = train(srv.project, TrainConfig(size=64, epochs=1, pretrained=False))
         later = _client(srv.url)
         assert len(later.predict("red", api_name="/browse")[0]) == 12
-        _, _, gallery, *_ = later.predict("blue", "", "", api_name="/review")
-        assert len(gallery) == 12
+        assert len(_review(later, "blue", "", "")["gallery"]) == 12
         item = srv.project.items(label="blue")[0].id
-        *_, status, _, _ = later.predict(item, "red", "blue", "", "", api_name="/relabel")
-        assert status == "Moved 1 image to 'red'."
+        assert _review(later, item, "red", "blue", "", "", api_name="/relabel")["status"] == "Moved 1 image to 'red'."
         report, *_ = later.predict(rep.run, api_name="/use_run")
         assert f"`{rep.run}`" in report and runs.active_run(srv.project).id == rep.run
         assert later.predict("nobody", api_name="/browse")[0] == []
@@ -286,10 +284,14 @@ def trained_server(trained_project):
         yield srv
 
 
+#: The outputs of every Review endpoint, in order (States are not part of the API).
+REVIEW_OUTPUTS = ["note", "selected", "gallery", "details", "filter", "move_to", "status", "matrix", "cell_note",
+                  "group", "group_gallery", "group_ids", "group_choice", "group_note"]
+
+
 def _review(c, *args, api_name="/review") -> dict:
     """A review endpoint's answer, by name."""
-    names = ["note", "selected", "gallery", "details", "filter", "move_to", "status", "matrix", "cell_note"]
-    return dict(zip(names, c.predict(*args, api_name=api_name)))
+    return dict(zip(REVIEW_OUTPUTS, c.predict(*args, api_name=api_name)))
 
 
 def test_review_ranks_and_undoes(trained_server):
@@ -394,7 +396,7 @@ def test_retrain_from_review_updates_the_queue(tmp_path, colour_folder):
         c = _client(srv.url)
         c.predict(str(colour_folder), api_name="/import_folder")
         first = train(srv.project, TrainConfig(size=64, epochs=1, pretrained=False))
-        *_, status, matrix, _ = c.predict(ALL, "", "", api_name="/retrain")
+        status = _review(c, ALL, "", "", api_name="/retrain")["status"]
         latest = runs.list_runs(srv.project)[0]
         assert latest.id != first.run and latest.status == "finished", latest
         names = runs.run_names(runs.list_runs(srv.project))
@@ -404,6 +406,59 @@ def test_retrain_from_review_updates_the_queue(tmp_path, colour_folder):
         assert {chosen.run.id, chosen.other.id} == {latest.id, first.run} and runs.active_run(srv.project) == chosen.run
         assert ("Review and Classify use it now" in status) == (chosen.run.id == latest.id), status
         assert latest.config["size"] == 64 and latest.config["pretrained"] is False  # the settings of the run in use
+
+
+def test_review_groups_copies_side_by_side_and_keeps_one(tmp_path):
+    from PIL import ImageDraw, ImageOps
+
+    src = tmp_path / "pictures"
+    for d in ("beach", "other"):
+        (src / d).mkdir(parents=True)
+    scene = imagegen.scene(11)
+    w, h = scene.size
+    scene.save(src / "beach" / "beach.jpg", quality=92)
+    scene.crop((20, 10, w - 8, h - 14)).save(src / "beach" / "beach cropped.jpg", quality=70)
+    captioned = scene.copy()
+    ImageDraw.Draw(captioned).text((w // 2, h - 18), "© pics.com", fill=(255, 255, 255), anchor="mm", font_size=16)
+    captioned.save(src / "other" / "beach captioned.jpg", quality=80)
+    ImageOps.mirror(scene).save(src / "beach" / "beach mirrored.jpg", quality=85)
+    for i in range(4):
+        imagegen.scene(300 + i).save(src / "other" / f"scene {i}.jpg", quality=90)
+    with serve(tmp_path / "proj") as srv:
+        c = _client(srv.url)
+        c.predict(str(src), api_name="/import_folder")
+        project = srv.project
+        by_name = {Path(it.source).name: it for it in project.items()}
+        copies = {"beach.jpg", "beach cropped.jpg", "beach captioned.jpg"}
+
+        out = _review(c, ALL, "", "")
+        ids = out["group_ids"].split(",")
+        assert {project.item(i).source.rsplit("/", 1)[-1] for i in ids} == copies
+        assert out["group_choice"] == ids[0] and "3 pictures" in out["group_note"]
+        captions = [g["caption"] for g in out["group_gallery"]]
+        assert captions[0].startswith("✓ keep · ") and all(".jpg" in cap for cap in captions)
+        assert not any(i in cap for i in ids for cap in captions)  # names, never item ids
+        assert all(any(n in g["caption"] for n in copies | {"beach mirrored.jpg"}) or "scene" in g["caption"]
+                   for g in out["gallery"])
+
+        # Keep the cropped one: the other two go to the trash in one step, and come back with one undo.
+        keep = by_name["beach cropped.jpg"].id
+        before = {i: project.path_of(project.item(i)).read_bytes() for i in ids}
+        out = _review(c, ",".join(ids), keep, ALL, "", "", api_name="/keep_one")
+        assert out["status"] == ("Kept “beach cropped.jpg” and moved 2 copies of it to the trash. "
+                                 "Undo brings them back.")
+        assert [i for i in ids if project.item(i).status == "active"] == [keep]
+        assert out["group_ids"] == ""  # no group left (the mirrored copy is only in the loose view)
+        out = _review(c, ALL, "", "", api_name="/undo")
+        assert all(project.path_of(project.item(i)).read_bytes() == b for i, b in before.items())
+
+        # Loose: the mirrored copy joins the group.
+        out = _review(c, ALL, "", "", "loose", api_name="/review")
+        assert len(out["group_ids"].split(",")) == 4 and any("mirrored" in g["caption"] for g in out["group_gallery"])
+        # Keeping a picture outside the group is refused, and nothing changes.
+        assert "Choose the picture to keep" in _error(
+            lambda: c.predict(",".join(ids), by_name["scene 0.jpg"].id, ALL, "", "", api_name="/keep_one"))
+        assert all(project.item(i).status == "active" for i in ids)
 
 
 def test_review_without_a_model(tmp_path):

@@ -210,13 +210,35 @@ def cmd_runs(args) -> int:
 def cmd_review(args) -> int:
     from .review import REASON_NAMES, rank
 
-    rows = [r.to_dict() for r in rank(_project(args), top=args.top, label=args.label, kind=args.kind)]
+    rows = [r.to_dict() for r in rank(_project(args), top=args.top, label=args.label, kind=args.kind,
+                                      loose=args.loose)]
 
     def line(r: dict) -> str:
         guess = f"-> {r['predicted']:<14} {r['confidence']:.0%}" if r["predicted"] else ""
-        return f"{r['item']}  {r['label']:<14} {REASON_NAMES[r['reason']]:<13} {r['score']:.2f}  {guess}  {r['detail']}"
+        also = f" (also: {', '.join(REASON_NAMES[a] for a in r['also'])})" if r.get("also") else ""
+        return (f"{r['item']}  {r['label']:<14} {REASON_NAMES[r['reason']]:<13} {r['score']:.2f}  {guess}  "
+                f"{r['name']}: {r['detail']}{also}")
 
-    _emit(args, rows, lambda: "\n".join(line(r) for r in rows) or "(nothing to review)")
+    def text() -> str:
+        if not rows:
+            return "(nothing to review)"
+        if args.kind != "duplicates":
+            return "\n".join(line(r) for r in rows)
+        # Duplicates as groups: the first picture of each group, then its copies.
+        groups: dict[str, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(r["group"], []).append(r)
+        out = []
+        for n, (first, members) in enumerate(groups.items(), 1):
+            src = members[0]["duplicate_of_source"] or ""
+            name = src.replace("\\", "/").rsplit("/", 1)[-1] or first
+            out.append(f"Group {n}: {len(members) + 1} pictures, the first added kept: {first}  {name}")
+            for r in members:
+                out.append(f"  {r['item']}  {r['label']:<14} {r['match']:<9} {r['score']:.2f}  "
+                           f"{r['name']}: {r['detail']}")
+        return "\n".join(out)
+
+    _emit(args, rows, text)
     return 0
 
 
@@ -435,7 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=None, help=HELP["top"])
     p.add_argument("--label", help="Only this class.")
     p.add_argument("--kind", choices=["label", "duplicates", "outliers", "all"], default="all",
-                   help="Which problems: wrong labels, near-duplicates, outliers (and broken or blank pictures), or all.")
+                   help="Which problems: wrong labels (every picture ranked), copies (shown in groups), outliers "
+                        "(and poor pictures: broken, flat, dark, blurred, tiny), or all.")
+    p.add_argument("--loose", action="store_true",
+                   help="Duplicates: also mirrored copies and possible near copies (not counted as problems).")
 
     p = verb("delete", cmd_delete, "Move items to the trash (undo brings them back).")
     p.add_argument("items", nargs="+", metavar="ITEM")

@@ -1,8 +1,9 @@
 """Download pictures from the web into a project: concurrently, safely, without duplicates.
 
 Each link is fetched by :mod:`tl_app.fetch` into ``tmp/``, checked by the image
-pipeline, compared with the project's pictures (exact hash, then perceptual
-hash) and only then added to its class with its provenance. A failed image
+pipeline, compared with the project's pictures (exact hash, then a copy of one
+confirmed by :mod:`tl_app.dupes`) and only then added to its class with its
+provenance. A failed image
 link falls back to its thumbnail. Links already fetched are skipped when a
 download runs again. Up to 16 downloads run at once, at most 4 per host.
 """
@@ -21,7 +22,7 @@ from typing import Callable, Iterable, Optional
 from urllib.parse import urlsplit
 
 from . import fetch as _fetch
-from .dupes import NEAR_DISTANCE, NearDupIndex, distance, phash_stored, save_hashes
+from .dupes import CopyIndex, Fingerprint, FingerprintStore, compare, fingerprint_stored, item_fingerprints
 from .errors import FetchRefused, ImageRejected, TLError
 from .images import encode_jpeg, normalize
 from .jobs import Progress, ProgressFn, StopToken, no_progress
@@ -162,14 +163,15 @@ def fetched_urls(project: Project) -> set[str]:
 
 
 def _warm_up() -> None:
-    """Load the perceptual-hash code and Pillow's JPEG codec (about half a second, once per process)."""
+    """Load numpy, the copy finder and Pillow's JPEG codec (once per process)."""
     from PIL import Image
 
-    phash_stored(io.BytesIO(encode_jpeg(Image.new("RGB", (32, 32)))))
+    a = fingerprint_stored(io.BytesIO(encode_jpeg(Image.new("RGB", (32, 32)))))
+    compare(a, a)
 
 
 class _Journal:
-    """Outcomes of links and perceptual hashes, written to the database in batches.
+    """Outcomes of links (and the new pictures' fingerprints), written to the databases in batches.
 
     Each commit costs a disk flush (about 15 ms here); one per link for these
     rows made the database the bottleneck of a download. The pictures
@@ -182,16 +184,16 @@ class _Journal:
         self.project, self.db_lock, self.every, self.size = project, db_lock, every, size
         self._lock = threading.Lock()  # guards the lists only: the event loop never waits for the disk
         self._sources: list[tuple] = []
-        self._hashes: list[tuple[str, int]] = []
+        self._prints: list[tuple[str, Fingerprint]] = []
         self._last = time.monotonic()
 
     def source(self, url: str, label: str, outcome: str, reason: str, item: Optional[str]) -> None:
         with self._lock:
             self._sources.append((url, label, item, outcome, reason, time.time()))
 
-    def phash(self, sha256: str, h: int) -> None:
+    def fingerprint(self, sha256: str, fp: Fingerprint) -> None:
         with self._lock:
-            self._hashes.append((sha256, h))
+            self._prints.append((sha256, fp))
 
     def due(self) -> bool:
         return len(self._sources) >= self.size or time.monotonic() - self._last > self.every
@@ -201,27 +203,45 @@ class _Journal:
         with self._lock:
             self._last = time.monotonic()
             sources, self._sources = self._sources, []
-            hashes, self._hashes = self._hashes, []
-        if not sources and not hashes:
+            prints, self._prints = self._prints, []
+        if not sources and not prints:
             return
-        with self.db_lock, self.project._write() as con:
-            con.executemany("INSERT OR REPLACE INTO sources(url, label, item, outcome, reason, fetched)"
-                            " VALUES(?,?,?,?,?,?)", sources)
-            save_hashes(con, hashes)
+        with self.db_lock:
+            if sources:
+                with self.project._write() as con:
+                    con.executemany("INSERT OR REPLACE INTO sources(url, label, item, outcome, reason, fetched)"
+                                    " VALUES(?,?,?,?,?,?)", sources)
+            if prints:
+                FingerprintStore(self.project).put(prints)
 
 
 _PLACEHOLDER_REASON = "a 'photo unavailable' placeholder, not a photo (the same picture came from several links)"
 
 
 def _placeholder_table(con) -> None:
-    con.execute("CREATE TABLE IF NOT EXISTS placeholders(value TEXT PRIMARY KEY, seen REAL NOT NULL)")
+    # The placeholders a download has met, by fingerprint (an older table held perceptual hashes,
+    # which cannot confirm a picture: it is left unused).
+    con.execute("CREATE TABLE IF NOT EXISTS placeholder_prints(sha256 TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+                " width REAL NOT NULL, height REAL NOT NULL, thumb BLOB NOT NULL, seen REAL NOT NULL)")
 
 
-def placeholder_hashes(project: Project) -> list[int]:
-    """Perceptual hashes of the placeholders downloads have met: refused at once next time."""
+def placeholder_prints(project: Project) -> list[Fingerprint]:
+    """Fingerprints of the placeholders downloads have met: refused at once next time (when identical)."""
+    from .dupes import VERSION
+
     with project._write() as con:
         _placeholder_table(con)
-        return [int(r["value"], 16) for r in con.execute("SELECT value FROM placeholders")]
+        return [Fingerprint(bytes(r["thumb"]), r["width"], r["height"]) for r in con.execute(
+            "SELECT width, height, thumb FROM placeholder_prints WHERE version=?", (VERSION,))]
+
+
+def is_known_placeholder(fp: Fingerprint, known: list[Fingerprint]) -> bool:
+    """Whether ``fp`` is the very same picture as a known placeholder (whole, not a crop or a look-alike)."""
+    for p in known:
+        m = compare(p, fp)
+        if m is not None and m.identical:
+            return True
+    return False
 
 
 def is_placeholder(links: list[tuple]) -> bool:
@@ -252,16 +272,18 @@ def _settle_placeholders(project: Project, label: str, delivered: dict, report: 
 
     The first copy of a placeholder is stored before the next links reveal it;
     here it leaves the dataset (one undoable delete) and every link that gave it
-    is listed as refused. Its hash is remembered so later downloads refuse it at once.
+    is listed as refused. Its fingerprint is remembered so later downloads refuse it at once.
+    Only links that gave the very same picture (the same file, or the whole picture again at
+    another size or quality) count: a look-alike never makes a placeholder.
     """
-    from .dupes import item_hashes
+    from .dupes import VERSION
 
     found = {item: links for item, links in delivered.items() if is_placeholder(links)}
     if not found:
         return
     with db_lock:
         items = [project.item(i) for i in found]
-        hashes = item_hashes(project, items)
+        prints = item_fingerprints(project, items)
         # Only pictures this app downloaded leave: never one the person imported from their own files.
         trash = [it.id for it in items if it.status == "active" and it.source.startswith(("http://", "https://"))]
         if trash:
@@ -270,8 +292,10 @@ def _settle_placeholders(project: Project, label: str, delivered: dict, report: 
                                           "a download found")
         with project._write() as con:
             _placeholder_table(con)
-            con.executemany("INSERT OR REPLACE INTO placeholders(value, seen) VALUES(?, ?)",
-                            [(f"{h:016x}", time.time()) for h in hashes.values()])
+            con.executemany("INSERT OR REPLACE INTO placeholder_prints(sha256, version, width, height, thumb, seen)"
+                            " VALUES(?,?,?,?,?,?)",
+                            [(it.sha256, VERSION, prints[it.id].width, prints[it.id].height, prints[it.id].thumb,
+                              time.time()) for it in items if it.id in prints])
     for item, links in found.items():
         for link, _, _, outcome in links:
             # Each link was counted as imported or as a duplicate of the placeholder: a refusal now.
@@ -286,6 +310,15 @@ def _settle_placeholders(project: Project, label: str, delivered: dict, report: 
             journal.source(link, label, "placeholder", _PLACEHOLDER_REASON, None)
             report.rejected.append({"url": link, "reason": _PLACEHOLDER_REASON})
             report.placeholders += 1
+
+
+def _name(it) -> str:
+    """A picture as a person knows it: the file name it came under, not an item id."""
+    from urllib.parse import unquote
+
+    src = (it.source or "").split("?")[0].rstrip("/")
+    name = unquote(src.rsplit("/", 1)[-1]) if src else ""
+    return f"“{name}”" if name else "a picture"
 
 
 def download_to_project(project: Project, label: str, tasks: list[DownloadTask], *,
@@ -325,7 +358,7 @@ def download_to_project(project: Project, label: str, tasks: list[DownloadTask],
 async def _run(project: Project, label: str, todo: list[DownloadTask], report: DownloadReport, *,
                concurrency: int, per_host: int, max_bytes: int, total_timeout: float,
                progress: ProgressFn, stop: Optional[StopToken]) -> None:
-    index = NearDupIndex(project)
+    index = CopyIndex(item_fingerprints(project))
     add_lock = threading.Lock()
     sem = asyncio.Semaphore(concurrency)
     host_sems: dict[str, asyncio.Semaphore] = {}
@@ -333,7 +366,7 @@ async def _run(project: Project, label: str, todo: list[DownloadTask], report: D
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
     journal = _Journal(project, add_lock)
-    known_placeholders = placeholder_hashes(project)
+    known_placeholders = placeholder_prints(project)
     # Which links delivered each stored picture in this run: (link, host, address after redirects).
     delivered: dict[str, list[tuple[str, str, str]]] = {}
     pool.submit(_warm_up)  # imports for the first picture load while the first answers travel
@@ -343,30 +376,40 @@ async def _run(project: Project, label: str, todo: list[DownloadTask], report: D
         return host_sems.setdefault(host, asyncio.Semaphore(per_host))
 
     def accept(tmp_path, task: DownloadTask, used_url: str):
-        """Validate and store one downloaded file (runs on the thread pool)."""
+        """Validate and store one downloaded file (runs on the thread pool).
+
+        Returns ``(outcome, reason, item, same)``: ``same`` when the item is this
+        very picture (stored now, the same file, or the whole picture again), which
+        is what counts toward a placeholder.
+        """
         norm = normalize(tmp_path)
-        h = phash_stored(io.BytesIO(norm.data))
-        if any(distance(h, p) <= NEAR_DISTANCE for p in known_placeholders):
-            return "placeholder", _PLACEHOLDER_REASON, None
+        fp = fingerprint_stored(io.BytesIO(norm.data))
+        if is_known_placeholder(fp, known_placeholders):
+            return "placeholder", _PLACEHOLDER_REASON, None, False
         # Every database write of this run goes through add_lock: SQLite would otherwise make
         # the threads wait on its busy handler (sleeps of 1-25 ms), which cost half the run.
         with add_lock:
-            near = index.find(h)
             exact = project.find_sha(norm.sha256)
             if exact is not None:
-                return "duplicate", f"the same picture is already in '{exact.label}'", exact.id
-            if near is not None:
-                return "near-duplicate", f"nearly the same picture as item {near}", near
+                return "duplicate", f"the same picture is already in '{exact.label}'", exact.id, True
+            hit = index.find(fp)
+            if hit is not None:
+                iid, match = hit
+                other = project.item(iid)
+                how = ("the same picture but for text or a mark" if match.kind == "overlay" else
+                       "the same picture, perhaps resized, re-encoded, cropped or framed")
+                return ("near-duplicate", f"a copy of {_name(other)}, already in '{other.label}' ({how})",
+                        iid, match.identical)
             meta = {k: v for k, v in task.meta.items() if v}
             meta["url"] = used_url
             if used_url != task.url:
                 meta["original_url"] = task.url
             res = project.add_image(norm, label, source=used_url, meta=meta)
             if res.duplicate:
-                return "duplicate", res.reason, res.item.id if res.item else None
-            index.add(res.item.id, h)
-            journal.phash(norm.sha256, h)
-        return "imported", "", res.item.id
+                return "duplicate", res.reason, res.item.id if res.item else None, True
+            index.add(res.item.id, fp)
+            journal.fingerprint(norm.sha256, fp)
+        return "imported", "", res.item.id, True
 
     async def one(client, task: DownloadTask):
         if stop is not None and stop.is_set():
@@ -387,13 +430,13 @@ async def _run(project: Project, label: str, todo: list[DownloadTask], report: D
                     got = await _fetch.fetch(client, url, tmp, max_bytes=max_bytes, total_timeout=total_timeout)
                 storing = loop.run_in_executor(pool, accept, got.path, task, url)
                 try:
-                    outcome, reason, item = await asyncio.shield(storing)
+                    outcome, reason, item, same = await asyncio.shield(storing)
                 except asyncio.CancelledError:
                     # Stopped while the picture was being stored: the thread goes on, so wait
                     # for it and count the picture, or the report would miss an added item.
-                    outcome, reason, item = await storing
+                    outcome, reason, item, same = await storing
                 reasons = [reason] if reason else []
-                if item is not None:
+                if item is not None and same:
                     delivered.setdefault(item, []).append(
                         (task.url, (urlsplit(url).hostname or "").lower(), got.final_url, outcome))
                 break

@@ -7,9 +7,16 @@ One queue; every row has a reason and a score between 0 and 1 (higher: look soon
   its nearest neighbours in the trained network's feature space (the item itself
   left out) and, for quick runs, heads trained on the other folds. Measured on
   scikit-learn's digits with 5% of labels flipped (``bench/review.py``).
-- ``duplicate``: the same picture twice (perceptual hash), in one class or in two.
+- ``duplicate``: the same picture twice, in one class or in two: a copy found by
+  :mod:`tl_app.dupes` (re-encoded, resized, cropped, framed or with text on it).
+  Rows point at the first picture of their group; the loose view adds mirrored
+  copies and possible near copies (which are never counted as problems).
 - ``outlier``: far from every other picture in the network's feature space.
-- ``quality``: broken, tiny, blank or very dark pictures (no model needed).
+- ``quality``: broken, almost flat, very dark, blurred or tiny pictures (:mod:`tl_app.quality`, no model needed).
+
+An item with several reasons is listed once in the whole queue, under its
+highest score, with the others named beside it (``also``); the counts count
+every reason, and each reason's own list (``kind``/``reason``) has every item.
 
 The functions here read what a run recorded and return rows; they never change
 the dataset. The fronts act through :class:`~tl_app.project.Project`, so every
@@ -24,7 +31,7 @@ from typing import Optional
 
 from . import runs
 from .errors import RunNotFound, TLError
-from .project import Item, Project
+from .project import Action, Item, Project
 
 #: The reasons a row can have, in the order the UI lists them.
 REASONS = ("label", "duplicate", "outlier", "quality")
@@ -37,11 +44,6 @@ REASON_NAMES = {"label": "wrong class?", "duplicate": "duplicate", "outlier": "o
 #: (measured on digits, bench/review.py: k of 5-20, plain or weighted votes).
 KNN = 15
 KNN_TEMPERATURE = 0.1
-#: Stored pictures whose shorter side is under this many pixels are "tiny".
-TINY_SIDE = 64
-#: Luminance (0-255) spread under which a picture is "blank", mean under which it is "very dark".
-BLANK_STD = 6.0
-DARK_MEAN = 28.0
 #: Robust z-score (distance to neighbours, in median absolute deviations) above which an item is an outlier.
 OUTLIER_Z = 4.0
 
@@ -63,13 +65,26 @@ class ReviewRow:
     valid: Optional[bool] = None
     duplicate_of: Optional[str] = None
     duplicate_of_source: Optional[str] = None
+    name: str = ""                               # the picture's file name, as a person knows it
+    match: Optional[str] = None                  # duplicates: same, overlay, mirrored or possible
+    group: Optional[str] = None                  # duplicates: the first picture of the group
+    also: list[str] = field(default_factory=list)  # the item's other flagged reasons
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if self.reason != "duplicate":
-            d.pop("duplicate_of")
-            d.pop("duplicate_of_source")
+            for k in ("duplicate_of", "duplicate_of_source", "match", "group"):
+                d.pop(k)
         return d
+
+
+def picture_name(it: Item) -> str:
+    """The name a person knows a picture by: the file name it came under (never an item id)."""
+    from urllib.parse import unquote
+
+    src = (it.source or "").split("?")[0].split("#")[0].rstrip("/\\")
+    name = unquote(src.replace("\\", "/").rsplit("/", 1)[-1]) if src else ""
+    return name or it.file.rsplit("/", 1)[-1]
 
 
 # --- evidence from arrays (framework-free, like cleanlab's functions) ------------------------
@@ -160,73 +175,6 @@ def outlier_scores(emb, *, k: int = 5, neighbours=None):
     return (dist - med) / mad
 
 
-# --- picture quality ----------------------------------------------------------------------
-@dataclass
-class Quality:
-    """Brightness statistics of a stored picture (luminance 0-255), or why it cannot be read."""
-
-    mean: float = 0.0
-    std: float = 0.0
-    error: str = ""
-
-
-def measure_quality(path) -> Quality:
-    """Mean and spread of a stored picture's luminance, read at a small size."""
-    from PIL import Image, ImageStat
-
-    try:
-        with Image.open(path, formats=["JPEG"]) as im:
-            im.draft("L", (64, 64))
-            g = im.convert("L")
-            g.thumbnail((64, 64))
-            st = ImageStat.Stat(g)
-            return Quality(mean=float(st.mean[0]), std=float(st.stddev[0]))
-    except FileNotFoundError:
-        return Quality(error="its file is missing")
-    except (OSError, ValueError, SyntaxError) as e:
-        return Quality(error=f"it can no longer be read ({type(e).__name__})")
-
-
-def _quality_table(project: Project) -> None:
-    with project._write() as con:
-        con.execute("CREATE TABLE IF NOT EXISTS quality(sha256 TEXT PRIMARY KEY, mean REAL NOT NULL,"
-                    " std REAL NOT NULL)")
-
-
-def item_quality(project: Project, items: list[Item]) -> dict[str, Quality]:
-    """Quality per item id, measured once per content hash and cached in the project database."""
-    _quality_table(project)
-    with project._read() as con:
-        known = {r["sha256"]: Quality(r["mean"], r["std"]) for r in con.execute("SELECT * FROM quality")}
-    out, new = {}, []
-    for it in items:
-        q = known.get(it.sha256)
-        if q is None:
-            q = measure_quality(project.path_of(it))
-            if not q.error:  # a failure may be temporary: measure again next time
-                new.append((it.sha256, q.mean, q.std))
-                known[it.sha256] = q
-        out[it.id] = q
-    if new:
-        with project._write() as con:
-            con.executemany("INSERT OR REPLACE INTO quality(sha256, mean, std) VALUES(?,?,?)", new)
-    return out
-
-
-def quality_problem(it: Item, q: Quality) -> Optional[tuple[float, str]]:
-    """``(score, detail)`` when a picture is broken, blank, very dark or tiny; None when it is fine."""
-    if q.error:
-        return 1.0, f"Broken picture: {q.error}."
-    if q.std < BLANK_STD:
-        return 0.9, f"Nearly blank: one flat colour (contrast {q.std:.1f} of 255)."
-    if q.mean < DARK_MEAN:
-        return 0.75, f"Very dark (average brightness {q.mean:.0f} of 255)."
-    side = min(it.width, it.height)
-    if side < TINY_SIDE:
-        return 0.6, f"Tiny: {it.width}×{it.height} pixels; the network sees little detail."
-    return None
-
-
 # --- the run's evidence -------------------------------------------------------------------
 @dataclass
 class Evidence:
@@ -291,7 +239,8 @@ def _complete(project: Project, ev: Evidence, items: list[Item]) -> None:
 
 # --- the queue ------------------------------------------------------------------------------
 def rank(project: Project, *, top: Optional[int] = None, label: Optional[str] = None, kind: str = "all",
-         reason: Optional[str] = None, run_id: Optional[str] = None, include_kept: bool = False) -> list[ReviewRow]:
+         reason: Optional[str] = None, run_id: Optional[str] = None, include_kept: bool = False,
+         loose: bool = False) -> list[ReviewRow]:
     """Active items that need a look, most suspicious first.
 
     Args:
@@ -299,8 +248,10 @@ def rank(project: Project, *, top: Optional[int] = None, label: Optional[str] = 
         reason: only rows with this reason (narrower than ``kind``).
         label: only items of this class.
         run_id: the run whose evidence to use (default: the active run).
+        loose: duplicates include mirrored copies and possible near copies.
 
-    With several reasons an item appears once, under its most pressing one.
+    With several reasons an item appears once, under its most pressing one,
+    its other reasons in ``also``; ``kind="label"`` ranks every item.
     ``label`` rows need a trained run (:class:`RunNotFound` otherwise), as do
     outliers; duplicates and quality problems do not.
     """
@@ -310,21 +261,36 @@ def rank(project: Project, *, top: Optional[int] = None, label: Optional[str] = 
     run = runs.get_run(project, run_id) if run_id else runs.active_run(project)
     if run is None and kind == "label":
         raise RunNotFound("Review needs a trained model to judge labels: train one first in the Train tab.")
-    rows = _rows(project, run, reasons, label=label, include_kept=include_kept)
+    rows = _rows(project, run, reasons, label=label, include_kept=include_kept, loose=loose)
     return _ordered(rows, once=len(reasons) > 1)[:top] if top else _ordered(rows, once=len(reasons) > 1)
 
 
 def _ordered(rows: list[ReviewRow], *, once: bool) -> list[ReviewRow]:
-    """Most suspicious first; with ``once``, each item only under its highest-scoring reason."""
+    """Most suspicious first; with ``once``, each item only under its highest-scoring reason.
+
+    The reasons left out are named on the row that stays (``also``), so a wrong
+    class is never hidden behind a duplicate row, or the other way round.
+    """
     rows = sorted(rows, key=lambda r: (-r.score, r.item))
     if once:
+        others: dict[str, list[str]] = {}
+        for r in rows:
+            if flagged(r):
+                others.setdefault(r.item, []).append(r.reason)
         seen: set[str] = set()
-        rows = [r for r in rows if not (r.item in seen or seen.add(r.item))]
+        kept = []
+        for r in rows:
+            if r.item in seen:
+                continue
+            seen.add(r.item)
+            r.also = [x for x in others.get(r.item, []) if x != r.reason]
+            kept.append(r)
+        rows = kept
     return rows
 
 
 def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional[str],
-          include_kept: bool = False) -> list[ReviewRow]:
+          include_kept: bool = False, loose: bool = False) -> list[ReviewRow]:
     """Every row for the given reasons (an item may have several), in no particular order."""
     kept = set() if include_kept else project.kept()
     every = [it for it in project.items() if it.id not in kept]
@@ -340,7 +306,7 @@ def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional
     if "label" in reasons and ev is not None:
         rows += _label_rows(project, ev, shown)
     if "duplicate" in reasons:
-        rows += _duplicate_rows(project, every, ids, ev)
+        rows += _duplicate_rows(project, every, ids, ev, loose=loose)
     if "outlier" in reasons and ev is not None:
         rows += _outlier_rows(project, ev, every, ids)
     if "quality" in reasons:
@@ -363,7 +329,8 @@ def _row(project: Project, it: Item, ev: Optional[Evidence], *, score: float, re
     predicted, confidence, loss = _opinion(ev, it)
     return ReviewRow(item=it.id, path=str(project.path_of(it)), source=it.source, label=it.label,
                      predicted=predicted, confidence=confidence, loss=loss, score=round(float(score), 4),
-                     reason=reason, detail=detail, valid=ev.valid.get(it.id) if ev else None, **extra)
+                     reason=reason, detail=detail, valid=ev.valid.get(it.id) if ev else None,
+                     name=picture_name(it), **extra)
 
 
 def _label_rows(project: Project, ev: Evidence, items: list[Item]) -> list[ReviewRow]:
@@ -388,40 +355,132 @@ def _label_rows(project: Project, ev: Evidence, items: list[Item]) -> list[Revie
     return rows
 
 
-def _duplicate_rows(project: Project, every: list[Item], shown: set[str], ev: Optional[Evidence]) -> list[ReviewRow]:
-    """Each picture that looks the same as one added before it, pointing at the first one."""
-    import numpy as np
+def _duplicate_rows(project: Project, every: list[Item], shown: set[str], ev: Optional[Evidence], *,
+                    loose: bool = False) -> list[ReviewRow]:
+    """One row per picture that is a copy of another, pointing at the first picture of its group."""
+    return [row for g in duplicate_groups(project, every, loose=loose, ev=ev) for row in g.rows
+            if row.item in shown]
 
-    from .dupes import NEAR_DISTANCE, item_hashes
 
-    # A perceptual hash of a blank or very dark picture says little (they all look alike); those
-    # are shown as poor pictures instead.
-    q = item_quality(project, every)
-    every = [it for it in every if not q[it.id].error and q[it.id].std >= BLANK_STD and q[it.id].mean >= DARK_MEAN]
-    if len(every) < 2:
+@dataclass
+class DuplicateGroup:
+    """Pictures that are copies of one another: the first one added, then the others with their rows."""
+
+    first: Item
+    others: list[Item]
+    rows: list[ReviewRow]          # one per picture of ``others``, in the same order
+    kind: str                      # the weakest link: same, overlay, mirrored or possible
+
+    @property
+    def items(self) -> list[Item]:
+        return [self.first, *self.others]
+
+
+_MATCHES: dict = {}  # the last matches found, by fingerprints and looseness
+#: How sure a duplicate row is, by the kind of copy and whether the two are in one class.
+_DUP_SCORE = {"same": (0.85, 0.97), "overlay": (0.83, 0.95), "mirrored": (0.55, 0.6), "possible": (0.35, 0.4)}
+
+
+def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, loose: bool = False,
+                     ev: Optional[Evidence] = None) -> list[DuplicateGroup]:
+    """Groups of copies among ``items`` (active items a person has not kept, by default).
+
+    Strict groups hold confirmed copies only (:data:`tl_app.dupes.COPY_KINDS`);
+    with ``loose``, mirrored copies join them and each possible near copy makes
+    a group of two (never chained). Broken and flat pictures are left out: they
+    are shown as poor pictures.
+    """
+    from . import dupes
+    from .quality import problems
+
+    if items is None:
+        kept = project.kept()
+        items = [it for it in project.items() if it.id not in kept]
+    bad = {iid for iid, p in problems(project, items).items() if p.kind in ("broken", "flat")}
+    items = sorted((it for it in items if it.id not in bad), key=lambda it: (it.added, it.id))
+    prints = dupes.item_fingerprints(project, items)
+    items = [it for it in items if it.id in prints]
+    if len(items) < 2:
         return []
-    hashes = item_hashes(project, every)
-    order = sorted(every, key=lambda it: (it.added, it.id))  # the first one added is "the original"
-    h = np.array([hashes[it.id] for it in order], dtype=np.uint64)
+    key = (tuple(it.sha256 for it in items), loose)
+    matches = _MATCHES.get(key)
+    if matches is None:  # the Review tab asks twice per view (queue and groups): once is enough
+        matches = dupes.find_matches([prints[it.id] for it in items], mirrored=loose)
+        _MATCHES.clear()
+        _MATCHES[key] = matches
+    # Confirmed copies (and, loose, mirrored ones) join groups; a possible near copy only ever pairs two
+    # pictures, so that look-alikes never chain into a group whose "keep one" would trash them all.
+    kinds = tuple(dupes.COPY_KINDS) + ((dupes.MIRRORED,) if loose else ())
+    strongest: dict[int, dict[int, str]] = {}
+    for m in matches:
+        if m.kind in kinds:
+            strongest.setdefault(m.a, {})[m.b] = m.kind
+            strongest.setdefault(m.b, {})[m.a] = m.kind
+    order = {k: i for i, k in enumerate((dupes.SAME, dupes.OVERLAY, dupes.MIRRORED, dupes.POSSIBLE))}
+    member_sets = dupes.groups(len(items), matches, kinds)
+    out, in_group = [], {}
+    for members in member_sets:
+        members.sort()  # items are in the order they were added: the first one is the original
+        for j in members:
+            in_group[j] = members[0]
+        kinds_of = []
+        for j in members[1:]:
+            links = strongest.get(j, {})
+            kinds_of.append(links.get(members[0]) or min((k for i, k in links.items() if i in members),
+                                                         key=order.__getitem__, default=dupes.SAME))
+        out.append(_group(project, ev, [items[j] for j in members], kinds_of))
+    if loose:
+        paired = set()
+        for m in matches:
+            if m.kind != dupes.POSSIBLE or in_group.get(m.a, m.a) == in_group.get(m.b, m.b):
+                continue
+            if m.b in in_group and in_group[m.b] != m.b:
+                continue  # the later picture is already a copy in a group: that row stands
+            if (m.a, m.b) in paired:
+                continue
+            paired.add((m.a, m.b))
+            out.append(_group(project, ev, [items[m.a], items[m.b]], [dupes.POSSIBLE]))
+    out.sort(key=lambda g: -max(r.score for r in g.rows))
+    return out
+
+
+def _group(project: Project, ev: Optional[Evidence], members: list[Item], kinds: list[str]) -> DuplicateGroup:
+    """A group from its pictures (the first added first) and the kind of copy each other one is."""
+    first = members[0]
     rows = []
-    for j in range(1, len(order)):
-        it = order[j]
-        if it.id not in shown:
-            continue
-        d = np.bitwise_count(h[:j] ^ h[j])
-        i = int(np.argmin(d))
-        if d[i] > NEAR_DISTANCE:
-            continue
-        first = order[i]
-        same = first.label == it.label
-        dist = int(d[i])
-        score = (0.85 if same else 0.97) - 0.02 * dist
-        where = f"in the same class" if same else f"in class '{first.label}'"
-        look = "the same picture as" if dist == 0 else "nearly the same picture as"
-        rows.append(_row(project, it, ev, score=score, reason="duplicate",
-                         detail=f"Looks {look} item {first.id} {where}.",
-                         duplicate_of=first.id, duplicate_of_source=first.source))
-    return rows
+    name = f"“{picture_name(first)}”"
+    for it, kind in zip(members[1:], kinds):
+        same_class = it.label == first.label
+        where = "in the same class" if same_class else f"in class '{first.label}'"
+        detail = {
+            "same": f"The same picture as {name} {where}.",
+            "overlay": f"The same picture as {name} {where}, except for text or a mark on one of them.",
+            "mirrored": f"A mirrored copy of {name} {where}.",
+            "possible": f"Possible near copy of {name} {where}: they look alike, but the app is not "
+                        "sure they are the same picture. Compare them side by side.",
+        }[kind]
+        rows.append(_row(project, it, ev, score=_DUP_SCORE[kind][0 if same_class else 1], reason="duplicate",
+                         detail=detail, duplicate_of=first.id, duplicate_of_source=first.source, match=kind,
+                         group=first.id))
+    order = ("same", "overlay", "mirrored", "possible")
+    weakest = max(kinds, key=order.index) if kinds else "same"
+    return DuplicateGroup(first, members[1:], rows, weakest)
+
+
+def keep_one(project: Project, group: list[str], keep: str) -> Action:
+    """Keep ``keep`` and move the other pictures of a duplicate group to the trash, in one undoable step."""
+    from .errors import InputError
+
+    ids = list(dict.fromkeys(group))
+    if keep not in ids:
+        raise InputError("Choose the picture to keep among the pictures of the group.")
+    others = [i for i in ids if i != keep]
+    if not others:
+        raise InputError("This group has only one picture; there is nothing to trash.")
+    name = picture_name(project.item(keep))
+    n = len(others)
+    return project.delete(others, summary=f"kept “{name}” and moved {n} cop{'ies' if n != 1 else 'y'} of it "
+                                          "to the trash")
 
 
 def _outlier_rows(project: Project, ev: Evidence, every: list[Item], shown: set[str]) -> list[ReviewRow]:
@@ -446,13 +505,11 @@ def _outlier_rows(project: Project, ev: Evidence, every: list[Item], shown: set[
 
 
 def _quality_rows(project: Project, items: list[Item], ev: Optional[Evidence]) -> list[ReviewRow]:
-    rows = []
-    q = item_quality(project, items)
-    for it in items:
-        problem = quality_problem(it, q[it.id])
-        if problem:
-            rows.append(_row(project, it, ev, score=problem[0], reason="quality", detail=problem[1]))
-    return rows
+    from .quality import problems
+
+    found = problems(project, items)
+    return [_row(project, it, ev, score=found[it.id].score, reason="quality", detail=found[it.id].detail)
+            for it in items if it.id in found]
 
 
 def confusion(rows: list[ReviewRow], vocab: list[str]) -> tuple[list[str], list[list[int]], dict]:
@@ -490,36 +547,45 @@ class Queue:
 
     def summary(self) -> str:
         """One sentence on what needs a look."""
-        parts = [f"{n} {what}" for what, n in (
-            ("probably in the wrong class", self.counts.get("label", 0)),
-            ("duplicates", self.counts.get("duplicate", 0)),
-            ("outliers", self.counts.get("outlier", 0)),
-            ("poor pictures", self.counts.get("quality", 0))) if n]
+        parts = [f"{n} {one if n == 1 else many}" for one, many, n in (
+            ("probably in the wrong class", "probably in the wrong class", self.counts.get("label", 0)),
+            ("duplicate", "duplicates", self.counts.get("duplicate", 0)),
+            ("outlier", "outliers", self.counts.get("outlier", 0)),
+            ("poor picture", "poor pictures", self.counts.get("quality", 0))) if n]
         return ", ".join(parts) if parts else "nothing stands out"
 
 
 def flagged(row: ReviewRow) -> bool:
-    """Whether a row is a problem rather than just a place in the ranking (a label the evidence disputes)."""
-    return row.reason != "label" or (row.predicted is not None and row.predicted != row.label)
+    """Whether a row is a problem rather than just a place in the ranking.
+
+    A label row is one when the evidence disputes the label; a duplicate row when
+    the copy is confirmed (a mirrored or possible near copy is only shown).
+    """
+    if row.reason == "label":
+        return row.predicted is not None and row.predicted != row.label
+    if row.reason == "duplicate":
+        return row.match in ("same", "overlay")
+    return True
 
 
 def queue(project: Project, *, label: Optional[str] = None, reason: Optional[str] = None,
-          cell: Optional[tuple[str, str]] = None, top: Optional[int] = None) -> Queue:
+          cell: Optional[tuple[str, str]] = None, top: Optional[int] = None, loose: bool = False) -> Queue:
     """The queue for the Review tab: every reason, filtered by class, reason or confusion cell.
 
     ``cell`` is ``(actual, predicted)``: only the items of that confusion-matrix
     cell, most suspicious first. Without a trained run, the queue holds
-    duplicates and poor pictures only.
+    duplicates and poor pictures only. ``counts`` counts each reason on its
+    own: an item both misfiled and a copy counts in both.
     """
     if reason not in (None, "", *REASONS):
         raise TLError(f"Unknown reason '{reason}'; choose one of {', '.join(REASONS)}.")
     run = runs.active_run(project)
-    rows = _rows(project, run, REASONS, label=label)
-    everything = _ordered(rows, once=True)
+    rows = _rows(project, run, REASONS, label=label, loose=loose)
     counts = {r: 0 for r in REASONS}
-    for r in everything:
+    for r in rows:
         if flagged(r):
             counts[r.reason] += 1
+    everything = _ordered(rows, once=True)
     q = Queue(run=run, rows=[], counts=counts)
     label_rows = _ordered([r for r in rows if r.reason == "label"], once=False)
     if run is not None:

@@ -408,7 +408,7 @@ class AppPage:
     def review_pick(self, index: int = 0) -> str:
         """Click a picture in the review gallery; returns the details the app shows about it."""
         self.review_thumbs().nth(index).click()
-        return self.wait_text("review-details", r"Item")
+        return self.wait_text("review-details", r"Picture")
 
     def review_action(self, button: str, expect: str) -> str:
         """Click delete/undo/redo/keep/move and wait for the status to report it."""

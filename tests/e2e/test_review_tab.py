@@ -84,7 +84,7 @@ def test_a_confusion_cell_opens_its_pictures_and_they_move_to_the_class_they_loo
     shown = app.review_thumbs().count()
     assert shown >= 2
     page.keyboard.press("a")
-    app.wait_text("review-details", rf"{shown} selected|Item")
+    app.wait_text("review-details", rf"{shown} selected|Picture")
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("p")
     app.wait_text("review-status", r"Moved \d+ images? to 'red'")

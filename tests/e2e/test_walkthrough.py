@@ -21,8 +21,13 @@ pytestmark = pytest.mark.browser
 PLOTTED = {"training loss", "validation loss", "accuracy"}
 
 
-def _item_id(details: str) -> str:
-    return re.search(r"Item\s+([0-9a-f]{8,64})", details).group(1)
+def _picked(project, details: str):
+    """The item the Review details describe: they name the picture and its class, never an item id."""
+    from tl_app.review import picture_name
+
+    name = re.search(r"Picture:\s*(.+)", details).group(1).strip()
+    label = re.search(r"Class:\s*(\S+)", details).group(1)
+    return next(it for it in project.items(label=label) if picture_name(it) == name)
 
 
 def test_first_session(app, server, fake_pretrained, tmp_path):
@@ -58,7 +63,7 @@ def test_first_session(app, server, fake_pretrained, tmp_path):
     app.tab("review")
     expect(app.review_thumbs()).to_have_count(24)
     details = app.review_pick(0)
-    item = project.item(_item_id(details))
+    item = _picked(project, details)
     path = project.path_of(item)
     before = path.read_bytes()
     first_src = app.review_sources()[0]

@@ -1,8 +1,9 @@
 """Tab 2: the pictures most likely to be wrong; select some, then delete, relabel or keep them, with undo.
 
-Wiring only: the queue comes from :func:`tl_app.review.queue`, actions go through
-the project (every one undoable) and Retrain through the same training process
-as the Train tab.
+Wiring only: the queue comes from :func:`tl_app.review.queue`, duplicate groups from
+:func:`tl_app.review.duplicate_groups`, actions go through the project (every one
+undoable) and Retrain through the same training process as the Train tab. Pictures
+are captioned by their file name and class, never by an item id.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ REASON_CHOICES = [(EVERY_REASON, ""), ("Wrong class?", "label"), ("Duplicates", 
                   ("Outliers", "outlier"), ("Poor pictures", "quality")]
 SHOWN = 48
 TICK = "☑ "
+KEEP = "✓ keep · "
+#: The strict/loose control of duplicates: (what a person reads, loose?).
+DUP_MODES = [("Strict: confirmed copies only", "strict"),
+             ("Loose: also mirrored copies and possible near copies", "loose")]
+#: How each kind of copy reads in a group's captions.
+MATCH_WORDS = {"same": "same picture", "overlay": "text or a mark differs", "mirrored": "mirrored",
+               "possible": "possible near copy"}
 
 #: Keyboard shortcuts of the Review tab: key -> button elem_id (active while the tab is shown and
 #: the focus is not in a text field). Read by app.py for the page's <head>.
@@ -46,13 +54,21 @@ def _ids(selected: str | None) -> list[str]:
     return [s for s in (selected or "").replace(" ", "").split(",") if s]
 
 
+def _short(name: str, n: int = 26) -> str:
+    """A file name cut in the middle when it is long (the extension stays)."""
+    return name if len(name) <= n else f"{name[:n // 2 - 1]}…{name[-(n // 2):]}"
+
+
 def _caption(r: dict, selected: set[str]) -> str:
+    """What a picture is shown with: its file name and class, and why it is in the queue."""
     tick = TICK if r["item"] in selected else ""
+    also = f" · also {', '.join(review.REASON_NAMES[a] for a in r['also'])}" if r.get("also") else ""
+    name = _short(r.get("name") or "")
     if r["reason"] == "label":
         guess = (f"{r['label']} ✓ {pct(r['confidence'])}" if r["predicted"] == r["label"]
                  else f"{r['label']} → {r['predicted']}? {pct(r['confidence'])}")
-        return tick + guess
-    return f"{tick}{r['label']} · {review.REASON_NAMES[r['reason']]}"
+        return f"{tick}{name} · {guess}{also}"
+    return f"{tick}{name} · {r['label']} · {review.REASON_NAMES[r['reason']]}{also}"
 
 
 def _details(rows: list[dict], selected: list[str], last: str | None) -> str:
@@ -64,9 +80,41 @@ def _details(rows: list[dict], selected: list[str], last: str | None) -> str:
     if row is None:
         return head
     guess = f"{row['predicted']} ({pct(row['confidence'])})" if row["predicted"] else "–"
-    return (f"{head}**Item** `{row['item']}`  \n**Class:** {row['label']}  \n**Model says:** {guess}  \n"
-            f"**Why:** {review.REASON_NAMES[row['reason']]}: {row['detail']}  \n"
+    also = (f"  \n**Also:** {', '.join(review.REASON_NAMES[a] for a in row['also'])}" if row.get("also") else "")
+    return (f"{head}**Picture:** {row.get('name') or '–'}  \n**Class:** {row['label']}  \n**Model says:** {guess}  \n"
+            f"**Why:** {review.REASON_NAMES[row['reason']]}: {row['detail']}{also}  \n"
             f"**From:** {row['source'] or 'unknown'}")
+
+
+def _group_choices(groups: list[review.DuplicateGroup]) -> list[tuple[str, str]]:
+    """The duplicate groups as dropdown choices, named by their first picture (value: its item id)."""
+    out = []
+    for i, g in enumerate(groups, 1):
+        n = len(g.items)
+        words = "" if g.kind == "same" else f" ({MATCH_WORDS[g.kind]})"
+        out.append((f"{i}. {_short(review.picture_name(g.first), 30)} and {n - 1} "
+                    f"cop{'ies' if n > 2 else 'y'}{words}", g.first.id))
+    return out
+
+
+def _group_view(ctx, groups: list[review.DuplicateGroup], chosen: str | None, keep: str | None):
+    """(gallery, ids, keep, note) for the group whose first picture is ``chosen`` (else the first group)."""
+    g = next((g for g in groups if g.first.id == chosen), groups[0] if groups else None)
+    if g is None:
+        return [], "", "", "No copies found. Pictures that are the same picture twice would be grouped here."
+    keep = keep if keep in {it.id for it in g.items} else g.first.id
+    kinds = {r.item: r.match for r in g.rows}
+    gallery = []
+    for it in g.items:
+        what = "" if it.id == g.first.id else f" · {MATCH_WORDS[kinds.get(it.id, 'same')]}"
+        cap = f"{KEEP if it.id == keep else ''}{_short(review.picture_name(it), 22)} · {it.label} · " \
+              f"{it.width}×{it.height}{what}"
+        gallery.append((str(ctx.project.thumbnail(it)), cap))
+    first = review.picture_name(g.first)
+    note = (f"**{len(g.items)} pictures** side by side, “{first}” first (it was added first). Click the one to "
+            f"keep (now: “{review.picture_name(next(it for it in g.items if it.id == keep))}”), then move the "
+            "others to the trash in one step; Undo brings them back.")
+    return gallery, ",".join(it.id for it in g.items), keep, note
 
 
 def _matrix(q: review.Queue) -> pd.DataFrame:
@@ -121,6 +169,20 @@ def create_review_tab(ctx: UIContext) -> dict:
                 c["undo"] = gr.Button("Undo", elem_id="review-undo")
                 c["redo"] = gr.Button("Redo", elem_id="review-redo")
             c["status"] = gr.Markdown(elem_id="review-status")
+    with gr.Accordion("Duplicate groups: compare the copies side by side", open=True, elem_id="review-groups"):
+        with gr.Row():
+            c["dup_mode"] = gr.Radio(DUP_MODES, value="strict", label="Which copies", scale=2,
+                                     elem_id="review-dup-mode")
+            c["group"] = gr.Dropdown(choices=[], label="Group", scale=3, allow_custom_value=True,
+                                     elem_id="review-group")
+        c["group_note"] = gr.Markdown(elem_id="review-group-note")
+        c["group_gallery"] = gr.Gallery(label="The pictures of the group", columns=6, height="auto",
+                                        object_fit="contain", allow_preview=False, elem_id="review-group-gallery")
+        c["group_keep"] = gr.Button("Keep the chosen picture, move the others to the trash", variant="stop",
+                                    elem_id="review-group-keep")
+        # The group's item ids and the one to keep, as hidden textboxes: the endpoint takes them as parameters.
+        c["group_ids"] = gr.Textbox(visible=False, label="Group items", elem_id="review-group-ids")
+        c["group_choice"] = gr.Textbox(visible=False, label="Keep", elem_id="review-group-choice")
     with gr.Accordion("Confusion matrix: click a cell to see its pictures", open=False):
         c["matrix"] = gr.Dataframe(label="Class (rows) against what the pictures look like (columns), every picture",
                                    interactive=False, wrap=True, elem_id="review-matrix")
@@ -131,10 +193,14 @@ def create_review_tab(ctx: UIContext) -> dict:
         return [(str(ctx.project.thumbnail(by_id[r["item"]])), _caption(r, selected))
                 for r in rows if r["item"] in by_id]
 
-    def view(label, reason, cell, status=""):
+    def view(label, reason, cell, mode="strict", group=None, status=""):
         """Everything the tab shows, recomputed: after any action the queue is current."""
         cls = None if label in (None, "", ALL) else label
-        q = review.queue(ctx.project, label=cls, reason=reason or None, cell=_cell_value(cell), top=SHOWN)
+        loose = mode == "loose"
+        q = review.queue(ctx.project, label=cls, reason=reason or None, cell=_cell_value(cell), top=SHOWN,
+                         loose=loose)
+        groups = review.duplicate_groups(ctx.project, loose=loose)
+        g_gallery, g_ids, g_keep, g_note = _group_view(ctx, groups, group, None)
         rows = [r.to_dict() for r in q.rows]
         if q.run is None:
             note = ("No trained model yet: showing duplicates and poor pictures only. Train a model to find "
@@ -146,24 +212,49 @@ def create_review_tab(ctx: UIContext) -> dict:
         labels = ctx.project.labels()
         cell_note = f"Showing the cell **{cell}**. Change the class or reason filter to see the whole queue." \
             if _cell_value(cell) else ""
+        chosen = g_ids.split(",")[0] if g_ids else None
         return (note, rows, "", None, _gallery(rows, set()), _details(rows, [], None),
-                gr.Dropdown(choices=[ALL, *labels]), gr.Dropdown(choices=labels), status, _matrix(q), cell_note)
+                gr.Dropdown(choices=[ALL, *labels]), gr.Dropdown(choices=labels), status, _matrix(q), cell_note,
+                gr.Dropdown(choices=_group_choices(groups), value=chosen), g_gallery, g_ids, g_keep, g_note)
 
+    # Outputs of every view (new ones at the end: API callers read them by position).
     outs = [c["note"], c["rows"], c["selected"], c["last"], c["gallery"], c["details"], c["filter"], c["move_to"],
-            c["status"], c["matrix"], c["cell_note"]]
-    filters = [c["filter"], c["reason"], c["cell"]]
+            c["status"], c["matrix"], c["cell_note"], c["group"], c["group_gallery"], c["group_ids"],
+            c["group_choice"], c["group_note"]]
+    filters = [c["filter"], c["reason"], c["cell"], c["dup_mode"], c["group"]]
 
     @handler
-    def refresh(label, reason, cell):
-        return view(label, reason, cell)
+    def refresh(label, reason, cell, mode="strict", group=None):
+        return view(label, reason, cell, mode, group)
 
     c["refresh"].click(refresh, filters, outs, api_name="review")
 
-    def refilter(label, reason):
-        return ("", *view(label, reason, ""))
+    def refilter(label, reason, mode, group):
+        return ("", *view(label, reason, "", mode, group))
 
-    for dd in (c["filter"], c["reason"]):
-        dd.input(handler(refilter), [c["filter"], c["reason"]], [c["cell"], *outs], api_visibility="private")
+    for dd in (c["filter"], c["reason"], c["dup_mode"]):
+        dd.input(handler(refilter), [c["filter"], c["reason"], c["dup_mode"], c["group"]], [c["cell"], *outs],
+                 api_visibility="private")
+
+    @handler
+    def show_group(mode, group):
+        """Another group chosen: its pictures side by side, the first one chosen to keep."""
+        groups = review.duplicate_groups(ctx.project, loose=mode == "loose")
+        return _group_view(ctx, groups, group, None)
+
+    g_outs = [c["group_gallery"], c["group_ids"], c["group_choice"], c["group_note"]]
+    c["group"].input(show_group, [c["dup_mode"], c["group"]], g_outs, api_visibility="private")
+
+    def choose_keep(ids, mode, group, evt: gr.SelectData):
+        """A click on a picture of the group: that one is kept."""
+        members = [i for i in (ids or "").split(",") if i]
+        if evt.index is None or evt.index >= len(members):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        groups = review.duplicate_groups(ctx.project, loose=mode == "loose")
+        return _group_view(ctx, groups, members[0], members[evt.index])
+
+    c["group_gallery"].select(choose_keep, [c["group_ids"], c["dup_mode"], c["group"]], g_outs,
+                              api_visibility="private")
 
     def toggle(rows, selected, evt: gr.SelectData):
         ids = _ids(selected)
@@ -198,19 +289,31 @@ def create_review_tab(ctx: UIContext) -> dict:
         return ids
 
     @handler
-    def delete(selected, label, reason, cell):
+    def delete(selected, label, reason, cell, mode="strict", group=None):
         a = ctx.project.delete(_need(selected))
-        return view(label, reason, cell, f"{a.summary.capitalize()}. Undo brings {'it' if len(a.items) == 1 else 'them'} back.")
+        return view(label, reason, cell, mode, group,
+                    f"{a.summary.capitalize()}. Undo brings {'it' if len(a.items) == 1 else 'them'} back.")
 
     @handler
-    def move(selected, to, label, reason, cell):
+    def move(selected, to, label, reason, cell, mode="strict", group=None):
         if not to:
             raise InputError("Choose the class to move the pictures to.")
         a = ctx.project.relabel(_need(selected), to)
-        return view(label, reason, cell, a.summary.capitalize() + ".")
+        return view(label, reason, cell, mode, group, a.summary.capitalize() + ".")
 
     @handler
-    def accept(selected, label, reason, cell):
+    def keep_group(ids, keep, label, reason, cell, mode="strict", group=None):
+        """Keep one picture of a duplicate group and move the others to the trash (one undoable step)."""
+        members = [i for i in (ids or "").split(",") if i]
+        if len(members) < 2:
+            raise InputError("Choose a group of copies first.")
+        a = review.keep_one(ctx.project, members, keep or members[0])
+        n = len(a.items)
+        return view(label, reason, cell, mode, None,
+                    f"{a.summary[0].upper()}{a.summary[1:]}. Undo brings {'it' if n == 1 else 'them'} back.")
+
+    @handler
+    def accept(selected, label, reason, cell, mode="strict", group=None):
         """Move each selected picture to the class the model gives it (one undoable action per class)."""
         ids = _need(selected)
         q = review.rank(ctx.project, kind="label")
@@ -223,23 +326,23 @@ def create_review_tab(ctx: UIContext) -> dict:
         if not by_class:
             raise InputError("The model agrees with the class of every selected picture; nothing to move.")
         done = [ctx.project.relabel(items, to).summary for to, items in by_class.items()]
-        return view(label, reason, cell, "; ".join(done).capitalize() + ".")
+        return view(label, reason, cell, mode, group, "; ".join(done).capitalize() + ".")
 
     @handler
-    def keep(selected, label, reason, cell):
+    def keep(selected, label, reason, cell, mode="strict", group=None):
         a = ctx.project.keep(_need(selected))
-        return view(label, reason, cell, a.summary.capitalize() + "; they will not be shown again."
+        return view(label, reason, cell, mode, group, a.summary.capitalize() + "; they will not be shown again."
                     if len(a.items) > 1 else a.summary.capitalize() + "; it will not be shown again.")
 
     @handler
-    def undo(label, reason, cell):
+    def undo(label, reason, cell, mode="strict", group=None):
         a = ctx.project.undo()
-        return view(label, reason, cell, f"Undone: {a.summary}.")
+        return view(label, reason, cell, mode, group, f"Undone: {a.summary}.")
 
     @handler
-    def redo(label, reason, cell):
+    def redo(label, reason, cell, mode="strict", group=None):
         a = ctx.project.redo()
-        return view(label, reason, cell, f"Redone: {a.summary}.")
+        return view(label, reason, cell, mode, group, f"Redone: {a.summary}.")
 
     c["delete"].click(delete, [c["selected"], *filters], outs, api_name="delete")
     c["move"].click(move, [c["selected"], c["move_to"], *filters], outs, api_name="relabel")
@@ -247,6 +350,7 @@ def create_review_tab(ctx: UIContext) -> dict:
     c["keep"].click(keep, [c["selected"], *filters], outs, api_name="keep")
     c["undo"].click(undo, filters, outs, api_name="undo")
     c["redo"].click(redo, filters, outs, api_name="redo")
+    c["group_keep"].click(keep_group, [c["group_ids"], c["group_choice"], *filters], outs, api_name="keep_one")
 
     @handler
     def open_cell(evt: gr.SelectData):
@@ -258,10 +362,11 @@ def create_review_tab(ctx: UIContext) -> dict:
         return f"{q.labels[row]} → {q.labels[col - 1]}"
 
     c["matrix"].select(open_cell, None, c["cell"], api_visibility="private").then(
-        handler(lambda label, reason, cell: view(label, reason, cell)), filters, outs, api_visibility="private")
+        handler(lambda label, reason, cell, mode, group: view(label, reason, cell, mode, group)), filters, outs,
+        api_visibility="private")
 
     @handler
-    def retrain(label, reason, cell, request: gr.Request):
+    def retrain(label, reason, cell, mode="strict", group=None, request: gr.Request = None):
         """Train again with the settings of the run in use, on the pictures as they are now.
 
         The new run replaces the one in use only if it does better (the core decides); the
@@ -300,7 +405,7 @@ def create_review_tab(ctx: UIContext) -> dict:
                    + choice_text(ctx, result).replace(" below", " in the Train tab") + " The queue is up to date.")
         else:
             msg = f"{name} {result.status}" + (f": {result.reason}" if result.reason else ".")
-        yield (None, gr.Button(visible=False), *view(label, reason, cell, msg))
+        yield (None, gr.Button(visible=False), *view(label, reason, cell, mode, group, msg))
 
     c["retrain"].click(retrain, filters, [c["job"], c["retrain_stop"], *outs], api_name="retrain",
                        show_progress="hidden", concurrency_id="trainer", concurrency_limit=16)
