@@ -202,10 +202,10 @@ class LrFindProcess(JobProcess):
         except (OSError, ValueError):
             doc = {}
         error_text = self.error_text()
-        if "lr" in doc:
-            self.outcome = doc
-        elif self.stop_requested is not None:
+        if self.stop_requested is not None:  # the person asked to stop: the answer, if any came, is not used
             self.outcome = {"error": "The learning-rate search was stopped.", "stopped": True}
+        elif "lr" in doc:
+            self.outcome = doc
         else:
             self.outcome = {"error": doc.get("error") or error_text
                             or f"the learning-rate search ended with code {self.proc.returncode}"}
@@ -311,9 +311,14 @@ def request_stop(project: Project, visitor: Visitor, *, shared: bool, job_id: st
         holder = trainer_holder(project) or {"run": job.job_id, "started": getattr(job, "started", None)}
         return StopAnswer(False, busy_message(holder) + " Only the person who started it can stop it.", job)
     job.stop()
+    return StopAnswer(True, stopping_message(job), job)
+
+
+def stopping_message(job) -> str:
+    """What the page says between Stop and the job's end."""
     if job.kind == "lr-find":
-        return StopAnswer(True, "Stopping the learning-rate search after the current batch…", job)
-    return StopAnswer(True, f"Stopping {job.title or 'the training'} after the current batch…", job)
+        return "Stopping the learning-rate search after the current batch…"
+    return f"Stopping {job.title or 'the training'} after the current batch…"
 
 
 def stop_all(project: Project, timeout: float = 10.0) -> None:

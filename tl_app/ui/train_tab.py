@@ -25,7 +25,8 @@ from ..access import Visitor, may_stop_training
 from ..errors import InputError, PreflightError, TrainerBusy
 from ..models import list_archs, store_weights_file
 from ..run_choice import KEPT, in_use
-from ..runner import current_job, fail_abandoned_runs, request_stop, start_lr_find, start_training
+from ..runner import (current_job, fail_abandoned_runs, request_stop, start_lr_find, start_training,
+                      stopping_message)
 from ..train import TrainConfig
 from .adapters import UIContext, handler, pct, visitor_of
 from .progress import JobWatch, duration
@@ -351,7 +352,7 @@ def create_train_tab(ctx: UIContext) -> dict:
                 if new or first:
                     status = watch.status
                     if job.stop_requested:
-                        status = f"Stopping {job.title or 'the training'} after the current batch…"
+                        status = stopping_message(job)
                     out[c["status"]] = status if same else "The trainer is busy. " + status
                     if same and watch.device:
                         out[c["device"]] = f"**Device:** {watch.device}"
