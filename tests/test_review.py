@@ -35,12 +35,12 @@ def test_neighbours_find_labels_that_do_not_match_their_cluster():
     noisy = truth.copy()
     wrong = np.array([3, 50, 97, 130, 151])
     noisy[wrong] = (noisy[wrong] + 1) % 4
-    probs = review.label_evidence(emb, noisy, 4)
-    score = 1 - probs[np.arange(len(noisy)), noisy]
-    assert set(np.argsort(-score)[:len(wrong)]) == set(wrong)
+    ev = review.label_evidence(emb, noisy, 4)
+    assert set(np.argsort(-ev.wrong)[:len(wrong)]) == set(wrong)
+    assert set(np.flatnonzero(ev.wrong > review.FLAG_WRONG)) == set(wrong)
     # ... and they are judged to belong to their true class, by their neighbours alone.
-    assert (probs[wrong].argmax(1) == truth[wrong]).all()
-    assert np.allclose(probs.sum(1), 1) and (probs > 0).all()
+    assert (ev.clean[wrong].argmax(1) == truth[wrong]).all()
+    assert np.allclose(ev.clean.sum(1), 1) and (ev.probs > 0).all()
 
 
 def test_an_item_never_votes_for_itself():

@@ -37,6 +37,10 @@ REASON_NAMES = {"label": "wrong class?", "duplicate": "duplicate", "outlier": "o
 #: (measured on digits, bench/review.py: k of 5-20, plain or weighted votes).
 KNN = 15
 KNN_TEMPERATURE = 0.1
+#: The least rate at which any class is assumed to be filed under any other (see label_noise).
+NOISE_FLOOR = 1e-3
+#: A label is counted "probably in the wrong class" when the probability that it is wrong is above this.
+FLAG_WRONG = 0.5
 #: Stored pictures whose shorter side is under this many pixels are "tiny".
 TINY_SIDE = 64
 #: Luminance (0-255) spread under which a picture is "blank", mean under which it is "very dark".
@@ -63,6 +67,9 @@ class ReviewRow:
     valid: Optional[bool] = None
     duplicate_of: Optional[str] = None
     duplicate_of_source: Optional[str] = None
+    #: Counted as a problem ("probably in the wrong class", an outlier, ...); a label row that is
+    #: only a place in the ranking, or where the app is unsure, is not.
+    flagged: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -135,16 +142,104 @@ def combine_probs(*estimates):
     return z / z.sum(1, keepdims=True)
 
 
-def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, k: int = KNN):
-    """Out-of-sample class probabilities for every item, from neighbours (and out-of-fold heads when given).
+@dataclass
+class LabelEvidence:
+    """What the evidence says about every item's label (arrays in item order).
 
-    Returns an array (N, n_classes); ``1 - probs[i, labels[i]]`` is item i's
-    label score. Chosen by measurement (``bench/review.py --signals``): on digits
-    with 5% of labels flipped, neighbours in the trained body's feature space
-    found about 9 in 10 flipped labels; the loss tracked over epochs about 2 in 3
-    and the final model's own loss 7 in 10 (it has partly learned the wrong labels).
+    ``probs``: out-of-sample class probabilities (neighbours, out-of-fold heads), which still
+    carry the dataset's label noise. ``noise[c, j]``: how often a picture of class c is filed
+    under class j, estimated from the whole dataset. ``clean``: what each picture looks like
+    once those known confusions are taken out. ``wrong``: the probability that an item's
+    label is wrong, its score in the ranking.
     """
-    return combine_probs(knn_class_probs(emb, labels, n_classes, k=k), oof_probs)
+
+    probs: object
+    noise: object
+    clean: object
+    wrong: object
+
+
+def label_noise(probs, labels, n_classes: int, *, floor: float = NOISE_FLOOR):
+    """``noise[c, j]``: how often a picture of class c carries label j, by confident learning.
+
+    As in cleanlab (Northcutt et al., 2021): an item counts as truly of class c when its
+    out-of-sample probability of c reaches c's threshold (the mean probability of c over the
+    items labelled c; the highest such class wins); the counts per (label, class) are scaled to
+    the number of items per label. Every rate is at least ``floor``: any label can go wrong.
+    """
+    import numpy as np
+
+    P = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    C = n_classes
+    counts = np.bincount(y, minlength=C).astype(np.float64)
+    thresh = np.array([P[y == c, c].mean() if counts[c] else np.inf for c in range(C)])
+    above = P >= thresh - 1e-12
+    ok = above.any(1)
+    true = np.where(above, P, -1.0).argmax(1)
+    joint = np.zeros((C, C))  # joint[label, true class]
+    np.add.at(joint, (y[ok], true[ok]), 1.0)
+    got = joint.sum(1)
+    joint[got == 0] = np.diag(counts)[got == 0]  # a label none of whose items reached a threshold: trusted
+    joint *= (counts / np.maximum(joint.sum(1), 1e-12))[:, None]
+    noise = joint.T / np.maximum(joint.sum(0)[:, None], 1e-12)  # noise[true, label]
+    noise[joint.sum(0) == 0] = np.eye(C)[joint.sum(0) == 0]  # a class no item looks like: no evidence
+    noise = np.maximum(noise, floor)
+    return noise / noise.sum(1, keepdims=True)
+
+
+def clean_probs(probs, noise, *, iters: int = 100):
+    """The class probabilities ``p`` whose noisy version ``p @ noise`` best matches ``probs`` (per row).
+
+    Neighbours' votes carry the label noise: among pictures of 1s where a quarter are filed
+    as 7, a 1 gets a quarter of its votes for 7. This takes known confusions out (maximum
+    likelihood on the simplex, by EM), so a 1 filed as 7 reads as a 1.
+    """
+    import numpy as np
+
+    P = np.asarray(probs, dtype=np.float64)
+    p = P.copy()
+    for _ in range(iters):
+        p = p * ((P / np.maximum(p @ noise, 1e-12)) @ noise.T)
+        p /= p.sum(1, keepdims=True)
+    return p
+
+
+def wrong_label_probability(clean, labels, noise):
+    """For each item, the probability that its label is wrong, given what it looks like and the noise.
+
+    Bayes' rule: P(true class c | picture, label j) is proportional to ``clean[c] * noise[c, j]``.
+    A 1 filed as 7 where 1s are often filed as 7 is judged a 1; a picture that looks half like
+    its class is not, where its class is rarely confused with the other.
+    """
+    import numpy as np
+
+    clean = np.asarray(clean, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    joint = clean * noise[:, y].T
+    return 1.0 - joint[np.arange(len(y)), y] / np.maximum(joint.sum(1), 1e-300)
+
+
+def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, early=None, k: int = KNN) -> LabelEvidence:
+    """Every item's label judged by evidence that never learned it; see :class:`LabelEvidence`.
+
+    ``emb``: the run's features; ``early``: features from before the network could memorise
+    its labels (a full run's body after the frozen epoch); ``oof_probs``: probabilities from
+    heads that never saw the item (k-fold). Neighbours in each feature space (the item left
+    out) and the heads are combined (geometric mean), then confident learning estimates how
+    labels go wrong in this dataset and each item gets the probability that its own label is
+    wrong. Chosen by measurement (``bench/review.py``): on digits with random flips,
+    neighbours alone found about 9 in 10; with systematic flips (a quarter of the 1s filed as
+    7), they found 2 in 3, since an item's look-alikes share its wrong label; the noise
+    estimate lifts both above 0.93.
+    """
+    estimates = [knn_class_probs(emb, labels, n_classes, k=k)]
+    if early is not None:
+        estimates.append(knn_class_probs(early, labels, n_classes, k=k))
+    P = combine_probs(*estimates, oof_probs)
+    noise = label_noise(P, labels, n_classes)
+    clean = clean_probs(P, noise)
+    return LabelEvidence(P, noise, clean, wrong_label_probability(clean, labels, noise))
 
 
 def outlier_scores(emb, *, k: int = 5, neighbours=None):
@@ -240,6 +335,15 @@ class Evidence:
     valid: dict[str, bool] = field(default_factory=dict)
     emb_items: list[str] = field(default_factory=list)
     embeddings: object = None                                     # (len(emb_items), D) array or None
+    noise: object = None                                          # noise[true, label] (see label_noise) or None
+
+    def wrong(self, item: str, label: str) -> float:
+        """The probability that ``label`` is wrong for ``item``, from what it looks like and how labels go wrong."""
+        probs = self.probs[item]
+        j = self.vocab.index(label)
+        if self.noise is None:  # a run recorded before the noise estimate
+            return 1.0 - float(probs[j])
+        return float(wrong_label_probability([probs], [j], self.noise)[0])
 
 
 def load_evidence(project: Project, run: runs.Run) -> Evidence:
@@ -248,6 +352,8 @@ def load_evidence(project: Project, run: runs.Run) -> Evidence:
 
     scores = runs.read_json(project, run.id, "scores.json") or {"vocab": [], "items": []}
     ev = Evidence(run=run, vocab=list(scores["vocab"]))
+    if scores.get("noise"):
+        ev.noise = np.asarray(scores["noise"], dtype=np.float64)
     for s in scores["items"]:
         ev.probs[s["item"]] = s.get("review") or s["probs"]
         if s.get("suspect") is not None:
@@ -278,6 +384,8 @@ def _complete(project: Project, ev: Evidence, items: list[Item]) -> None:
     todo = sorted(set(unscored) | ({it.id for it in items if it.id not in known} if need_emb else set()))
     probs, emb, vocab = embed_items(project, todo, run_id=ev.run.id)
     ev.vocab = ev.vocab or vocab
+    if ev.noise is not None and len(probs):  # what the model predicts still carries the labels' noise
+        probs = clean_probs(probs, ev.noise)
     for iid, p in zip(todo, probs):
         if iid not in ev.probs:
             ev.probs[iid] = [float(x) for x in p]
@@ -367,24 +475,38 @@ def _row(project: Project, it: Item, ev: Optional[Evidence], *, score: float, re
 
 
 def _label_rows(project: Project, ev: Evidence, items: list[Item]) -> list[ReviewRow]:
+    """Every item with the probability that its label is wrong; only a probable error is flagged.
+
+    A row is flagged ("probably in the wrong class") when that probability is above
+    :data:`FLAG_WRONG`; a picture that merely looks a bit like another class says the
+    app is unsure instead.
+    """
     rows = []
     for it in items:
         predicted, confidence, loss = _opinion(ev, it)
         if predicted is None:
             continue
         if it.label not in ev.vocab:
-            score = 1.0
+            score, flag = 1.0, False
             detail = f"The model was trained without the class '{it.label}'; train again to judge it."
         else:
-            probs = ev.probs[it.id]
             # The score recorded at training time holds for the label the run saw; after a
-            # relabel the item is judged against its new label by the same probabilities.
+            # relabel the item is judged against its new label by the same evidence.
             score = ev.suspect.get(it.id) if ev.trained_label.get(it.id) == it.label else None
             if score is None:
-                score = 1.0 - probs[ev.vocab.index(it.label)]
-            detail = (f"Looks like '{predicted}' ({confidence:.0%}), not '{it.label}'." if predicted != it.label
-                      else f"Looks like '{it.label}' ({confidence:.0%}).")
-        rows.append(_row(project, it, ev, score=score, reason="label", detail=detail))
+                score = ev.wrong(it.id, it.label)
+            flag = score > FLAG_WRONG
+            if flag and predicted != it.label:
+                detail = f"Looks like '{predicted}' ({confidence:.0%}), not '{it.label}'."
+            elif flag:
+                detail = (f"Probably not '{it.label}' ({score:.0%}): pictures like it that are filed as "
+                          f"'{it.label}' are often something else.")
+            elif predicted != it.label:
+                detail = (f"Unsure: it looks somewhat like '{predicted}' ({confidence:.0%}), but the evidence is "
+                          f"too weak to say that '{it.label}' is wrong.")
+            else:
+                detail = f"Looks like '{it.label}' ({confidence:.0%})."
+        rows.append(_row(project, it, ev, score=score, reason="label", detail=detail, flagged=flag))
     return rows
 
 
@@ -500,7 +622,7 @@ class Queue:
 
 def flagged(row: ReviewRow) -> bool:
     """Whether a row is a problem rather than just a place in the ranking (a label the evidence disputes)."""
-    return row.reason != "label" or (row.predicted is not None and row.predicted != row.label)
+    return row.flagged
 
 
 def queue(project: Project, *, label: Optional[str] = None, reason: Optional[str] = None,
