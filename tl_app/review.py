@@ -41,6 +41,9 @@ KNN_TEMPERATURE = 0.1
 NOISE_FLOOR = 1e-3
 #: A label is counted "probably in the wrong class" when the probability that it is wrong is above this.
 FLAG_WRONG = 0.5
+#: How well two classes must be told apart (see judge_labels: 1 never confused, 0 a coin toss)
+#: before the app says which of the two a picture belongs to.
+TELL_APART = 0.6
 #: Stored pictures whose shorter side is under this many pixels are "tiny".
 TINY_SIDE = 64
 #: Luminance (0-255) spread under which a picture is "blank", mean under which it is "very dark".
@@ -157,33 +160,41 @@ class LabelEvidence:
     noise: object
     clean: object
     wrong: object
+    rival: object = None
+    apart: object = None
+
+    @property
+    def score(self):
+        """The ranking score: ``wrong``, held at :data:`FLAG_WRONG` where the item's class and its rival
+        are too often confused to say which is right."""
+        import numpy as np
+
+        return np.where(self.apart >= TELL_APART, self.wrong, np.minimum(self.wrong, FLAG_WRONG))
 
 
 def label_noise(probs, labels, n_classes: int, *, floor: float = NOISE_FLOOR):
     """``noise[c, j]``: how often a picture of class c carries label j, by confident learning.
 
-    As in cleanlab (Northcutt et al., 2021): an item counts as truly of class c when its
+    As in cleanlab (Northcutt et al., 2021), an item clearly looks like class c when its
     out-of-sample probability of c reaches c's threshold (the mean probability of c over the
-    items labelled c; the highest such class wins); the counts per (label, class) are scaled to
-    the number of items per label. Every rate is at least ``floor``: any label can go wrong.
+    items labelled c; the highest such class wins). Among the items that clearly look like c,
+    the share filed under j estimates ``noise[c, j]``. Every rate is at least ``floor``: any
+    label can go wrong.
     """
     import numpy as np
 
     P = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     C = n_classes
-    counts = np.bincount(y, minlength=C).astype(np.float64)
-    thresh = np.array([P[y == c, c].mean() if counts[c] else np.inf for c in range(C)])
+    thresh = np.array([P[y == c, c].mean() if (y == c).any() else np.inf for c in range(C)])
     above = P >= thresh - 1e-12
     ok = above.any(1)
-    true = np.where(above, P, -1.0).argmax(1)
-    joint = np.zeros((C, C))  # joint[label, true class]
-    np.add.at(joint, (y[ok], true[ok]), 1.0)
-    got = joint.sum(1)
-    joint[got == 0] = np.diag(counts)[got == 0]  # a label none of whose items reached a threshold: trusted
-    joint *= (counts / np.maximum(joint.sum(1), 1e-12))[:, None]
-    noise = joint.T / np.maximum(joint.sum(0)[:, None], 1e-12)  # noise[true, label]
-    noise[joint.sum(0) == 0] = np.eye(C)[joint.sum(0) == 0]  # a class no item looks like: no evidence
+    looks = np.where(above, P, -1.0).argmax(1)
+    counts = np.zeros((C, C))  # counts[looks like, label]
+    np.add.at(counts, (looks[ok], y[ok]), 1.0)
+    seen = counts.sum(1) > 0
+    noise = np.eye(C)  # a class nothing clearly looks like: no evidence of noise
+    noise[seen] = counts[seen] / counts[seen].sum(1, keepdims=True)
     noise = np.maximum(noise, floor)
     return noise / noise.sum(1, keepdims=True)
 
@@ -220,6 +231,29 @@ def wrong_label_probability(clean, labels, noise):
     return 1.0 - joint[np.arange(len(y)), y] / np.maximum(joint.sum(1), 1e-300)
 
 
+def judge_labels(clean, labels, noise):
+    """``(wrong, rival, apart)`` per item: the probability that its label is wrong, the class it most
+    looks like besides its label, and how well the noise lets those two classes be told apart.
+
+    ``apart`` is the determinant of the two classes' noise restricted to them (1: never
+    confused; 0: labels between them are a coin toss). Two-way confusion is what two classes the
+    network cannot tell apart look like (say a quarter of each filed as the other), and there the
+    neighbours' votes are too noisy to say which label is right; one-way confusion (a quarter of
+    the 1s filed as 7, never the reverse) is label noise that can be undone.
+    """
+    import numpy as np
+
+    clean = np.asarray(clean, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    wrong = wrong_label_probability(clean, y, noise)
+    other = clean.copy()
+    other[np.arange(len(y)), y] = -1.0
+    rival = other.argmax(1) if clean.shape[1] > 1 else y
+    a = noise[y, y] / (noise[y, y] + noise[y, rival])
+    b = noise[rival, rival] / (noise[rival, rival] + noise[rival, y])
+    return wrong, rival, a + b - 1.0
+
+
 def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, early=None, k: int = KNN) -> LabelEvidence:
     """Every item's label judged by evidence that never learned it; see :class:`LabelEvidence`.
 
@@ -239,7 +273,7 @@ def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, early=None, k
     P = combine_probs(*estimates, oof_probs)
     noise = label_noise(P, labels, n_classes)
     clean = clean_probs(P, noise)
-    return LabelEvidence(P, noise, clean, wrong_label_probability(clean, labels, noise))
+    return LabelEvidence(P, noise, clean, *judge_labels(clean, labels, noise))
 
 
 def outlier_scores(emb, *, k: int = 5, neighbours=None):
@@ -337,13 +371,14 @@ class Evidence:
     embeddings: object = None                                     # (len(emb_items), D) array or None
     noise: object = None                                          # noise[true, label] (see label_noise) or None
 
-    def wrong(self, item: str, label: str) -> float:
-        """The probability that ``label`` is wrong for ``item``, from what it looks like and how labels go wrong."""
+    def judge(self, item: str, label: str) -> tuple[float, bool]:
+        """``(probability that label is wrong for item, whether the app can tell)``: see judge_labels."""
         probs = self.probs[item]
         j = self.vocab.index(label)
         if self.noise is None:  # a run recorded before the noise estimate
-            return 1.0 - float(probs[j])
-        return float(wrong_label_probability([probs], [j], self.noise)[0])
+            return 1.0 - float(probs[j]), True
+        wrong, _, apart = judge_labels([probs], [j], self.noise)
+        return float(wrong[0]), bool(apart[0] >= TELL_APART)
 
 
 def load_evidence(project: Project, run: runs.Run) -> Evidence:
@@ -478,8 +513,8 @@ def _label_rows(project: Project, ev: Evidence, items: list[Item]) -> list[Revie
     """Every item with the probability that its label is wrong; only a probable error is flagged.
 
     A row is flagged ("probably in the wrong class") when that probability is above
-    :data:`FLAG_WRONG`; a picture that merely looks a bit like another class says the
-    app is unsure instead.
+    :data:`FLAG_WRONG` and the model tells the two classes apart; otherwise a picture
+    that looks somewhat like another class says that the app is unsure.
     """
     rows = []
     for it in items:
@@ -490,17 +525,20 @@ def _label_rows(project: Project, ev: Evidence, items: list[Item]) -> list[Revie
             score, flag = 1.0, False
             detail = f"The model was trained without the class '{it.label}'; train again to judge it."
         else:
-            # The score recorded at training time holds for the label the run saw; after a
-            # relabel the item is judged against its new label by the same evidence.
-            score = ev.suspect.get(it.id) if ev.trained_label.get(it.id) == it.label else None
-            if score is None:
-                score = ev.wrong(it.id, it.label)
+            # Judged against the current label, so a relabel counts at once.
+            wrong, apart = ev.judge(it.id, it.label)
+            if ev.noise is None and ev.trained_label.get(it.id) == it.label and it.id in ev.suspect:
+                wrong = ev.suspect[it.id]  # a run recorded before the noise estimate: its own score
+            score = wrong if apart else min(wrong, FLAG_WRONG)
             flag = score > FLAG_WRONG
             if flag and predicted != it.label:
                 detail = f"Looks like '{predicted}' ({confidence:.0%}), not '{it.label}'."
             elif flag:
-                detail = (f"Probably not '{it.label}' ({score:.0%}): pictures like it that are filed as "
+                detail = (f"Probably not '{it.label}' ({wrong:.0%}): pictures like it that are filed as "
                           f"'{it.label}' are often something else.")
+            elif predicted != it.label and not apart:
+                detail = (f"Unsure: it looks somewhat like '{predicted}' ({confidence:.0%}), but the model often "
+                          f"confuses '{predicted}' and '{it.label}', so it cannot say which is right.")
             elif predicted != it.label:
                 detail = (f"Unsure: it looks somewhat like '{predicted}' ({confidence:.0%}), but the evidence is "
                           f"too weak to say that '{it.label}' is wrong.")

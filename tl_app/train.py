@@ -635,7 +635,7 @@ def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, ou
                "probs": [round(float(p), 6) for p in probs[i]]}
         if evidence is not None:
             row["review"] = [round(float(p), 6) for p in evidence.clean[i]]
-            row["suspect"] = round(float(evidence.wrong[i]), 6)
+            row["suspect"] = round(float(evidence.score[i]), 6)
         rows.append(row)
     if embeddings is not None:
         tmp = rdir / f".embeddings.{os.getpid()}.npy"
