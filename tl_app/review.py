@@ -49,8 +49,11 @@ TINY_SIDE = 64
 #: Luminance (0-255) spread under which a picture is "blank", mean under which it is "very dark".
 BLANK_STD = 6.0
 DARK_MEAN = 28.0
-#: Robust z-score (distance to neighbours, in median absolute deviations) above which an item is an outlier.
-OUTLIER_Z = 4.0
+#: Modified z-score (distance to neighbours, in median absolute deviations) above which an item is an
+#: outlier: 3.5, the usual cut (Iglewicz and Hoaglin, 1993).
+OUTLIER_Z = 3.5
+#: Neighbours an item's distance to the others is measured by, for outliers.
+OUTLIER_K = 15
 
 
 @dataclass
@@ -276,8 +279,13 @@ def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, early=None, k
     return LabelEvidence(P, noise, clean, *judge_labels(clean, labels, noise))
 
 
-def outlier_scores(emb, *, k: int = 5, neighbours=None):
-    """Robust z-score of each row's mean cosine distance to its ``k`` nearest neighbours."""
+def outlier_scores(emb, *, k: int = OUTLIER_K, neighbours=None):
+    """Robust z-score of each row's mean cosine distance to its ``k`` nearest neighbours.
+
+    Measured in features the network could not fit to each picture's label (``bench/review.py``,
+    pictures of no class among digits): in a fully trained network's features an odd picture
+    sits among the class it was filed under, in the features of its frozen epoch it stands out.
+    """
     import numpy as np
 
     if len(emb) < 3:
@@ -369,6 +377,7 @@ class Evidence:
     valid: dict[str, bool] = field(default_factory=dict)
     emb_items: list[str] = field(default_factory=list)
     embeddings: object = None                                     # (len(emb_items), D) array or None
+    outlier: dict[str, float] = field(default_factory=dict)       # item -> outlier score at training time
     noise: object = None                                          # noise[true, label] (see label_noise) or None
 
     def judge(self, item: str, label: str) -> tuple[float, bool]:
@@ -394,6 +403,8 @@ def load_evidence(project: Project, run: runs.Run) -> Evidence:
         if s.get("suspect") is not None:
             ev.suspect[s["item"]] = float(s["suspect"])
         ev.trained_label[s["item"]] = s.get("label", "")
+        if s.get("outlier") is not None:
+            ev.outlier[s["item"]] = float(s["outlier"])
         ev.valid[s["item"]] = s.get("valid")
     efile = runs.run_dir(project, run.id) / "embeddings.npy"
     if efile.is_file():
@@ -585,23 +596,27 @@ def _duplicate_rows(project: Project, every: list[Item], shown: set[str], ev: Op
 
 
 def _outlier_rows(project: Project, ev: Evidence, every: list[Item], shown: set[str]) -> list[ReviewRow]:
+    """Pictures far from every other: scored when the run trained (see outlier_scores); pictures
+    added since are measured in the run's features on the spot."""
     import numpy as np
 
-    if ev.embeddings is None:
+    z = {it.id: ev.outlier[it.id] for it in every if it.id in ev.outlier}
+    if len(z) < len(every) and ev.embeddings is not None:
+        pos = {iid: i for i, iid in enumerate(ev.emb_items)}
+        live = [it for it in every if it.id in pos]
+        if len(live) >= 8:
+            fresh = outlier_scores(ev.embeddings[[pos[it.id] for it in live]])
+            z.update({it.id: float(zi) for it, zi in zip(live, fresh) if it.id not in z})
+    if len(every) < 8:
         return []
-    pos = {iid: i for i, iid in enumerate(ev.emb_items)}
-    live = [it for it in every if it.id in pos]
-    if len(live) < 8:
-        return []
-    emb = ev.embeddings[[pos[it.id] for it in live]]
-    z = outlier_scores(emb)
     rows = []
-    for it, zi in zip(live, z):
-        if it.id in shown and zi > OUTLIER_Z:
-            score = min(0.95, 0.5 + 0.04 * float(zi))
+    for it in every:
+        zi = z.get(it.id)
+        if it.id in shown and zi is not None and zi > OUTLIER_Z:
+            score = min(0.95, 0.5 + 0.04 * zi)
             rows.append(_row(project, it, ev, score=score, reason="outlier",
-                             detail=f"Unlike the other pictures ({zi:.0f}x further from its nearest "
-                                    f"neighbours than usual); is it one of your classes at all?"))
+                             detail="Unlike the other pictures: even the most similar ones are much further from "
+                                    "it than is usual here. Is it one of your classes at all?"))
     return rows
 
 

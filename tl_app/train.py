@@ -612,7 +612,7 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
 
 
 def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, out_of_fold: bool,
-                  evidence=None, embeddings=None) -> None:
+                  evidence=None, embeddings=None, outliers=None) -> None:
     """Probabilities per item for Review; rows that hold NaN (never scored) are left out.
 
     ``evidence`` (a :class:`~tl_app.review.LabelEvidence`) gives each item's ``review``
@@ -620,7 +620,8 @@ def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, ou
     ``suspect`` score (the probability that its label is wrong) and the dataset's ``noise``
     matrix (how labels go wrong, to judge a relabelled item); ``embeddings`` are the features
     Review looks for neighbours, duplicates and outliers in (``embeddings.npy``, in snapshot
-    order, float16, loaded without pickle).
+    order, float16, loaded without pickle); ``outliers`` each item's outlier score (see
+    :func:`~tl_app.review.outlier_scores`).
     """
     import math
 
@@ -636,6 +637,8 @@ def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, ou
         if evidence is not None:
             row["review"] = [round(float(p), 6) for p in evidence.clean[i]]
             row["suspect"] = round(float(evidence.score[i]), 6)
+        if outliers is not None:
+            row["outlier"] = round(float(outliers[i]), 4)
         rows.append(row)
     if embeddings is not None:
         tmp = rdir / f".embeddings.{os.getpid()}.npy"
@@ -761,12 +764,12 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
                     "device": device_text, "features_computed": len(missing), "l2": l2})
     runs.write_json(rdir, "report.json", metrics)
-    from .review import label_evidence
+    from .review import label_evidence, outlier_scores
 
     # The features come from a body that never saw these labels, and fit.oof from heads that never
     # saw the item: both are evidence about its label.
     _write_scores(rdir, snap, fit.oof, valid_idx, out_of_fold=True, embeddings=X,
-                  evidence=label_evidence(X, y, len(snap.vocab), oof_probs=fit.oof))
+                  evidence=label_evidence(X, y, len(snap.vocab), oof_probs=fit.oof), outliers=outlier_scores(X))
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=history[-1]["epoch"] if history else 0, train_items=len(train_idx),
                    valid_items=len(valid_idx), features_computed=len(missing))
@@ -841,8 +844,12 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
     metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
                     "device": describe_device(device), **info})
+    from .review import outlier_scores
+
+    early = probes.get(1)
     _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
-                  evidence=_full_run_evidence(emb, probes.get(1), targets, len(snap.vocab), cfg.seed))
+                  evidence=_full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed),
+                  outliers=outlier_scores(emb if early is None else early))
     _write_losses(rdir, snap, item_probs)
     sha = save_model(model.cpu(), spec, rdir)
     result.update(model_file="model.safetensors", model_sha256=sha)
