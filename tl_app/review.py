@@ -2,13 +2,20 @@
 
 One queue; every row has a reason and a score between 0 and 1 (higher: look sooner):
 
-- ``label``: the class is probably wrong. Every item, training and validation
-  alike, is judged by evidence that does not come from a model memorising it:
-  its nearest neighbours in the trained network's feature space (the item itself
-  left out) and, for quick runs, heads trained on the other folds. Measured on
-  scikit-learn's digits with 5% of labels flipped (``bench/review.py``).
+- ``label``: the class may be wrong. Every item, training and validation alike,
+  is ranked by the probability that its label is wrong, from evidence that never
+  learned its label: its nearest neighbours (the item itself left out) in the
+  network's features, also in features from before the network could memorise
+  labels (a full run's frozen epoch), and heads trained without it (k-fold);
+  confident learning then estimates how labels go wrong in this dataset, so a
+  systematic error (a quarter of the 1s filed as 7) is found although a flipped
+  item's look-alikes share its wrong label. Only a probable error is flagged
+  ("probably in the wrong class"); where the evidence is weak, or the model often
+  confuses the two classes, the row says the app is unsure. Measured on digits
+  with random and systematic errors (``bench/review.py``).
 - ``duplicate``: the same picture twice (perceptual hash), in one class or in two.
-- ``outlier``: far from every other picture in the network's feature space.
+- ``outlier``: far from every other picture, in features the network could not
+  fit to labels (measured with pictures of no class among digits).
 - ``quality``: broken, tiny, blank or very dark pictures (no model needed).
 
 The functions here read what a run recorded and return rows; they never change
@@ -470,7 +477,7 @@ def rank(project: Project, *, top: Optional[int] = None, label: Optional[str] = 
 
 def _ordered(rows: list[ReviewRow], *, once: bool) -> list[ReviewRow]:
     """Most suspicious first; with ``once``, each item only under its highest-scoring reason."""
-    rows = sorted(rows, key=lambda r: (-r.score, r.item))
+    rows = sorted(rows, key=lambda r: (-r.score, -(r.loss or 0.0), r.item))
     if once:
         seen: set[str] = set()
         rows = [r for r in rows if not (r.item in seen or seen.add(r.item))]
@@ -502,14 +509,27 @@ def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional
     return rows
 
 
+def _label_score(ev: Evidence, it: Item) -> tuple[float, float, bool]:
+    """``(score, probability that the label is wrong, whether the app can tell)`` for an item whose
+    label the run knows; the score is held at FLAG_WRONG where it cannot tell."""
+    wrong, apart = ev.judge(it.id, it.label)
+    if ev.noise is None and ev.trained_label.get(it.id) == it.label and it.id in ev.suspect:
+        wrong = ev.suspect[it.id]  # a run recorded before the noise estimate: its own score
+    return (wrong if apart else min(wrong, FLAG_WRONG)), wrong, apart
+
+
 def _opinion(ev: Optional[Evidence], it: Item) -> tuple[Optional[str], Optional[float], Optional[float]]:
-    """(predicted, confidence, loss against the current label) from the evidence, if any."""
+    """(predicted, confidence, loss of the current label) from the evidence, if any.
+
+    The loss is ``-log`` of the probability that the label is right, as the label score judges it
+    (so the label ranking is also an order of losses).
+    """
     if ev is None or it.id not in ev.probs or not ev.vocab:
         return None, None, None
     probs = ev.probs[it.id]
     best = max(range(len(probs)), key=probs.__getitem__)
-    p_label = probs[ev.vocab.index(it.label)] if it.label in ev.vocab else 0.0
-    return ev.vocab[best], round(float(probs[best]), 4), round(max(0.0, -math.log(max(p_label, 1e-12))), 4)
+    right = 1.0 - _label_score(ev, it)[0] if it.label in ev.vocab else 0.0
+    return ev.vocab[best], round(float(probs[best]), 4), round(max(0.0, -math.log(max(right, 1e-12))), 4)
 
 
 def _row(project: Project, it: Item, ev: Optional[Evidence], *, score: float, reason: str, detail: str,
@@ -537,10 +557,7 @@ def _label_rows(project: Project, ev: Evidence, items: list[Item]) -> list[Revie
             detail = f"The model was trained without the class '{it.label}'; train again to judge it."
         else:
             # Judged against the current label, so a relabel counts at once.
-            wrong, apart = ev.judge(it.id, it.label)
-            if ev.noise is None and ev.trained_label.get(it.id) == it.label and it.id in ev.suspect:
-                wrong = ev.suspect[it.id]  # a run recorded before the noise estimate: its own score
-            score = wrong if apart else min(wrong, FLAG_WRONG)
+            score, wrong, apart = _label_score(ev, it)
             flag = score > FLAG_WRONG
             if flag and predicted != it.label:
                 detail = f"Looks like '{predicted}' ({confidence:.0%}), not '{it.label}'."

@@ -49,9 +49,11 @@ def _ids(selected: str | None) -> list[str]:
 def _caption(r: dict, selected: set[str]) -> str:
     tick = TICK if r["item"] in selected else ""
     if r["reason"] == "label":
-        guess = (f"{r['label']} ✓ {pct(r['confidence'])}" if r["predicted"] == r["label"]
-                 else f"{r['label']} → {r['predicted']}? {pct(r['confidence'])}")
-        return tick + guess
+        if r["predicted"] == r["label"]:
+            return f"{tick}{r['label']} ✓ {pct(r['confidence'])}"
+        if not r.get("flagged", True):  # weak evidence: the app does not claim another class
+            return f"{tick}{r['label']} · unsure"
+        return f"{tick}{r['label']} → {r['predicted']}? {pct(r['confidence'])}"
     return f"{tick}{r['label']} · {review.REASON_NAMES[r['reason']]}"
 
 
