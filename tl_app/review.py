@@ -269,7 +269,7 @@ def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, early=None, k
 
     ``emb``: the run's features; ``early``: features from before the network could memorise
     its labels (a full run's body after the frozen epoch); ``oof_probs``: probabilities from
-    heads that never saw the item (k-fold). Neighbours in each feature space (the item left
+    heads that never saw the item (k-fold), or a list of such from several heads. Neighbours in each feature space (the item left
     out) and the heads are combined (geometric mean), then confident learning estimates how
     labels go wrong in this dataset and each item gets the probability that its own label is
     wrong. Chosen by measurement (``bench/review.py``): on digits with random flips,
@@ -280,7 +280,8 @@ def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, early=None, k
     estimates = [knn_class_probs(emb, labels, n_classes, k=k)]
     if early is not None:
         estimates.append(knn_class_probs(early, labels, n_classes, k=k))
-    P = combine_probs(*estimates, oof_probs)
+    estimates += list(oof_probs) if isinstance(oof_probs, (list, tuple)) else [oof_probs]
+    P = combine_probs(*estimates)
     noise = label_noise(P, labels, n_classes)
     clean = clean_probs(P, noise)
     return LabelEvidence(P, noise, clean, *judge_labels(clean, labels, noise))

@@ -783,14 +783,15 @@ REVIEW_PROBE_EPOCHS = frozenset({1})
 
 def _full_run_evidence(emb, early, targets, n_classes: int, seed: int):
     """Review's evidence for a fine-tuned run: neighbours in the final and the early features, and
-    heads fitted on the early features without the item (k-fold)."""
+    heads fitted on the early features without the item (k-fold). Heads on the final features too
+    were measured (bench/review.py): no better, and as long again."""
     import numpy as np
 
     from . import quick
     from .review import label_evidence
 
-    oof = None
     y = np.asarray(targets)
+    oof = None
     if early is not None:
         l2 = quick.choose_l2(early, y, n_classes, seed=seed)
         oof = quick.out_of_fold_probs(early, y, n_classes, l2=l2, seed=seed)
