@@ -387,14 +387,25 @@ class Evidence:
     embeddings: object = None                                     # (len(emb_items), D) array or None
     outlier: dict[str, float] = field(default_factory=dict)       # item -> outlier score at training time
     noise: object = None                                          # noise[true, label] (see label_noise) or None
+    clean: dict = field(default_factory=dict)                     # item -> probabilities with the noise taken out
+
+    def settle(self) -> None:
+        """Take the dataset's label noise out of every item's probabilities (see clean_probs), once."""
+        import numpy as np
+
+        ids = [i for i in self.probs if i not in self.clean]
+        if not ids:
+            return
+        P = np.asarray([self.probs[i] for i in ids], dtype=np.float64)
+        self.clean.update(zip(ids, clean_probs(P, self.noise) if self.noise is not None else P))
 
     def judge(self, item: str, label: str) -> tuple[float, bool]:
         """``(probability that label is wrong for item, whether the app can tell)``: see judge_labels."""
-        probs = self.probs[item]
         j = self.vocab.index(label)
         if self.noise is None:  # a run recorded before the noise estimate
-            return 1.0 - float(probs[j]), True
-        wrong, _, apart = judge_labels([probs], [j], self.noise)
+            return 1.0 - float(self.probs[item][j]), True
+        self.settle()
+        wrong, _, apart = judge_labels([self.clean[item]], [j], self.noise)
         return float(wrong[0]), bool(apart[0] >= TELL_APART)
 
 
@@ -438,8 +449,6 @@ def _complete(project: Project, ev: Evidence, items: list[Item]) -> None:
     todo = sorted(set(unscored) | ({it.id for it in items if it.id not in known} if need_emb else set()))
     probs, emb, vocab = embed_items(project, todo, run_id=ev.run.id)
     ev.vocab = ev.vocab or vocab
-    if ev.noise is not None and len(probs):  # what the model predicts still carries the labels' noise
-        probs = clean_probs(probs, ev.noise)
     for iid, p in zip(todo, probs):
         if iid not in ev.probs:
             ev.probs[iid] = [float(x) for x in p]
@@ -522,15 +531,20 @@ def _label_score(ev: Evidence, it: Item) -> tuple[float, float, bool]:
 def _opinion(ev: Optional[Evidence], it: Item) -> tuple[Optional[str], Optional[float], Optional[float]]:
     """(predicted, confidence, loss of the current label) from the evidence, if any.
 
-    The loss is ``-log`` of the probability that the label is right, as the label score judges it
-    (so the label ranking is also an order of losses).
+    The prediction is the class the item most likely is once the labels' noise is taken out, its
+    confidence the share of the evidence that points there; the loss is ``-log`` of the probability
+    that the label is right, as the label score judges it (so the label ranking is also an order of losses).
     """
     if ev is None or it.id not in ev.probs or not ev.vocab:
         return None, None, None
     probs = ev.probs[it.id]
-    best = max(range(len(probs)), key=probs.__getitem__)
-    right = 1.0 - _label_score(ev, it)[0] if it.label in ev.vocab else 0.0
-    return ev.vocab[best], round(float(probs[best]), 4), round(max(0.0, -math.log(max(right, 1e-12))), 4)
+    score, apart = (_label_score(ev, it)[::2]) if it.label in ev.vocab else (1.0, False)
+    ev.settle()
+    # Where the label's class and its rival are too often confused, taking the noise out says more
+    # than the evidence does: the evidence's own choice is shown.
+    guess = ev.clean[it.id] if apart else probs
+    best = max(range(len(guess)), key=guess.__getitem__)
+    return ev.vocab[best], round(float(probs[best]), 4), round(max(0.0, -math.log(max(1.0 - score, 1e-12))), 4)
 
 
 def _row(project: Project, it: Item, ev: Optional[Evidence], *, score: float, reason: str, detail: str,

@@ -616,7 +616,8 @@ def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, ou
     """Probabilities per item for Review; rows that hold NaN (never scored) are left out.
 
     ``evidence`` (a :class:`~tl_app.review.LabelEvidence`) gives each item's ``review``
-    probabilities (what it looks like, judged by evidence that never learned its label), its
+    probabilities (what it looks like, judged by evidence that never learned its label, label
+    noise included), its
     ``suspect`` score (the probability that its label is wrong) and the dataset's ``noise``
     matrix (how labels go wrong, to judge a relabelled item); ``embeddings`` are the features
     Review looks for neighbours, duplicates and outliers in (``embeddings.npy``, in snapshot
@@ -635,7 +636,7 @@ def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, ou
         row = {"item": it.id, "label": it.label, "valid": i in valid_set,
                "probs": [round(float(p), 6) for p in probs[i]]}
         if evidence is not None:
-            row["review"] = [round(float(p), 6) for p in evidence.clean[i]]
+            row["review"] = [round(float(p), 6) for p in evidence.probs[i]]
             row["suspect"] = round(float(evidence.score[i]), 6)
         if outliers is not None:
             row["outlier"] = round(float(outliers[i]), 4)
