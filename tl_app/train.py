@@ -616,10 +616,10 @@ def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, ou
     """Probabilities per item for Review; rows that hold NaN (never scored) are left out.
 
     ``evidence`` (a :class:`~tl_app.review.LabelEvidence`) gives each item's ``review``
-    probabilities (what it looks like, judged by evidence that never learned its label, label
-    noise included), its
-    ``suspect`` score (the probability that its label is wrong) and the dataset's ``noise``
-    matrix (how labels go wrong, to judge a relabelled item); ``embeddings`` are the features
+    probabilities (what it looks like, judged by evidence that never learned its label; the
+    labels' noise still in them), its ``suspect`` score (the probability that its label is
+    wrong) and the dataset's ``noise`` matrix (how labels go wrong, to judge a relabelled
+    item); ``embeddings`` are the features
     Review looks for neighbours, duplicates and outliers in (``embeddings.npy``, in snapshot
     order, float16, loaded without pickle); ``outliers`` each item's outlier score (see
     :func:`~tl_app.review.outlier_scores`).
@@ -785,7 +785,7 @@ REVIEW_PROBE_EPOCHS = frozenset({1})
 def _full_run_evidence(emb, early, targets, n_classes: int, seed: int):
     """Review's evidence for a fine-tuned run: neighbours in the final and the early features, and
     heads fitted on the early features without the item (k-fold). Heads on the final features too
-    were measured (bench/review.py): no better, and as long again."""
+    were tried on bench/review.py's variants: no better, and as long again."""
     import numpy as np
 
     from . import quick
@@ -848,7 +848,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
                     "device": describe_device(device), **info})
     from .review import outlier_scores
 
-    early = probes.get(1)
+    early = probes[min(probes)] if probes else None  # see REVIEW_PROBE_EPOCHS
     _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
                   evidence=_full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed),
                   outliers=outlier_scores(emb if early is None else early))
