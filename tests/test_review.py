@@ -35,12 +35,48 @@ def test_neighbours_find_labels_that_do_not_match_their_cluster():
     noisy = truth.copy()
     wrong = np.array([3, 50, 97, 130, 151])
     noisy[wrong] = (noisy[wrong] + 1) % 4
-    probs = review.label_evidence(emb, noisy, 4)
-    score = 1 - probs[np.arange(len(noisy)), noisy]
-    assert set(np.argsort(-score)[:len(wrong)]) == set(wrong)
+    ev = review.label_evidence(emb, noisy, 4)
+    assert set(np.argsort(-ev.wrong)[:len(wrong)]) == set(wrong)
+    assert set(np.flatnonzero(ev.wrong > review.FLAG_WRONG)) == set(wrong)
     # ... and they are judged to belong to their true class, by their neighbours alone.
-    assert (probs[wrong].argmax(1) == truth[wrong]).all()
-    assert np.allclose(probs.sum(1), 1) and (probs > 0).all()
+    assert (ev.clean[wrong].argmax(1) == truth[wrong]).all()
+    assert np.allclose(ev.clean.sum(1), 1) and (ev.probs > 0).all()
+
+
+def _look_alikes_and_a_systematic_error(seed=0, n_per=50, dim=8):
+    """Four classes: 2 and 3 nearly the same (honest doubts), and a quarter of class 0 filed as 1."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, dim)) * 4
+    centres[3] = centres[2] + rng.normal(size=dim) * 0.6
+    truth = np.repeat(np.arange(4), n_per)
+    emb = centres[truth] + rng.normal(size=(len(truth), dim))
+    labels = truth.copy()
+    wrong = rng.choice(np.flatnonzero(truth == 0), size=n_per // 4, replace=False)
+    labels[wrong] = 1
+    return emb, truth, labels, wrong
+
+
+def test_systematic_flips_are_found_though_their_look_alikes_share_the_wrong_label():
+    emb, truth, labels, wrong = _look_alikes_and_a_systematic_error()
+    ev = review.label_evidence(emb, labels, 4)
+    k = len(wrong)
+    assert set(np.argsort(-ev.score)[:k]) == set(wrong)
+    assert set(np.flatnonzero(ev.score > review.FLAG_WRONG)) == set(wrong)  # flagged: exactly those
+    assert (ev.clean[wrong].argmax(1) == 0).all() and ev.noise[0, 1] > 0.15 > ev.noise[1, 0]
+    # Neighbours' votes alone rank honest doubts between 2 and 3 above the flips: a quarter of a
+    # flipped item's look-alikes share its wrong label.
+    votes = review.knn_class_probs(emb, labels, 4)
+    naive = 1 - votes[np.arange(len(labels)), labels]
+    assert len(set(np.argsort(-naive)[:k]) & set(wrong)) <= k * 0.75
+
+
+def test_classes_the_evidence_cannot_tell_apart_are_unsure_not_flagged():
+    emb, truth, labels, wrong = _look_alikes_and_a_systematic_error()
+    ev = review.label_evidence(emb, labels, 4)
+    doubt = np.flatnonzero((truth >= 2) & (ev.clean.argmax(1) != labels))
+    assert len(doubt) >= 5  # pictures of 2 that look more like 3, and the reverse...
+    assert (ev.score[doubt] <= review.FLAG_WRONG).all()  # ... are never flagged
+    assert (ev.apart[doubt] < review.TELL_APART).all()
 
 
 def test_an_item_never_votes_for_itself():
@@ -53,6 +89,7 @@ def test_an_item_never_votes_for_itself():
 
 def test_outliers_are_far_from_every_neighbour():
     emb, _ = _clusters()
+    emb = emb + 10  # a network's features come after a ReLU: away from the origin
     far = np.vstack([emb, np.full((1, emb.shape[1]), 0.0) + np.eye(1, emb.shape[1], 7) * 50])
     z = review.outlier_scores(far)
     assert z.argmax() == len(far) - 1 and z[-1] > review.OUTLIER_Z
@@ -225,6 +262,44 @@ def test_quick_runs_rank_labels_with_out_of_fold_heads(project, tmp_path, fake_p
     assert {"wrong0.png", "wrong1.png"} <= {names[r.item] for r in rows[:6]}
 
 
+def test_a_full_run_finds_a_systematic_error(project, tmp_path):
+    """A quarter of the reds filed as green: found and flagged, every other picture left alone."""
+    src = imagegen.class_folder(tmp_path / "src", per_class=20, classes=("red", "blue", "green"))
+    for i in range(5):
+        (src / "red" / f"{i}.png").rename(src / "green" / f"red{i}.png")
+    import_files(project, [src])
+    rep = train(project, TrainConfig(size=64, epochs=1, pretrained=False))
+    assert rep.status == "finished", rep
+    names = {it.id: Path(it.source).name for it in project.items()}
+    rows = review.rank(project, kind="label")
+    assert len(rows) == len(project.items()) == 60
+    assert {names[r.item] for r in rows[:5]} == {f"red{i}.png" for i in range(5)}
+    assert {names[r.item] for r in rows if r.flagged} == {f"red{i}.png" for i in range(5)}
+    assert all(r.predicted == "red" and "not 'green'" in r.detail for r in rows[:5])
+    assert review.queue(project).summary() == "5 probably in the wrong class"
+
+
+def test_classes_the_model_cannot_tell_apart_say_unsure(project, tmp_path, fake_pretrained):
+    """'navy' pictures are made like 'blue' ones: the app says it is unsure, and flags only real errors."""
+    src = imagegen.class_folder(tmp_path / "src", per_class=16, classes=("red", "blue", "green"))
+    (src / "navy").mkdir()
+    for i in range(16):
+        imagegen.noisy(imagegen.COLOURS["blue"], seed=5000 + i).save(src / "navy" / f"n{i}.png")
+    for i in range(2):
+        imagegen.noisy(imagegen.COLOURS["red"], seed=900 + i).save(src / "green" / f"wrong{i}.png")
+    import_files(project, [src])
+    assert train(project, TrainConfig(size=64, pretrained=True, quick=True)).status == "finished"
+    names = {it.id: Path(it.source).name for it in project.items()}
+    rows = review.rank(project, kind="label")
+    assert {names[r.item] for r in rows if r.flagged} == {"wrong0.png", "wrong1.png"}
+    assert {names[r.item] for r in rows[:2]} == {"wrong0.png", "wrong1.png"}
+    unsure = [r for r in rows if r.predicted != r.label and not r.flagged]
+    assert unsure and all({r.label, r.predicted} == {"blue", "navy"} for r in unsure)
+    assert all(r.detail.startswith("Unsure") and "cannot say which is right" in r.detail for r in unsure)
+    q = review.queue(project)
+    assert q.summary() == "2 probably in the wrong class" and q.counts["label"] == 2
+
+
 def _cli(*args, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tl_app", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=300)
@@ -242,6 +317,15 @@ def test_cli_review_kinds_and_keep(messy_trained):
     rows = json.loads(out.stdout)
     assert len(rows) == 3 and all(r["reason"] == "label" for r in rows)
     assert rows[0]["score"] >= rows[1]["score"] >= rows[2]["score"]
+
+    # Every item is ranked for its label, once: also the duplicate and the poor pictures.
+    out = _cli("review", str(project.root), "--kind", "label", "--json")
+    rows = json.loads(out.stdout)
+    assert sorted(r["item"] for r in rows) == sorted(it.id for it in project.items())
+    assert {"copy of 3.jpg", "blank.png", "wrong0.png"} <= {names[r["item"]] for r in rows}
+    flagged = {names[r["item"]] for r in rows if r["flagged"]}
+    assert {"wrong0.png", "wrong1.png", "copy of 3.jpg"} <= flagged  # the copy is a red filed as blue
+    assert flagged <= {"wrong0.png", "wrong1.png", "copy of 3.jpg", "blank.png", "dark.png", "tiny.png"}
 
     out = _cli("review", str(project.root), "--kind", "outliers", "--json")
     assert {"blank.png", "dark.png", "tiny.png"} <= {names[r["item"]] for r in json.loads(out.stdout)}

@@ -306,7 +306,10 @@ def test_review_ranks_and_undoes(trained_server):
     shown = [by_sha[_thumb_sha(g)] for g in gallery]
     assert shown == [r.item for r in expected] and len(shown) == 32
     assert [r.score for r in expected] == sorted((r.score for r in expected), reverse=True)
-    assert all(("→" in g["caption"]) == (r.predicted != r.label) for g, r in zip(gallery, expected))
+    # A class is claimed only where the evidence disputes the label; weak evidence reads "unsure".
+    assert all(("→" in g["caption"]) == (r.predicted != r.label and r.flagged) for g, r in zip(gallery, expected))
+    assert all(("unsure" in g["caption"]) == (r.predicted != r.label and not r.flagged)
+               for g, r in zip(gallery, expected) if r.reason == "label")
     thumb = httpx.get(gallery[0]["image"]["url"])
     assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"  # the browser can load it
     matrix = _table(out["matrix"])

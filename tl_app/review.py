@@ -2,16 +2,23 @@
 
 One queue; every row has a reason and a score between 0 and 1 (higher: look sooner):
 
-- ``label``: the class is probably wrong. Every item, training and validation
-  alike, is judged by evidence that does not come from a model memorising it:
-  its nearest neighbours in the trained network's feature space (the item itself
-  left out) and, for quick runs, heads trained on the other folds. Measured on
-  scikit-learn's digits with 5% of labels flipped (``bench/review.py``).
+- ``label``: the class may be wrong. Every item, training and validation alike,
+  is ranked by the probability that its label is wrong, from evidence that never
+  learned its label: its nearest neighbours (the item itself left out) in the
+  network's features, also in features from before the network could memorise
+  labels (a full run's frozen epoch), and heads trained without it (k-fold);
+  confident learning then estimates how labels go wrong in this dataset, so a
+  systematic error (a quarter of the 1s filed as 7) is found although a flipped
+  item's look-alikes share its wrong label. Only a probable error is flagged
+  ("probably in the wrong class"); where the evidence is weak, or the model often
+  confuses the two classes, the row says the app is unsure. Measured on digits
+  with random and systematic errors (``bench/review.py``).
 - ``duplicate``: the same picture twice, in one class or in two: a copy found by
   :mod:`tl_app.dupes` (re-encoded, resized, cropped, framed or with text on it).
   Rows point at the first picture of their group; the loose view adds mirrored
   copies and possible near copies (which are never counted as problems).
-- ``outlier``: far from every other picture in the network's feature space.
+- ``outlier``: far from every other picture, in features the network could not
+  fit to labels (measured with pictures of no class among digits).
 - ``quality``: broken, almost flat, very dark, blurred or tiny pictures (:mod:`tl_app.quality`, no model needed).
 
 An item with several reasons is listed once in the whole queue, under its
@@ -44,8 +51,18 @@ REASON_NAMES = {"label": "wrong class?", "duplicate": "duplicate", "outlier": "o
 #: (measured on digits, bench/review.py: k of 5-20, plain or weighted votes).
 KNN = 15
 KNN_TEMPERATURE = 0.1
-#: Robust z-score (distance to neighbours, in median absolute deviations) above which an item is an outlier.
-OUTLIER_Z = 4.0
+#: The least rate at which any class is assumed to be filed under any other (see label_noise).
+NOISE_FLOOR = 1e-3
+#: A label is counted "probably in the wrong class" when the probability that it is wrong is above this.
+FLAG_WRONG = 0.5
+#: How well two classes must be told apart (see judge_labels: 1 never confused, 0 a coin toss)
+#: before the app says which of the two a picture belongs to.
+TELL_APART = 0.6
+#: Modified z-score (distance to neighbours, in median absolute deviations) above which an item is an
+#: outlier: 3.5, the usual cut (Iglewicz and Hoaglin, 1993).
+OUTLIER_Z = 3.5
+#: Neighbours an item's distance to the others is measured by, for outliers.
+OUTLIER_K = 15
 
 
 @dataclass
@@ -69,6 +86,9 @@ class ReviewRow:
     match: Optional[str] = None                  # duplicates: same, overlay, mirrored or possible
     group: Optional[str] = None                  # duplicates: the first picture of the group
     also: list[str] = field(default_factory=list)  # the item's other flagged reasons
+    #: Counted as a problem ("probably in the wrong class", an outlier, ...); a label row that is
+    #: only a place in the ranking, or where the app is unsure, is not.
+    flagged: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -150,20 +170,145 @@ def combine_probs(*estimates):
     return z / z.sum(1, keepdims=True)
 
 
-def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, k: int = KNN):
-    """Out-of-sample class probabilities for every item, from neighbours (and out-of-fold heads when given).
+@dataclass
+class LabelEvidence:
+    """What the evidence says about every item's label (arrays in item order).
 
-    Returns an array (N, n_classes); ``1 - probs[i, labels[i]]`` is item i's
-    label score. Chosen by measurement (``bench/review.py --signals``): on digits
-    with 5% of labels flipped, neighbours in the trained body's feature space
-    found about 9 in 10 flipped labels; the loss tracked over epochs about 2 in 3
-    and the final model's own loss 7 in 10 (it has partly learned the wrong labels).
+    ``probs``: out-of-sample class probabilities (neighbours, out-of-fold heads), which still
+    carry the dataset's label noise. ``noise[c, j]``: how often a picture of class c is filed
+    under class j, estimated from the whole dataset. ``clean``: what each picture looks like
+    once those known confusions are taken out. ``wrong``: the probability that an item's
+    label is wrong, its score in the ranking.
     """
-    return combine_probs(knn_class_probs(emb, labels, n_classes, k=k), oof_probs)
+
+    probs: object
+    noise: object
+    clean: object
+    wrong: object
+    rival: object = None
+    apart: object = None
+
+    @property
+    def score(self):
+        """The ranking score: ``wrong``, held at :data:`FLAG_WRONG` where the item's class and its rival
+        are too often confused to say which is right."""
+        import numpy as np
+
+        return np.where(self.apart >= TELL_APART, self.wrong, np.minimum(self.wrong, FLAG_WRONG))
 
 
-def outlier_scores(emb, *, k: int = 5, neighbours=None):
-    """Robust z-score of each row's mean cosine distance to its ``k`` nearest neighbours."""
+def label_noise(probs, labels, n_classes: int, *, floor: float = NOISE_FLOOR):
+    """``noise[c, j]``: how often a picture of class c carries label j, by confident learning.
+
+    As in cleanlab (Northcutt et al., 2021), an item clearly looks like class c when its
+    out-of-sample probability of c reaches c's threshold (the mean probability of c over the
+    items labelled c; the highest such class wins). Among the items that clearly look like c,
+    the share filed under j estimates ``noise[c, j]``. Every rate is at least ``floor``: any
+    label can go wrong.
+    """
+    import numpy as np
+
+    P = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    C = n_classes
+    thresh = np.array([P[y == c, c].mean() if (y == c).any() else np.inf for c in range(C)])
+    above = P >= thresh - 1e-12
+    ok = above.any(1)
+    looks = np.where(above, P, -1.0).argmax(1)
+    counts = np.zeros((C, C))  # counts[looks like, label]
+    np.add.at(counts, (looks[ok], y[ok]), 1.0)
+    seen = counts.sum(1) > 0
+    noise = np.eye(C)  # a class nothing clearly looks like: no evidence of noise
+    noise[seen] = counts[seen] / counts[seen].sum(1, keepdims=True)
+    noise = np.maximum(noise, floor)
+    return noise / noise.sum(1, keepdims=True)
+
+
+def clean_probs(probs, noise, *, iters: int = 100):
+    """The class probabilities ``p`` whose noisy version ``p @ noise`` best matches ``probs`` (per row).
+
+    Neighbours' votes carry the label noise: among pictures of 1s where a quarter are filed
+    as 7, a 1 gets a quarter of its votes for 7. This takes known confusions out (maximum
+    likelihood on the simplex, by EM), so a 1 filed as 7 reads as a 1.
+    """
+    import numpy as np
+
+    P = np.asarray(probs, dtype=np.float64)
+    p = P.copy()
+    for _ in range(iters):
+        p = p * ((P / np.maximum(p @ noise, 1e-12)) @ noise.T)
+        p /= p.sum(1, keepdims=True)
+    return p
+
+
+def wrong_label_probability(clean, labels, noise):
+    """For each item, the probability that its label is wrong, given what it looks like and the noise.
+
+    Bayes' rule: P(true class c | picture, label j) is proportional to ``clean[c] * noise[c, j]``.
+    A 1 filed as 7 where 1s are often filed as 7 is judged a 1; a picture that looks half like
+    its class is not, where its class is rarely confused with the other.
+    """
+    import numpy as np
+
+    clean = np.asarray(clean, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    joint = clean * noise[:, y].T
+    return 1.0 - joint[np.arange(len(y)), y] / np.maximum(joint.sum(1), 1e-300)
+
+
+def judge_labels(clean, labels, noise):
+    """``(wrong, rival, apart)`` per item: the probability that its label is wrong, the class it most
+    looks like besides its label, and how well the noise lets those two classes be told apart.
+
+    ``apart`` is the determinant of the two classes' noise restricted to them (1: never
+    confused; 0: labels between them are a coin toss). Two-way confusion is what two classes the
+    network cannot tell apart look like (say a quarter of each filed as the other), and there the
+    neighbours' votes are too noisy to say which label is right; one-way confusion (a quarter of
+    the 1s filed as 7, never the reverse) is label noise that can be undone.
+    """
+    import numpy as np
+
+    clean = np.asarray(clean, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    wrong = wrong_label_probability(clean, y, noise)
+    other = clean.copy()
+    other[np.arange(len(y)), y] = -1.0
+    rival = other.argmax(1) if clean.shape[1] > 1 else y
+    a = noise[y, y] / (noise[y, y] + noise[y, rival])
+    b = noise[rival, rival] / (noise[rival, rival] + noise[rival, y])
+    return wrong, rival, a + b - 1.0
+
+
+def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, early=None, k: int = KNN) -> LabelEvidence:
+    """Every item's label judged by evidence that never learned it; see :class:`LabelEvidence`.
+
+    ``emb``: the run's features; ``early``: features from before the network could memorise
+    its labels (a full run's body after the frozen epoch); ``oof_probs``: probabilities from
+    heads that never saw the item (k-fold), or a list of such from several heads. Neighbours in each feature space (the item left
+    out) and the heads are combined (geometric mean), then confident learning estimates how
+    labels go wrong in this dataset and each item gets the probability that its own label is
+    wrong. Chosen by measurement (``bench/review.py``): on digits with random flips,
+    neighbours alone found about 9 in 10; with systematic flips (a quarter of the 1s filed as
+    7), they found 2 in 3, since an item's look-alikes share its wrong label; the noise
+    estimate lifts both above 0.93.
+    """
+    estimates = [knn_class_probs(emb, labels, n_classes, k=k)]
+    if early is not None:
+        estimates.append(knn_class_probs(early, labels, n_classes, k=k))
+    estimates += list(oof_probs) if isinstance(oof_probs, (list, tuple)) else [oof_probs]
+    P = combine_probs(*estimates)
+    noise = label_noise(P, labels, n_classes)
+    clean = clean_probs(P, noise)
+    return LabelEvidence(P, noise, clean, *judge_labels(clean, labels, noise))
+
+
+def outlier_scores(emb, *, k: int = OUTLIER_K, neighbours=None):
+    """Robust z-score of each row's mean cosine distance to its ``k`` nearest neighbours.
+
+    Measured in features the network could not fit to each picture's label (``bench/review.py``,
+    pictures of no class among digits): in a fully trained network's features an odd picture
+    sits among the class it was filed under, in the features of its frozen epoch it stands out.
+    """
     import numpy as np
 
     if len(emb) < 3:
@@ -188,6 +333,28 @@ class Evidence:
     valid: dict[str, bool] = field(default_factory=dict)
     emb_items: list[str] = field(default_factory=list)
     embeddings: object = None                                     # (len(emb_items), D) array or None
+    outlier: dict[str, float] = field(default_factory=dict)       # item -> outlier score at training time
+    noise: object = None                                          # noise[true, label] (see label_noise) or None
+    clean: dict = field(default_factory=dict)                     # item -> probabilities with the noise taken out
+
+    def settle(self) -> None:
+        """Take the dataset's label noise out of every item's probabilities (see clean_probs), once."""
+        import numpy as np
+
+        ids = [i for i in self.probs if i not in self.clean]
+        if not ids:
+            return
+        P = np.asarray([self.probs[i] for i in ids], dtype=np.float64)
+        self.clean.update(zip(ids, clean_probs(P, self.noise) if self.noise is not None else P))
+
+    def judge(self, item: str, label: str) -> tuple[float, bool]:
+        """``(probability that label is wrong for item, whether the app can tell)``: see judge_labels."""
+        j = self.vocab.index(label)
+        if self.noise is None:  # a run recorded before the noise estimate
+            return 1.0 - float(self.probs[item][j]), True
+        self.settle()
+        wrong, _, apart = judge_labels([self.clean[item]], [j], self.noise)
+        return float(wrong[0]), bool(apart[0] >= TELL_APART)
 
 
 def load_evidence(project: Project, run: runs.Run) -> Evidence:
@@ -196,11 +363,15 @@ def load_evidence(project: Project, run: runs.Run) -> Evidence:
 
     scores = runs.read_json(project, run.id, "scores.json") or {"vocab": [], "items": []}
     ev = Evidence(run=run, vocab=list(scores["vocab"]))
+    if scores.get("noise"):
+        ev.noise = np.asarray(scores["noise"], dtype=np.float64)
     for s in scores["items"]:
         ev.probs[s["item"]] = s.get("review") or s["probs"]
         if s.get("suspect") is not None:
             ev.suspect[s["item"]] = float(s["suspect"])
         ev.trained_label[s["item"]] = s.get("label", "")
+        if s.get("outlier") is not None:
+            ev.outlier[s["item"]] = float(s["outlier"])
         ev.valid[s["item"]] = s.get("valid")
     efile = runs.run_dir(project, run.id) / "embeddings.npy"
     if efile.is_file():
@@ -271,7 +442,7 @@ def _ordered(rows: list[ReviewRow], *, once: bool) -> list[ReviewRow]:
     The reasons left out are named on the row that stays (``also``), so a wrong
     class is never hidden behind a duplicate row, or the other way round.
     """
-    rows = sorted(rows, key=lambda r: (-r.score, r.item))
+    rows = sorted(rows, key=lambda r: (-r.score, -(r.loss or 0.0), r.item))
     if once:
         others: dict[str, list[str]] = {}
         for r in rows:
@@ -314,14 +485,32 @@ def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional
     return rows
 
 
+def _label_score(ev: Evidence, it: Item) -> tuple[float, float, bool]:
+    """``(score, probability that the label is wrong, whether the app can tell)`` for an item whose
+    label the run knows; the score is held at FLAG_WRONG where it cannot tell."""
+    wrong, apart = ev.judge(it.id, it.label)
+    if ev.noise is None and ev.trained_label.get(it.id) == it.label and it.id in ev.suspect:
+        wrong = ev.suspect[it.id]  # a run recorded before the noise estimate: its own score
+    return (wrong if apart else min(wrong, FLAG_WRONG)), wrong, apart
+
+
 def _opinion(ev: Optional[Evidence], it: Item) -> tuple[Optional[str], Optional[float], Optional[float]]:
-    """(predicted, confidence, loss against the current label) from the evidence, if any."""
+    """(predicted, confidence, loss of the current label) from the evidence, if any.
+
+    The prediction is the class the item most likely is once the labels' noise is taken out, its
+    confidence the share of the evidence that points there; the loss is ``-log`` of the probability
+    that the label is right, as the label score judges it (so the label ranking is also an order of losses).
+    """
     if ev is None or it.id not in ev.probs or not ev.vocab:
         return None, None, None
     probs = ev.probs[it.id]
-    best = max(range(len(probs)), key=probs.__getitem__)
-    p_label = probs[ev.vocab.index(it.label)] if it.label in ev.vocab else 0.0
-    return ev.vocab[best], round(float(probs[best]), 4), round(max(0.0, -math.log(max(p_label, 1e-12))), 4)
+    score, apart = (_label_score(ev, it)[::2]) if it.label in ev.vocab else (1.0, False)
+    ev.settle()
+    # Where the label's class and its rival are too often confused, taking the noise out says more
+    # than the evidence does: the evidence's own choice is shown.
+    guess = ev.clean[it.id] if apart else probs
+    best = max(range(len(guess)), key=guess.__getitem__)
+    return ev.vocab[best], round(float(probs[best]), 4), round(max(0.0, -math.log(max(1.0 - score, 1e-12))), 4)
 
 
 def _row(project: Project, it: Item, ev: Optional[Evidence], *, score: float, reason: str, detail: str,
@@ -334,24 +523,38 @@ def _row(project: Project, it: Item, ev: Optional[Evidence], *, score: float, re
 
 
 def _label_rows(project: Project, ev: Evidence, items: list[Item]) -> list[ReviewRow]:
+    """Every item with the probability that its label is wrong; only a probable error is flagged.
+
+    A row is flagged ("probably in the wrong class") when that probability is above
+    :data:`FLAG_WRONG` and the model tells the two classes apart; otherwise a picture
+    that looks somewhat like another class says that the app is unsure.
+    """
     rows = []
     for it in items:
         predicted, confidence, loss = _opinion(ev, it)
         if predicted is None:
             continue
         if it.label not in ev.vocab:
-            score = 1.0
+            score, flag = 1.0, False
             detail = f"The model was trained without the class '{it.label}'; train again to judge it."
         else:
-            probs = ev.probs[it.id]
-            # The score recorded at training time holds for the label the run saw; after a
-            # relabel the item is judged against its new label by the same probabilities.
-            score = ev.suspect.get(it.id) if ev.trained_label.get(it.id) == it.label else None
-            if score is None:
-                score = 1.0 - probs[ev.vocab.index(it.label)]
-            detail = (f"Looks like '{predicted}' ({confidence:.0%}), not '{it.label}'." if predicted != it.label
-                      else f"Looks like '{it.label}' ({confidence:.0%}).")
-        rows.append(_row(project, it, ev, score=score, reason="label", detail=detail))
+            # Judged against the current label, so a relabel counts at once.
+            score, wrong, apart = _label_score(ev, it)
+            flag = score > FLAG_WRONG
+            if flag and predicted != it.label:
+                detail = f"Looks like '{predicted}' ({confidence:.0%}), not '{it.label}'."
+            elif flag:
+                detail = (f"Probably not '{it.label}' ({wrong:.0%}): pictures like it that are filed as "
+                          f"'{it.label}' are often something else.")
+            elif predicted != it.label and not apart:
+                detail = (f"Unsure: it looks somewhat like '{predicted}' ({confidence:.0%}), but the model often "
+                          f"confuses '{predicted}' and '{it.label}', so it cannot say which is right.")
+            elif predicted != it.label:
+                detail = (f"Unsure: it looks somewhat like '{predicted}' ({confidence:.0%}), but the evidence is "
+                          f"too weak to say that '{it.label}' is wrong.")
+            else:
+                detail = f"Looks like '{it.label}' ({confidence:.0%})."
+        rows.append(_row(project, it, ev, score=score, reason="label", detail=detail, flagged=flag))
     return rows
 
 
@@ -484,23 +687,27 @@ def keep_one(project: Project, group: list[str], keep: str) -> Action:
 
 
 def _outlier_rows(project: Project, ev: Evidence, every: list[Item], shown: set[str]) -> list[ReviewRow]:
+    """Pictures far from every other: scored when the run trained (see outlier_scores); pictures
+    added since are measured in the run's features on the spot."""
     import numpy as np
 
-    if ev.embeddings is None:
+    z = {it.id: ev.outlier[it.id] for it in every if it.id in ev.outlier}
+    if len(z) < len(every) and ev.embeddings is not None:
+        pos = {iid: i for i, iid in enumerate(ev.emb_items)}
+        live = [it for it in every if it.id in pos]
+        if len(live) >= 8:
+            fresh = outlier_scores(ev.embeddings[[pos[it.id] for it in live]])
+            z.update({it.id: float(zi) for it, zi in zip(live, fresh) if it.id not in z})
+    if len(every) < 8:
         return []
-    pos = {iid: i for i, iid in enumerate(ev.emb_items)}
-    live = [it for it in every if it.id in pos]
-    if len(live) < 8:
-        return []
-    emb = ev.embeddings[[pos[it.id] for it in live]]
-    z = outlier_scores(emb)
     rows = []
-    for it, zi in zip(live, z):
-        if it.id in shown and zi > OUTLIER_Z:
-            score = min(0.95, 0.5 + 0.04 * float(zi))
+    for it in every:
+        zi = z.get(it.id)
+        if it.id in shown and zi is not None and zi > OUTLIER_Z:
+            score = min(0.95, 0.5 + 0.04 * zi)
             rows.append(_row(project, it, ev, score=score, reason="outlier",
-                             detail=f"Unlike the other pictures ({zi:.0f}x further from its nearest "
-                                    f"neighbours than usual); is it one of your classes at all?"))
+                             detail="Unlike the other pictures: even the most similar ones are much further from "
+                                    "it than is usual here. Is it one of your classes at all?"))
     return rows
 
 
@@ -558,14 +765,13 @@ class Queue:
 def flagged(row: ReviewRow) -> bool:
     """Whether a row is a problem rather than just a place in the ranking.
 
-    A label row is one when the evidence disputes the label; a duplicate row when
-    the copy is confirmed (a mirrored or possible near copy is only shown).
+    A label row is one when the evidence says the label is probably wrong (not where the app
+    is unsure); a duplicate row when the copy is confirmed (a mirrored or possible near copy
+    is only shown).
     """
-    if row.reason == "label":
-        return row.predicted is not None and row.predicted != row.label
     if row.reason == "duplicate":
         return row.match in ("same", "overlay")
-    return True
+    return row.flagged
 
 
 def queue(project: Project, *, label: Optional[str] = None, reason: Optional[str] = None,

@@ -326,10 +326,12 @@ def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec
 
 
 def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec, cfg: TrainConfig, device,
-                     stop: StopToken, events: EventFn, bs: int):
+                     stop: StopToken, events: EventFn, bs: int, probe_epochs=frozenset()):
     """fastai ``fine_tune`` with augmentation; keeps the best epoch's weights; optional early stopping.
 
-    Returns ``(history, info)``: one entry per epoch, and which epoch was kept.
+    Returns ``(history, info)``: one entry per epoch, and which epoch was kept. After each epoch
+    in ``probe_epochs`` (1-based) every picture is embedded in one clean pass
+    (``info["probes"][epoch]``): features from before the network memorised its labels.
     """
     import torch
     from fastai.callback.core import Callback, CancelFitException
@@ -345,6 +347,7 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
     # Probabilities every item got in every epoch: training items from their (augmented) training
     # batch, validation items from the validation pass. Review uses them; no extra pass is needed.
     item_probs = np.full((n_epochs, len(targets), n_classes), np.nan, dtype=np.float32)
+    probes: dict[int, object] = {}
 
     class _Progress(Callback):
         order = 70  # after the Recorder, so that epoch values are ready
@@ -395,6 +398,13 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
             history.append(entry)
             events({"type": "epoch", **entry})
             state["epoch"] += 1
+            if entry["epoch"] in probe_epochs:
+                try:
+                    probes[entry["epoch"]] = embed_pixels(self.learn.model, pixels, spec, batch_size=2 * bs,
+                                                          device=device, stop=stop, events=events,
+                                                          phase="features")[1]
+                except Stopped:
+                    raise CancelFitException() from None
             vl = entry["valid_loss"]
             if vl is not None and math.isfinite(vl) and (state["best"] is None or vl < state["best"]):
                 state.update(best=vl, best_epoch=entry["epoch"], bad_epochs=0)
@@ -427,6 +437,7 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
         seen = ~np.isnan(item_probs[e, train_idx, 0])
         scores[np.asarray(train_idx)[seen]] = item_probs[e, np.asarray(train_idx)[seen]]
     info["item_probs"] = item_probs[: len(history)]
+    info["probes"] = probes
     info["scores"] = scores
     return history, info
 
@@ -456,7 +467,7 @@ def find_lr(project: Project, cfg: TrainConfig, *, stop: Optional[StopToken] = N
         raise TrainerBusy(busy_message(lock.holder() or {}))
     tmp = Path(tempfile.mkdtemp(prefix="tl_lr_find_"))
     try:
-        torch.manual_seed(cfg.seed)
+        _seed_everything(cfg.seed)
         device = default_device()
         events({"type": "phase", "phase": "device", "device": describe_device(device)})
         spec = ModelSpec(arch=cfg.arch, vocab=snap.vocab, size=cfg.size, head="fastai")
@@ -605,35 +616,43 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
 
 
 def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, out_of_fold: bool,
-                  review=None, embeddings=None) -> None:
+                  evidence=None, embeddings=None, outliers=None) -> None:
     """Probabilities per item for Review; rows that hold NaN (never scored) are left out.
 
-    ``review`` holds the out-of-sample probabilities Review ranks labels by
-    (each item's ``suspect`` score is one minus that of its label), and
-    ``embeddings`` the features it looks for neighbours, duplicates and outliers in
-    (``embeddings.npy``, in snapshot order, float16, loaded without pickle).
+    ``evidence`` (a :class:`~tl_app.review.LabelEvidence`) gives each item's ``review``
+    probabilities (what it looks like, judged by evidence that never learned its label; the
+    labels' noise still in them), its ``suspect`` score (the probability that its label is
+    wrong) and the dataset's ``noise`` matrix (how labels go wrong, to judge a relabelled
+    item); ``embeddings`` are the features
+    Review looks for neighbours, duplicates and outliers in (``embeddings.npy``, in snapshot
+    order, float16, loaded without pickle); ``outliers`` each item's outlier score (see
+    :func:`~tl_app.review.outlier_scores`).
     """
     import math
 
     import numpy as np
 
     valid_set = set(valid_idx)
-    targets = snap.targets
     rows = []
     for i, it in enumerate(snap.items):
         if math.isnan(float(probs[i][0])):
             continue
         row = {"item": it.id, "label": it.label, "valid": i in valid_set,
                "probs": [round(float(p), 6) for p in probs[i]]}
-        if review is not None:
-            row["review"] = [round(float(p), 6) for p in review[i]]
-            row["suspect"] = round(1.0 - float(review[i][targets[i]]), 6)
+        if evidence is not None:
+            row["review"] = [round(float(p), 6) for p in evidence.probs[i]]
+            row["suspect"] = round(float(evidence.score[i]), 6)
+        if outliers is not None:
+            row["outlier"] = round(float(outliers[i]), 4)
         rows.append(row)
     if embeddings is not None:
         tmp = rdir / f".embeddings.{os.getpid()}.npy"
         np.save(tmp, np.asarray(embeddings, dtype=np.float16), allow_pickle=False)
         os.replace(tmp, rdir / "embeddings.npy")
-    runs.write_json(rdir, "scores.json", {"vocab": snap.vocab, "out_of_fold": out_of_fold, "items": rows})
+    doc = {"vocab": snap.vocab, "out_of_fold": out_of_fold, "items": rows}
+    if evidence is not None:
+        doc["noise"] = [[round(float(v), 6) for v in row] for row in evidence.noise]
+    runs.write_json(rdir, "scores.json", doc)
 
 
 def _write_losses(rdir: Path, snap: Snapshot, item_probs) -> None:
@@ -750,14 +769,51 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
                     "device": device_text, "features_computed": len(missing), "l2": l2})
     runs.write_json(rdir, "report.json", metrics)
-    from .review import label_evidence
+    from .review import label_evidence, outlier_scores
 
+    # The features come from a body that never saw these labels, and fit.oof from heads that never
+    # saw the item: both are evidence about its label.
     _write_scores(rdir, snap, fit.oof, valid_idx, out_of_fold=True, embeddings=X,
-                  review=label_evidence(X, y, len(snap.vocab), oof_probs=fit.oof))
+                  evidence=label_evidence(X, y, len(snap.vocab), oof_probs=fit.oof), outliers=outlier_scores(X))
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=history[-1]["epoch"] if history else 0, train_items=len(train_idx),
                    valid_items=len(valid_idx), features_computed=len(missing))
     return {"stopped": False, "metrics": summary, "model_file": "model.safetensors", "model_sha256": sha}
+
+
+#: After which epoch a full run embeds every picture for Review: the frozen one, when only the head
+#: has learned the labels and the body cannot have memorised any picture's label.
+REVIEW_PROBE_EPOCHS = frozenset({1})
+
+
+def _full_run_evidence(emb, early, targets, n_classes: int, seed: int):
+    """Review's evidence for a fine-tuned run: neighbours in the final and the early features, and
+    heads fitted on the early features without the item (k-fold). Heads on the final features too
+    were tried on bench/review.py's variants: no better, and as long again."""
+    import numpy as np
+
+    from . import quick
+    from .review import label_evidence
+
+    y = np.asarray(targets)
+    oof = None
+    if early is not None:
+        l2 = quick.choose_l2(early, y, n_classes, seed=seed)
+        oof = quick.out_of_fold_probs(early, y, n_classes, l2=l2, seed=seed)
+    return label_evidence(emb, y, n_classes, early=early, oof_probs=oof)
+
+
+def _seed_everything(seed: int) -> None:
+    """The same pictures and settings give the same run: fastai's loaders shuffle with Python's
+    ``random``, augmentation and weights draw from torch, the evidence's folds from numpy."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path, *, stop: StopToken,
@@ -767,8 +823,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     import numpy as np
     import torch
 
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    _seed_everything(cfg.seed)
     device = default_device()
     events({"type": "phase", "phase": "device", "device": describe_device(device)})
     targets = snap.targets
@@ -782,7 +837,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     while True:
         try:
             history, info = _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec, cfg, device,
-                                             stop, events, bs)
+                                             stop, events, bs, probe_epochs=REVIEW_PROBE_EPOCHS)
             break
         except torch.cuda.OutOfMemoryError:
             bs = _halved_batch(bs, 2, events, "starting again with")
@@ -796,11 +851,10 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     model.eval()
     scores = info.pop("scores")
     item_probs = info.pop("item_probs")
+    probes = info.pop("probes")
     # One clean pass over the pictures in memory (eval mode, no augmentation) gives the features
     # Review judges every item by: its neighbours in the trained network's feature space, so that
     # no item is judged by a model that learned it (see review.py).
-    from .review import label_evidence
-
     clean, emb = embed_pixels(model, pixels, spec, device=device, events=events)
     unseen = np.isnan(scores[:, 0])  # stopped before a validation pass, or no training batch held it
     scores[unseen] = clean[unseen]
@@ -808,8 +862,12 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
     metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
                     "device": describe_device(device), **info})
+    from .review import outlier_scores
+
+    early = probes[min(probes)] if probes else None  # see REVIEW_PROBE_EPOCHS
     _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
-                  review=label_evidence(emb, targets, len(snap.vocab)))
+                  evidence=_full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed),
+                  outliers=outlier_scores(emb if early is None else early))
     _write_losses(rdir, snap, item_probs)
     sha = save_model(model.cpu(), spec, rdir)
     result.update(model_file="model.safetensors", model_sha256=sha)

@@ -65,8 +65,12 @@ def _caption(r: dict, selected: set[str]) -> str:
     also = f" · also {', '.join(review.REASON_NAMES[a] for a in r['also'])}" if r.get("also") else ""
     name = _short(r.get("name") or "")
     if r["reason"] == "label":
-        guess = (f"{r['label']} ✓ {pct(r['confidence'])}" if r["predicted"] == r["label"]
-                 else f"{r['label']} → {r['predicted']}? {pct(r['confidence'])}")
+        if r["predicted"] == r["label"]:
+            guess = f"{r['label']} ✓ {pct(r['confidence'])}"
+        elif not r.get("flagged", True):  # weak evidence: the app does not claim another class
+            guess = f"{r['label']} · unsure"
+        else:
+            guess = f"{r['label']} → {r['predicted']}? {pct(r['confidence'])}"
         return f"{tick}{name} · {guess}{also}"
     return f"{tick}{name} · {r['label']} · {review.REASON_NAMES[r['reason']]}{also}"
 
