@@ -61,18 +61,21 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(project_dir: str | Path, *, shared: bool = False, auth=None) -> Iterator[Server]:
+def serve(project_dir: str | Path, *, shared: bool = False, auth=None, **access) -> Iterator[Server]:
     """Serve the app for ``project_dir`` on a free loopback port, in this process, until the block ends.
 
     The launch options are the ones :func:`tl_app.ui.app.launch` uses; ``auth`` is
-    Gradio's (``[(user, password), ...]``), as ``TL_AUTH`` gives it. Training runs as
-    a subprocess that inherits ``os.environ``, so set ``TORCH_HOME`` and friends
-    before the first click.
+    Gradio's (``[(user, password), ...]``), as ``TL_AUTH`` gives it: its users are
+    owners. ``access`` sets other fields of :class:`tl_app.access.Access` (``hf_owners``,
+    ``hf_signin``, ``behind_proxy``). Training runs as a subprocess that inherits
+    ``os.environ``, so set ``TORCH_HOME`` and friends before the first click.
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from tl_app.access import Access
     from tl_app.ui.app import build_demo, launch_options
 
-    demo = build_demo(project_dir, shared=shared)
+    rights = Access(shared=shared, logins=frozenset(u for u, _ in auth or []), **access)
+    demo = build_demo(project_dir, shared=shared, access=rights)
     port = free_port()
     demo.queue(default_concurrency_limit=2)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=auth,
