@@ -131,6 +131,29 @@ class AppPage:
         self.wait_idle()
         return self
 
+    def open_as_visitor(self) -> "AppPage":
+        """Open the page a visitor of a shared app gets: Classify and the model card."""
+        self.page.goto(self.url)
+        self.page.get_by_role("tab", name=TABS["classify"]).wait_for()
+        self.page.locator("#classify-files").wait_for()
+        self.wait_idle()
+        return self
+
+    def log_in(self, user: str, password: str) -> "AppPage":
+        """Fill in the login page (the app's own login, TL_AUTH) and wait for the app."""
+        self.page.goto(self.url)
+        self.page.get_by_label("username").fill(user)
+        self.page.get_by_label("password").fill(password)
+        self.page.get_by_role("button", name="Login").click()
+        self.page.get_by_role("tab", name=TABS["search"]).wait_for()
+        self.page.locator("#add-class").wait_for()
+        self.wait_idle()
+        return self
+
+    def tab_names(self) -> list[str]:
+        """The tabs the page shows, in order."""
+        return [t.strip() for t in self.page.get_by_role("tab").all_inner_texts()]
+
     def reload(self) -> "AppPage":
         """Reload the page, as a person pressing F5 would; the app opens on its first tab again."""
         self.page.reload()
@@ -430,12 +453,16 @@ class AppPage:
 
 
 @contextlib.contextmanager
-def app_page(browser, url: str, *, width: int = 1280, height: int = 900) -> Iterator[AppPage]:
-    """A fresh browser page on the app, opened and ready."""
+def app_page(browser, url: str, *, width: int = 1280, height: int = 900, visitor: bool = False,
+             login: tuple[str, str] | None = None) -> Iterator[AppPage]:
+    """A fresh browser page on the app, opened and ready: the owner's (after ``login`` if given) or a visitor's."""
     context = browser.new_context(viewport={"width": width, "height": height})
     try:
-        page = context.new_page()
-        yield AppPage(page, url).open()
+        page = AppPage(context.new_page(), url)
+        if login:
+            yield page.log_in(*login)
+        else:
+            yield page.open_as_visitor() if visitor else page.open()
     finally:
         context.close()
 

@@ -240,6 +240,7 @@ def owner_only(ctx: UIContext, action: str, *, quiet: bool = False) -> Callable[
                 return fn(*args, **kwargs)
         wrapped = handler(checked)
         wrapped.tl_access = FOR_OWNERS
+        wrapped.tl_quiet = quiet
         return wrapped
     return decorate
 

@@ -43,9 +43,9 @@ def _owner_header(ctx: UIContext) -> str:
 
 
 def _visitor_header(ctx: UIContext) -> str:
-    text = ("You are visiting this app: drop pictures under **Classify** to see what its model makes of them; "
-            "**About this model** says what it learned from and how well it does. Only the app's owner can "
-            "change its pictures or train it.")
+    text = ("You are visiting this app: drop pictures below to see what its model makes of them; “About this "
+            "model” says what it learned from and how well it does. Only the app's owner can change its pictures "
+            "or train it.")
     if ctx.access.hf_signin:
         text += " If this app is yours, sign in with Hugging Face."
     return text

@@ -50,10 +50,16 @@ def card_markdown(card: ModelCard | None) -> str:
     if card is None:
         return "No model yet: once one is trained, this says what it knows and how well it did."
     when = time.strftime("%d %b %Y", time.localtime(card.trained)) if card.trained else "–"
-    lines = [f"**{card.run}** (network {card.arch}, trained {when}): **{pct(card.accuracy)} right** on "
-             f"{card.heldout} held-out pictures it never learned from; it learned from {card.learned_from} pictures.",
-             "", f"**Classes ({len(card.classes)}):** " + ", ".join(c.name for c in card.classes) + ".", "",
-             "**Where the pictures came from:**"]
+    lines = [f"**{card.run}**, trained {when}: **{pct(card.accuracy)} right** on {card.heldout} held-out pictures "
+             f"it never learned from (it learned from {card.learned_from}).",
+             "", f"**Classes ({len(card.classes)}):** " + ", ".join(c.name for c in card.classes) + ".", ""]
+    if any(c.checked for c in card.classes):
+        lines.append("**Per class** (precision: of the held-out pictures it put in the class, how many belong there; "
+                     "recall: of the class's held-out pictures, how many it found):")
+        lines += [f"- **{c.name}**: learned from {c.learned_from}, checked on {c.checked}: precision "
+                  f"{pct(c.precision)}, recall {pct(c.recall)}" for c in card.classes]
+        lines.append("")
+    lines.append("**Where the pictures came from:**")
     total = sum(o.pictures for o in card.origins) or 1
     for o in card.origins:
         share = f"{o.pictures} picture{'s' if o.pictures != 1 else ''} ({o.pictures / total:.0%})"
@@ -72,17 +78,13 @@ def card_markdown(card: ModelCard | None) -> str:
     return "\n".join(lines)
 
 
-def card_tables(card: ModelCard | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-class figures, confusion matrix) of the card, as tables."""
-    if card is None:
-        return pd.DataFrame(), pd.DataFrame()
-    per = pd.DataFrame([{"class": c.name, "pictures learned from": c.learned_from, "held-out pictures": c.checked,
-                         "precision": pct(c.precision), "recall": pct(c.recall)} for c in card.classes])
-    if not card.confusion_labels:
-        return per, pd.DataFrame()
+def confusion_table(card: ModelCard | None) -> pd.DataFrame:
+    """The card's confusion matrix as a table (rows: actual class; columns: what the model said)."""
+    if card is None or not card.confusion_labels:
+        return pd.DataFrame()
     cm = pd.DataFrame(card.confusion, columns=list(card.confusion_labels))
     cm.insert(0, "actual \\ predicted", card.confusion_labels)
-    return per, cm
+    return cm
 
 
 def create_classify_tab(ctx: UIContext) -> dict:
@@ -96,24 +98,26 @@ def create_classify_tab(ctx: UIContext) -> dict:
             c["label"] = gr.Label(num_top_classes=3, label="Prediction", elem_id="classify-label")
     c["predictions"] = gr.State([])
     # fit_columns=False: two pictures stay two small ones (not each half the page wide, captions out of sight).
-    c["gallery"] = gr.Gallery(label="All pictures: click one to see its prediction above", columns=6, height="auto",
-                              fit_columns=False, allow_preview=False, elem_id="classify-gallery")
+    # Hidden until there are pictures (an empty gallery is a large empty box); the box, not the
+    # gallery, is shown and hidden, so that the API's output stays the list of pictures.
+    with gr.Column(visible=False) as c["gallery_box"]:
+        c["gallery"] = gr.Gallery(label="All pictures: click one to see its prediction above", columns=6,
+                                  height="auto", fit_columns=False, allow_preview=False, elem_id="classify-gallery")
     c["errors"] = gr.Markdown(elem_id="classify-errors")
     with gr.Accordion("About this model", open=not ctx.access.everyone_owner, elem_id="model-card"):
         first = model_card(ctx.project)
         c["card"] = gr.Markdown(card_markdown(first), elem_id="model-card-text")
-        per, cm = card_tables(first)
-        c["card_classes"] = gr.Dataframe(per, label="Per class, on the held-out pictures", interactive=False,
-                                         elem_id="model-card-classes")
-        c["card_confusion"] = gr.Dataframe(cm, label="Confusion matrix of the held-out pictures (rows: actual "
+        with gr.Column(visible=bool(first and first.confusion)) as c["card_box"]:
+            c["card_confusion"] = gr.Dataframe(confusion_table(first),
+                                               label="Confusion matrix of the held-out pictures (rows: actual "
                                                      "class; columns: what the model said)",
-                                           interactive=False, wrap=True, elem_id="model-card-confusion")
+                                               interactive=False, wrap=True, elem_id="model-card-confusion")
 
     @for_anyone
     def classify(files, request: gr.Request = None):
         paths, names = upload_paths(files)
         if not paths:
-            return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], ""
+            return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], "", gr.Column(visible=False)
         visitor = ctx.visitor(request)
         if ctx.classify_allowance is not None and not visitor.is_owner:
             ctx.classify_allowance.take(visitor_id(request, ctx.access), len(paths))
@@ -127,12 +131,13 @@ def create_classify_tab(ctx: UIContext) -> dict:
             gallery.append((path, f"{p.file}: {p.label} {p.confidence:.0%}"))
         err = ("Not classified:\n" + "\n".join(errors)) if errors else ""
         if not good:
-            return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], err
+            return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], err, gr.Column(visible=False)
         first = good[0]
         return (model_note(ctx), gr.Label(value=first["probs"], label=prediction_label(first["file"], 0, len(good))),
-                good, gallery, err)
+                good, gallery, err, gr.Column(visible=True))
 
-    c["files"].change(classify, [c["files"]], [c["note"], c["label"], c["predictions"], c["gallery"], c["errors"]],
+    c["files"].change(classify, [c["files"]],
+                      [c["note"], c["label"], c["predictions"], c["gallery"], c["errors"], c["gallery_box"]],
                       api_name="classify")
 
     @for_anyone
@@ -148,8 +153,9 @@ def create_classify_tab(ctx: UIContext) -> dict:
     def refresh():
         """The model in use and its card, as they are now."""
         card = model_card(ctx.project)
-        return (model_note(ctx), card_markdown(card), *card_tables(card))
+        return (model_note(ctx), card_markdown(card), confusion_table(card),
+                gr.Column(visible=bool(card and card.confusion)))
 
-    c["on_select"] = (refresh, [], [c["note"], c["card"], c["card_classes"], c["card_confusion"]])
+    c["on_select"] = (refresh, [], [c["note"], c["card"], c["card_confusion"], c["card_box"]])
     c["api_card"] = refresh
     return c
