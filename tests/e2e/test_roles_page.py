@@ -108,6 +108,7 @@ def test_an_owner_logs_in_and_works_on_a_shared_app(browser, tmp_path, colour_fo
             app_page(browser, srv.url, width=width, login=("ann", "pw-ann")) as app:
         assert app.tab_names() == list(TABS.values())
         assert f"Project: {srv.project.root}" in app.text("page-header")
+        assert "Logged in as ann" in app.text("page-header")
         app.add_class("red")
         assert "4 imported" in app.add_pictures("red", reds)
         app.screenshot(tmp_path / f"owner-{width}.png")
@@ -119,4 +120,7 @@ def test_an_owner_logs_in_and_works_on_a_shared_app(browser, tmp_path, colour_fo
         assert len(srv.project.items()) == 4
         app.tab("classify")
         assert "About this model" in app.page.locator("body").inner_text()
+        app.page.locator("#log-out").click()
+        app.page.get_by_label("username").wait_for()  # back on the login page
+        assert "Login" in app.page.locator("body").inner_text()
     shutil.copy(tmp_path / f"owner-{width}.png", f"/tmp/roles-owner-{width}.png")

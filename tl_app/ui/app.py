@@ -38,8 +38,12 @@ def owner_warnings(ctx: UIContext) -> list[str]:
     return []
 
 
-def _owner_header(ctx: UIContext) -> str:
-    return "\n\n".join([f"Project: `{ctx.project.root}`", *owner_warnings(ctx)])
+def _owner_header(ctx: UIContext, user: str | None = None) -> str:
+    """What an owner reads under the title: where the project is, who is logged in, and warnings."""
+    where = f"Project: `{ctx.project.root}`"
+    if user and ctx.access.logins and not ctx.access.hf_signin:
+        where = f"Logged in as **{user}**.  \n" + where
+    return "\n\n".join([where, *owner_warnings(ctx)])
 
 
 def _visitor_header(ctx: UIContext) -> str:
@@ -68,10 +72,12 @@ def build_demo(project_dir: str | Path, *, shared: bool = False, access: Access 
                                                  what="pictures classified") if shared else None)
     everyone = access.everyone_owner
     with gr.Blocks(title=TITLE, delete_cache=(3600, 24 * 3600)) as demo:
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             gr.Markdown(f"## {TITLE}", elem_id="app-title")
             if access.hf_signin:  # shown only where it works (see hf_signin_mode)
                 gr.LoginButton(size="sm", scale=0, min_width=240, elem_id="hf-signin")
+            elif access.logins:  # the app's own login (TL_AUTH): every page is a logged-in owner's
+                gr.Button("Log out", link="/logout", size="sm", scale=0, min_width=100, elem_id="log-out")
         header = gr.Markdown(_owner_header(ctx) if everyone else "", elem_id="page-header")
         # Tabs that do not fit a narrow screen wrap onto a second line: each stays a labelled tab
         # (the default overflow menu hides them behind an unlabelled "..." button). Where some
@@ -98,14 +104,17 @@ def build_demo(project_dir: str | Path, *, shared: bool = False, access: Access 
         # The model card, fresh on every page load; also the visitors' endpoint for it.
         demo.load(*classify["on_select"], api_name="model_card")
 
-        if not everyone:
+        if not access.single_user:
             @for_anyone
             def page_for(request: gr.Request):
                 """The page for the person looking: the owner's tabs and header, or a visitor's welcome."""
-                owner = ctx.visitor(request).is_owner
+                visitor = ctx.visitor(request)
+                if everyone:  # every page is an owner's: only the header names who is logged in
+                    return gr.skip(), gr.skip(), gr.skip(), gr.skip(), _owner_header(ctx, visitor.user)
+                owner = visitor.is_owner
                 return (gr.Tab(visible=owner), gr.Tab(visible=owner), gr.Tab(visible=owner),
                         gr.Tabs(selected="search" if owner else "classify"),
-                        _owner_header(ctx) if owner else _visitor_header(ctx))
+                        _owner_header(ctx, visitor.user) if owner else _visitor_header(ctx))
 
             demo.load(page_for, None, [t_search, t_review, t_train, tabs, header], api_visibility="private")
     demo.tl_context = ctx  # for tests and launch()
