@@ -486,3 +486,19 @@ def test_signed_in_hugging_face_owners_may_act_and_other_users_may_not(tmp_path,
     with serve(tmp_path / "q", shared=True, hf_signin=LOCAL, hf_owners=frozenset({"someone-else"})) as srv:
         signed_in = _client(srv.url, headers={"Cookie": f"session={_sign_in(srv.url)}"})
         assert _error(lambda: signed_in.predict("wasp", api_name="/add_class")).startswith(REFUSED)
+
+
+def test_an_uploaded_zip_that_unpacks_too_far_is_refused_by_name(tmp_path):
+    from test_access import _zip_bomb
+
+    from tl_app import config
+
+    bomb = _zip_bomb(tmp_path / "pets.zip", config.MAX_ZIP_TOTAL_BYTES // (1 << 20) + 20)
+    with serve(tmp_path / "p", shared=True, auth=[("ann", "pw-ann")]) as srv:
+        owner = _client(srv.url, auth=("ann", "pw-ann"))
+        plan = owner.predict([handle_file(bomb)], "", False, api_name="/plan_files")[0]
+        assert plan.startswith("pets.zip will be refused: it unpacks to") and "split it into smaller zip" in plan
+        result = owner.predict("pets", [handle_file(bomb)], api_name="/add_files")[8]  # after the 8 views
+        assert "`pets.zip`: it unpacks to" in result and "more than the 500 MB a zip file may hold" in result
+        assert str(tmp_path) not in result and "/tmp/gradio" not in result
+        assert srv.project.items() == []
