@@ -440,25 +440,6 @@ def test_an_uploaded_weights_file_stays_only_if_its_run_is_accepted(tmp_path, co
 
 
 # --- Sign in with Hugging Face (Gradio's local stand-in for it) --------------------------------------------
-@pytest.fixture
-def hub_user(monkeypatch):
-    """A Hugging Face token and the Hub's answer to "who am I" (the Hub is out of reach of tests).
-
-    Gradio's local sign-in (its mock of a Space's OAuth) asks the Hub who the token
-    belongs to when the app starts, then signs every click in as that user.
-    """
-    import gradio.oauth
-    import huggingface_hub
-
-    user = {"type": "user", "name": "ann-hf", "fullname": "Ann", "avatarUrl": "https://example.invalid/a.png"}
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token_for_a_stand_in_hub")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TL_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub, "whoami", lambda *a, **k: user)
-    monkeypatch.setattr(gradio.oauth, "whoami", lambda *a, **k: user)
-    return user
-
-
 def _sign_in(url: str) -> str:
     """Follow "Sign in with Hugging Face" as a browser would; the session cookie it leaves."""
     with httpx.Client(base_url=url, follow_redirects=False) as c:

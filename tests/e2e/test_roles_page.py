@@ -124,3 +124,26 @@ def test_an_owner_logs_in_and_works_on_a_shared_app(browser, tmp_path, colour_fo
         app.page.get_by_label("username").wait_for()  # back on the login page
         assert "Login" in app.page.locator("body").inner_text()
     shutil.copy(tmp_path / f"owner-{width}.png", f"/tmp/roles-owner-{width}.png")
+
+
+def test_a_hugging_face_owner_signs_in_and_gets_the_owners_page(browser, tmp_path, hub_user):
+    """"Sign in with Hugging Face" through Gradio's local stand-in (a Space's sign-in is the same button)."""
+    from tl_app.access import LOCAL
+
+    with serve(tmp_path / "p", shared=True, hf_signin=LOCAL, hf_owners=frozenset({"ann-hf"})) as srv, \
+            app_page(browser, srv.url, visitor=True) as app:
+        assert app.tab_names() == [TABS["classify"]]
+        assert "If this app is yours, sign in with Hugging Face" in app.text("page-header")
+        button = app.page.locator("#hf-signin")
+        assert "Sign in with Hugging Face" in button.inner_text()
+        app.screenshot(tmp_path / "signin-before.png")
+        button.click()
+        app.page.get_by_role("tab", name=TABS["search"]).wait_for(timeout=30_000)
+        app.wait_idle()
+        assert app.tab_names() == list(TABS.values())
+        assert "ann-hf" in app.page.locator("#hf-signin").inner_text()
+        app.add_class("red")
+        assert srv.project.labels() == ["red"]
+        app.screenshot(tmp_path / "signin-after.png")
+    shutil.copy(tmp_path / "signin-before.png", "/tmp/roles-signin-before.png")
+    shutil.copy(tmp_path / "signin-after.png", "/tmp/roles-signin-after.png")

@@ -46,11 +46,14 @@ def _owner_header(ctx: UIContext, user: str | None = None) -> str:
     return "\n\n".join([where, *owner_warnings(ctx)])
 
 
-def _visitor_header(ctx: UIContext) -> str:
+def _visitor_header(ctx: UIContext, user: str | None = None) -> str:
+    """What a visitor reads under the title: what they may do here, and how an owner gets in."""
     text = ("You are visiting this app: drop pictures below to see what its model makes of them; “About this "
             "model” says what it learned from and how well it does. Only the app's owner can change its pictures "
             "or train it.")
-    if ctx.access.hf_signin:
+    if user:
+        text += f" You are signed in as **{user}**, who is not one of its owners."
+    elif ctx.access.hf_signin:
         text += " If this app is yours, sign in with Hugging Face."
     return text
 
@@ -114,7 +117,7 @@ def build_demo(project_dir: str | Path, *, shared: bool = False, access: Access 
                 owner = visitor.is_owner
                 return (gr.Tab(visible=owner), gr.Tab(visible=owner), gr.Tab(visible=owner),
                         gr.Tabs(selected="search" if owner else "classify"),
-                        _owner_header(ctx, visitor.user) if owner else _visitor_header(ctx))
+                        _owner_header(ctx, visitor.user) if owner else _visitor_header(ctx, visitor.user))
 
             demo.load(page_for, None, [t_search, t_review, t_train, tabs, header], api_visibility="private")
     demo.tl_context = ctx  # for tests and launch()
