@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import gradio as gr
 
-from ..access import OWNER, Access, Allowance, Visitor
+from ..access import Access, Allowance, Visitor
 from ..errors import InputError, LimitReached, NotAllowed, TLError
 from ..guard import LoginThrottle
 from ..project import Project
@@ -175,7 +175,7 @@ def visitor_of(request: gr.Request | None, access: Access | None = None) -> Visi
     """The person behind a request: login name, page session, role (by ``access``) and address."""
     from .guard import hf_user_name, request_address
 
-    access = access or Access()
+    access = access or Access(shared=True)  # not told who owns the app: nobody does
     scope = _scope(request)
     login = getattr(request, "username", None) if request is not None else None
     hf_user = hf_user_name(scope) if scope else None
