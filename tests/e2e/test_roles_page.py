@@ -96,9 +96,8 @@ def test_a_visitor_gets_classify_and_the_model_card_and_their_page_cannot_act(br
             else:
                 assert len(got["warnings"]) == 1 and got["warnings"][0].startswith(REFUSED), (e["name"], got)
         assert sorted((it.id, it.label) for it in project.items()) == before
-    shots = tmp_path / f"visitor-{width}.png"
-    if shots.exists():
-        shutil.copy(shots, f"/tmp/roles-visitor-{width}.png")
+    for name in (f"visitor-{width}.png", f"visitor-classified-{width}.png"):
+        shutil.copy(tmp_path / name, f"/tmp/roles-{name}")
 
 
 @pytest.mark.parametrize("width", [1280, 390])

@@ -319,7 +319,9 @@ def create_train_tab(ctx: UIContext) -> dict:
         c["per_class"] = gr.Dataframe(label="Per class", interactive=False, elem_id="train-per-class")
     c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class; columns: predicted class)",
                                   interactive=False, wrap=True, elem_id="train-confusion")
-    c["runs"] = gr.Dataframe(value=runs_table(ctx), label="Runs", interactive=False,
+    # Filled when the tab opens; empty in the page where visitors may look (a failure's reason can name a file).
+    c["runs"] = gr.Dataframe(value=runs_table(ctx) if ctx.access.everyone_owner else
+                             pd.DataFrame(columns=RUN_COLUMNS), label="Runs", interactive=False,
                              elem_id="runs-table")
 
     def details(run_id: str | None) -> dict:
