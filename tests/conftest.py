@@ -157,6 +157,25 @@ def fake_pretrained(tmp_path, monkeypatch):
     return ckpt / "resnet18-f37072fd.pth"
 
 
+@pytest.fixture
+def hub_user(monkeypatch):
+    """A Hugging Face token and the Hub's answer to "who am I" (the Hub is out of reach of tests).
+
+    Gradio's local sign-in (its mock of a Space's OAuth) asks the Hub who the token
+    belongs to when the app starts, then signs every click in as that user.
+    """
+    import gradio.oauth
+    import huggingface_hub
+
+    user = {"type": "user", "name": "ann-hf", "fullname": "Ann", "avatarUrl": "http://127.0.0.1:9/avatar.png"}
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_for_a_stand_in_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TL_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "whoami", lambda *a, **k: user)
+    monkeypatch.setattr(gradio.oauth, "whoami", lambda *a, **k: user)
+    return user
+
+
 def chromium_path() -> str | None:
     for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
         if os.path.exists(p):

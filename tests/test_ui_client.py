@@ -233,10 +233,12 @@ def _start_long_training(c, srv) -> tuple:
     return job, run
 
 
-def test_on_a_shared_server_only_the_visitor_who_started_a_training_can_stop_it(tmp_path, colour_folder):
-    """While one visitor trains, another is told the trainer is busy and cannot stop it; the first can."""
-    with serve(tmp_path / "proj", shared=True) as srv:
-        me, other = _client(srv.url), _client(srv.url)
+def test_on_a_shared_server_only_the_owner_who_started_a_training_can_stop_it(tmp_path, colour_folder):
+    """While one owner trains, another is told the trainer is busy and cannot stop it; the first can."""
+    logins = [("ann", "pw-ann"), ("bob", "pw-bob")]
+    with serve(tmp_path / "proj", shared=True, auth=logins) as srv:
+        me = Client(srv.url, verbose=False, download_files=False, auth=logins[0])
+        other = Client(srv.url, verbose=False, download_files=False, auth=logins[1])
         import_files(srv.project, [colour_folder])
         job, run = _start_long_training(me, srv)
 

@@ -221,22 +221,34 @@ def test_an_unreachable_engine_is_explained_and_upload_is_offered(tmp_path, monk
         assert "Search first" in _error(lambda: c.predict(api_name="/download_all"))
 
 
-def test_a_shared_app_limits_searches_per_visitor(tmp_path, pictures, monkeypatch):
+def test_a_shared_app_limits_searches_per_visitor_by_the_address_the_proxy_reports(tmp_path, pictures, monkeypatch):
+    """Behind a Space's proxy every request comes from the proxy: the visitor is its X-Forwarded-For address.
+
+    A new session (a new client, a reloaded page) from the same address brings no fresh allowance;
+    another address has its own. The proxy appends the address it saw, so a value the visitor puts
+    in front of it changes nothing.
+    """
     monkeypatch.setenv("TL_ALLOW_HOSTS", pictures.hostport)
-    with serve(tmp_path / "proj", shared=True) as srv:
+    with serve(tmp_path / "proj", shared=True, auth=[("ann", "pw-ann")], behind_proxy=True) as srv:
         ctx = srv.demo.tl_context
         assert isinstance(ctx.search_limiter, RateLimiter)  # a shared app has one by default
         ctx.search_provider = RecordedProvider(recorded(pictures))
         ctx.search_limiter = RateLimiter(limit=2, window=600)
-        me = _client(srv.url)
+
+        def client(forwarded: str) -> Client:
+            return Client(srv.url, verbose=False, download_files=False, auth=("ann", "pw-ann"),
+                          headers={"X-Forwarded-For": forwarded})
+
+        me = client("203.0.113.5")
         assert "Not searched" not in _search(me, "centipede, spider")["status"]
         assert "Not searched" not in _search(me, "spider")["status"]  # from the cache: not counted
-        out = _search(me, "centipede, millipede = millipede insect")
+        again = client("198.51.100.99, 203.0.113.5")  # a fresh session, and a made-up address in front
+        out = _search(again, "centipede, millipede = millipede insect")
         assert "**centipede**: 9 pictures found" in out["status"]
         assert "This shared app allows 2 searches per visitor every 10 minutes" in out["status"]
         assert "upload" in out["status"] and "Not searched: millipede" in out["status"]
         assert len(out["preview"]) == 9  # what was found is still on offer
-        other = _client(srv.url)
+        other = client("198.51.100.7")
         assert "**millipede**: 8 pictures found" in _search(other, "millipede = millipede insect")["status"]
 
 
@@ -334,16 +346,23 @@ def test_the_app_takes_a_search_provider_and_otherwise_asks_ddgs_with_the_chosen
     assert ctx.provider_for("").backend == "duckduckgo"
 
 
-def test_visitors_are_told_apart_by_a_public_address_else_by_their_session():
+def test_visitors_are_told_apart_by_their_address_never_by_a_session():
     from types import SimpleNamespace
 
+    from tl_app.access import Access
     from tl_app.ui.adapters import visitor_id
 
-    def request(host, session="abc"):
-        return SimpleNamespace(client=SimpleNamespace(host=host), session_hash=session)
+    def request(host, session="abc", forwarded=None):
+        headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+        scope = {"type": "http", "client": (host, 5000), "headers": headers}
+        return SimpleNamespace(request=SimpleNamespace(scope=scope), session_hash=session, username=None)
 
     assert visitor_id(request("8.8.8.8")) == visitor_id(request("8.8.8.8", "another page load")) == "ip:8.8.8.8"
-    # Behind a proxy every visitor comes from its private address: the session is all there is.
-    assert visitor_id(request("10.0.3.7")) == "session:abc" != visitor_id(request("10.0.3.7", "xyz"))
-    assert visitor_id(request("127.0.0.1")) == "session:abc"
-    assert visitor_id(request("not an address")) == "session:abc"
+    # A private or loopback address is an address too: a new page brings no new allowance.
+    assert visitor_id(request("10.0.3.7")) == visitor_id(request("10.0.3.7", "xyz")) == "ip:10.0.3.7"
+    # X-Forwarded-For is believed only behind a trusted proxy, and then its right-most public address.
+    assert visitor_id(request("10.0.3.7", forwarded="1.2.3.4")) == "ip:10.0.3.7"
+    proxy = Access(shared=True, behind_proxy=True)
+    assert visitor_id(request("10.0.3.7", forwarded="1.2.3.4", session="a"), proxy) == "ip:1.2.3.4"
+    assert visitor_id(request("10.0.3.7", forwarded="9.9.9.9, 1.2.3.4, 10.0.0.2"), proxy) == "ip:1.2.3.4"
+    assert visitor_id(SimpleNamespace(session_hash="abc", username=None)) == "session:abc"

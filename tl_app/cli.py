@@ -504,9 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("serve", cmd_serve, "Start the web app.", project=False)
     p.add_argument("--project", help="Project folder (default: the default project in your data folder).")
     p.add_argument("--port", type=int, default=config.DEFAULT_PORT)
-    p.add_argument("--host", default=config.DEFAULT_HOST)
+    p.add_argument("--host", default=None,
+                   help="Address to listen on (default: TL_HOST, else 127.0.0.1, this computer only). Another "
+                        "address needs --shared or a login (TL_AUTH=user:password).")
     p.add_argument("--shared", action="store_true",
-                   help="Settings for a public server: smaller queues, limits per visitor, no error details.")
+                   help="For a public server: visitors may only classify pictures and read about the model (owners "
+                        "log in with TL_AUTH, or sign in with Hugging Face on a Space); smaller queues, limits per "
+                        "visitor, no error details.")
     return parser
 
 

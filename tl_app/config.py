@@ -22,8 +22,9 @@ MAX_STORED_SIDE = 1024
 JPEG_QUALITY = 92
 #: Largest file the importer reads (bytes).
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
-#: Largest zip member total the importer extracts (bytes), against zip bombs.
-MAX_ZIP_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
+#: Largest total a zip file may unpack to (bytes), against zip bombs and floods of a shared server's disk:
+#: well above what the largest upload (50 MB of pictures, which barely compress) unpacks to.
+MAX_ZIP_TOTAL_BYTES = 500 * 1000 * 1000
 STORED_EXT = ".jpg"
 
 # --- labels -----------------------------------------------------------------
@@ -41,6 +42,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # --- web --------------------------------------------------------------------
 DEFAULT_PORT = 7860
 DEFAULT_HOST = "127.0.0.1"
+#: On a shared app, each visitor classifies at most this many pictures per window (seconds).
+SHARED_CLASSIFY_LIMIT = 100
+SHARED_CLASSIFY_WINDOW = 600.0
+
+
+def default_host() -> str:
+    """Where the web app listens unless told otherwise: ``TL_HOST``, else this computer only."""
+    return os.environ.get("TL_HOST", "").strip() or DEFAULT_HOST
 
 
 def env_flag(name: str) -> bool:

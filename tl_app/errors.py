@@ -91,3 +91,18 @@ class FetchRefused(TLError):
     def __init__(self, message: str, *, final: bool = True):
         self.final = final
         super().__init__(message)
+
+
+class NotAllowed(TLError):
+    """Something only the app's owner may do, asked by a visitor (see :mod:`tl_app.access`).
+
+    The web app shows it like an :class:`InputError`: one message, nothing on the page changed.
+    """
+
+
+class ServeRefused(TLError):
+    """A way of serving the app that would let strangers change the owner's data (no login, not shared)."""
+
+
+class LimitReached(TLError):
+    """A visitor used up their allowance on a shared server (pictures classified, searches); try again later."""

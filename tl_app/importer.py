@@ -134,6 +134,10 @@ def _folder_entries(folder: Path, label: Optional[str], loose: Optional[str]) ->
             yield _Entry(str(child), loose if loose is not None else folder.name, lambda f=child: f, source=src)
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
 def _zip_entries(path: Path, label: Optional[str], loose: Optional[str]) -> Iterator[_Entry]:
     """A zip file: its top-level folders are classes (a single wrapping folder is skipped).
 
@@ -154,24 +158,24 @@ def _zip_entries(path: Path, label: Optional[str], loose: Optional[str]) -> Iter
                          reason="its path inside the zip leads outside the archive (unsafe zip)", source=src)
         elif not any(_is_junk(p) for p in i.filename.replace("\\", "/").split("/")):
             infos.append(i)
+    unpacked = sum(i.file_size for i in infos)
+    if unpacked > config.MAX_ZIP_TOTAL_BYTES:  # a zip bomb, or more than a shared server should take at once
+        yield _Entry(str(path), label, lambda: b"", source=src,
+                     reason=f"it unpacks to {_size(unpacked)}, more than the {_size(config.MAX_ZIP_TOTAL_BYTES)} a "
+                            "zip file may hold; split it into smaller zip files")
+        return
     parts = [i.filename.replace("\\", "/").strip("/").split("/") for i in infos]
     # "dataset/cat/1.jpg, dataset/dog/2.jpg": drop the wrapping folder (a README beside
     # the class folders must not turn the wrapper itself into the only class).
     while (parts and len({p[0] for p in parts}) == 1 and all(len(p) > 1 for p in parts)
            and any(len(p) > 2 for p in parts)):
         parts = [p[1:] for p in parts]
-    total = 0
     for info, p in zip(infos, parts):
         name = f"{path.name}!{info.filename}"
         in_folder = label is None and len(p) > 1
         lab = label if label is not None else (p[0] if in_folder else (loose if loose is not None else path.stem))
-        total += info.file_size
         if info.file_size > config.MAX_IMPORT_BYTES:
             yield _Entry(name, lab, lambda: b"", reason=f"the file is too large ({info.file_size / 1e6:.0f} MB)",
-                         source=src, from_folder=in_folder)
-            continue
-        if total > config.MAX_ZIP_TOTAL_BYTES:
-            yield _Entry(name, lab, lambda: b"", reason="the zip file unpacks to more than the import limit",
                          source=src, from_folder=in_folder)
             continue
 

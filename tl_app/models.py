@@ -213,6 +213,44 @@ def store_weights_file(project_root: Path, src: Path, name: str | None = None) -
     return dest
 
 
+#: In ``PROJECT/models/weights/``: which stored weights files were kept, for which accepted runs.
+_KEPT = "kept.json"
+
+
+def settle_weights_file(project_root: Path, weights: str | Path | None, *, accepted_run: str | None) -> bool:
+    """Keep a weights file stored by :func:`store_weights_file` only if a run started from it was accepted.
+
+    Called when the work the file was given for ends: ``accepted_run`` is the run that
+    finished and is now in use (None: stopped, failed, not chosen, a learning-rate
+    search, or never started). A file no accepted run started from is removed, so a
+    stranger's upload never stays in the project; files outside ``models/weights``
+    (a path given on the command line) are never touched. Returns whether it is kept.
+    """
+    if not weights:
+        return False
+    folder = (Path(project_root) / "models" / "weights").resolve()
+    path = Path(weights).resolve()
+    if path.parent != folder or not path.is_file():
+        return path.is_file()
+    kept_file = folder / _KEPT
+    try:
+        kept = json.loads(kept_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        kept = {}
+    if accepted_run:
+        kept.setdefault(path.name, [])
+        if accepted_run not in kept[path.name]:
+            kept[path.name].append(accepted_run)
+            tmp = folder / f".{_KEPT}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(kept), encoding="utf-8")
+            os.replace(tmp, kept_file)
+        return True
+    if kept.get(path.name):  # an earlier accepted run started from the same file
+        return True
+    path.unlink(missing_ok=True)
+    return False
+
+
 def create_body(arch_name: str, *, pretrained: bool, weights: Path | None = None):
     """The CNN body of an architecture, cut before its pooling layer.
 

@@ -141,6 +141,25 @@ def inside(base: Path, *parts: str | Path) -> Path:
     return p
 
 
+def source_name(source: str | None) -> str:
+    """Where a picture came from, for people, without any path of the server or of the owner's computer.
+
+    A web address is shown as it is; a file by its name only ("cat1.jpg"), a zip member
+    by its name and the zip's ("1.png in pets.zip"); "" when nothing was recorded.
+    """
+    src = (source or "").strip()
+    if src.startswith(("http://", "https://")):
+        return src
+
+    def base(p: str) -> str:
+        return p.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+    if "!" in src:
+        archive, member = src.rsplit("!", 1)
+        return f"{base(member)} in {base(archive)}" if base(member) else base(archive)
+    return base(src)
+
+
 def _names(labels: Iterable[str]) -> str:
     """'a', 'a' and 'b', 'a', 'b' and 'c': class names for a sentence."""
     q = [f"'{x}'" for x in labels]

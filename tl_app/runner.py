@@ -28,6 +28,7 @@ from typing import Iterator, Optional
 from . import runs
 from .access import Visitor, may_stop_training
 from .errors import TrainerBusy
+from .models import settle_weights_file
 from .project import Project
 from .train import TrainConfig, busy_message, preflight, take_snapshot, trainer_lock
 
@@ -88,6 +89,7 @@ class JobProcess:
     stop_requested: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
     kind: str = "training"
+    weights: Optional[str] = None       # the stored weights file it was given (see settle_weights_file)
 
     @property
     def stop_file(self) -> Path:
@@ -125,11 +127,22 @@ class JobProcess:
                 time.sleep(WATCH_INTERVAL)
             self.proc.wait()
             self._finish()
+            self._settle_weights()
         finally:
             with _jobs_lock:
                 if _jobs.get(_key(self.project)) is self:
                     del _jobs[_key(self.project)]
             self.done.set()
+
+    def _accepted_run(self) -> Optional[str]:
+        """The run this job produced if it finished and is now in use (its weights file stays)."""
+        return None
+
+    def _settle_weights(self) -> None:
+        try:
+            settle_weights_file(self.project.root, self.weights, accepted_run=self._accepted_run())
+        except OSError:
+            pass
 
     def start_watching(self) -> "JobProcess":
         threading.Thread(target=self._watch, name=f"watch-{self.job_id}", daemon=True).start()
@@ -179,6 +192,11 @@ class TrainingProcess(JobProcess):
 
     def _finish(self) -> None:
         self.result()
+
+    def _accepted_run(self) -> Optional[str]:
+        run = runs.get_run(self.project, self.run_id)
+        active = runs.active_run(self.project)
+        return run.id if run.status == "finished" and active is not None and active.id == run.id else None
 
     def result(self) -> runs.Run:
         """The run as recorded; a process that died without recording gets 'failed'."""
@@ -386,8 +404,30 @@ def _register(job: JobProcess) -> JobProcess:
     return job
 
 
+def _release_weights(project: Project, weights: Optional[str]) -> None:
+    """A weights file stored for work that did not start is removed (unless kept, or the running job uses it)."""
+    job = current_job(project)
+    if weights and not (job is not None and getattr(job, "weights", None) == weights):
+        try:
+            settle_weights_file(project.root, weights, accepted_run=None)
+        except OSError:
+            pass
+
+
 def start_training(project: Project, cfg: TrainConfig, *, owner: Visitor | None = None) -> TrainingProcess:
-    """Start a training process for ``owner``; raises :class:`TrainerBusy` or :class:`PreflightError` at once."""
+    """Start a training process for ``owner``; raises :class:`TrainerBusy` or :class:`PreflightError` at once.
+
+    A weights file the configuration names inside ``PROJECT/models/weights`` (an upload) is
+    kept only if the run finishes and is chosen (:func:`tl_app.models.settle_weights_file`).
+    """
+    try:
+        return _start_training(project, cfg, owner)
+    except BaseException:
+        _release_weights(project, cfg.weights)
+        raise
+
+
+def _start_training(project: Project, cfg: TrainConfig, owner: Visitor | None) -> TrainingProcess:
     cfg.validate()
     preflight(take_snapshot(project), cfg.valid_pct)
     if cfg.quick:
@@ -410,12 +450,24 @@ def start_training(project: Project, cfg: TrainConfig, *, owner: Visitor | None 
         if cfg.patience:
             cmd += ["--patience", str(int(cfg.patience))]
         title = runs.run_name(run_id, "quick" if cfg.quick else "finetune", cfg.arch)
-        tp = TrainingProcess(project, run_id, _spawn(cmd, rdir), events, owner=owner, title=title)
+        tp = TrainingProcess(project, run_id, _spawn(cmd, rdir), events, owner=owner, title=title,
+                             weights=cfg.weights)
         return _register(tp)
 
 
 def start_lr_find(project: Project, cfg: TrainConfig, *, owner: Visitor | None = None) -> LrFindProcess:
-    """Start ``lr-find`` in a process (it holds the trainer like a training); raises like :func:`start_training`."""
+    """Start ``lr-find`` in a process (it holds the trainer like a training); raises like :func:`start_training`.
+
+    A weights file stored for it is removed when it ends, unless an accepted run started from it.
+    """
+    try:
+        return _start_lr_find(project, cfg, owner)
+    except BaseException:
+        _release_weights(project, cfg.weights)
+        raise
+
+
+def _start_lr_find(project: Project, cfg: TrainConfig, owner: Visitor | None) -> LrFindProcess:
     cfg.validate()
     preflight(take_snapshot(project), cfg.valid_pct)
     with _start_lock:
@@ -428,5 +480,5 @@ def start_lr_find(project: Project, cfg: TrainConfig, *, owner: Visitor | None =
         cmd = [sys.executable, "-m", "tl_app", "lr-find", str(project.root), "--json", "--events", str(events),
                "--stop-file", str(folder / "STOP"), *_cli_args(cfg)]
         job = LrFindProcess(project, job_id, _spawn(cmd, folder), events, owner=owner,
-                            title="The learning-rate search")
+                            title="The learning-rate search", weights=cfg.weights)
         return _register(job)

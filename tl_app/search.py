@@ -14,15 +14,14 @@ import json
 import logging
 import os
 import random
-import threading
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
 from . import network
-from .errors import InputError, InvalidLabel, SearchUnavailable, TLError
+from .access import Allowance
+from .errors import InputError, InvalidLabel, LimitReached, SearchUnavailable, TLError
 
 log = logging.getLogger("tl_app.search")
 
@@ -398,24 +397,17 @@ class SearchCache:
 
 # --- per-visitor limit ------------------------------------------------------------------------
 @dataclass
-class RateLimiter:
+class RateLimiter(Allowance):
     """At most ``limit`` searches per ``window`` seconds per visitor (for a shared server)."""
 
     limit: int = 10
     window: float = 600.0
-    _hits: dict = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    what: str = "searches"
+    advice: str = "or upload pictures"
 
     def check(self, visitor: str, now: Optional[float] = None) -> None:
         """Count one search for ``visitor``; raise :class:`SearchUnavailable` past the limit."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            q = self._hits.setdefault(visitor, deque())
-            while q and now - q[0] > self.window:
-                q.popleft()
-            if len(q) >= self.limit:
-                wait = int(self.window - (now - q[0])) + 1
-                every = f"{self.window / 60:g} minutes" if self.window >= 120 else f"{self.window:g} seconds"
-                raise SearchUnavailable(f"This shared app allows {self.limit} searches per visitor every "
-                                        f"{every}; try again in {wait} s, or upload pictures.")
-            q.append(now)
+        try:
+            self.take(visitor, 1, now)
+        except LimitReached as e:
+            raise SearchUnavailable(str(e)) from None

@@ -61,18 +61,21 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(project_dir: str | Path, *, shared: bool = False, auth=None) -> Iterator[Server]:
+def serve(project_dir: str | Path, *, shared: bool = False, auth=None, **access) -> Iterator[Server]:
     """Serve the app for ``project_dir`` on a free loopback port, in this process, until the block ends.
 
     The launch options are the ones :func:`tl_app.ui.app.launch` uses; ``auth`` is
-    Gradio's (``[(user, password), ...]``), as ``TL_AUTH`` gives it. Training runs as
-    a subprocess that inherits ``os.environ``, so set ``TORCH_HOME`` and friends
-    before the first click.
+    Gradio's (``[(user, password), ...]``), as ``TL_AUTH`` gives it: its users are
+    owners. ``access`` sets other fields of :class:`tl_app.access.Access` (``hf_owners``,
+    ``hf_signin``, ``behind_proxy``). Training runs as a subprocess that inherits
+    ``os.environ``, so set ``TORCH_HOME`` and friends before the first click.
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from tl_app.access import Access
     from tl_app.ui.app import build_demo, launch_options
 
-    demo = build_demo(project_dir, shared=shared)
+    rights = Access(shared=shared, logins=frozenset(u for u, _ in auth or []), **access)
+    demo = build_demo(project_dir, shared=shared, access=rights)
     port = free_port()
     demo.queue(default_concurrency_limit=2)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=auth,
@@ -127,6 +130,29 @@ class AppPage:
         self.page.locator("#add-class").wait_for()
         self.wait_idle()
         return self
+
+    def open_as_visitor(self) -> "AppPage":
+        """Open the page a visitor of a shared app gets: Classify and the model card."""
+        self.page.goto(self.url)
+        self.page.get_by_role("tab", name=TABS["classify"]).wait_for()
+        self.page.locator("#classify-files").wait_for()
+        self.wait_idle()
+        return self
+
+    def log_in(self, user: str, password: str) -> "AppPage":
+        """Fill in the login page (the app's own login, TL_AUTH) and wait for the app."""
+        self.page.goto(self.url)
+        self.page.get_by_label("username").fill(user)
+        self.page.get_by_label("password").fill(password)
+        self.page.get_by_role("button", name="Login").click()
+        self.page.get_by_role("tab", name=TABS["search"]).wait_for()
+        self.page.locator("#add-class").wait_for()
+        self.wait_idle()
+        return self
+
+    def tab_names(self) -> list[str]:
+        """The tabs the page shows, in order."""
+        return [t.strip() for t in self.page.get_by_role("tab").all_inner_texts()]
 
     def reload(self) -> "AppPage":
         """Reload the page, as a person pressing F5 would; the app opens on its first tab again."""
@@ -427,12 +453,16 @@ class AppPage:
 
 
 @contextlib.contextmanager
-def app_page(browser, url: str, *, width: int = 1280, height: int = 900) -> Iterator[AppPage]:
-    """A fresh browser page on the app, opened and ready."""
+def app_page(browser, url: str, *, width: int = 1280, height: int = 900, visitor: bool = False,
+             login: tuple[str, str] | None = None) -> Iterator[AppPage]:
+    """A fresh browser page on the app, opened and ready: the owner's (after ``login`` if given) or a visitor's."""
     context = browser.new_context(viewport={"width": width, "height": height})
     try:
-        page = context.new_page()
-        yield AppPage(page, url).open()
+        page = AppPage(context.new_page(), url)
+        if login:
+            yield page.log_in(*login)
+        else:
+            yield page.open_as_visitor() if visitor else page.open()
     finally:
         context.close()
 

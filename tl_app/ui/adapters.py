@@ -12,22 +12,32 @@ from typing import Callable, Optional
 
 import gradio as gr
 
-from ..access import Visitor
-from ..errors import InputError, TLError
+from ..access import Access, Allowance, Visitor
+from ..errors import InputError, LimitReached, NotAllowed, TLError
+from ..guard import LoginThrottle
 from ..project import Project
 from ..search import BACKENDS, DDGSProvider, RateLimiter, SearchProvider
 
 log = logging.getLogger("tl_app.ui")
 
 
+#: How a handler is classified (its ``tl_access`` attribute): owners only, or anyone (visitors too).
+FOR_OWNERS, FOR_ANYONE = "owners", "anyone"
+#: Handlers Gradio adds by itself, and who they are for (LoginButton: reads the visitor's own sign-in).
+GRADIO_OWN_HANDLERS = {"_check_login_status": FOR_ANYONE}
+
+
 @dataclass
 class UIContext:
-    """What every tab needs: the project, whether the app is shared, and who follows the trainer.
+    """What every tab needs: the project, who owns it, whether the app is shared, and who follows the trainer.
 
     ``search_provider`` answers every web search when set (tests pass recorded
     results); otherwise each search asks ddgs with the engine the visitor chose.
     ``search_limiter`` counts searches per visitor (a shared app has one).
     ``downloads`` holds the stop token of each browser session's running download.
+    ``access`` says who the owners are (:class:`tl_app.access.Access`); ``classify_allowance``
+    limits the pictures a visitor of a shared app classifies; ``login_throttle`` slows down
+    wrong passwords (see :mod:`tl_app.ui.guard`).
     ``followers`` holds the browser sessions whose Train tab follows a training now
     (the training itself is the core's: :func:`tl_app.runner.current_job`).
     """
@@ -39,10 +49,17 @@ class UIContext:
     search_provider: Optional[SearchProvider] = None
     search_limiter: Optional[RateLimiter] = None
     downloads: dict = field(default_factory=dict)
+    access: Access = field(default_factory=Access)
+    classify_allowance: Optional[Allowance] = None
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     def provider_for(self, engine: str) -> SearchProvider:
         """The provider that answers a search with ``engine`` (ddgs unless one was given)."""
         return self.search_provider or DDGSProvider(engine or BACKENDS[0])
+
+    def visitor(self, request: gr.Request | None = None) -> Visitor:
+        """The person behind ``request`` (default: the request of the running event), with their role."""
+        return visitor_of(request if request is not None else current_request(), self.access)
 
 
 def _to_gr_error(e: Exception) -> gr.Error:
@@ -67,7 +84,7 @@ def _from_api() -> bool:
     return str(headers.get("x-gradio-user", "")).lower() in ("api", "mcp")
 
 
-def _input_mistake(e: InputError):
+def _input_mistake(e: TLError):
     """A user's input mistake: on the page a warning that leaves every output as it was; for the API an error.
 
     A raised ``gr.Error`` would mark every output component of the event with an "Error" badge that stays
@@ -82,8 +99,9 @@ def _input_mistake(e: InputError):
 def handler(fn: Callable) -> Callable:
     """Wrap an event handler so that core errors reach the user as a plain message.
 
-    :class:`InputError` (a mistake in what was typed or chosen) becomes a warning on the page and
-    changes no output; any other :class:`TLError` is an error message; anything else is logged and
+    :class:`InputError` (a mistake in what was typed or chosen), :class:`NotAllowed` (a visitor
+    asking for the owner's work) and :class:`LimitReached` (a visitor's allowance used up) become
+    a warning on the page and change no output; any other :class:`TLError` is an error message; anything else is logged and
     reported without library text.
     """
     if inspect.isgeneratorfunction(fn):
@@ -91,7 +109,7 @@ def handler(fn: Callable) -> Callable:
         def gen(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except InputError as e:
+            except (InputError, NotAllowed, LimitReached) as e:
                 yield _input_mistake(e)
             except gr.Error as e:
                 e.print_exception = False  # a message for the user, not a fault of the server
@@ -104,7 +122,7 @@ def handler(fn: Callable) -> Callable:
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except InputError as e:
+        except (InputError, NotAllowed, LimitReached) as e:
             return _input_mistake(e)
         except gr.Error as e:
             e.print_exception = False
@@ -136,25 +154,116 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.0%}"
 
 
-def visitor_of(request: gr.Request | None) -> Visitor:
-    """The person behind a request, for the core's permission checks: login name and page session."""
-    user = getattr(request, "username", None) if request is not None else None
-    session = getattr(request, "session_hash", None) if request is not None else None
-    return Visitor(user=user or None, session=session or None)
-
-
-def visitor_id(request: gr.Request | None) -> str:
-    """Who is asking, for per-visitor limits: a public connecting address, else the browser session.
-
-    Behind a proxy (a Hugging Face Space) every visitor arrives from the proxy's
-    private address, so the session (one per page load) is the best handle left.
-    """
-    import ipaddress
-
-    host = getattr(getattr(request, "client", None), "host", None)
+def current_request() -> gr.Request | None:
+    """The request of the event being handled (Gradio keeps it for the running handler)."""
     try:
-        if host and ipaddress.ip_address(host).is_global:
-            return f"ip:{host}"
-    except ValueError:
-        pass
-    return f"session:{getattr(request, 'session_hash', None) or host or 'unknown'}"
+        from gradio.context import LocalContext
+
+        return LocalContext.request.get(None)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _scope(request) -> dict:
+    """The ASGI scope of the HTTP request behind a ``gr.Request`` ({} when there is none)."""
+    inner = getattr(request, "request", None) if request is not None else None
+    scope = getattr(inner, "scope", None)
+    return scope if isinstance(scope, dict) else {}
+
+
+def visitor_of(request: gr.Request | None, access: Access | None = None) -> Visitor:
+    """The person behind a request: login name, page session, role (by ``access``) and address."""
+    from .guard import hf_user_name, request_address
+
+    access = access or Access(shared=True)  # not told who owns the app: nobody does
+    scope = _scope(request)
+    login = getattr(request, "username", None) if request is not None else None
+    hf_user = hf_user_name(scope) if scope else None
+    session = getattr(request, "session_hash", None) if request is not None else None
+    if scope:
+        address = request_address(scope, access.behind_proxy)
+    else:  # a request rebuilt without its HTTP request (tests): its client, if any
+        address = getattr(getattr(request, "client", None), "host", None)
+    return Visitor(user=login or hf_user or None, session=session or None,
+                   role=access.role_of(login=login, hf_user=hf_user), address=address or None)
+
+
+def visitor_id(request: gr.Request | None, access: Access | None = None) -> str:
+    """Who is asking, for per-visitor limits: the visitor's address, else the browser session.
+
+    The address is the connecting one, or behind a trusted proxy (a Space) the visitor's
+    address as the proxy reports it: a new page or a new API client does not bring a
+    fresh allowance.
+    """
+    v = visitor_of(request, access)
+    if v.address:
+        return f"ip:{v.address}"
+    return f"session:{v.session or 'unknown'}"
+
+
+# --- who may call a handler ------------------------------------------------------------------
+def _quiet_refusal() -> bool:
+    """A page event (not the API) refused without a message: the page asked on its own (a load, a tab)."""
+    return not _from_api()
+
+
+def owner_only(ctx: UIContext, action: str, *, quiet: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator: the handler runs for owners only; a visitor is refused with a plain message.
+
+    ``action`` completes "Only the owner of this app may ...". With ``quiet`` (events the page
+    fires by itself: a page load, a tab opened) a visitor's page gets no change and no message;
+    an API caller is still told. The result is also wrapped by :func:`handler` and marked
+    ``tl_access = FOR_OWNERS`` for the test that classifies every endpoint.
+    """
+    def decorate(fn: Callable) -> Callable:
+        def allowed() -> bool:
+            visitor = ctx.visitor()
+            if visitor.is_owner:
+                return True
+            if quiet and _quiet_refusal():
+                return False
+            ctx.access.require_owner(visitor, action)
+            return False
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def checked(*args, **kwargs):
+                if not allowed():
+                    yield gr.skip()
+                    return
+                yield from fn(*args, **kwargs)
+        else:
+            @functools.wraps(fn)
+            def checked(*args, **kwargs):
+                if not allowed():
+                    return gr.skip()
+                return fn(*args, **kwargs)
+        wrapped = handler(checked)
+        wrapped.tl_access = FOR_OWNERS
+        wrapped.tl_quiet = quiet
+        return wrapped
+    return decorate
+
+
+def for_anyone(fn: Callable) -> Callable:
+    """Decorator: a handler visitors may call too (classify, the model card, the page's own layout).
+
+    Wrapped by :func:`handler` and marked ``tl_access = FOR_ANYONE``; it must neither change
+    the project nor cost the owner more than a visitor's share of compute.
+    """
+    wrapped = handler(fn)
+    wrapped.tl_access = FOR_ANYONE
+    return wrapped
+
+
+def handler_access(fn) -> str | None:
+    """How an event's function is classified: FOR_OWNERS, FOR_ANYONE, or None (not classified)."""
+    if fn is None:
+        return FOR_ANYONE  # no server function: the event runs only in the browser
+    marked = getattr(fn, "tl_access", None)
+    if marked:
+        return marked
+    owner = getattr(fn, "__self__", None)
+    if owner is not None and isinstance(owner, gr.LoginButton):
+        return GRADIO_OWN_HANDLERS.get(getattr(fn, "__name__", ""))
+    return None

@@ -1,21 +1,35 @@
-"""Tab 4: drop pictures, see the top predictions with their confidence."""
+"""Tab 4: drop pictures, see the top predictions with their confidence; and the model card.
+
+Everything here is for visitors too: on a shared app it is all they see. The
+card is :func:`tl_app.model_card.model_card`; a shared app limits the pictures
+each visitor classifies (:class:`tl_app.access.Allowance`, by address).
+"""
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
+import pandas as pd
 
 from .. import runs
+from ..model_card import OWN, UNKNOWN, WEB, ModelCard, model_card
 from ..predict import predict_files
-from .adapters import UIContext, handler, upload_paths
+from .adapters import UIContext, for_anyone, pct, upload_paths, visitor_id
 
 
 def model_note(ctx: UIContext) -> str:
     run = runs.active_run(ctx.project)
     if run is None:
-        return "No model yet: train one in the Train tab first."
+        return "No model yet: train one in the Train tab first." if ctx.access.everyone_owner else \
+            "There is no model yet: the owner of this app has not trained one."
     acc = run.accuracy
-    return (f"Using {run.name}" + (f", {acc:.0%} right on its held-out pictures." if acc is not None else ".")
-            + " The Train tab says why this model and lets you choose another.")
+    text = f"Using {run.name}" + (f", {acc:.0%} right on its held-out pictures." if acc is not None else ".")
+    if ctx.access.everyone_owner:
+        text += " The Train tab says why this model and lets you choose another."
+    else:
+        text += " More about it under “About this model”."
+    return text
 
 
 def prediction_label(shown: str, index: int, total: int) -> str:
@@ -23,6 +37,54 @@ def prediction_label(shown: str, index: int, total: int) -> str:
     if total <= 1:
         return f"Prediction for {shown}"
     return f"Prediction for {shown} ({index + 1} of {total}; click another picture below to see its prediction)"
+
+
+# --- the model card -------------------------------------------------------------------------
+def _names(items: list[str], n: int = 8) -> str:
+    shown = ", ".join(f"“{x}”" for x in items[:n])
+    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def card_markdown(card: ModelCard | None) -> str:
+    """The card in words: the model, its classes and held-out figures, where its pictures came from."""
+    if card is None:
+        return "No model yet: once one is trained, this says what it knows and how well it did."
+    when = time.strftime("%d %b %Y", time.localtime(card.trained)) if card.trained else "–"
+    lines = [f"**{card.run}**, trained {when}: **{pct(card.accuracy)} right** on {card.heldout} held-out pictures "
+             f"it never learned from (it learned from {card.learned_from}).",
+             "", f"**Classes ({len(card.classes)}):** " + ", ".join(c.name for c in card.classes) + ".", ""]
+    if any(c.checked for c in card.classes):
+        lines.append("**Per class** (precision: of the held-out pictures it put in the class, how many belong there; "
+                     "recall: of the class's held-out pictures, how many it found):")
+        lines += [f"- **{c.name}**: learned from {c.learned_from}, checked on {c.checked}: precision "
+                  f"{pct(c.precision)}, recall {pct(c.recall)}" for c in card.classes]
+        lines.append("")
+    lines.append("**Where the pictures came from:**")
+    total = sum(o.pictures for o in card.origins) or 1
+    for o in card.origins:
+        share = f"{o.pictures} picture{'s' if o.pictures != 1 else ''} ({o.pictures / total:.0%})"
+        if o.kind == WEB:
+            found = f", found with {', '.join(o.engines)}" if o.engines else ""
+            words = f" for {_names(o.queries)}" if o.queries else ""
+            sites = ""
+            if o.sites:
+                top = ", ".join(f"{h} ({n})" for h, n in o.sites[:3])
+                sites = f"; from {len(o.sites)} web site{'s' if len(o.sites) != 1 else ''}, most from {top}"
+            lines.append(f"- {share} from web image searches{found}{words}{sites}. Their licences are the sites' own.")
+        elif o.kind == OWN:
+            lines.append(f"- {share} from the owner's own files.")
+        elif o.kind == UNKNOWN:
+            lines.append(f"- {share} with no record of where they came from.")
+    return "\n".join(lines)
+
+
+def confusion_table(card: ModelCard | None) -> pd.DataFrame:
+    """The card's confusion matrix as a table (rows: actual class; columns: what the model said)."""
+    if card is None or not card.confusion_labels:
+        return pd.DataFrame()
+    cm = pd.DataFrame(card.confusion, columns=list(card.confusion_labels))
+    cm.insert(0, "actual \\ predicted", card.confusion_labels)
+    return cm
 
 
 def create_classify_tab(ctx: UIContext) -> dict:
@@ -36,15 +98,29 @@ def create_classify_tab(ctx: UIContext) -> dict:
             c["label"] = gr.Label(num_top_classes=3, label="Prediction", elem_id="classify-label")
     c["predictions"] = gr.State([])
     # fit_columns=False: two pictures stay two small ones (not each half the page wide, captions out of sight).
-    c["gallery"] = gr.Gallery(label="All pictures: click one to see its prediction above", columns=6, height="auto",
-                              fit_columns=False, allow_preview=False, elem_id="classify-gallery")
+    # Hidden until there are pictures (an empty gallery is a large empty box); the box, not the
+    # gallery, is shown and hidden, so that the API's output stays the list of pictures.
+    with gr.Column(visible=False) as c["gallery_box"]:
+        c["gallery"] = gr.Gallery(label="All pictures: click one to see its prediction above", columns=6,
+                                  height="auto", fit_columns=False, allow_preview=False, elem_id="classify-gallery")
     c["errors"] = gr.Markdown(elem_id="classify-errors")
+    with gr.Accordion("About this model", open=not ctx.access.everyone_owner, elem_id="model-card"):
+        first = model_card(ctx.project)
+        c["card"] = gr.Markdown(card_markdown(first), elem_id="model-card-text")
+        with gr.Column(visible=bool(first and first.confusion)) as c["card_box"]:
+            c["card_confusion"] = gr.Dataframe(confusion_table(first),
+                                               label="Confusion matrix of the held-out pictures (rows: actual "
+                                                     "class; columns: what the model said)",
+                                               interactive=False, wrap=True, elem_id="model-card-confusion")
 
-    @handler
-    def classify(files):
+    @for_anyone
+    def classify(files, request: gr.Request = None):
         paths, names = upload_paths(files)
         if not paths:
-            return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], ""
+            return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], "", gr.Column(visible=False)
+        visitor = ctx.visitor(request)
+        if ctx.classify_allowance is not None and not visitor.is_owner:
+            ctx.classify_allowance.take(visitor_id(request, ctx.access), len(paths))
         preds = predict_files(ctx.project, paths, names=names)
         gallery, errors, good = [], [], []
         for path, p in zip(paths, preds):
@@ -55,14 +131,16 @@ def create_classify_tab(ctx: UIContext) -> dict:
             gallery.append((path, f"{p.file}: {p.label} {p.confidence:.0%}"))
         err = ("Not classified:\n" + "\n".join(errors)) if errors else ""
         if not good:
-            return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], err
+            return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], err, gr.Column(visible=False)
         first = good[0]
         return (model_note(ctx), gr.Label(value=first["probs"], label=prediction_label(first["file"], 0, len(good))),
-                good, gallery, err)
+                good, gallery, err, gr.Column(visible=True))
 
-    c["files"].change(classify, [c["files"]], [c["note"], c["label"], c["predictions"], c["gallery"], c["errors"]],
+    c["files"].change(classify, [c["files"]],
+                      [c["note"], c["label"], c["predictions"], c["gallery"], c["errors"], c["gallery_box"]],
                       api_name="classify")
 
+    @for_anyone
     def select(preds, evt: gr.SelectData):
         if preds and evt.index is not None and evt.index < len(preds):
             p = preds[evt.index]
@@ -70,5 +148,14 @@ def create_classify_tab(ctx: UIContext) -> dict:
         return gr.skip()
 
     c["gallery"].select(select, [c["predictions"]], [c["label"]], api_visibility="private")
-    c["on_select"] = (lambda: model_note(ctx), [], [c["note"]])
+
+    @for_anyone
+    def refresh():
+        """The model in use and its card, as they are now."""
+        card = model_card(ctx.project)
+        return (model_note(ctx), card_markdown(card), confusion_table(card),
+                gr.Column(visible=bool(card and card.confusion)))
+
+    c["on_select"] = (refresh, [], [c["note"], c["card"], c["card_confusion"], c["card_box"]])
+    c["api_card"] = refresh
     return c

@@ -14,10 +14,11 @@ import gradio as gr
 import pandas as pd
 
 from .. import review, runs
+from ..project import source_name
 from ..errors import InputError, PreflightError, TrainerBusy
 from ..runner import request_stop, start_training
 from ..train import TrainConfig
-from .adapters import UIContext, handler, pct, visitor_of
+from .adapters import UIContext, owner_only, pct
 
 ALL = "All classes"
 EVERY_REASON = "Every reason"
@@ -87,7 +88,7 @@ def _details(rows: list[dict], selected: list[str], last: str | None) -> str:
     also = (f"  \n**Also:** {', '.join(review.REASON_NAMES[a] for a in row['also'])}" if row.get("also") else "")
     return (f"{head}**Picture:** {row.get('name') or '–'}  \n**Class:** {row['label']}  \n**Model says:** {guess}  \n"
             f"**Why:** {review.REASON_NAMES[row['reason']]}: {row['detail']}{also}  \n"
-            f"**From:** {row['source'] or 'unknown'}")
+            f"**From:** {source_name(row['source']) or 'unknown'}")
 
 
 def _group_choices(groups: list[review.DuplicateGroup]) -> list[tuple[str, str]]:
@@ -227,20 +228,21 @@ def create_review_tab(ctx: UIContext) -> dict:
             c["group_choice"], c["group_note"]]
     filters = [c["filter"], c["reason"], c["cell"], c["dup_mode"], c["group"]]
 
-    @handler
+    @owner_only(ctx, "review the pictures", quiet=True)
     def refresh(label, reason, cell, mode="strict", group=None):
         return view(label, reason, cell, mode, group)
 
     c["refresh"].click(refresh, filters, outs, api_name="review")
 
+    @owner_only(ctx, "review the pictures")
     def refilter(label, reason, mode, group):
         return ("", *view(label, reason, "", mode, group))
 
     for dd in (c["filter"], c["reason"], c["dup_mode"]):
-        dd.input(handler(refilter), [c["filter"], c["reason"], c["dup_mode"], c["group"]], [c["cell"], *outs],
+        dd.input(refilter, [c["filter"], c["reason"], c["dup_mode"], c["group"]], [c["cell"], *outs],
                  api_visibility="private")
 
-    @handler
+    @owner_only(ctx, "review the pictures")
     def show_group(mode, group):
         """Another group chosen: its pictures side by side, the first one chosen to keep."""
         groups = review.duplicate_groups(ctx.project, loose=mode == "loose")
@@ -249,6 +251,7 @@ def create_review_tab(ctx: UIContext) -> dict:
     g_outs = [c["group_gallery"], c["group_ids"], c["group_choice"], c["group_note"]]
     c["group"].input(show_group, [c["dup_mode"], c["group"]], g_outs, api_visibility="private")
 
+    @owner_only(ctx, "review the pictures")
     def choose_keep(ids, mode, group, evt: gr.SelectData):
         """A click on a picture of the group: that one is kept."""
         members = [i for i in (ids or "").split(",") if i]
@@ -260,6 +263,7 @@ def create_review_tab(ctx: UIContext) -> dict:
     c["group_gallery"].select(choose_keep, [c["group_ids"], c["dup_mode"], c["group"]], g_outs,
                               api_visibility="private")
 
+    @owner_only(ctx, "select pictures")
     def toggle(rows, selected, evt: gr.SelectData):
         ids = _ids(selected)
         if rows and evt.index is not None and evt.index < len(rows):
@@ -276,10 +280,12 @@ def create_review_tab(ctx: UIContext) -> dict:
     sel_outs = [c["selected"], c["last"], c["gallery"], c["details"], c["move_to"]]
     c["gallery"].select(toggle, [c["rows"], c["selected"]], sel_outs, api_visibility="private")
 
+    @owner_only(ctx, "select pictures")
     def select_all(rows):
         ids = [r["item"] for r in rows]
         return ",".join(ids), None, _gallery(rows, set(ids)), _details(rows, ids, None), gr.skip()
 
+    @owner_only(ctx, "select pictures")
     def clear(rows):
         return "", None, _gallery(rows, set()), _details(rows, [], None), gr.skip()
 
@@ -292,20 +298,20 @@ def create_review_tab(ctx: UIContext) -> dict:
             raise InputError("Click a picture first (or Select all shown).")
         return ids
 
-    @handler
+    @owner_only(ctx, "delete pictures")
     def delete(selected, label, reason, cell, mode="strict", group=None):
         a = ctx.project.delete(_need(selected))
         return view(label, reason, cell, mode, group,
                     f"{a.summary.capitalize()}. Undo brings {'it' if len(a.items) == 1 else 'them'} back.")
 
-    @handler
+    @owner_only(ctx, "move pictures")
     def move(selected, to, label, reason, cell, mode="strict", group=None):
         if not to:
             raise InputError("Choose the class to move the pictures to.")
         a = ctx.project.relabel(_need(selected), to)
         return view(label, reason, cell, mode, group, a.summary.capitalize() + ".")
 
-    @handler
+    @owner_only(ctx, "delete copies")
     def keep_group(ids, keep, label, reason, cell, mode="strict", group=None):
         """Keep one picture of a duplicate group and move the others to the trash (one undoable step)."""
         members = [i for i in (ids or "").split(",") if i]
@@ -316,7 +322,7 @@ def create_review_tab(ctx: UIContext) -> dict:
         return view(label, reason, cell, mode, None,
                     f"{a.summary[0].upper()}{a.summary[1:]}. Undo brings {'it' if n == 1 else 'them'} back.")
 
-    @handler
+    @owner_only(ctx, "move pictures")
     def accept(selected, label, reason, cell, mode="strict", group=None):
         """Move each selected picture to the class the model gives it (one undoable action per class)."""
         ids = _need(selected)
@@ -332,18 +338,18 @@ def create_review_tab(ctx: UIContext) -> dict:
         done = [ctx.project.relabel(items, to).summary for to, items in by_class.items()]
         return view(label, reason, cell, mode, group, "; ".join(done).capitalize() + ".")
 
-    @handler
+    @owner_only(ctx, "mark pictures as right")
     def keep(selected, label, reason, cell, mode="strict", group=None):
         a = ctx.project.keep(_need(selected))
         return view(label, reason, cell, mode, group, a.summary.capitalize() + "; they will not be shown again."
                     if len(a.items) > 1 else a.summary.capitalize() + "; it will not be shown again.")
 
-    @handler
+    @owner_only(ctx, "undo changes")
     def undo(label, reason, cell, mode="strict", group=None):
         a = ctx.project.undo()
         return view(label, reason, cell, mode, group, f"Undone: {a.summary}.")
 
-    @handler
+    @owner_only(ctx, "redo changes")
     def redo(label, reason, cell, mode="strict", group=None):
         a = ctx.project.redo()
         return view(label, reason, cell, mode, group, f"Redone: {a.summary}.")
@@ -356,7 +362,7 @@ def create_review_tab(ctx: UIContext) -> dict:
     c["redo"].click(redo, filters, outs, api_name="redo")
     c["group_keep"].click(keep_group, [c["group_ids"], c["group_choice"], *filters], outs, api_name="keep_one")
 
-    @handler
+    @owner_only(ctx, "review the pictures")
     def open_cell(evt: gr.SelectData):
         """A click on a confusion-matrix cell: show the pictures behind it."""
         q = review.queue(ctx.project)
@@ -365,11 +371,14 @@ def create_review_tab(ctx: UIContext) -> dict:
             return gr.skip()
         return f"{q.labels[row]} → {q.labels[col - 1]}"
 
-    c["matrix"].select(open_cell, None, c["cell"], api_visibility="private").then(
-        handler(lambda label, reason, cell, mode, group: view(label, reason, cell, mode, group)), filters, outs,
-        api_visibility="private")
+    @owner_only(ctx, "review the pictures")
+    def show_cell(label, reason, cell, mode, group):
+        return view(label, reason, cell, mode, group)
 
-    @handler
+    c["matrix"].select(open_cell, None, c["cell"], api_visibility="private").then(
+        show_cell, filters, outs, api_visibility="private")
+
+    @owner_only(ctx, "train models")
     def retrain(label, reason, cell, mode="strict", group=None, request: gr.Request = None):
         """Train again with the settings of the run in use, on the pictures as they are now.
 
@@ -383,7 +392,7 @@ def create_review_tab(ctx: UIContext) -> dict:
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         cfg = TrainConfig(**{k: v for k, v in (run.config if run else {}).items() if k in fields})
         try:
-            tp = start_training(ctx.project, cfg, owner=visitor_of(request))
+            tp = start_training(ctx.project, cfg, owner=ctx.visitor(request))
         except (TrainerBusy, PreflightError) as e:
             raise InputError(str(e)) from None
         watch = JobWatch(f"Retraining ({tp.title})")
@@ -414,9 +423,9 @@ def create_review_tab(ctx: UIContext) -> dict:
     c["retrain"].click(retrain, filters, [c["job"], c["retrain_stop"], *outs], api_name="retrain",
                        show_progress="hidden", concurrency_id="trainer", concurrency_limit=16)
 
-    @handler
+    @owner_only(ctx, "stop trainings")
     def stop_retrain(job, request: gr.Request):
-        answer = request_stop(ctx.project, visitor_of(request), shared=ctx.shared, job_id=job or None)
+        answer = request_stop(ctx.project, ctx.visitor(request), shared=ctx.shared, job_id=job or None)
         return "Nothing is retraining." if answer.message == "Nothing is training." else answer.message
 
     c["retrain_stop"].click(stop_retrain, [c["job"]], [c["status"]], api_visibility="private", queue=False)

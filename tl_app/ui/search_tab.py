@@ -18,7 +18,7 @@ from ..errors import InputError, InvalidLabel, ItemNotFound, NothingToUndo
 from ..importer import ImportReport, import_files, plan_import
 from ..jobs import Progress
 from ..project import Item
-from .adapters import UIContext, handler, upload_paths
+from .adapters import UIContext, for_anyone, owner_only, upload_paths
 from .web_search import create_web_search, wire_web_search
 
 BROWSE_LIMIT = 60
@@ -132,7 +132,7 @@ def create_search_tab(ctx: UIContext) -> dict:
                 "reason, and nothing you add is changed on your disk.")
     with gr.Row():
         with gr.Column(scale=1):
-            c["classes"] = gr.Dataframe(value=lambda: classes_table(ctx), label="Your classes", interactive=False,
+            c["classes"] = gr.Dataframe(value=classes_table(ctx), label="Your classes", interactive=False,
                                         elem_id="classes-table")
             with gr.Row():
                 c["new_class"] = gr.Textbox(label="New class", placeholder="e.g. cat", scale=3, elem_id="new-class")
@@ -218,7 +218,7 @@ def create_search_tab(ctx: UIContext) -> dict:
                 gr.Dropdown(choices=labels, value=None))
 
     # --- classes and uploads ---
-    @handler
+    @owner_only(ctx, "add classes")
     def add_class(name: str):
         label = ctx.project.add_label(name or "")
         return (*refreshed(label), "")
@@ -237,7 +237,7 @@ def create_search_tab(ctx: UIContext) -> dict:
         return plan_import(paths, label=label if into else None, loose_label=label, names=names,
                            project=ctx.project), paths, names, label
 
-    @handler
+    @owner_only(ctx, "add pictures")
     def show_plan(files, target, into):
         """What the dropped files will become, said before anything is imported."""
         try:
@@ -267,7 +267,7 @@ def create_search_tab(ctx: UIContext) -> dict:
                 gr.Button(f"Move {'them' if n != 1 else 'it'} to the class{'es' if n != 1 else ''} this import gives",
                           visible=bool(n)))
 
-    @handler
+    @owner_only(ctx, "add pictures")
     def add_files(label: str, files, into: bool = False, progress=gr.Progress()):
         got = _plan(files, label, into)
         if got is None:
@@ -292,7 +292,7 @@ def create_search_tab(ctx: UIContext) -> dict:
     import_outs = [*view, c["result"], c["files"], c["elsewhere"], c["move_elsewhere"]]
     c["add_files"].click(add_files, [c["target"], c["files"], c["into_target"]], import_outs, api_name="add_files")
 
-    @handler
+    @owner_only(ctx, "move pictures")
     def move_elsewhere(assign: dict, shown: str | None):
         if not assign:
             raise InputError("There is nothing to move: import the pictures first.")
@@ -308,7 +308,7 @@ def create_search_tab(ctx: UIContext) -> dict:
                               [*view, c["result"], c["elsewhere"], c["move_elsewhere"]], api_visibility="private")
 
     if "import_folder" in c:
-        @handler
+        @owner_only(ctx, "import folders")
         def import_folder(folder: str, progress=gr.Progress()):
             if not folder or not folder.strip():
                 raise InputError("Type the path of a folder on this computer.")
@@ -327,14 +327,14 @@ def create_search_tab(ctx: UIContext) -> dict:
                                                                 c["move_elsewhere"]], api_name="import_folder")
 
     # --- the gallery: browse, select, move, delete ---
-    @handler
+    @owner_only(ctx, "see the project's pictures")
     def show_class(label):
         return refreshed(label, target=SAME)[3:7]
 
     browse_outs = [c["gallery"], c["browse_shown"], c["browse_selected"], c["browse_note"]]
     c["browse_class"].change(show_class, [c["browse_class"]], browse_outs, api_name="browse")
 
-    @handler
+    @owner_only(ctx, "select pictures")
     def toggle(label, shown: list[dict], selected: str, evt: gr.SelectData):
         chosen = set(parse_ids(selected)) & {s["id"] for s in shown}
         i = evt.index if isinstance(evt.index, int) else None
@@ -348,7 +348,7 @@ def create_search_tab(ctx: UIContext) -> dict:
     c["gallery"].select(toggle, [c["browse_class"], c["browse_shown"], c["browse_selected"]], sel_outs,
                         api_visibility="private", show_progress="hidden", queue=False)
 
-    @handler
+    @owner_only(ctx, "select pictures")
     def clear(label, shown: list[dict]):
         return "", gallery_value(shown, set()), selection_note(ctx, label, shown, set())
 
@@ -361,7 +361,7 @@ def create_search_tab(ctx: UIContext) -> dict:
             raise InputError("Click the pictures you want first (they get a ☑).")
         return ids
 
-    @handler
+    @owner_only(ctx, "move pictures")
     def move_selected(selected: str, to: str, shown: str | None):
         ids = _selected(selected)
         if not to or not str(to).strip():
@@ -376,7 +376,7 @@ def create_search_tab(ctx: UIContext) -> dict:
     c["move_selected"].click(move_selected, [c["browse_selected"], c["move_to"], c["browse_class"]], act_outs,
                              api_name="move_pictures")
 
-    @handler
+    @owner_only(ctx, "delete pictures")
     def delete_selected(selected: str, shown: str | None):
         ids = _selected(selected)
         try:
@@ -391,10 +391,14 @@ def create_search_tab(ctx: UIContext) -> dict:
                                api_name="delete_pictures")
 
     # --- classes: rename, merge, delete; undo and redo ---
-    c["manage_pick"].change(lambda picked, name: class_change_note(ctx, picked, name),
+    @owner_only(ctx, "rename, merge or delete classes")
+    def change_note(picked, name):
+        return class_change_note(ctx, picked, name)
+
+    c["manage_pick"].change(change_note,
                             [c["manage_pick"], c["manage_name"]], [c["manage_note"]], api_visibility="private",
                             show_progress="hidden", queue=False)
-    c["manage_name"].change(lambda picked, name: class_change_note(ctx, picked, name),
+    c["manage_name"].change(change_note,
                             [c["manage_pick"], c["manage_name"]], [c["manage_note"]], api_visibility="private",
                             show_progress="hidden", queue=False)
 
@@ -416,7 +420,7 @@ def create_search_tab(ctx: UIContext) -> dict:
 
     manage_outs = [*view, c["status"], c["manage_name"]]
 
-    @handler
+    @owner_only(ctx, "rename classes")
     def rename_class(picked, name: str, shown: str | None):
         old = _one(picked)
         a = ctx.project.rename_label(old, name or "", merge=True)  # the note said so before the click
@@ -426,7 +430,7 @@ def create_search_tab(ctx: UIContext) -> dict:
     c["rename_class"].click(rename_class, [c["manage_pick"], c["manage_name"], c["browse_class"]], manage_outs,
                             api_name="rename_class")
 
-    @handler
+    @owner_only(ctx, "merge classes")
     def merge_classes(picked, name: str, shown: str | None):
         if not (name or "").strip():
             raise InputError("Type the name of the class the chosen classes become (one of them or a new name).")
@@ -437,7 +441,7 @@ def create_search_tab(ctx: UIContext) -> dict:
     c["merge_classes"].click(merge_classes, [c["manage_pick"], c["manage_name"], c["browse_class"]], manage_outs,
                              api_name="merge_classes")
 
-    @handler
+    @owner_only(ctx, "delete classes")
     def delete_classes(picked, shown: str | None):
         a = ctx.project.delete_labels(picked or [])
         back = "it" if len(a.labels.get("removed", [])) == 1 else "them"
@@ -459,17 +463,18 @@ def create_search_tab(ctx: UIContext) -> dict:
             now = next((ctx.project.find_label(n) for n in names if n and ctx.project.find_label(n)), None)
         return (*refreshed(now, target=SAME), f"{verb}: {a.summary}.")
 
-    @handler
+    @owner_only(ctx, "undo changes")
     def undo(shown: str | None):
         return _step(ctx.project.undo, "Undone", shown)
 
-    @handler
+    @owner_only(ctx, "redo changes")
     def redo(shown: str | None):
         return _step(ctx.project.redo, "Redone", shown)
 
     c["undo"].click(undo, [c["browse_class"]], act_outs, api_name="undo_pictures")
     c["redo"].click(redo, [c["browse_class"]], act_outs, api_name="redo_pictures")
 
+    @owner_only(ctx, "see the project's pictures and classes", quiet=True)
     def refresh(target, shown, picked):
         # Current classes in every list, keeping what the visitor had chosen (a typed new class
         # name included) so that coming back to the tab does not empty the gallery.
@@ -485,6 +490,7 @@ def create_search_tab(ctx: UIContext) -> dict:
     # many columns as fit.
     c["layout_tick"] = gr.Textbox(visible=False, elem_id="search-layout-tick")
 
+    @for_anyone  # reads nothing but the width of the visitor's own window
     def fit_columns(width):
         try:
             n = max(2, min(8, (int(float(width)) - 66) // 108))

@@ -28,7 +28,7 @@ from ..run_choice import KEPT, in_use
 from ..runner import (current_job, fail_abandoned_runs, request_stop, start_lr_find, start_training,
                       stopping_message)
 from ..train import TrainConfig
-from .adapters import UIContext, handler, pct, visitor_of
+from .adapters import UIContext, owner_only, pct
 from .progress import JobWatch, duration
 
 SIZES = [128, 160, 192, 224, 256, 320]
@@ -53,16 +53,20 @@ class TrainForm:
     patience: Optional[float] = 0       # 0: no early stopping
 
     def to_config(self, ctx: UIContext) -> TrainConfig:
-        """The core's configuration; an uploaded weights file is checked and copied into the project."""
+        """The core's configuration; an uploaded weights file is checked and copied into the project.
+
+        The copy stays only if the run it is given for finishes and is chosen
+        (:func:`tl_app.models.settle_weights_file`, called when the work ends).
+        """
         if self.mode not in (QUICK, FULL):
             raise InputError(f"Choose quick or full training (not '{self.mode}').")
-        weights = None
+        cfg = TrainConfig(arch=self.arch, epochs=int(self.epochs or 1), size=_pixels(self.size),
+                          pretrained=bool(self.pretrained), quick=self.mode == QUICK, lr=_learning_rate(self.lr),
+                          patience=int(self.patience) if self.patience else None)
+        cfg.validate()  # before the file is copied: a refused setting leaves nothing behind
         if self.weights:
-            weights = str(store_weights_file(ctx.project.root, Path(self.weights), Path(self.weights).name))
-        return TrainConfig(arch=self.arch, epochs=int(self.epochs or 1), size=_pixels(self.size),
-                           pretrained=bool(self.pretrained), weights=weights, quick=self.mode == QUICK,
-                           lr=_learning_rate(self.lr),
-                           patience=int(self.patience) if self.patience else None)
+            cfg.weights = str(store_weights_file(ctx.project.root, Path(self.weights), Path(self.weights).name))
+        return cfg
 
 
 def _learning_rate(value) -> Optional[float]:
@@ -274,7 +278,7 @@ def create_train_tab(ctx: UIContext) -> dict:
     gr.Markdown("Train a classifier on your pictures. **Quick** gives a first model in seconds; **full "
                 "fine-tuning** then trains the whole network for a better one. Training runs in the background: "
                 "you can keep working, come back or reload the page, and Stop ends it after the current batch.")
-    c["mode"] = gr.Radio(MODES, value=lambda: default_mode(ctx), label="How", elem_id="train-mode")
+    c["mode"] = gr.Radio(MODES, value=default_mode(ctx), label="How", elem_id="train-mode")
     c["mode_note"] = gr.Markdown(elem_id="train-mode-note")
     with gr.Row():
         c["arch"] = gr.Dropdown(choices=list_archs(), value=config.DEFAULT_ARCH, label="Network", elem_id="train-arch")
@@ -316,7 +320,9 @@ def create_train_tab(ctx: UIContext) -> dict:
         c["per_class"] = gr.Dataframe(label="Per class", interactive=False, elem_id="train-per-class")
     c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class; columns: predicted class)",
                                   interactive=False, wrap=True, elem_id="train-confusion")
-    c["runs"] = gr.Dataframe(value=lambda: runs_table(ctx), label="Runs", interactive=False,
+    # Filled when the tab opens; empty in the page where visitors may look (a failure's reason can name a file).
+    c["runs"] = gr.Dataframe(value=runs_table(ctx) if ctx.access.everyone_owner else
+                             pd.DataFrame(columns=RUN_COLUMNS), label="Runs", interactive=False,
                              elem_id="runs-table")
 
     def details(run_id: str | None) -> dict:
@@ -403,11 +409,11 @@ def create_train_tab(ctx: UIContext) -> dict:
         except (TrainerBusy, PreflightError) as e:  # not a fault: say it once, change nothing on the page
             raise InputError(str(e)) from None
 
-    @handler
+    @owner_only(ctx, "train models")
     def train(mode: str = QUICK, arch: str = config.DEFAULT_ARCH, size=config.DEFAULT_SIZE, pretrained: bool = True,
               weights: Optional[str] = None, epochs: int = config.DEFAULT_EPOCHS, lr: Optional[str] = None,
               patience: Optional[float] = 0, request: gr.Request = None):
-        visitor = visitor_of(request)
+        visitor = ctx.visitor(request)
         form = TrainForm(mode, arch, size, pretrained, weights, epochs, lr, patience)
         job = _start(start_training, form, visitor)
         yield from only(train_outs, follow(job, visitor))
@@ -419,34 +425,35 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["train"].click(train, None, train_outs, inputs_kwargs={k: c[k] for k in form_fields}, api_name="train",
                      **follow_opts)
 
-    @handler
+    @owner_only(ctx, "search for a learning rate")
     def lr_find(arch: str = config.DEFAULT_ARCH, size=config.DEFAULT_SIZE, pretrained: bool = True,
                 weights: Optional[str] = None, request: gr.Request = None):
-        visitor = visitor_of(request)
+        visitor = ctx.visitor(request)
         job = _start(start_lr_find, TrainForm(FULL, arch, size, pretrained, weights), visitor)
         yield from only(lr_outs, follow(job, visitor))
 
     c["lr_find"].click(lr_find, None, lr_outs, inputs_kwargs={k: c[k] for k in ("arch", "size", "pretrained", "weights")},
                        api_name="lr_find", **follow_opts)
 
-    @handler
+    @owner_only(ctx, "follow trainings", quiet=True)
     def watch(request: gr.Request = None):
         """Follow the training that runs now, if this page does not follow it already (a reload, a second tab)."""
-        visitor = visitor_of(request)
+        visitor = ctx.visitor(request)
         job = current_job(ctx.project)
         if job is None or visitor.session in ctx.followers:
             yield {c["status"]: gr.skip()}  # nothing to do ({} would not read as "no change")
             return
         yield from only(watch_outs, follow(job, visitor))
 
-    @handler
+    @owner_only(ctx, "stop trainings")
     def stop(request: gr.Request = None):
-        return request_stop(ctx.project, visitor_of(request), shared=ctx.shared).message
+        return request_stop(ctx.project, ctx.visitor(request), shared=ctx.shared).message
 
     c["stop"].click(stop, None, [c["status"]], api_name="stop", queue=False)
 
     # Quick mode needs weights worth their features: unticking "Pretrained weights" switches to full
     # fine-tuning, choosing Quick ticks it again; either way the note says why.
+    @owner_only(ctx, "change the training settings")
     def on_pretrained(pretrained, mode, weights):
         if not pretrained and not weights and mode == QUICK:
             return (FULL, QUICK_NEEDS_WEIGHTS + " Switched to **full fine-tuning**, which trains the whole network "
@@ -456,6 +463,7 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["pretrained"].input(on_pretrained, [c["pretrained"], c["mode"], c["weights"]],
                           [c["mode"], c["mode_note"], c["full_options"]], api_visibility="private")
 
+    @owner_only(ctx, "change the training settings")
     def on_mode(mode, pretrained, weights):
         opened = gr.Accordion(open=mode == FULL)
         if mode == QUICK and not pretrained and not weights:
@@ -467,7 +475,7 @@ def create_train_tab(ctx: UIContext) -> dict:
 
     use_outs = [c["report"], c["plot"], c["confusion_plot"], c["confusion"], c["per_class"], c["runs"], c["in_use"]]
 
-    @handler
+    @owner_only(ctx, "choose the model in use")
     def use_run(run_id):
         if run_id:
             runs.set_active_run(ctx.project, run_id)
@@ -480,7 +488,7 @@ def create_train_tab(ctx: UIContext) -> dict:
     refresh_outs = [c["status"], c["device"], c["plot"], c["report"], c["confusion_plot"], c["confusion"],
                     c["per_class"], c["runs"], c["use_run"], c["in_use"]]
 
-    @handler
+    @owner_only(ctx, "see the runs", quiet=True)
     def refresh():
         """The tab as the project is now. While a training runs, its follower (next) owns the status and chart."""
         fail_abandoned_runs(ctx.project)
@@ -492,6 +500,12 @@ def create_train_tab(ctx: UIContext) -> dict:
             out[c["plot"]] = run_history(ctx, active.id if active else None)
         return out
 
+    @owner_only(ctx, "see the runs", quiet=True)
+    def mode_now():
+        """The mode a fresh page proposes: quick until a run finished, then full fine-tuning."""
+        return default_mode(ctx)
+
     c["on_select"] = (refresh, [], refresh_outs)
+    c["on_load"] = (mode_now, [], [c["mode"]])
     c["then"] = (watch, [], watch_outs, follow_opts)
     return c

@@ -21,7 +21,7 @@ from ..jobs import Progress, StopToken
 from ..search import (ANY, BACKENDS, LAYOUTS, LICENSES, MAX_CLASSES, SAFESEARCH, SIZES, TYPES, SearchCache,
                       SearchFilters, SearchResult, parse_class_queries, search_classes)
 from ..errors import InputError
-from .adapters import UIContext, handler, visitor_id
+from .adapters import UIContext, owner_only, visitor_id
 
 DEFAULT_COUNT = 100
 MAX_COUNT = 300
@@ -228,7 +228,7 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
     """Events of the web search; ``refreshed(label)`` gives the tab's views (``c["view_outs"]``): class table,
     dropdowns, gallery and its selection, showing class ``label``."""
 
-    @handler
+    @owner_only(ctx, "search the web")
     def search(request: gr.Request, **form):
         queries = parse_class_queries(form["classes"])
         filters = SearchFilters.from_choices(size=form["size"], type_image=form["type_image"],
@@ -236,7 +236,7 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
                                              safesearch=form["safesearch"])
         provider = ctx.provider_for(form["engine"])
         limiter = ctx.search_limiter
-        visitor = visitor_id(request)
+        visitor = visitor_id(request, ctx.access)
         found = search_classes(queries, provider=provider, max_results=int(form["per_class"]), filters=filters,
                                cache=SearchCache(ctx.project),
                                before_asking=(lambda: limiter.check(visitor)) if limiter else None)
@@ -257,7 +257,7 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
     c["w_classes"].submit(search, None, search_outs, inputs_kwargs=form, api_visibility="private",
                           show_progress_on=[c["w_search_status"]])
 
-    @handler
+    @owner_only(ctx, "select search results")
     def toggle(rows, selected, evt: gr.SelectData):
         chosen = parse_selection(selected, len(rows))
         i = evt.index if isinstance(evt.index, int) else None
@@ -270,7 +270,7 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
     c["w_preview"].select(toggle, [c["w_results"], c["w_selected"]], sel_outs, api_visibility="private",
                           show_progress="hidden", queue=False)
 
-    @handler
+    @owner_only(ctx, "select search results")
     def clear(rows):
         return "", preview(rows, set()), selection_note(rows, set())
 
@@ -345,11 +345,11 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
             raise InputError("Search first: the pictures found appear above, then download them.")
         return rows
 
-    @handler
+    @owner_only(ctx, "download pictures")
     def download_all(rows, request: gr.Request, progress=gr.Progress()):
         yield from run(need(rows), request, progress)
 
-    @handler
+    @owner_only(ctx, "download pictures")
     def download_selected(rows, selected, request: gr.Request, progress=gr.Progress()):
         chosen = parse_selection(selected, len(need(rows)))
         if not chosen:
@@ -361,6 +361,7 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
     c["w_download_selected"].click(download_selected, [c["w_results"], c["w_selected"]], dl_outs,
                                    api_name="download_selected", show_progress_on=[c["w_progress"]])
 
+    @owner_only(ctx, "stop downloads")
     def stop(request: gr.Request):
         token = ctx.downloads.get(f"session:{request.session_hash}")
         if token is None:

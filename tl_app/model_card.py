@@ -1,0 +1,128 @@
+"""The model card: what anyone may know about the model Classify uses.
+
+Its classes, how it did on the held-out pictures it never learned from
+(accuracy, confusion matrix, precision and recall per class) and where its
+pictures came from, counted by kind (web searches with their words, engines
+and sites; the owner's own files) without any file name or server path. A
+visitor of a shared app sees this and nothing else of the project.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+from urllib.parse import urlsplit
+
+from . import runs
+from .project import Project
+
+WEB, OWN, UNKNOWN = "web", "own", "unknown"
+
+
+@dataclass
+class ClassFigures:
+    """One class of the model: pictures it learned from, held-out pictures checked, and how it did on them."""
+
+    name: str
+    learned_from: int
+    checked: int
+    precision: Optional[float] = None
+    recall: Optional[float] = None
+
+
+@dataclass
+class Origin:
+    """Where some of the model's pictures came from.
+
+    ``kind`` is :data:`WEB` (found by a web search and downloaded), :data:`OWN` (the
+    owner's own files: uploads, zips, folders) or :data:`UNKNOWN` (no record left).
+    For web pictures: the search words, engines and the sites they came from (most first).
+    """
+
+    kind: str
+    pictures: int
+    queries: list[str] = field(default_factory=list)
+    engines: list[str] = field(default_factory=list)
+    sites: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
+class ModelCard:
+    """What the model Classify uses is, how well it did, and what it learned from."""
+
+    run: str                       # the run's name ("Quick · resnet18 · 25 Nov 14:02")
+    arch: str
+    mode: str
+    trained: Optional[float]       # when the run ended (seconds since the epoch)
+    accuracy: Optional[float]
+    heldout: int
+    learned_from: int
+    classes: list[ClassFigures]
+    confusion_labels: list[str]
+    confusion: list[list[int]]
+    origins: list[Origin]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _origins(project: Project, item_ids: list[str]) -> list[Origin]:
+    web: list[dict] = []
+    own = unknown = 0
+    known = {it.id: it for status in ("active", "deleted", "missing") for it in project.items(status=status)}
+    for iid in item_ids:
+        it = known.get(iid)
+        if it is None:
+            unknown += 1
+            continue
+        src = it.source or ""
+        if src.startswith(("http://", "https://")):
+            web.append({**(it.meta or {}), "url": src})
+        elif src:
+            own += 1
+        else:
+            unknown += 1
+    out = []
+    if web:
+        queries = Counter(m.get("query") for m in web if m.get("query"))
+        engines = Counter(m.get("engine") for m in web if m.get("engine"))
+        sites: Counter = Counter()
+        for m in web:
+            try:
+                host = (urlsplit(m.get("page_url") or m["url"]).hostname or "").lower()
+            except ValueError:
+                host = ""
+            if host:
+                sites[host.removeprefix("www.")] += 1
+        out.append(Origin(WEB, len(web), [q for q, _ in queries.most_common()], [e for e, _ in engines.most_common()],
+                          sites.most_common()))
+    if own:
+        out.append(Origin(OWN, own))
+    if unknown:
+        out.append(Origin(UNKNOWN, unknown))
+    return out
+
+
+def model_card(project: Project) -> Optional[ModelCard]:
+    """The card of the model Review and Classify use now (None before the first model)."""
+    run = runs.active_run(project)
+    if run is None:
+        return None
+    rep = runs.read_json(project, run.id, "report.json") or {}
+    snap = runs.read_json(project, run.id, "snapshot.json") or {}
+    items = list(snap.get("items") or []) if isinstance(snap, dict) else []
+    vocab = list(snap.get("vocab") or []) if isinstance(snap, dict) else []
+    learned = Counter(it["label"] for it in items if not it.get("valid"))
+    checked = Counter(it["label"] for it in items if it.get("valid"))
+    per_class = rep.get("per_class") or {}
+    conf = rep.get("confusion") or {}
+    names = vocab or list(conf.get("labels") or []) or list(per_class)
+    classes = [ClassFigures(n, learned.get(n, 0), checked.get(n, 0), (per_class.get(n) or {}).get("precision"),
+                            (per_class.get(n) or {}).get("recall")) for n in names]
+    return ModelCard(run=runs.run_names(runs.list_runs(project)).get(run.id, run.name), arch=run.arch, mode=run.mode,
+                     trained=run.finished, accuracy=rep.get("accuracy", run.accuracy),
+                     heldout=int(rep.get("valid_items") or sum(checked.values())),
+                     learned_from=int(rep.get("train_items") or sum(learned.values())), classes=classes,
+                     confusion_labels=list(conf.get("labels") or []), confusion=[list(r) for r in conf.get("matrix") or []],
+                     origins=_origins(project, [it["item"] for it in items]))
