@@ -38,11 +38,13 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
-#: Side of the stored colour thumbnail, and the least a stored JPEG is decoded at to make it.
+#: Side of the stored colour thumbnail, of the grey one kept for fine detail, and the least a stored
+#: JPEG is decoded at to make them.
 THUMB = 32
+FINE = 64
 DECODE_SIDE = 64
 #: Bump when the fingerprint or the verdict changes: cached fingerprints of another version are recomputed.
-VERSION = 2
+VERSION = 3
 #: Nearest neighbours (by fingerprint) checked per picture, and those checked for a mirrored copy.
 NEIGHBOURS = 6
 MIRROR_NEIGHBOURS = 2
@@ -71,8 +73,11 @@ IDENTICAL_MEAN = 0.015    # "photo unavailable" placeholders: the whole picture,
 IDENTICAL_CROP = 0.02
 POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.025
-DETAIL_ENERGY = 0.005     # both pictures this detailed at 32 px: their fine detail must match...
-DETAIL_MATCH = 0.3        # ...with at least this correlation (copies: >= 0.65; different textures: ~0)
+DETAIL_SIGMA = (0.5, 2.0)  # the fine detail compared: a band-pass between these blurs (pixels at <= 64 px)
+DETAIL_ENERGY = 0.01      # either picture this detailed (RMS, 0-1): the fine detail must match...
+DETAIL_MATCH = 0.6        # ...with at least this correlation for a copy...
+DETAIL_POSSIBLE = 0.3     # ...and this for a possible near copy (below: different pictures)
+STEPS_DETAIL = 2          # Gauss-Newton steps refining the alignment at that scale
 
 #: Verdicts, strongest first. ``same`` and ``overlay`` are copies; the others are only shown in Review.
 SAME, OVERLAY, MIRRORED, POSSIBLE = "same", "overlay", "mirrored", "possible"
@@ -81,16 +86,36 @@ COPY_KINDS = (SAME, OVERLAY)
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """A picture's 32x32 colour thumbnail (plain border trimmed) and the size of what it shows."""
+    """A picture's 32x32 colour and 64x64 grey thumbnails (plain border trimmed) and the size of what it shows.
+
+    The colour thumbnail finds and aligns candidates; the grey one holds the thin
+    lines and small marks that tell apart two pictures of the same smooth sky,
+    sea or page. ``width`` and ``height`` are in pixels of the decoded picture:
+    they say how much real detail the grey thumbnail holds.
+    """
 
     thumb: bytes          # THUMB * THUMB * 3 bytes, RGB
     width: float
     height: float
+    grey: bytes           # FINE * FINE bytes
 
     def array(self):
         import numpy as np
 
         return np.frombuffer(self.thumb, dtype=np.uint8).reshape(THUMB, THUMB, 3)
+
+    @property
+    def blob(self) -> bytes:
+        """Both thumbnails in one value, as the caches store them."""
+        return self.thumb + self.grey
+
+    @classmethod
+    def from_blob(cls, blob: bytes, width: float, height: float) -> "Fingerprint":
+        """The fingerprint stored as :attr:`blob` (raises ValueError for a blob of another version)."""
+        n = THUMB * THUMB * 3
+        if len(blob) != n + FINE * FINE:
+            raise ValueError("a fingerprint of another version")
+        return cls(bytes(blob[:n]), float(width), float(height), bytes(blob[n:]))
 
 
 @dataclass(frozen=True)
@@ -170,8 +195,9 @@ def fingerprint(im) -> Fingerprint:
         # One line more: the line where the border meets the picture is a blend of both.
         left, top, right, bottom = (b + 1 for b in border)
         box = (left * sx, top * sy, rgb.width - right * sx, rgb.height - bottom * sy)
-    thumb = rgb.resize((THUMB, THUMB), Image.Resampling.BOX, box=box)
-    return Fingerprint(thumb.tobytes(), box[2] - box[0], box[3] - box[1])
+    fine = rgb.resize((FINE, FINE), Image.Resampling.BOX, box=box)
+    thumb = fine.resize((THUMB, THUMB), Image.Resampling.BOX)  # the same as from the picture: 2x2 averages
+    return Fingerprint(thumb.tobytes(), box[2] - box[0], box[3] - box[1], fine.convert("L").tobytes())
 
 
 def fingerprint_stored(src) -> Fingerprint:
@@ -193,6 +219,8 @@ class _Prints:
         n = len(prints)
         self.thumbs = (np.frombuffer(b"".join(p.thumb for p in prints), dtype=np.uint8).reshape(n, THUMB, THUMB, 3)
                        if n else np.zeros((0, THUMB, THUMB, 3), np.uint8))
+        self.greys = (np.frombuffer(b"".join(p.grey for p in prints), dtype=np.uint8).reshape(n, FINE, FINE)
+                      if n else np.zeros((0, FINE, FINE), np.uint8))
         self.sizes = np.array([(p.width, p.height) for p in prints], dtype=np.float32).reshape(n, 2)
         self.desc = _descriptors(self.thumbs)
         self._levels: dict = {}
@@ -217,6 +245,14 @@ class _Prints:
         if not hasattr(self, "_chw"):
             self._chw = np.ascontiguousarray(self.thumbs.transpose(0, 3, 1, 2))
         x = self._chw[idx].astype(np.float32)
+        x *= 1 / 255.0
+        return np.ascontiguousarray(x[..., ::-1]) if flip else x
+
+    def fine(self, idx, flip: bool = False):
+        """Grey 64x64 thumbnails (P,1,64,64) in 0-1 of the pictures ``idx``."""
+        import numpy as np
+
+        x = self.greys[idx][:, None].astype(np.float32)
         x *= 1 / 255.0
         return np.ascontiguousarray(x[..., ::-1]) if flip else x
 
@@ -518,16 +554,20 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         for key, v in _verdict_features(sm, q_x16[qi], w).items():
             f[key][at] = v
     kinds = [_kind(f, i) for i in range(n)]
-    # Fine detail the 16x16 grid cannot see: two different textures (sand, grass, noise) look alike
-    # there. Where both pictures have such detail, a copy's detail matches at 32 px; if not, it is
-    # only a possible near copy.
-    sure = np.array([k in COPY_KINDS for k in kinds])
-    if sure.any():
-        idx = np.nonzero(sure)[0]
-        s32, _ = _sample(ref_g[idx], prm[idx], 32)
-        corr, energy = _detail_match(s32, qry_g[idx])
-        for j, i in enumerate(idx):
-            if energy[j] >= DETAIL_ENERGY and corr[j] < DETAIL_MATCH:
+    # Fine detail the 16x16 grid cannot see: two skies, seas or pages of the same colours, or two
+    # textures, look alike there and differ only in thin lines and small marks. A pair that passed is
+    # compared again on the grey 64 px thumbnails, at the finest scale both pictures really have: a
+    # copy's detail matches; a pair whose detail only partly matches is a possible near copy at most,
+    # and one whose detail differs is not a copy at all.
+    near = np.array([i for i in range(n) if kinds[i] is not None], np.int64)
+    if len(near):
+        corr = _fine_detail(pr, qr, ia[near], ib[near], back[near], flip, prm[near], k[near])
+        for i, c in zip(near, corr):
+            if np.isnan(c):  # no detail to compare (smooth pictures, or a tiny copy)
+                continue
+            if c < DETAIL_POSSIBLE:
+                kinds[i] = None
+            elif c < DETAIL_MATCH and kinds[i] != POSSIBLE:
                 kinds[i] = POSSIBLE
     # A mirrored copy of a simple picture can pass for a crop of it (a shape off the middle moves).
     # A copy found with a crop is compared flipped as well, whole: if that fits clearly better, it
@@ -553,20 +593,85 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
     return out
 
 
-def _detail_match(s, t):
-    """Correlation of the fine detail (what the 16 px grid averages away) of grey grids (P,1,32,32),
-    and the smaller of the two detail energies."""
+_BLURS: dict = {}
+
+
+def _blur_mat(size: int, sigma: float):
+    """(size, size) Gaussian blur along one axis, each row normalised (nothing taken from outside)."""
     import numpy as np
 
-    def fine(x):
-        return (x - np.repeat(np.repeat(_half(x), 2, axis=2), 2, axis=3))[:, 0, 2:-2, 2:-2]
+    key = (size, sigma)
+    if key not in _BLURS:
+        x = np.arange(size, dtype=np.float32)
+        m = np.exp(-0.5 * ((x[:, None] - x[None]) / sigma) ** 2)
+        _BLURS[key] = (m / m.sum(1, keepdims=True)).astype(np.float32)
+    return _BLURS[key]
 
-    a, b = fine(s), fine(t)
-    corr = (a * b).sum((1, 2)) / np.sqrt((a * a).sum((1, 2)) * (b * b).sum((1, 2)) + 1e-12)
-    ea, eb = np.abs(a).mean((1, 2)), np.abs(b).mean((1, 2))
-    # Comparable detail on both sides (a smaller copy has lost its own): the weaker of the two, else 0.
-    energy = np.where(np.minimum(ea, eb) >= 0.25 * np.maximum(ea, eb), np.minimum(ea, eb), 0.0)
-    return corr, energy
+
+def _band(x, size: int):
+    """The fine detail of grey grids (P,1,size,size): a band-pass between about 1 and 4 pixels."""
+    import numpy as np
+
+    lo, hi = _blur_mat(size, DETAIL_SIGMA[0]), _blur_mat(size, DETAIL_SIGMA[1])
+    g = x[:, 0]
+    return (np.matmul(np.matmul(lo, g), lo.T) - np.matmul(np.matmul(hi, g), hi.T))
+
+
+def _fine_detail(pr, qr, ia, ib, back, flip: bool, prm, k):
+    """Correlation of the aligned pairs' fine detail on the grey 64 px thumbnails, or NaN if neither has any.
+
+    Each pair is compared at the finest scale both pictures hold (the smaller
+    side of the cropped region and of the other picture, at most 64 px): a
+    copy at a quarter of the size has lost detail its original still shows.
+    The alignment is refined at that scale first. The band of rows where the
+    two differ most is left out (a caption there is not the picture's detail).
+    """
+    import numpy as np
+
+    n = len(ia)
+    out = np.full(n, np.nan, np.float32)
+    for way in (False, True):
+        at = np.nonzero(back == way)[0]
+        if not len(at):
+            continue
+        (rs, rf, ri), (qs, qf, qi) = ((qr, flip, ib[at]), (pr, False, ia[at])) if way else \
+            ((pr, False, ia[at]), (qr, flip, ib[at]))
+        p = prm[at]
+        region = rs.sizes[ri] * np.stack([1 - p[:, 0] - p[:, 2], 1 - p[:, 1] - p[:, 3]], 1)
+        side = np.minimum(region.min(1), qs.sizes[qi].min(1))
+        size = np.clip((side // 8) * 8, 24, FINE).astype(np.int64)
+        ref, qry = rs.fine(ri, rf), qs.fine(qi, qf)
+        for sz in np.unique(size):
+            j = np.nonzero(size == sz)[0]
+            sz = int(sz)
+            whole = np.zeros((len(j), 4), np.float32)
+            t, _ = _sample(qry[j], whole, sz) if sz != FINE else (qry[j], None)
+            pj, _ = _refine(ref[j], t[:, 0], p[j], k[at][j], STEPS_DETAIL)
+            s, w = _sample(ref[j], pj, sz)
+            out[at[j]] = _detail_corr(_band(s, sz), _band(t, sz), w[:, None] if w.ndim == 3 else w)
+    return out
+
+
+def _detail_corr(a, b, w):
+    """Correlation of detail maps (P,n,n) inside the picture, without the band of rows that differs most."""
+    import numpy as np
+
+    p, sz = a.shape[0], a.shape[-1]
+    ring = max(2, sz // 16)
+    inside = (w[:, 0] > 0.99).astype(np.float32)
+    inside[:, :ring] = inside[:, -ring:] = 0
+    inside[:, :, :ring] = inside[:, :, -ring:] = 0
+    rows = (((a - b) ** 2) * inside).sum(2)
+    h = max(1, round(sz * OVERLAY_ROWS / 14))
+    cs = np.concatenate([np.zeros((p, 1), np.float32), np.cumsum(rows, 1)], 1)
+    band = (cs[:, h:] - cs[:, :-h]).argmax(1)
+    r = np.arange(sz)[None]
+    keep = inside * ~((r >= band[:, None]) & (r < band[:, None] + h))[:, :, None]
+    aa, bb, ab = ((a * a) * keep).sum((1, 2)), ((b * b) * keep).sum((1, 2)), ((a * b) * keep).sum((1, 2))
+    area = np.maximum(keep.sum((1, 2)), 1.0)
+    energy = np.sqrt(np.maximum(aa, bb) / area)  # RMS detail of the more detailed of the two
+    corr = ab / np.sqrt(aa * bb + 1e-12)
+    return np.where(energy >= DETAIL_ENERGY, corr, np.nan)
 
 
 def _verdict_features(s, t, w) -> dict:
@@ -773,14 +878,17 @@ class FingerprintStore:
                 chunk = list(shas[i:i + 500])
                 q = (f"SELECT sha256, width, height, thumb FROM prints WHERE version=? AND sha256 IN"
                      f" ({','.join('?' * len(chunk))})")
-                for sha, w, h, thumb in con.execute(q, [VERSION, *chunk]):
-                    out[sha] = Fingerprint(bytes(thumb), float(w), float(h))
+                for sha, w, h, blob in con.execute(q, [VERSION, *chunk]):
+                    try:
+                        out[sha] = Fingerprint.from_blob(blob, w, h)
+                    except ValueError:  # a damaged row: computed again
+                        pass
         finally:
             con.close()
         return out
 
     def put(self, rows: Iterable[tuple[str, Fingerprint]]) -> None:
-        rows = [(sha, VERSION, fp.width, fp.height, fp.thumb) for sha, fp in rows]
+        rows = [(sha, VERSION, fp.width, fp.height, fp.blob) for sha, fp in rows]
         if not rows:
             return
         con = self._con()
