@@ -73,11 +73,11 @@ IDENTICAL_MEAN = 0.015    # "photo unavailable" placeholders: the whole picture,
 IDENTICAL_CROP = 0.02
 POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.025
-DETAIL_SIGMA = (0.5, 2.0)  # the fine detail compared: a band-pass between these blurs (pixels at <= 64 px)
-DETAIL_ENERGY = 0.01      # either picture this detailed (RMS, 0-1): the fine detail must match...
-DETAIL_MATCH = 0.6        # ...with at least this correlation for a copy...
-DETAIL_POSSIBLE = 0.3     # ...and this for a possible near copy (below: different pictures)
-STEPS_DETAIL = 2          # Gauss-Newton steps refining the alignment at that scale
+DETAIL_LEVEL = float(__import__("os").environ.get("LEVEL", 0.03))      # fine detail (0-1) this strong is a mark: a thin line, a dot, an edge
+BLOCK_MARKS = 0.06        # marks of this total strength make an 8x8 block (at 64 px) one with marks
+DETAIL_BLOCKS = 2         # this many blocks with marks are evidence enough...
+DETAIL_SAME = 0.15        # ...and a copy leaves at most this share of them unmatched...
+DETAIL_POSSIBLE = 0.4     # ...a possible near copy at most this (more: different pictures)
 
 #: Verdicts, strongest first. ``same`` and ``overlay`` are copies; the others are only shown in Review.
 SAME, OVERLAY, MIRRORED, POSSIBLE = "same", "overlay", "mirrored", "possible"
@@ -561,13 +561,15 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
     # and one whose detail differs is not a copy at all.
     near = np.array([i for i in range(n) if kinds[i] is not None], np.int64)
     if len(near):
-        corr = _fine_detail(pr, qr, ia[near], ib[near], back[near], flip, prm[near], k[near])
-        for i, c in zip(near, corr):
-            if np.isnan(c):  # no detail to compare (smooth pictures, or a tiny copy)
-                continue
-            if c < DETAIL_POSSIBLE:
-                kinds[i] = None
-            elif c < DETAIL_MATCH and kinds[i] != POSSIBLE:
+        res = _fine_detail(pr, qr, ia[near], ib[near], back[near], flip, prm[near], k[near])
+        for i, share_o, n_o, share, n_all, corr in zip(near, *res):
+            if n_o >= DETAIL_BLOCKS:  # marks outside a caption's band: they decide
+                if share_o > DETAIL_POSSIBLE:
+                    kinds[i] = None
+                elif share_o > DETAIL_SAME:
+                    kinds[i] = POSSIBLE
+            elif n_all >= DETAIL_BLOCKS and share > DETAIL_SAME:
+                # Marks in one band only, and they differ there: a caption, or different pictures.
                 kinds[i] = POSSIBLE
     # A mirrored copy of a simple picture can pass for a crop of it (a shape off the middle moves).
     # A copy found with a crop is compared flipped as well, whole: if that fits clearly better, it
@@ -593,43 +595,95 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
     return out
 
 
+def _integral(x):
+    """Integral images (P,n+1,n+1) of (P,n,n): any box sum in four look-ups."""
+    import numpy as np
+
+    p, h, w = x.shape
+    out = np.zeros((p, h + 1, w + 1), np.float32)
+    np.cumsum(x, 1, out=out[:, 1:, 1:])
+    np.cumsum(out[:, 1:, 1:], 2, out=out[:, 1:, 1:])
+    return out
+
+
+def _band(x):
+    """Fine detail of grey grids (P,n,n): 3x3 mean minus 9x9 mean, on the (P,n-8,n-8) interior.
+
+    Thin lines and small marks stand out; smooth gradients and flat colour give
+    about 0 whatever their level.
+    """
+    ii = _integral(x)
+    n = x.shape[-1]
+
+    def box(r: int):
+        lo, hi = slice(4 - r, n - 4 - r), slice(5 + r, n - 3 + r)  # window corners, for the n-8 interior
+        return (ii[:, hi, hi] - ii[:, lo, hi] - ii[:, hi, lo] + ii[:, lo, lo]) * (1.0 / (2 * r + 1) ** 2)
+
+    return box(_R1) - box(4)
+
+
+import os as _os
+_R1 = int(_os.environ.get("R1", 1))
+_REALIGN = tuple(float(x) for x in _os.environ.get("REALIGN", "3,1.5").split(",") if x)
+
+
+def _soft_detail(x, n: int):
+    """Fine detail of grey grids (P,n,n) over the whole grid (edges padded), for aligning on marks."""
+    import numpy as np
+
+    return np.pad(_band(np.pad(x, ((0, 0), (4, 4), (4, 4)), mode="edge")), ((0, 0), (0, 0), (0, 0)))
+
+
+def _blur(x, sigma: float):
+    """Gaussian blur of (P,n,n) by separable matrices."""
+    import numpy as np
+
+    n = x.shape[-1]
+    key = (n, round(sigma, 3))
+    if key not in _BLURS:
+        i = np.arange(n, dtype=np.float32)
+        m = np.exp(-0.5 * ((i[:, None] - i[None]) / sigma) ** 2)
+        _BLURS[key] = (m / m.sum(1, keepdims=True)).astype(np.float32)
+    b = _BLURS[key]
+    return np.matmul(np.matmul(b, x), b.T)
+
+
 _BLURS: dict = {}
 
 
-def _blur_mat(size: int, sigma: float):
-    """(size, size) Gaussian blur along one axis, each row normalised (nothing taken from outside)."""
+def _max3(x):
+    """Maximum over each 3x3 neighbourhood (P,n,n); the edges look at what there is."""
     import numpy as np
 
-    key = (size, sigma)
-    if key not in _BLURS:
-        x = np.arange(size, dtype=np.float32)
-        m = np.exp(-0.5 * ((x[:, None] - x[None]) / sigma) ** 2)
-        _BLURS[key] = (m / m.sum(1, keepdims=True)).astype(np.float32)
-    return _BLURS[key]
-
-
-def _band(x, size: int):
-    """The fine detail of grey grids (P,1,size,size): a band-pass between about 1 and 4 pixels."""
-    import numpy as np
-
-    lo, hi = _blur_mat(size, DETAIL_SIGMA[0]), _blur_mat(size, DETAIL_SIGMA[1])
-    g = x[:, 0]
-    return (np.matmul(np.matmul(lo, g), lo.T) - np.matmul(np.matmul(hi, g), hi.T))
+    m = x.copy()
+    np.maximum(m[:, 1:], x[:, :-1], out=m[:, 1:])
+    np.maximum(m[:, :-1], x[:, 1:], out=m[:, :-1])
+    out = m.copy()
+    np.maximum(out[:, :, 1:], m[:, :, :-1], out=out[:, :, 1:])
+    np.maximum(out[:, :, :-1], m[:, :, 1:], out=out[:, :, :-1])
+    return out
 
 
 def _fine_detail(pr, qr, ia, ib, back, flip: bool, prm, k):
-    """Correlation of the aligned pairs' fine detail on the grey 64 px thumbnails, or NaN if neither has any.
+    """How the aligned pairs' marks agree on the grey 64 px thumbnails.
 
     Each pair is compared at the finest scale both pictures hold (the smaller
-    side of the cropped region and of the other picture, at most 64 px): a
+    side of the aligned region and of the other picture, at most 64 px): a
     copy at a quarter of the size has lost detail its original still shows.
-    The alignment is refined at that scale first. The band of rows where the
-    two differ most is left out (a caption there is not the picture's detail).
+    A *mark* is a pixel of fine detail (:func:`_band`) beyond
+    :data:`DETAIL_LEVEL`; it is matched when the other picture has detail of
+    the same sign and at least half its strength within one pixel. The band of
+    rows with the most unmatched marks is left out (a caption there is not the
+    picture's detail).
+
+    Returns, per pair: the unmatched share of the marks' strength outside that
+    band, the marks' strength outside it and in all (in pixels at 64 px).
     """
     import numpy as np
 
     n = len(ia)
-    out = np.full(n, np.nan, np.float32)
+    out = (np.zeros(n, np.float32), np.zeros(n, np.int64), np.zeros(n, np.float32), np.zeros(n, np.int64),
+           np.zeros(n, np.float32))
     for way in (False, True):
         at = np.nonzero(back == way)[0]
         if not len(at):
@@ -640,38 +694,82 @@ def _fine_detail(pr, qr, ia, ib, back, flip: bool, prm, k):
         region = rs.sizes[ri] * np.stack([1 - p[:, 0] - p[:, 2], 1 - p[:, 1] - p[:, 3]], 1)
         side = np.minimum(region.min(1), qs.sizes[qi].min(1))
         size = np.clip((side // 8) * 8, 24, FINE).astype(np.int64)
-        ref, qry = rs.fine(ri, rf), qs.fine(qi, qf)
         for sz in np.unique(size):
             j = np.nonzero(size == sz)[0]
             sz = int(sz)
-            whole = np.zeros((len(j), 4), np.float32)
-            t, _ = _sample(qry[j], whole, sz) if sz != FINE else (qry[j], None)
-            pj, _ = _refine(ref[j], t[:, 0], p[j], k[at][j], STEPS_DETAIL)
-            s, w = _sample(ref[j], pj, sz)
-            out[at[j]] = _detail_corr(_band(s, sz), _band(t, sz), w[:, None] if w.ndim == 3 else w)
+            ref, qry = rs.fine(ri[j], rf), qs.fine(qi[j], qf)
+            s, w = _sample(ref, p[j], sz)
+            t = qry[:, 0] if sz == FINE else _sample(qry, np.zeros((len(j), 4), np.float32), sz)[0][:, 0]
+            bt = _band(t)
+            res = _marks(_band(s[:, 0]), bt, w[:, 4:-4, 4:-4])
+            # Marks that do not meet may only be out of line: a smooth picture pins its alignment only
+            # up and down. Those pairs are aligned again on their marks (blurred, then sharper).
+            again = np.nonzero((res[0] > DETAIL_SAME) & (res[1] > 0))[0]
+            if len(again) and _REALIGN:
+                ra = _soft_detail(ref[again][:, 0], FINE)
+                tb = _soft_detail(t[again], sz)
+                pa = p[j][again]
+                for sigma in _REALIGN:
+                    pa, _ = _refine(_blur(ra, sigma)[:, None], _blur(tb, sigma * sz / FINE), pa, k[at][j][again], 3)
+                s2, w2 = _sample(ref[again], pa, sz)
+                res2 = _marks(_band(s2[:, 0]), bt[again], w2[:, 4:-4, 4:-4])
+                better = res2[0] < res[0][again]
+                for x, x2 in zip(res, res2):
+                    x[again[better]] = x2[better]
+            for x, x_out in zip(res, out):
+                x_out[at[j]] = x
     return out
 
 
-def _detail_corr(a, b, w):
-    """Correlation of detail maps (P,n,n) inside the picture, without the band of rows that differs most."""
+def _marks(a, b, w):
+    """Blocks of marks that the other picture lacks (see :func:`_fine_detail`).
+
+    Returns, per pair: the share of blocks (8x8 at 64 px) holding marks whose
+    marks are mostly unmatched, and how many blocks hold marks; both outside the
+    band of rows with the most unmatched marks, then both over the whole picture.
+    """
     import numpy as np
 
-    p, sz = a.shape[0], a.shape[-1]
-    ring = max(2, sz // 16)
-    inside = (w[:, 0] > 0.99).astype(np.float32)
-    inside[:, :ring] = inside[:, -ring:] = 0
-    inside[:, :, :ring] = inside[:, :, -ring:] = 0
-    rows = (((a - b) ** 2) * inside).sum(2)
+    p, sz = a.shape[0], a.shape[-1]  # the interior: (side - 8), a multiple of 8
+    # Inside the picture, away from the region's edge by the reach of the 9x9 mean and off the outer ring.
+    inside = w > 0.99
+    for _ in range(5):
+        inside[:, 1:] &= inside[:, :-1]
+        inside[:, :-1] &= inside[:, 1:]
+        inside[:, :, 1:] &= inside[:, :, :-1]
+        inside[:, :, :-1] &= inside[:, :, 1:]
+    inside[:, :2] = inside[:, -2:] = inside[:, :, :2] = inside[:, :, -2:] = False
+
+    def strength_unmatched(x, y):
+        pos, neg = _max3(np.maximum(y, 0)), _max3(np.maximum(-y, 0))
+        strong = (np.abs(x) > DETAIL_LEVEL) & inside
+        found = np.where(x > 0, pos >= 0.5 * x, neg >= -0.5 * x)
+        return np.where(strong, np.abs(x), 0), np.where(strong & ~found, np.abs(x), 0)
+
+    sa, ua = strength_unmatched(a, b)
+    sb, ub = strength_unmatched(b, a)
+    tot, un = sa + sb, ua + ub
     h = max(1, round(sz * OVERLAY_ROWS / 14))
-    cs = np.concatenate([np.zeros((p, 1), np.float32), np.cumsum(rows, 1)], 1)
+    cs = np.concatenate([np.zeros((p, 1), np.float32), np.cumsum(un.sum(2), 1)], 1)
     band = (cs[:, h:] - cs[:, :-h]).argmax(1)
     r = np.arange(sz)[None]
-    keep = inside * ~((r >= band[:, None]) & (r < band[:, None] + h))[:, :, None]
-    aa, bb, ab = ((a * a) * keep).sum((1, 2)), ((b * b) * keep).sum((1, 2)), ((a * b) * keep).sum((1, 2))
-    area = np.maximum(keep.sum((1, 2)), 1.0)
-    energy = np.sqrt(np.maximum(aa, bb) / area)  # RMS detail of the more detailed of the two
-    corr = ab / np.sqrt(aa * bb + 1e-12)
-    return np.where(energy >= DETAIL_ENERGY, corr, np.nan)
+    out = ~((r >= band[:, None]) & (r < band[:, None] + h))[:, :, None]
+    bs = sz // 8
+
+    def blocks(t, u):
+        t = t.reshape(p, 8, bs, 8, bs).sum((2, 4))
+        u = u.reshape(p, 8, bs, 8, bs).sum((2, 4))
+        marked = t >= BLOCK_MARKS * (bs / 8) ** 2
+        n = marked.sum((1, 2))
+        return ((marked & (u > 0.5 * t)).sum((1, 2)) / np.maximum(n, 1)).astype(np.float32), n
+
+    share_o, n_o = blocks(tot * out, un * out)
+    share, n = blocks(tot, un)
+    keep = inside & out
+    ab, aa, bb = (np.where(keep, a * b, 0).sum((1, 2)), np.where(keep, a * a, 0).sum((1, 2)),
+                  np.where(keep, b * b, 0).sum((1, 2)))
+    corr = (ab / np.sqrt(aa * bb + 1e-12)).astype(np.float32)
+    return share_o, n_o, share, n, corr
 
 
 def _verdict_features(s, t, w) -> dict:
