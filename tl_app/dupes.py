@@ -280,13 +280,14 @@ def _descriptors(thumbs, flip: bool = False):
     """Zero-mean, unit-length 8x8 colour thumbnails (their dot product is a correlation)."""
     import numpy as np
 
-    x = thumbs.astype(np.float32) * (1 / 255.0)
+    n = len(thumbs)
+    x = thumbs.reshape(n, 8, 4, 96).sum(2, dtype=np.uint16)            # rows summed in fours: n,8,32*3
+    x = x.reshape(n, 8, 8, 4, 3).sum(3).astype(np.float32)             # then columns: n,8,8,3
     if flip:
         x = x[:, :, ::-1]
-    n = len(x)
-    d = x.reshape(n, 8, 4, 8, 4, 3).sum((2, 4)).reshape(n, -1) * (1 / 16)
+    d = x.reshape(n, -1) * (1 / (16 * 255.0))
     d -= d.mean(1, keepdims=True)
-    d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-3
+    d /= np.sqrt(np.einsum("ij,ij->i", d, d))[:, None] + 1e-3
     return d
 
 
@@ -317,16 +318,18 @@ def _views(thumbs, flip: bool = False):
     """(N, 16, 192) descriptors of 16 crops of each picture (margins of 0 or 10% a side)."""
     import numpy as np
 
-    m = _view_mats()
+    m = _view_mats()                                                    # 4 spans, 8 out, 16 in
+    mm = np.ascontiguousarray(m.transpose(2, 0, 1).reshape(16, 32))     # 16 in -> 4 spans x 8 out
     x = _half(thumbs.astype(np.float32).transpose(0, 3, 1, 2) * (1 / 255.0))  # N,3,16,16
     if flip:
         x = x[..., ::-1]
-    y = np.matmul(m[None, :, None], x[:, None])                       # N,4(y),3,8,16
-    v = np.matmul(y[:, :, None], m.transpose(0, 2, 1)[None, None, :, None])  # N,4(y),4(x),3,8,8
     n = len(x)
-    v = v.transpose(0, 1, 2, 4, 5, 3).reshape(n, 16, -1)
+    # Two plain matrix products (columns, then rows) rather than many small ones.
+    v = np.ascontiguousarray(x).reshape(-1, 16) @ mm                    # N*3*16(y), 4x*8
+    v = v.reshape(n, 3, 16, 32).transpose(0, 1, 3, 2).reshape(-1, 16) @ mm  # N*3*32, 4y*8
+    v = v.reshape(n, 3, 4, 8, 4, 8).transpose(0, 4, 2, 5, 3, 1).reshape(n, 16, -1)  # N, y, x, 8, 8, colour
     v -= v.mean(2, keepdims=True)
-    v /= np.linalg.norm(v, axis=2, keepdims=True) + 1e-3
+    v /= np.sqrt(np.einsum("nvk,nvk->nv", v, v))[..., None] + 1e-3
     return v
 
 
@@ -413,11 +416,25 @@ def _boxmats(n_out: int, n_in: int, a, b):
     """
     import numpy as np
 
+    p = len(a)
     step = (b - a) * (n_in / n_out)
     lo = (a * n_in)[:, None] + step[:, None] * np.arange(n_out, dtype=np.float32)[None]
-    i = np.arange(n_in, dtype=np.float32)
-    # Overlap of [lo, lo + step] with pixel [i, i + 1]: clip both ends into the pixel.
-    m = np.clip((lo + step[:, None])[..., None], i, i + 1) - np.clip(lo[..., None], i, i + 1)
+    hi = lo + step[:, None]
+    reach = int(np.ceil(float(step.max()))) + 1 if p else 1
+    if n_in < 48 or reach * 3 > n_in:
+        # Overlap of [lo, hi] with every pixel [i, i + 1].
+        i = np.arange(n_in, dtype=np.float32)
+        m = np.minimum(hi[..., None], i + 1) - np.maximum(lo[..., None], i)
+        np.maximum(m, 0, out=m)
+    else:
+        # Large grids: each cell overlaps only the few pixels from floor(lo) on; the rest are zeros.
+        idx = np.floor(lo).astype(np.int64)[..., None] + np.arange(reach)
+        fi = idx.astype(np.float32)
+        v = np.minimum(hi[..., None], fi + 1) - np.maximum(lo[..., None], fi)
+        np.maximum(v, 0, out=v)
+        m = np.zeros((p, n_out, n_in + 1), np.float32)
+        np.put_along_axis(m, np.where((idx >= 0) & (idx < n_in), idx, n_in), v, axis=2)  # outside: a spare column
+        m = m[:, :, :n_in]
     s = m.sum(2)
     m *= (1.0 / np.maximum(s, 1e-6))[..., None]
     return m, np.minimum(s / np.maximum(step, 1e-6)[:, None], 1.0)
@@ -568,9 +585,6 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
                     kinds[i] = None
                 elif share_o > DETAIL_SAME:
                     kinds[i] = POSSIBLE
-            elif n_all >= DETAIL_BLOCKS and share > DETAIL_SAME:
-                # Marks in one band only, and they differ there: a caption, or different pictures.
-                kinds[i] = POSSIBLE
     # A mirrored copy of a simple picture can pass for a crop of it (a shape off the middle moves).
     # A copy found with a crop is compared flipped as well, whole: if that fits clearly better, it
     # is a mirrored copy (never refused at download, only shown in Review's loose view).
@@ -616,14 +630,16 @@ def _band(x):
     n = x.shape[-1]
 
     def box(r: int):
+        r = r if r else 0
         lo, hi = slice(4 - r, n - 4 - r), slice(5 + r, n - 3 + r)  # window corners, for the n-8 interior
         return (ii[:, hi, hi] - ii[:, lo, hi] - ii[:, hi, lo] + ii[:, lo, lo]) * (1.0 / (2 * r + 1) ** 2)
 
-    return box(_R1) - box(4)
+    return box(_R1) - box(_R2)
 
 
 import os as _os
 _R1 = int(_os.environ.get("R1", 1))
+_R2 = int(_os.environ.get("R2", 4))
 _REALIGN = tuple(float(x) for x in _os.environ.get("REALIGN", "3,1.5").split(",") if x)
 
 
@@ -721,17 +737,16 @@ def _fine_detail(pr, qr, ia, ib, back, flip: bool, prm, k):
     return out
 
 
-def _marks(a, b, w):
-    """Blocks of marks that the other picture lacks (see :func:`_fine_detail`).
+_CB = float(_os.environ.get("CB", 0.5))
+_EB = float(_os.environ.get("EB", 0.0004))
+_ONESIDED = float(_os.environ.get("ONESIDED", 0.8))
 
-    Returns, per pair: the share of blocks (8x8 at 64 px) holding marks whose
-    marks are mostly unmatched, and how many blocks hold marks; both outside the
-    band of rows with the most unmatched marks, then both over the whole picture.
-    """
+
+def _marks(a, b, w):
+    """Blocks whose fine detail the other picture does not share (see :func:`_fine_detail`)."""
     import numpy as np
 
     p, sz = a.shape[0], a.shape[-1]  # the interior: (side - 8), a multiple of 8
-    # Inside the picture, away from the region's edge by the reach of the 9x9 mean and off the outer ring.
     inside = w > 0.99
     for _ in range(5):
         inside[:, 1:] &= inside[:, :-1]
@@ -739,37 +754,35 @@ def _marks(a, b, w):
         inside[:, :, 1:] &= inside[:, :, :-1]
         inside[:, :, :-1] &= inside[:, :, 1:]
     inside[:, :2] = inside[:, -2:] = inside[:, :, :2] = inside[:, :, -2:] = False
-
-    def strength_unmatched(x, y):
-        pos, neg = _max3(np.maximum(y, 0)), _max3(np.maximum(-y, 0))
-        strong = (np.abs(x) > DETAIL_LEVEL) & inside
-        found = np.where(x > 0, pos >= 0.5 * x, neg >= -0.5 * x)
-        return np.where(strong, np.abs(x), 0), np.where(strong & ~found, np.abs(x), 0)
-
-    sa, ua = strength_unmatched(a, b)
-    sb, ub = strength_unmatched(b, a)
-    tot, un = sa + sb, ua + ub
-    h = max(1, round(sz * OVERLAY_ROWS / 14))
-    cs = np.concatenate([np.zeros((p, 1), np.float32), np.cumsum(un.sum(2), 1)], 1)
-    band = (cs[:, h:] - cs[:, :-h]).argmax(1)
-    r = np.arange(sz)[None]
-    out = ~((r >= band[:, None]) & (r < band[:, None] + h))[:, :, None]
+    a, b = np.where(inside, a, 0), np.where(inside, b, 0)
     bs = sz // 8
 
-    def blocks(t, u):
-        t = t.reshape(p, 8, bs, 8, bs).sum((2, 4))
-        u = u.reshape(p, 8, bs, 8, bs).sum((2, 4))
-        marked = t >= BLOCK_MARKS * (bs / 8) ** 2
-        n = marked.sum((1, 2))
-        return ((marked & (u > 0.5 * t)).sum((1, 2)) / np.maximum(n, 1)).astype(np.float32), n
+    def bsum(x):
+        return x.reshape(p, 8, bs, 8, bs).sum((2, 4))
 
-    share_o, n_o = blocks(tot * out, un * out)
-    share, n = blocks(tot, un)
-    keep = inside & out
+    ea, eb, eab, n_in = bsum(a * a), bsum(b * b), bsum(a * b), bsum(inside.astype(np.float32))
+    marked = (np.maximum(ea, eb) >= _EB * n_in) & (n_in >= 0.5 * bs * bs)
+    corr = eab / np.sqrt(ea * eb + 1e-12)
+    bad = marked & (corr < _CB)
+    # The two rows of blocks with the most that differ are left out when they look like a caption:
+    # detail added to one of the two pictures only (different pictures differ both ways).
+    rows = bad.sum(2)
+    band = (rows[:, :-1] + rows[:, 1:]).argmax(1)
+    r = np.arange(8)[None]
+    inband = ((r == band[:, None]) | (r == band[:, None] + 1))[:, :, None]
+    more_a = (bad & inband & (ea > eb)).sum((1, 2))
+    more_b = (bad & inband & (eb >= ea)).sum((1, 2))
+    caption = np.maximum(more_a, more_b) >= _ONESIDED * (more_a + more_b)
+    out = ~(inband & caption[:, None, None])
+    n_o = (marked & out).sum((1, 2))
+    share_o = ((bad & out).sum((1, 2)) / np.maximum(n_o, 1)).astype(np.float32)
+    n = marked.sum((1, 2))
+    share = (bad.sum((1, 2)) / np.maximum(n, 1)).astype(np.float32)
+    keep = out.repeat(bs, 1)[:, :sz] & inside
     ab, aa, bb = (np.where(keep, a * b, 0).sum((1, 2)), np.where(keep, a * a, 0).sum((1, 2)),
                   np.where(keep, b * b, 0).sum((1, 2)))
-    corr = (ab / np.sqrt(aa * bb + 1e-12)).astype(np.float32)
-    return share_o, n_o, share, n, corr
+    c = (ab / np.sqrt(aa * bb + 1e-12)).astype(np.float32)
+    return share_o, n_o, share, n, c
 
 
 def _verdict_features(s, t, w) -> dict:
