@@ -73,11 +73,16 @@ IDENTICAL_MEAN = 0.015    # "photo unavailable" placeholders: the whole picture,
 IDENTICAL_CROP = 0.02
 POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.025
-DETAIL_LEVEL = float(__import__("os").environ.get("LEVEL", 0.03))      # fine detail (0-1) this strong is a mark: a thin line, a dot, an edge
-BLOCK_MARKS = 0.06        # marks of this total strength make an 8x8 block (at 64 px) one with marks
-DETAIL_BLOCKS = 2         # this many blocks with marks are evidence enough...
-DETAIL_SAME = 0.15        # ...and a copy leaves at most this share of them unmatched...
-DETAIL_POSSIBLE = 0.4     # ...a possible near copy at most this (more: different pictures)
+# Fine detail, on the grey 64 px thumbnails (see _fine_kinds): blocks of 8x8 pixels hold detail when its
+# mean square is at least DETAIL_ENERGY; the two pictures share it when it correlates at DETAIL_AGREE.
+DETAIL_ENERGY = 0.0001
+DETAIL_AGREE = 0.5
+DETAIL_BLOCKS = 2         # this many blocks with detail are evidence enough...
+DETAIL_SAME = 0.15        # ...a copy differs in at most this share of them...
+DETAIL_POSSIBLE = 0.4     # ...a possible near copy in at most this (more: different pictures)
+CAPTION_ONE_SIDED = 0.8   # a caption: the differing blocks of one band, this share with detail on one side
+FINE_CHUNK = 32            # pairs compared at once: small enough to stay in the processor's cache
+REALIGN_BLUR = ((3.0, 3), (1.5, 1))  # pairs whose detail differs are aligned again on it, blurred this much (px)
 
 #: Verdicts, strongest first. ``same`` and ``overlay`` are copies; the others are only shown in Review.
 SAME, OVERLAY, MIRRORED, POSSIBLE = "same", "overlay", "mirrored", "possible"
@@ -196,7 +201,7 @@ def fingerprint(im) -> Fingerprint:
         left, top, right, bottom = (b + 1 for b in border)
         box = (left * sx, top * sy, rgb.width - right * sx, rgb.height - bottom * sy)
     fine = rgb.resize((FINE, FINE), Image.Resampling.BOX, box=box)
-    thumb = fine.resize((THUMB, THUMB), Image.Resampling.BOX)  # the same as from the picture: 2x2 averages
+    thumb = fine.reduce(FINE // THUMB)  # 2x2 averages: the same as from the picture
     return Fingerprint(thumb.tobytes(), box[2] - box[0], box[3] - box[1], fine.convert("L").tobytes())
 
 
@@ -515,26 +520,81 @@ def _refine(a, b, prm, k, iters: int):
     return best, best_e
 
 
-def _judge(pr: "_Prints", qr: "_Prints", ia, ib, *, flip: bool = False, start=None
-           ) -> list[tuple[int, int, str, float, bool]]:
-    """Align and judge pairs (``ia`` in ``pr``, ``ib`` in ``qr``): ``(a, b, kind, difference, identical)``.
+class _Judged:
+    """Judged pairs (``ia`` in one set of prints, ``ib`` in another) and what their verdicts rest on."""
+
+    def __init__(self, parts: list):
+        import numpy as np
+
+        def cat(i, dtype=None):
+            return np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dtype)
+
+        self.ia, self.ib, self.back = cat(0, np.int64), cat(1, np.int64), cat(2, bool)
+        self.prm = np.concatenate([p[3] for p in parts]) if parts else np.zeros((0, 4), np.float32)
+        self.k, self.mean = cat(4, np.float32), cat(5, np.float32)
+        self.kinds: list = [k for p in parts for k in p[6]]
+        self.flip = parts[0][7] if parts else False
+
+    def __len__(self) -> int:
+        return len(self.ia)
+
+    def check(self, pr: "_Prints", qr: "_Prints", idx) -> None:
+        """Apply the fine-detail verdict (:func:`_fine_kinds`) to the pairs ``idx``."""
+        import numpy as np
+
+        idx = np.asarray(idx, np.int64)
+        idx = idx[[self.kinds[i] is not None for i in idx]] if len(idx) else idx
+        if not len(idx):
+            return
+        new = _fine_kinds(pr, qr, self.ia[idx], self.ib[idx], self.back[idx], self.flip, self.prm[idx],
+                          self.k[idx], [self.kinds[i] for i in idx])
+        for i, kind in zip(idx, new):
+            self.kinds[i] = kind
+
+    def results(self, idx=None) -> list[tuple[int, int, str, float, bool]]:
+        """``(a, b, kind, difference, identical)`` of the pairs ``idx`` (all) that have a verdict."""
+        import numpy as np
+
+        out = []
+        for i in range(len(self)) if idx is None else idx:
+            kind = self.kinds[i]
+            if kind is None:
+                continue
+            if self.flip and kind not in (POSSIBLE, MIRRORED):
+                kind = MIRRORED
+            identical = (kind == SAME and not self.flip and self.mean[i] <= IDENTICAL_MEAN
+                         and float(np.abs(self.prm[i]).max()) <= IDENTICAL_CROP)
+            out.append((int(self.ia[i]), int(self.ib[i]), kind, round(float(self.mean[i]), 4), bool(identical)))
+        return out
+
+
+def _judge(pr: "_Prints", qr: "_Prints", ia, ib, *, flip: bool = False, start=None, fine: bool = True
+           ) -> _Judged:
+    """Align and judge pairs (``ia`` in ``pr``, ``ib`` in ``qr``).
 
     With ``start`` (a crop index per pair, from :func:`_shortlist`), the region of
     ``ia`` is aligned onto ``ib`` from that crop; without, both directions are tried.
+    With ``fine``, every pair that passes is checked on its fine detail too; else
+    the caller chooses which to check (:meth:`_Judged.check`).
     """
-    out = []
+    parts = []
     for s in range(0, len(ia), 4096):  # bounded memory
-        out += _judge_chunk(pr, qr, ia[s:s + 4096], ib[s:s + 4096], flip,
-                            None if start is None else start[s:s + 4096])
-    return out
+        parts.append(_judge_chunk(pr, qr, ia[s:s + 4096], ib[s:s + 4096], flip,
+                                  None if start is None else start[s:s + 4096]))
+    judged = _Judged(parts)
+    if fine:
+        judged.check(pr, qr, range(len(judged)))
+    return judged
 
 
 def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
+    """The coarse verdict (16x16 colour grid) of a chunk of pairs, with the alignment it rests on."""
     import numpy as np
 
     n = len(ia)
     if n == 0:
-        return []
+        return (ia, ib, np.zeros(0, bool), np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                np.zeros(0, np.float32), [], flip)
     _, _, g16a, g8a = pr.levels()
     _, _, g16b, g8b = qr.levels(flip)
     k = (pr.sizes[ia, 0] * qr.sizes[ib, 1]) / np.maximum(pr.sizes[ia, 1] * qr.sizes[ib, 0], 1e-6)
@@ -555,8 +615,6 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         prm, _ = _refine(g16a[ia], g8b[ib], _view_margins()[start], k, STEPS_COARSE)
     # The rest per direction, on the pictures' own arrays (no selecting between two gathered sets).
     f = {key: np.zeros(n, np.float32) for key in ("mean", "peak", "rest", "rest_peak", "detail_out")}
-    ref_g = np.empty((n, 1, THUMB, THUMB), np.float32)
-    qry_g = np.empty_like(ref_g)
     for way in (False, True):
         at = np.nonzero(back == way)[0]
         if not len(at):
@@ -565,26 +623,11 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
             ((pr, False, ia[at]), (qr, flip, ib[at]))
         r_x16, r_g, r_g16, _ = rs.levels(rf)
         q_x16, q_g, q_g16, _ = qs.levels(qf)
-        ref_g[at], qry_g[at] = r_g[ri], q_g[qi]
-        prm[at], _ = _refine(ref_g[at], q_g16[qi][:, 0], prm[at], k[at], STEPS_FINE)
+        prm[at], _ = _refine(r_g[ri], q_g16[qi][:, 0], prm[at], k[at], STEPS_FINE)
         sm, w = _sample(rs.colour(ri, rf), prm[at], 16)
         for key, v in _verdict_features(sm, q_x16[qi], w).items():
             f[key][at] = v
     kinds = [_kind(f, i) for i in range(n)]
-    # Fine detail the 16x16 grid cannot see: two skies, seas or pages of the same colours, or two
-    # textures, look alike there and differ only in thin lines and small marks. A pair that passed is
-    # compared again on the grey 64 px thumbnails, at the finest scale both pictures really have: a
-    # copy's detail matches; a pair whose detail only partly matches is a possible near copy at most,
-    # and one whose detail differs is not a copy at all.
-    near = np.array([i for i in range(n) if kinds[i] is not None], np.int64)
-    if len(near):
-        res = _fine_detail(pr, qr, ia[near], ib[near], back[near], flip, prm[near], k[near])
-        for i, share_o, n_o, share, n_all, corr in zip(near, *res):
-            if n_o >= DETAIL_BLOCKS:  # marks outside a caption's band: they decide
-                if share_o > DETAIL_POSSIBLE:
-                    kinds[i] = None
-                elif share_o > DETAIL_SAME:
-                    kinds[i] = POSSIBLE
     # A mirrored copy of a simple picture can pass for a crop of it (a shape off the middle moves).
     # A copy found with a crop is compared flipped as well, whole: if that fits clearly better, it
     # is a mirrored copy (never refused at download, only shown in Review's loose view).
@@ -596,19 +639,10 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         for i, d in zip(cropped, mirror):
             if d < 0.8 * f["mean"][i]:
                 kinds[i] = MIRRORED
-    out = []
-    for i in range(n):
-        kind = kinds[i]
-        if kind is None:
-            continue
-        if flip and kind not in (POSSIBLE, MIRRORED):
-            kind = MIRRORED
-        identical = (kind == SAME and not flip and f["mean"][i] <= IDENTICAL_MEAN
-                     and float(np.abs(prm[i]).max()) <= IDENTICAL_CROP)
-        out.append((int(ia[i]), int(ib[i]), kind, round(float(f["mean"][i]), 4), bool(identical)))
-    return out
+    return ia, ib, back, prm.astype(np.float32), k.astype(np.float32), f["mean"], kinds, flip
 
 
+# --- fine detail ----------------------------------------------------------------------------------
 def _integral(x):
     """Integral images (P,n+1,n+1) of (P,n,n): any box sum in four look-ups."""
     import numpy as np
@@ -624,34 +658,28 @@ def _band(x):
     """Fine detail of grey grids (P,n,n): 3x3 mean minus 9x9 mean, on the (P,n-8,n-8) interior.
 
     Thin lines and small marks stand out; smooth gradients and flat colour give
-    about 0 whatever their level.
+    about 0 whatever their level. (Sums of shifted slices: a few passes, each
+    cheap while a chunk of pairs stays in the processor's cache.)
     """
-    ii = _integral(x)
-    n = x.shape[-1]
-
-    def box(r: int):
-        r = r if r else 0
-        lo, hi = slice(4 - r, n - 4 - r), slice(5 + r, n - 3 + r)  # window corners, for the n-8 interior
-        return (ii[:, hi, hi] - ii[:, lo, hi] - ii[:, hi, lo] + ii[:, lo, lo]) * (1.0 / (2 * r + 1) ** 2)
-
-    return box(_R1) - box(_R2)
-
-
-import os as _os
-_R1 = int(_os.environ.get("R1", 1))
-_R2 = int(_os.environ.get("R2", 4))
-_REALIGN = tuple(float(x) for x in _os.environ.get("REALIGN", "3,1.5").split(",") if x)
-
-
-def _soft_detail(x, n: int):
-    """Fine detail of grey grids (P,n,n) over the whole grid (edges padded), for aligning on marks."""
-    import numpy as np
-
-    return np.pad(_band(np.pad(x, ((0, 0), (4, 4), (4, 4)), mode="edge")), ((0, 0), (0, 0), (0, 0)))
+    r3 = x[:, :-2] + x[:, 1:-1]
+    r3 += x[:, 2:]                                  # rows i..i+2
+    r9 = r3[:, :-6] + r3[:, 3:-3]
+    r9 += r3[:, 6:]                                 # rows i..i+8
+    y = r3[:, 3:-3]                                 # rows centred as r9's
+    b3 = y[:, :, 3:-5] + y[:, :, 4:-4]
+    b3 += y[:, :, 5:-3]
+    t = r9[:, :, :-2] + r9[:, :, 1:-1]
+    t += r9[:, :, 2:]
+    b9 = t[:, :, :-6] + t[:, :, 3:-3]
+    b9 += t[:, :, 6:]
+    b3 *= 1 / 9.0
+    b9 *= 1 / 81.0
+    b3 -= b9
+    return b3
 
 
 def _blur(x, sigma: float):
-    """Gaussian blur of (P,n,n) by separable matrices."""
+    """Gaussian blur of grids (P,n,n), by a matrix on each side."""
     import numpy as np
 
     n = x.shape[-1]
@@ -667,88 +695,100 @@ def _blur(x, sigma: float):
 _BLURS: dict = {}
 
 
-def _max3(x):
-    """Maximum over each 3x3 neighbourhood (P,n,n); the edges look at what there is."""
-    import numpy as np
+def _fine_kinds(pr, qr, ia, ib, back, flip: bool, prm, k, kinds: list) -> list:
+    """The verdicts of aligned pairs once their fine detail is compared.
 
-    m = x.copy()
-    np.maximum(m[:, 1:], x[:, :-1], out=m[:, 1:])
-    np.maximum(m[:, :-1], x[:, 1:], out=m[:, :-1])
-    out = m.copy()
-    np.maximum(out[:, :, 1:], m[:, :, :-1], out=out[:, :, 1:])
-    np.maximum(out[:, :, :-1], m[:, :, 1:], out=out[:, :, :-1])
+    Two skies, seas or pages of the same colours (or two textures) look alike on
+    the 16x16 grid; they differ in thin lines and small marks. Each pair is
+    compared on the grey 64 px thumbnails at the finest scale both pictures
+    really hold (the smaller side of the aligned region and of the other
+    picture, at most 64 px: a copy at a quarter of the size has lost detail its
+    original still shows), in blocks of 8x8 pixels: a copy's detail agrees in
+    nearly every block that has any; a possible near copy's in most; different
+    pictures' do not (:func:`_detail_blocks`). Pairs whose detail differs are
+    first aligned again on that detail: a smooth picture pins the alignment
+    only one way, its marks the other.
+    """
+    out = []
+    for kind, sh, bl in zip(kinds, *_fine_measure(pr, qr, ia, ib, back, flip, prm, k)):
+        if kind is not None and bl >= DETAIL_BLOCKS:
+            if sh > DETAIL_POSSIBLE:
+                kind = None
+            elif sh > DETAIL_SAME:
+                kind = POSSIBLE
+        out.append(kind)
     return out
 
 
-def _fine_detail(pr, qr, ia, ib, back, flip: bool, prm, k):
-    """How the aligned pairs' marks agree on the grey 64 px thumbnails.
-
-    Each pair is compared at the finest scale both pictures hold (the smaller
-    side of the aligned region and of the other picture, at most 64 px): a
-    copy at a quarter of the size has lost detail its original still shows.
-    A *mark* is a pixel of fine detail (:func:`_band`) beyond
-    :data:`DETAIL_LEVEL`; it is matched when the other picture has detail of
-    the same sign and at least half its strength within one pixel. The band of
-    rows with the most unmatched marks is left out (a caption there is not the
-    picture's detail).
-
-    Returns, per pair: the unmatched share of the marks' strength outside that
-    band, the marks' strength outside it and in all (in pixels at 64 px).
-    """
+def _fine_measure(pr, qr, ia, ib, back, flip: bool, prm, k):
+    """Share of differing blocks and blocks with detail of each pair (see :func:`_fine_kinds`)."""
     import numpy as np
 
     n = len(ia)
-    out = (np.zeros(n, np.float32), np.zeros(n, np.int64), np.zeros(n, np.float32), np.zeros(n, np.int64),
-           np.zeros(n, np.float32))
+    share, blocks = np.zeros(n, np.float32), np.zeros(n, np.int64)
     for way in (False, True):
         at = np.nonzero(back == way)[0]
         if not len(at):
             continue
         (rs, rf, ri), (qs, qf, qi) = ((qr, flip, ib[at]), (pr, False, ia[at])) if way else \
             ((pr, False, ia[at]), (qr, flip, ib[at]))
-        p = prm[at]
+        p, kk = prm[at], k[at]
         region = rs.sizes[ri] * np.stack([1 - p[:, 0] - p[:, 2], 1 - p[:, 1] - p[:, 3]], 1)
         side = np.minimum(region.min(1), qs.sizes[qi].min(1))
         size = np.clip((side // 8) * 8, 24, FINE).astype(np.int64)
         for sz in np.unique(size):
-            j = np.nonzero(size == sz)[0]
-            sz = int(sz)
-            ref, qry = rs.fine(ri[j], rf), qs.fine(qi[j], qf)
-            s, w = _sample(ref, p[j], sz)
-            t = qry[:, 0] if sz == FINE else _sample(qry, np.zeros((len(j), 4), np.float32), sz)[0][:, 0]
-            bt = _band(t)
-            res = _marks(_band(s[:, 0]), bt, w[:, 4:-4, 4:-4])
-            # Marks that do not meet may only be out of line: a smooth picture pins its alignment only
-            # up and down. Those pairs are aligned again on their marks (blurred, then sharper).
-            again = np.nonzero((res[0] > DETAIL_SAME) & (res[1] > 0))[0]
-            if len(again) and _REALIGN:
-                ra = _soft_detail(ref[again][:, 0], FINE)
-                tb = _soft_detail(t[again], sz)
-                pa = p[j][again]
-                for sigma in _REALIGN:
-                    pa, _ = _refine(_blur(ra, sigma)[:, None], _blur(tb, sigma * sz / FINE), pa, k[at][j][again], 3)
-                s2, w2 = _sample(ref[again], pa, sz)
-                res2 = _marks(_band(s2[:, 0]), bt[again], w2[:, 4:-4, 4:-4])
-                better = res2[0] < res[0][again]
-                for x, x2 in zip(res, res2):
-                    x[again[better]] = x2[better]
-            for x, x_out in zip(res, out):
-                x_out[at[j]] = x
-    return out
+            for c in np.array_split(np.nonzero(size == sz)[0], max(1, int((size == sz).sum()) // FINE_CHUNK)):
+                sh, bl = _fine_chunk(rs.fine(ri[c], rf)[:, 0], qs.fine(qi[c], qf)[:, 0], p[c], kk[c], int(sz))
+                share[at[c]], blocks[at[c]] = sh, bl
+    return share, blocks
 
 
-_CB = float(_os.environ.get("CB", 0.5))
-_EB = float(_os.environ.get("EB", 0.0004))
-_ONESIDED = float(_os.environ.get("ONESIDED", 0.8))
+def _fine_chunk(ref, qry, prm, k, size: int):
+    """Share of differing blocks and blocks with detail (see :func:`_detail_blocks`) of a few pairs.
 
-
-def _marks(a, b, w):
-    """Blocks whose fine detail the other picture does not share (see :func:`_fine_detail`)."""
+    ``ref`` (P,64,64) is the picture whose region ``prm`` is compared with the
+    whole of ``qry`` (P,64,64), both at ``size`` px.
+    """
     import numpy as np
 
-    p, sz = a.shape[0], a.shape[-1]  # the interior: (side - 8), a multiple of 8
+    t = qry if size == FINE else _sample(qry[:, None], np.zeros((len(qry), 4), np.float32), size)[0][:, 0]
+    bt = _band(t)
+    s, w = _sample(ref[:, None], prm, size)
+    share, blocks = _detail_blocks(_band(s[:, 0]), bt, w[:, 4:-4, 4:-4])
+    again = np.nonzero((share > DETAIL_SAME) & (blocks >= DETAIL_BLOCKS))[0]
+    if len(again) and REALIGN_BLUR:
+        # Aligned again on the detail alone, blurred (wide reach) and then sharper.
+        ra = _band(np.pad(ref[again], ((0, 0), (4, 4), (4, 4)), mode="edge"))
+        ta = _band(np.pad(t[again], ((0, 0), (4, 4), (4, 4)), mode="edge"))
+        pa = prm[again]
+        for sigma, steps in REALIGN_BLUR:  # on half grids (the blurred detail needs no more), then whole
+            if sigma >= 2:
+                pa, _ = _refine(_half(_blur(ra, sigma))[:, None], _half(_blur(ta, sigma * size / FINE)), pa,
+                                k[again], steps)
+            else:
+                pa, _ = _refine(_blur(ra, sigma)[:, None], _blur(ta, sigma * size / FINE), pa, k[again], steps)
+        s2, w2 = _sample(ref[again][:, None], pa, size)
+        sh2, bl2 = _detail_blocks(_band(s2[:, 0]), bt[again], w2[:, 4:-4, 4:-4])
+        better = sh2 < share[again]
+        share[again[better]], blocks[again[better]] = sh2[better], bl2[better]
+    return share, blocks
+
+
+def _detail_blocks(a, b, w):
+    """Share of blocks whose fine detail differs, and how many blocks have any, of detail maps (P,n,n).
+
+    Blocks are 8x8 cells of an 8x8 grid. A block has detail when either map's
+    mean square there reaches :data:`DETAIL_ENERGY` (inside the picture: ``w``),
+    and the two agree there when their detail correlates at
+    :data:`DETAIL_AGREE`. The two rows of blocks that differ most are left out
+    when they look like a caption: detail added to one picture only (different
+    pictures differ both ways).
+    """
+    import numpy as np
+
+    p, sz = a.shape[0], a.shape[-1]
     inside = w > 0.99
-    for _ in range(5):
+    for _ in range(5):  # away from the region's edge by the reach of the 9x9 mean, and off the outer ring
         inside[:, 1:] &= inside[:, :-1]
         inside[:, :-1] &= inside[:, 1:]
         inside[:, :, 1:] &= inside[:, :, :-1]
@@ -761,28 +801,17 @@ def _marks(a, b, w):
         return x.reshape(p, 8, bs, 8, bs).sum((2, 4))
 
     ea, eb, eab, n_in = bsum(a * a), bsum(b * b), bsum(a * b), bsum(inside.astype(np.float32))
-    marked = (np.maximum(ea, eb) >= _EB * n_in) & (n_in >= 0.5 * bs * bs)
-    corr = eab / np.sqrt(ea * eb + 1e-12)
-    bad = marked & (corr < _CB)
-    # The two rows of blocks with the most that differ are left out when they look like a caption:
-    # detail added to one of the two pictures only (different pictures differ both ways).
+    marked = (np.maximum(ea, eb) >= DETAIL_ENERGY * n_in) & (n_in >= 0.5 * bs * bs)
+    bad = marked & (eab < DETAIL_AGREE * np.sqrt(ea * eb + 1e-12))
     rows = bad.sum(2)
     band = (rows[:, :-1] + rows[:, 1:]).argmax(1)
     r = np.arange(8)[None]
     inband = ((r == band[:, None]) | (r == band[:, None] + 1))[:, :, None]
-    more_a = (bad & inband & (ea > eb)).sum((1, 2))
-    more_b = (bad & inband & (eb >= ea)).sum((1, 2))
-    caption = np.maximum(more_a, more_b) >= _ONESIDED * (more_a + more_b)
+    more_a, more_b = (bad & inband & (ea > eb)).sum((1, 2)), (bad & inband & (eb >= ea)).sum((1, 2))
+    caption = np.maximum(more_a, more_b) >= CAPTION_ONE_SIDED * (more_a + more_b)
     out = ~(inband & caption[:, None, None])
-    n_o = (marked & out).sum((1, 2))
-    share_o = ((bad & out).sum((1, 2)) / np.maximum(n_o, 1)).astype(np.float32)
-    n = marked.sum((1, 2))
-    share = (bad.sum((1, 2)) / np.maximum(n, 1)).astype(np.float32)
-    keep = out.repeat(bs, 1)[:, :sz] & inside
-    ab, aa, bb = (np.where(keep, a * b, 0).sum((1, 2)), np.where(keep, a * a, 0).sum((1, 2)),
-                  np.where(keep, b * b, 0).sum((1, 2)))
-    c = (ab / np.sqrt(aa * bb + 1e-12)).astype(np.float32)
-    return share_o, n_o, share, n, c
+    blocks = (marked & out).sum((1, 2))
+    return ((bad & out).sum((1, 2)) / np.maximum(blocks, 1)).astype(np.float32), blocks
 
 
 def _verdict_features(s, t, w) -> dict:
@@ -829,12 +858,15 @@ def _kind(f: dict, i: int) -> Optional[str]:
 
 # --- the public comparisons ----------------------------------------------------------------------
 def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> list[Match]:
-    """Every pair of pictures judged copies (or possibly so), as :class:`Match` with ``a < b``.
+    """Pairs of pictures judged copies, as :class:`Match` with ``a < b``: enough to make every group.
 
     Each picture's :data:`NEIGHBOURS` most similar others are shortlisted by a
-    crop-tolerant similarity; the :data:`SHORTLIST` best are aligned and judged.
-    With ``mirrored``, the same is done for each picture's left-right flip
-    (Review's loose view). A pair found both ways keeps the stronger verdict.
+    crop-tolerant similarity; the :data:`SHORTLIST` best are aligned and judged
+    (:func:`_check_spanning`: a pair already joined through other confirmed
+    copies is not judged again). With ``mirrored`` (Review's loose view), also
+    mirrored copies, found by doing the same for each picture's left-right
+    flip, and possible near copies; a pair found both ways keeps the stronger
+    verdict.
     """
     import numpy as np
 
@@ -851,21 +883,77 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
     order = np.nonzero(listed)[0][np.argsort(-own[listed], kind="stable")]
     _, first = np.unique(key[order], return_index=True)
     pick = order[first]
+    judged = _judge(pr, pr, short[pick, 0], short[pick, 1], start=views[pick], fine=False)
     found = {}
-    for a, b, kind, diff, ident in _judge(pr, pr, short[pick, 0], short[pick, 1], start=views[pick]):
-        key2 = (min(a, b), max(a, b))
-        found[key2] = Match(key2[0], key2[1], kind, diff, ident)
+    for a, b, kind, diff, ident in judged.results(_check_spanning(pr, judged, loose=mirrored)):
+        if mirrored or kind in COPY_KINDS:
+            key2 = (min(a, b), max(a, b))
+            found[key2] = Match(key2[0], key2[1], kind, diff, ident)
     if mirrored:
         cand = _neighbours(_descriptors(pr.thumbs, flip=True), pr.desc, NEIGHBOURS, exclude_self=False)
         cand = cand[cand[:, 0] != cand[:, 1]]
         mp, _, _, keep = _shortlist(pr.thumbs, None, cand, MIRROR_NEIGHBOURS, flip=True, base_desc=pr.desc)
         mp = mp[keep]
-        for a, b, kind, diff, ident in _judge(pr, pr, mp[:, 1], mp[:, 0], flip=True):
+        for a, b, kind, diff, ident in _judge(pr, pr, mp[:, 1], mp[:, 0], flip=True).results():
             key = (min(a, b), max(a, b))
             old = found.get(key)
             if old is None or _strength(kind) > _strength(old.kind):
                 found[key] = Match(key[0], key[1], kind, diff, False)
     return sorted(found.values(), key=lambda m: (m.a, m.b))
+
+
+def _check_spanning(pr: "_Prints", judged: _Judged, *, loose: bool) -> list[int]:
+    """Check the fine detail of just enough pairs to settle every group of copies; the pairs checked.
+
+    A pair whose two pictures are already joined through confirmed copies
+    changes no group, so it is not checked (and not reported): copies of one
+    picture make many pairs, of which a few settle the group. Pairs are taken
+    strongest first, as a forest each round; a pair that fails leaves its two
+    pictures apart for the next round. With ``loose``, possible and mirrored
+    pairs between groups are all checked too.
+    """
+    parent = list(range(len(pr)))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    order = sorted((i for i in range(len(judged)) if judged.kinds[i] is not None),
+                   key=lambda i: (-_strength(judged.kinds[i]), float(judged.mean[i])))
+    checked: list[int] = []
+    done: set[int] = set()
+    while True:
+        tentative = dict()  # a union-find over the roots, for this round's forest
+
+        def troot(x: int) -> int:
+            x = root(x)
+            while x in tentative:
+                x = tentative[x]
+            return x
+
+        batch = []
+        for i in order:
+            if i in done or judged.kinds[i] not in COPY_KINDS:
+                continue
+            ra, rb = troot(int(judged.ia[i])), troot(int(judged.ib[i]))
+            if ra != rb:
+                tentative[max(ra, rb)] = min(ra, rb)
+                batch.append(i)
+        if not batch:
+            break
+        judged.check(pr, pr, batch)
+        done.update(batch)
+        checked += batch
+        for i in batch:
+            if judged.kinds[i] in COPY_KINDS:
+                ra, rb = root(int(judged.ia[i])), root(int(judged.ib[i]))
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+    rest = [i for i in order if loose and i not in done and root(int(judged.ia[i])) != root(int(judged.ib[i]))]
+    judged.check(pr, pr, rest)
+    return sorted(checked + rest)
 
 
 def _strength(kind: str) -> int:
@@ -877,9 +965,9 @@ def compare(a: Fingerprint, b: Fingerprint, *, mirrored: bool = False) -> Option
     pr = _Prints([a, b])
     import numpy as np
 
-    res = _judge(pr, pr, np.array([0]), np.array([1]))
+    res = _judge(pr, pr, np.array([0]), np.array([1])).results()
     if mirrored and (not res or res[0][2] == POSSIBLE):
-        flip = _judge(pr, pr, np.array([0]), np.array([1]), flip=True)
+        flip = _judge(pr, pr, np.array([0]), np.array([1]), flip=True).results()
         if flip and flip[0][2] == MIRRORED:
             res = flip
     if not res:
@@ -945,7 +1033,7 @@ class CopyIndex:
             if not len(near):
                 return None
             base = _Prints([self._prints[j] for j in near[:, 1]])
-            res = _judge(base, q, np.arange(len(base)), np.zeros(len(base), np.int64))
+            res = _judge(base, q, np.arange(len(base)), np.zeros(len(base), np.int64)).results()
             copies = [r for r in res if r[2] in COPY_KINDS]
             if not copies:
                 return None
