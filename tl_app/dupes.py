@@ -76,11 +76,13 @@ POSSIBLE_REST = 0.025
 # Fine detail, on the grey 64 px thumbnails (see _fine_kinds): blocks of 8x8 pixels hold detail when its
 # mean square is at least DETAIL_ENERGY; the two pictures share it when it correlates at DETAIL_AGREE.
 DETAIL_ENERGY = 0.0001
-DETAIL_AGREE = 0.5
+DETAIL_AGREE = 0.4
 DETAIL_BLOCKS = 2         # this many blocks with detail are evidence enough...
-DETAIL_SAME = 0.15        # ...a copy differs in at most this share of them...
+DETAIL_SAME = 0.2         # ...a copy differs in at most this share of them...
 DETAIL_POSSIBLE = 0.4     # ...a possible near copy in at most this (more: different pictures)
-CAPTION_ONE_SIDED = 0.8   # a caption: the differing blocks of one band, this share with detail on one side
+CAPTION_ONE_SIDED = 0.8   # a caption: the differing blocks of one band, this share with detail on one side,
+CAPTION_ENERGY = 0.001    # ...and at least three of them with this much (lettering)
+FINE_COVER = 0.75          # share of the compared region that must lie inside the picture
 FINE_CHUNK = 32            # pairs compared at once: small enough to stay in the processor's cache
 REALIGN_BLUR = ((3.0, 3), (1.5, 1))  # pairs whose detail differs are aligned again on it, blurred this much (px)
 
@@ -471,9 +473,10 @@ def _keep_aspect(prm, k, tol: float = 0.03):
     return prm
 
 
-def _refine(a, b, prm, k, iters: int):
+def _refine(a, b, prm, k, iters: int, mask=None):
     """Gauss-Newton steps moving the region ``prm`` of grey ``a`` (P,1,n,n) onto grey ``b`` (P,S,S).
 
+    ``mask`` (P,S,S), if given, weighs the pixels of ``b`` (0: left out).
     Returns the best margins seen and their squared error. The normal
     equations are assembled from sums along rows and columns (the four
     margins act on x or y only), which keeps each step to a few passes.
@@ -488,6 +491,8 @@ def _refine(a, b, prm, k, iters: int):
     eye = np.eye(4, dtype=np.float32)
     for it in range(iters + 1):
         s, w = _sample(a, prm, size)
+        if mask is not None:
+            w = w * mask
         s = s[:, 0]
         r = s - b
         e = (w * r * r).sum((1, 2)) / np.maximum(w.sum((1, 2)), 1e-6)
@@ -710,22 +715,31 @@ def _fine_kinds(pr, qr, ia, ib, back, flip: bool, prm, k, kinds: list) -> list:
     only one way, its marks the other.
     """
     out = []
-    for kind, sh, bl in zip(kinds, *_fine_measure(pr, qr, ia, ib, back, flip, prm, k)):
-        if kind is not None and bl >= DETAIL_BLOCKS:
-            if sh > DETAIL_POSSIBLE:
+    for kind, (share, blocks, share_all, blocks_all, cover) in zip(kinds, _fine_measure(pr, qr, ia, ib, back, flip, prm, k)):
+        if kind is None:
+            pass
+        elif cover < FINE_COVER:  # aligned to a region well outside the picture: not a crop of it
+            kind = None
+        elif blocks >= DETAIL_BLOCKS:  # detail beside any caption: it decides
+            if share > DETAIL_POSSIBLE:
                 kind = None
-            elif sh > DETAIL_SAME:
+            elif share > DETAIL_SAME:
                 kind = POSSIBLE
+        elif share_all > DETAIL_SAME and kind != OVERLAY and blocks_all >= 0:
+            # Too little detail beside one band where the two differ, and no clear caption there (nor
+            # one the 16x16 grid saw): different marks, or a faint caption. Not confirmed either way.
+            kind = POSSIBLE
         out.append(kind)
     return out
 
 
 def _fine_measure(pr, qr, ia, ib, back, flip: bool, prm, k):
-    """Share of differing blocks and blocks with detail of each pair (see :func:`_fine_kinds`)."""
+    """Per pair (rows): share of differing blocks and blocks with detail beside a caption's band, the same
+    over the whole picture, and the share of the compared region inside the picture (see :func:`_fine_kinds`)."""
     import numpy as np
 
     n = len(ia)
-    share, blocks = np.zeros(n, np.float32), np.zeros(n, np.int64)
+    out = np.zeros((n, 5), np.float32)
     for way in (False, True):
         at = np.nonzero(back == way)[0]
         if not len(at):
@@ -738,57 +752,59 @@ def _fine_measure(pr, qr, ia, ib, back, flip: bool, prm, k):
         size = np.clip((side // 8) * 8, 24, FINE).astype(np.int64)
         for sz in np.unique(size):
             for c in np.array_split(np.nonzero(size == sz)[0], max(1, int((size == sz).sum()) // FINE_CHUNK)):
-                sh, bl = _fine_chunk(rs.fine(ri[c], rf)[:, 0], qs.fine(qi[c], qf)[:, 0], p[c], kk[c], int(sz))
-                share[at[c]], blocks[at[c]] = sh, bl
-    return share, blocks
+                out[at[c]] = _fine_chunk(rs.fine(ri[c], rf)[:, 0], qs.fine(qi[c], qf)[:, 0], p[c], kk[c], int(sz))
+    return out
 
 
 def _fine_chunk(ref, qry, prm, k, size: int):
-    """Share of differing blocks and blocks with detail (see :func:`_detail_blocks`) of a few pairs.
-
-    ``ref`` (P,64,64) is the picture whose region ``prm`` is compared with the
-    whole of ``qry`` (P,64,64), both at ``size`` px.
-    """
+    """:func:`_fine_measure` of a few pairs: ``ref`` (P,64,64) is the picture whose region ``prm`` is
+    compared with the whole of ``qry`` (P,64,64), both at ``size`` px."""
     import numpy as np
 
     t = qry if size == FINE else _sample(qry[:, None], np.zeros((len(qry), 4), np.float32), size)[0][:, 0]
     bt = _band(t)
     s, w = _sample(ref[:, None], prm, size)
-    share, blocks = _detail_blocks(_band(s[:, 0]), bt, w[:, 4:-4, 4:-4])
-    again = np.nonzero((share > DETAIL_SAME) & (blocks >= DETAIL_BLOCKS))[0]
+    res = np.stack(_block_verdict(_block_stats(_band(s[:, 0]), bt, w[:, 4:-4, 4:-4])) + ((w > 0.99).mean((1, 2)),), 1)
+    score = np.where(res[:, 1] >= DETAIL_BLOCKS, res[:, 0], res[:, 2])
+    again = np.nonzero(score > DETAIL_SAME)[0]
     if len(again) and REALIGN_BLUR:
-        # Aligned again on the detail alone, blurred (wide reach) and then sharper.
+        # Aligned again on the detail alone, blurred (wide reach) and then sharper, without the band of
+        # rows that differs most (a caption would pull the alignment its way).
         ra = _band(np.pad(ref[again], ((0, 0), (4, 4), (4, 4)), mode="edge"))
         ta = _band(np.pad(t[again], ((0, 0), (4, 4), (4, 4)), mode="edge"))
+        bs = (size - 8) // 8
+        rows = np.arange(size)[None]
+        top = 4 + res[again, 4][:, None].astype(np.int64) * bs
+        mask = np.broadcast_to((~((rows >= top) & (rows < top + 2 * bs)))[:, :, None],
+                               (len(again), size, size)).astype(np.float32)
         pa = prm[again]
         for sigma, steps in REALIGN_BLUR:  # on half grids (the blurred detail needs no more), then whole
             if sigma >= 2:
                 pa, _ = _refine(_half(_blur(ra, sigma))[:, None], _half(_blur(ta, sigma * size / FINE)), pa,
-                                k[again], steps)
+                                k[again], steps, mask=_half(mask))
             else:
-                pa, _ = _refine(_blur(ra, sigma)[:, None], _blur(ta, sigma * size / FINE), pa, k[again], steps)
+                pa, _ = _refine(_blur(ra, sigma)[:, None], _blur(ta, sigma * size / FINE), pa, k[again], steps,
+                                mask=mask)
         s2, w2 = _sample(ref[again][:, None], pa, size)
-        sh2, bl2 = _detail_blocks(_band(s2[:, 0]), bt[again], w2[:, 4:-4, 4:-4])
-        better = sh2 < share[again]
-        share[again[better]], blocks[again[better]] = sh2[better], bl2[better]
-    return share, blocks
+        res2 = np.stack(_block_verdict(_block_stats(_band(s2[:, 0]), bt[again], w2[:, 4:-4, 4:-4]))
+                        + ((w2 > 0.99).mean((1, 2)),), 1)
+        score2 = np.where(res2[:, 1] >= DETAIL_BLOCKS, res2[:, 0], res2[:, 2])
+        better = (score2 < score[again]) & (res2[:, 5] >= 0.9)  # a region that still lies inside the picture
+        res[again[better]] = res2[better]
+    return res[:, [0, 1, 2, 3, 5]]
 
 
-def _detail_blocks(a, b, w):
-    """Share of blocks whose fine detail differs, and how many blocks have any, of detail maps (P,n,n).
+def _block_stats(a, b, w):
+    """Per block (8x8 grid) of detail maps (P,n,n): ``(P,4,8,8)`` sums of a², b², ab and pixels inside.
 
-    Blocks are 8x8 cells of an 8x8 grid. A block has detail when either map's
-    mean square there reaches :data:`DETAIL_ENERGY` (inside the picture: ``w``),
-    and the two agree there when their detail correlates at
-    :data:`DETAIL_AGREE`. The two rows of blocks that differ most are left out
-    when they look like a caption: detail added to one picture only (different
-    pictures differ both ways).
+    Only pixels inside the picture (``w``) count, away from the region's edge by
+    the reach of the 9x9 mean and off the outer ring.
     """
     import numpy as np
 
     p, sz = a.shape[0], a.shape[-1]
     inside = w > 0.99
-    for _ in range(5):  # away from the region's edge by the reach of the 9x9 mean, and off the outer ring
+    for _ in range(5):
         inside[:, 1:] &= inside[:, :-1]
         inside[:, :-1] &= inside[:, 1:]
         inside[:, :, 1:] &= inside[:, :, :-1]
@@ -796,12 +812,25 @@ def _detail_blocks(a, b, w):
     inside[:, :2] = inside[:, -2:] = inside[:, :, :2] = inside[:, :, -2:] = False
     a, b = np.where(inside, a, 0), np.where(inside, b, 0)
     bs = sz // 8
+    x = np.stack([a * a, b * b, a * b, inside.astype(np.float32)], 1)
+    return x.reshape(p, 4, 8, bs, 8, bs).sum((3, 5))
 
-    def bsum(x):
-        return x.reshape(p, 8, bs, 8, bs).sum((2, 4))
 
-    ea, eb, eab, n_in = bsum(a * a), bsum(b * b), bsum(a * b), bsum(inside.astype(np.float32))
-    marked = (np.maximum(ea, eb) >= DETAIL_ENERGY * n_in) & (n_in >= 0.5 * bs * bs)
+def _block_verdict(stats):
+    """Share of blocks whose fine detail differs and how many blocks have any, beside a caption's band and
+    over the whole picture (see :func:`_fine_kinds`); and the first of the two rows that differ most.
+
+    A block has detail when either picture's mean square there reaches
+    :data:`DETAIL_ENERGY`, and the two agree there when their detail correlates
+    at :data:`DETAIL_AGREE`. The two rows of blocks that differ most are left
+    out when they look like a caption: detail added to one picture only
+    (different pictures differ both ways).
+    """
+    import numpy as np
+
+    ea, eb, eab, n_in = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    bs2 = n_in.max((1, 2), keepdims=True)
+    marked = (np.maximum(ea, eb) >= DETAIL_ENERGY * n_in) & (n_in >= 0.5 * bs2)
     bad = marked & (eab < DETAIL_AGREE * np.sqrt(ea * eb + 1e-12))
     rows = bad.sum(2)
     band = (rows[:, :-1] + rows[:, 1:]).argmax(1)
@@ -810,8 +839,12 @@ def _detail_blocks(a, b, w):
     more_a, more_b = (bad & inband & (ea > eb)).sum((1, 2)), (bad & inband & (eb >= ea)).sum((1, 2))
     caption = np.maximum(more_a, more_b) >= CAPTION_ONE_SIDED * (more_a + more_b)
     out = ~(inband & caption[:, None, None])
-    blocks = (marked & out).sum((1, 2))
-    return ((bad & out).sum((1, 2)) / np.maximum(blocks, 1)).astype(np.float32), blocks
+    blocks, blocks_all = (marked & out).sum((1, 2)), marked.sum((1, 2))
+    # A clear caption: a few blocks of strong detail (lettering), not a faint mark or two.
+    strong = (bad & inband & (np.maximum(ea, eb) >= CAPTION_ENERGY * n_in)).sum((1, 2))
+    clear = caption & (strong >= 3)
+    return ((bad & out).sum((1, 2)) / np.maximum(blocks, 1), blocks,
+            bad.sum((1, 2)) / np.maximum(blocks_all, 1), np.where(clear, -1, blocks_all), band)
 
 
 def _verdict_features(s, t, w) -> dict:
