@@ -75,7 +75,7 @@ POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near 
 POSSIBLE_REST = 0.025
 # Fine detail, on the grey 64 px thumbnails (see _fine_kinds): blocks of 8x8 pixels hold detail when its
 # mean square is at least DETAIL_ENERGY; the two pictures share it when it correlates at DETAIL_AGREE.
-DETAIL_ENERGY = 0.0001
+DETAIL_ENERGY = 0.00003
 DETAIL_AGREE = 0.4
 DETAIL_BLOCKS = 2         # this many blocks with detail are evidence enough...
 DETAIL_SAME = 0.2         # ...a copy differs in at most this share of them...
@@ -714,23 +714,25 @@ def _fine_kinds(pr, qr, ia, ib, back, flip: bool, prm, k, kinds: list) -> list:
     first aligned again on that detail: a smooth picture pins the alignment
     only one way, its marks the other.
     """
-    out = []
-    for kind, (share, blocks, share_all, blocks_all, cover) in zip(kinds, _fine_measure(pr, qr, ia, ib, back, flip, prm, k)):
-        if kind is None:
-            pass
-        elif cover < FINE_COVER:  # aligned to a region well outside the picture: not a crop of it
-            kind = None
-        elif blocks >= DETAIL_BLOCKS:  # detail beside any caption: it decides
-            if share > DETAIL_POSSIBLE:
-                kind = None
-            elif share > DETAIL_SAME:
-                kind = POSSIBLE
-        elif share_all > DETAIL_SAME and kind != OVERLAY and blocks_all >= 0:
-            # Too little detail beside one band where the two differ, and no clear caption there (nor
-            # one the 16x16 grid saw): different marks, or a faint caption. Not confirmed either way.
-            kind = POSSIBLE
-        out.append(kind)
-    return out
+    return [_detail_kind(kind, row) for kind, row in zip(kinds, _fine_measure(pr, qr, ia, ib, back, flip, prm, k))]
+
+
+def _detail_kind(kind: Optional[str], row) -> Optional[str]:
+    """The verdict ``kind`` of the coarse grid, once the fine detail ``row`` (see :func:`_fine_measure`) is seen."""
+    share, blocks, share_all, blocks_all, cover = row
+    if kind is None:
+        return None
+    if cover < FINE_COVER:  # aligned to a region well outside the picture: not a crop of it
+        return None
+    if blocks >= DETAIL_BLOCKS:  # detail beside any caption: it decides
+        if share > DETAIL_POSSIBLE:
+            return None
+        return POSSIBLE if share > DETAIL_SAME else kind
+    if share_all > DETAIL_SAME and kind != OVERLAY and blocks_all >= 0:
+        # Too little detail beside one band where the two differ, and no clear caption there (nor one
+        # the 16x16 grid saw): different marks, or a faint caption. Not confirmed either way.
+        return POSSIBLE
+    return kind
 
 
 def _fine_measure(pr, qr, ia, ib, back, flip: bool, prm, k):
