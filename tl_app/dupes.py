@@ -349,8 +349,9 @@ def _neighbours(queries, base, k: int, *, exclude_self: bool):
     """``(query, base)`` index pairs: each query's ``k`` most similar base rows (at least MIN_SIMILARITY).
 
     Many against many, the similarities are first taken on the descriptors'
-    main components (:data:`SEARCH_DIMS` of 192), a few more than ``k`` kept,
-    and those measured in full: nearly the same neighbours in half the time.
+    main components (:data:`SEARCH_DIMS` of 192) and a few more than ``k``
+    kept, which are then measured in full: nearly the same neighbours in half
+    the time.
     """
     import numpy as np
 
@@ -358,32 +359,48 @@ def _neighbours(queries, base, k: int, *, exclude_self: bool):
     k = min(k, m - (1 if exclude_self else 0))
     if n == 0 or k <= 0:
         return np.zeros((0, 2), np.int64)
-    reduce = n * m > 4_000_000 and m > k + SEARCH_EXTRA
+    reduce = n * m > 4_000_000 and m > k + SEARCH_EXTRA + 1
     if reduce:
         _, vec = np.linalg.eigh(base.T @ base)
         proj = np.ascontiguousarray(vec[:, ::-1][:, :SEARCH_DIMS])
-        qs, bs = queries @ proj, base @ proj
-        kk = k + SEARCH_EXTRA
+        qs, bs, kk = queries @ proj, base @ proj, k + SEARCH_EXTRA
     else:
         qs, bs, kk = queries, base, k
     out = []
+    width = 64
+    pad = (-m) % width
     for s in range(0, n, 1024):
-        sim = qs[s:s + 1024] @ bs.T
+        sim = np.empty((min(1024, n - s), m + pad), np.float32)
+        np.matmul(qs[s:s + 1024], bs.T, out=sim[:, :m])
+        sim[:, m:] = -9.0
         if exclude_self:
             sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -9.0
-        part = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
-        if reduce:  # measured in full, the best k of those
-            val = np.einsum("ij,ikj->ik", queries[s:s + 1024], base[part])
-            if exclude_self:
-                val[part == np.arange(s, s + len(sim))[:, None]] = -9.0
-            best = np.argpartition(-val, k - 1, axis=1)[:, :k]
-            part, val = np.take_along_axis(part, best, 1), np.take_along_axis(val, best, 1)
-        else:
-            val = np.take_along_axis(sim, part, 1)
-        q = np.repeat(np.arange(s, s + len(sim)), k)
-        keep = val.ravel() >= MIN_SIMILARITY
-        out.append(np.stack([q[keep], part.ravel()[keep]], 1))
-    return np.concatenate(out)
+        # The kk best of a row lie in the kk blocks of columns whose best are best: pick those blocks,
+        # then the kk best within them (two small selections instead of one over every column).
+        blocks = sim.reshape(len(sim), -1, width)
+        bmax = blocks
+        while bmax.shape[2] > 1:  # halving: much quicker than max() over the last axis
+            half = bmax.shape[2] // 2
+            bmax = np.maximum(bmax[:, :, :half], bmax[:, :, half:])
+        top = np.argpartition(-bmax[:, :, 0], min(kk, blocks.shape[1]) - 1, axis=1)[:, :kk]
+        within = np.take_along_axis(blocks, top[:, :, None], 1).reshape(len(sim), -1)
+        pick = np.argpartition(-within, kk - 1, axis=1)[:, :kk]
+        cols = (np.take_along_axis(top, pick // width, 1) * width + pick % width)
+        rows = np.repeat(np.arange(len(sim)), kk)
+        cols = cols.ravel()
+        val = (np.einsum("ij,ij->i", queries[s + rows], base[np.minimum(cols, m - 1)]) if reduce
+               else sim[rows, cols])
+        val[cols >= m] = -9.0
+        if exclude_self:
+            val[s + rows == cols] = -9.0
+        val = val.reshape(len(sim), kk)
+        best = np.argpartition(-val, k - 1, axis=1)[:, :k]
+        cols = np.take_along_axis(cols.reshape(len(sim), kk), best, 1).ravel()
+        val = np.take_along_axis(val, best, 1).ravel()
+        rows = np.repeat(np.arange(s, s + len(sim)), k)
+        keep = val >= MIN_SIMILARITY
+        out.append(np.stack([rows[keep], cols[keep]], 1))
+    return np.concatenate(out).astype(np.int64)
 
 
 def _central(thumbs):
