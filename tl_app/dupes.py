@@ -996,9 +996,9 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
     order = np.nonzero(listed)[0][np.argsort(-own[listed], kind="stable")]
     _, first = np.unique(key[order], return_index=True)
     pick = order[first]
-    judged = _judge(pr, pr, short[pick, 0], short[pick, 1], start=views[pick], fine=False)
+    pick = pick[np.argsort(-own[pick], kind="stable")]  # most alike first
     found = {}
-    for a, b, kind, diff, ident in judged.results(_check_spanning(pr, judged, loose=mirrored)):
+    for a, b, kind, diff, ident in _settle(pr, short[pick, 0], short[pick, 1], views[pick], loose=mirrored):
         if mirrored or kind in COPY_KINDS:
             key2 = (min(a, b), max(a, b))
             found[key2] = Match(key2[0], key2[1], kind, diff, ident)
@@ -1015,16 +1015,19 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
     return sorted(found.values(), key=lambda m: (m.a, m.b))
 
 
-def _check_spanning(pr: "_Prints", judged: _Judged, *, loose: bool) -> list[int]:
-    """Check the fine detail of just enough pairs to settle every group of copies; the pairs checked.
+def _settle(pr: "_Prints", ia, ib, start, *, loose: bool) -> list[tuple[int, int, str, float, bool]]:
+    """Judge just enough of the candidate pairs (most alike first) to settle every group of copies.
 
     A pair whose two pictures are already joined through confirmed copies
-    changes no group, so it is not checked (and not reported): copies of one
-    picture make many pairs, of which a few settle the group. Pairs are taken
-    strongest first, as a forest each round; a pair that fails leaves its two
-    pictures apart for the next round. With ``loose``, possible and mirrored
-    pairs between groups are all checked too.
+    changes no group, so it is not judged (and not reported): the copies of
+    one picture make many candidate pairs, of which a few settle the group.
+    Each round judges a forest of the pairs still open (no two of them closing
+    a loop); a pair that fails leaves its pictures apart for the next round.
+    With ``loose``, possible and mirrored pairs between groups are all judged
+    too. Returns the results of :meth:`_Judged.results`.
     """
+    import numpy as np
+
     parent = list(range(len(pr)))
 
     def root(x: int) -> int:
@@ -1033,12 +1036,12 @@ def _check_spanning(pr: "_Prints", judged: _Judged, *, loose: bool) -> list[int]
             x = parent[x]
         return x
 
-    order = sorted((i for i in range(len(judged)) if judged.kinds[i] is not None),
-                   key=lambda i: (-_strength(judged.kinds[i]), float(judged.mean[i])))
-    checked: list[int] = []
-    done: set[int] = set()
-    while True:
-        tentative = dict()  # a union-find over the roots, for this round's forest
+    pairs = list(zip(ia.tolist(), ib.tolist()))
+    open_ = list(range(len(pairs)))
+    out: list = []
+    waiting: list = []  # judged pairs that are neither copies nor different: possible, mirrored
+    while open_:
+        tentative: dict = {}
 
         def troot(x: int) -> int:
             x = root(x)
@@ -1046,27 +1049,37 @@ def _check_spanning(pr: "_Prints", judged: _Judged, *, loose: bool) -> list[int]
                 x = tentative[x]
             return x
 
-        batch = []
-        for i in order:
-            if i in done or judged.kinds[i] not in COPY_KINDS:
-                continue
-            ra, rb = troot(int(judged.ia[i])), troot(int(judged.ib[i]))
+        batch, rest = [], []
+        for i in open_:
+            a, b = pairs[i]
+            if root(a) == root(b):
+                continue  # joined meanwhile: never judged
+            ra, rb = troot(a), troot(b)
             if ra != rb:
                 tentative[max(ra, rb)] = min(ra, rb)
                 batch.append(i)
+            else:
+                rest.append(i)
         if not batch:
             break
-        judged.check(pr, pr, batch)
-        done.update(batch)
-        checked += batch
-        for i in batch:
-            if judged.kinds[i] in COPY_KINDS:
-                ra, rb = root(int(judged.ia[i])), root(int(judged.ib[i]))
+        idx = np.array(batch)
+        judged = _judge(pr, pr, ia[idx], ib[idx], start=start[idx], fine=False)
+        judged.check(pr, pr, [j for j in range(len(judged)) if judged.kinds[j] in COPY_KINDS])
+        for j in range(len(judged)):
+            kind = judged.kinds[j]
+            if kind in COPY_KINDS:
+                ra, rb = root(int(judged.ia[j])), root(int(judged.ib[j]))
                 if ra != rb:
                     parent[max(ra, rb)] = min(ra, rb)
-    rest = [i for i in order if loose and i not in done and root(int(judged.ia[i])) != root(int(judged.ib[i]))]
-    judged.check(pr, pr, rest)
-    return sorted(checked + rest)
+                out += judged.results([j])
+        if loose:
+            waiting.append((judged, [j for j in range(len(judged)) if judged.kinds[j] not in COPY_KINDS]))
+        open_ = rest
+    for judged, idx in waiting:  # the near copies between groups, checked on their fine detail too
+        idx = [j for j in idx if root(int(judged.ia[j])) != root(int(judged.ib[j]))]
+        judged.check(pr, pr, idx)
+        out += judged.results(idx)
+    return out
 
 
 def _strength(kind: str) -> int:
