@@ -86,6 +86,8 @@ DETAIL_BLOCKS = 2         # this many blocks with detail are evidence enough...
 DETAIL_SAME = 0.2         # ...a copy differs in at most this share of them...
 DETAIL_POSSIBLE = 0.4     # ...a possible near copy in at most this (more: different pictures)
 CAPTION_ONE_SIDED = 0.8   # a caption: the differing blocks of one band, this share with detail on one side,
+CAPTION_BESIDE = 4
+COARSE_STRICT = True
 CAPTION_ENERGY = 0.001    # ...and at least three of them with this much (lettering)
 FINE_COVER = 0.75          # share of the compared region that must lie inside the picture
 FINE_CHUNK = 32            # pairs compared at once: small enough to stay in the processor's cache
@@ -781,13 +783,16 @@ def _fine_kinds(pr, qr, ia, ib, back, flip: bool, prm, k, kinds: list) -> list:
 
 def _detail_kind(kind: Optional[str], row) -> Optional[str]:
     """The verdict ``kind`` of the coarse grid, once the fine detail ``row`` (see :func:`_fine_measure`) is seen."""
-    share, blocks, share_all, blocks_all, cover = row
+    share, blocks, share_all, blocks_all, cover, corr = row
     if kind is None:
         return None
     if cover < FINE_COVER:  # aligned to a region well outside the picture: not a crop of it
         return None
     if blocks >= DETAIL_BLOCKS:  # detail beside any caption: it decides
-        if share > DETAIL_POSSIBLE:
+        if (share_all > share and kind != OVERLAY and blocks_all >= 0 and blocks < CAPTION_BESIDE
+                and share_all > DETAIL_SAME):
+            return POSSIBLE
+        if share > (DETAIL_SAME if kind == POSSIBLE and COARSE_STRICT else DETAIL_POSSIBLE):
             return None
         return POSSIBLE if share > DETAIL_SAME else kind
     if share_all > DETAIL_SAME and kind != OVERLAY and blocks_all >= 0:
@@ -803,7 +808,7 @@ def _fine_measure(pr, qr, ia, ib, back, flip: bool, prm, k):
     import numpy as np
 
     n = len(ia)
-    out = np.zeros((n, 5), np.float32)
+    out = np.zeros((n, 6), np.float32)
     for way in (False, True):
         at = np.nonzero(back == way)[0]
         if not len(at):
@@ -852,9 +857,9 @@ def _fine_chunk(ref, qry, prm, k, size: int):
         s2, w2 = _sample(ref[again][:, None], pa, size, separable=True)
         res2 = np.stack(_block_verdict(_block_stats(_band(s2[:, 0]), bt[again], w2)) + (_cover(w2),), 1)
         score2 = np.where(res2[:, 1] >= DETAIL_BLOCKS, res2[:, 0], res2[:, 2])
-        better = (score2 < score[again]) & (res2[:, 5] >= 0.9)  # a region that still lies inside the picture
+        better = (score2 < score[again]) & (res2[:, 6] >= 0.9)  # a region that still lies inside the picture
         res[again[better]] = res2[better]
-    return res[:, [0, 1, 2, 3, 5]]
+    return res[:, [0, 1, 2, 3, 6, 5]]
 
 
 def _cover(w):
@@ -921,8 +926,10 @@ def _block_verdict(stats):
     # A clear caption: a few blocks of strong detail (lettering), not a faint mark or two.
     strong = (bad & inband & (np.maximum(ea, eb) >= CAPTION_ENERGY * n_in)).sum((1, 2))
     clear = caption & (strong >= 3)
+    sel = marked & out
+    corr = (eab * sel).sum((1, 2)) / np.sqrt((ea * sel).sum((1, 2)) * (eb * sel).sum((1, 2)) + 1e-12)
     return ((bad & out).sum((1, 2)) / np.maximum(blocks, 1), blocks,
-            bad.sum((1, 2)) / np.maximum(blocks_all, 1), np.where(clear, -1, blocks_all), band)
+            bad.sum((1, 2)) / np.maximum(blocks_all, 1), np.where(clear, -1, blocks_all), band, corr)
 
 
 def _verdict_features(s, t, w) -> dict:
