@@ -83,11 +83,11 @@ POSSIBLE_REST = 0.025
 DETAIL_ENERGY = 0.00003
 DETAIL_AGREE = 0.4
 DETAIL_BLOCKS = 2         # this many blocks with detail are evidence enough...
-DETAIL_SAME = 0.2         # ...a copy differs in at most this share of them...
+DETAIL_SAME = 0.15        # ...a copy differs in at most this share of them...
 DETAIL_POSSIBLE = 0.4     # ...a possible near copy in at most this (more: different pictures)
+DETAIL_CORR = 0.4         # ...and a copy's detail correlates at least this much over all those blocks
+CAPTION_BESIDE = 4        # a band left out as a caption needs this many blocks with detail beside it
 CAPTION_ONE_SIDED = 0.8   # a caption: the differing blocks of one band, this share with detail on one side,
-CAPTION_BESIDE = 4
-COARSE_STRICT = True
 CAPTION_ENERGY = 0.001    # ...and at least three of them with this much (lettering)
 FINE_COVER = 0.75          # share of the compared region that must lie inside the picture
 FINE_CHUNK = 32            # pairs compared at once: small enough to stay in the processor's cache
@@ -789,12 +789,14 @@ def _detail_kind(kind: Optional[str], row) -> Optional[str]:
     if cover < FINE_COVER:  # aligned to a region well outside the picture: not a crop of it
         return None
     if blocks >= DETAIL_BLOCKS:  # detail beside any caption: it decides
-        if (share_all > share and kind != OVERLAY and blocks_all >= 0 and blocks < CAPTION_BESIDE
-                and share_all > DETAIL_SAME):
+        if (share_all > max(share, DETAIL_SAME) and kind != OVERLAY and blocks_all >= 0
+                and blocks < CAPTION_BESIDE):
+            # A band left out as a caption that neither grid confirmed, and little detail beside it to
+            # go on: a few different marks look just like that.
             return POSSIBLE
-        if share > (DETAIL_SAME if kind == POSSIBLE and COARSE_STRICT else DETAIL_POSSIBLE):
-            return None
-        return POSSIBLE if share > DETAIL_SAME else kind
+        if share > (DETAIL_SAME if kind == POSSIBLE else DETAIL_POSSIBLE):
+            return None  # a pair only close on the grid must match in detail to stay a possible copy
+        return POSSIBLE if share > DETAIL_SAME or corr < DETAIL_CORR else kind
     if share_all > DETAIL_SAME and kind != OVERLAY and blocks_all >= 0:
         # Too little detail beside one band where the two differ, and no clear caption there (nor one
         # the 16x16 grid saw): different marks, or a faint caption. Not confirmed either way.
