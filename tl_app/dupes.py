@@ -66,6 +66,8 @@ MAX_CROP = 0.14
 MAX_OUTSIDE = 0.03
 #: A thin border: a plain band on all four sides, at most this fraction of the side.
 BORDER_MAX = 0.08
+#: How far (mean, 0-255) a line of the band may stray from its colour: JPEG bleeds colour into a thin band.
+BORDER_PLAIN = 16
 
 # Verdict thresholds (colour difference 0-1, on the aligned 16x16 grid; see bench/dupes.py).
 SAME_MEAN = 0.02          # mean difference of the same picture
@@ -74,11 +76,11 @@ OVERLAY_MEAN = 0.018      # the same outside the band that differs most (a text 
 OVERLAY_PEAK = 0.05
 OVERLAY_DETAIL = 0.6      # share of the picture's detail that must lie outside that band
 OVERLAY_ROWS = 3          # height of the band, in rows of the 14-row interior
-IDENTICAL_MEAN = 0.015    # "photo unavailable" placeholders: the whole picture, nothing cropped
+IDENTICAL_MEAN = 0.02     # "photo unavailable" placeholders: the whole picture, nothing cropped
 IDENTICAL_CROP = 0.02
 POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.025
-# Fine detail, on the grey 64 px thumbnails (see _fine_kinds): blocks of 8x8 pixels hold detail when its
+# Fine detail, on the grey 64 px thumbnails (see _detail_kind): blocks of 8x8 pixels hold detail when its
 # mean square is at least DETAIL_ENERGY; the two pictures share it when it correlates at DETAIL_AGREE.
 DETAIL_ENERGY = 0.00003
 DETAIL_AGREE = 0.4
@@ -181,8 +183,8 @@ def _border(a) -> Optional[tuple[int, int, int, int]]:
     cols = np.concatenate([a[:, :lx + 1], a[:, ::-1][:, :lx + 1]], axis=1).astype(np.int16)
     dr = np.abs(rows - c).max(2)
     dc = np.abs(cols - c).max(2)
-    plain_r = (dr.mean(1) <= 10) & (dr.max(1) <= 50)
-    plain_c = (dc.mean(0) <= 10) & (dc.max(0) <= 50)
+    plain_r = (dr.mean(1) <= BORDER_PLAIN) & (dr.max(1) <= 50)
+    plain_c = (dc.mean(0) <= BORDER_PLAIN) & (dc.max(0) <= 50)
     runs = []
     for plain, limit in ((plain_c[:lx + 1], lx), (plain_r[:ly + 1], ly), (plain_c[lx + 1:], lx),
                          (plain_r[ly + 1:], ly)):
@@ -602,23 +604,25 @@ class _Judged:
         self.prm = np.concatenate([p[3] for p in parts]) if parts else np.zeros((0, 4), np.float32)
         self.k, self.mean = cat(4, np.float32), cat(5, np.float32)
         self.kinds: list = [k for p in parts for k in p[6]]
+        self.whole = np.zeros(len(self.ia), bool)  # fine detail checked and alike everywhere
         self.flip = parts[0][7] if parts else False
 
     def __len__(self) -> int:
         return len(self.ia)
 
     def check(self, pr: "_Prints", qr: "_Prints", idx) -> None:
-        """Apply the fine-detail verdict (:func:`_fine_kinds`) to the pairs ``idx``."""
+        """Apply the fine-detail verdict (:func:`_detail_kind`) to the pairs ``idx``."""
         import numpy as np
 
         idx = np.asarray(idx, np.int64)
         idx = idx[[self.kinds[i] is not None for i in idx]] if len(idx) else idx
         if not len(idx):
             return
-        new = _fine_kinds(pr, qr, self.ia[idx], self.ib[idx], self.back[idx], self.flip, self.prm[idx],
-                          self.k[idx], [self.kinds[i] for i in idx])
-        for i, kind in zip(idx, new):
-            self.kinds[i] = kind
+        rows = _fine_measure(pr, qr, self.ia[idx], self.ib[idx], self.back[idx], self.flip, self.prm[idx],
+                             self.k[idx])
+        for i, row in zip(idx, rows):
+            self.kinds[i] = _detail_kind(self.kinds[i], row)
+            self.whole[i] = row[2] == 0 and row[3] >= 0  # no block differs, no caption left out
 
     def results(self, idx=None) -> list[tuple[int, int, str, float, bool]]:
         """``(a, b, kind, difference, identical)`` of the pairs ``idx`` (all) that have a verdict."""
@@ -631,7 +635,7 @@ class _Judged:
                 continue
             if self.flip and kind not in (POSSIBLE, MIRRORED):
                 kind = MIRRORED
-            identical = (kind == SAME and not self.flip and self.mean[i] <= IDENTICAL_MEAN
+            identical = (kind == SAME and not self.flip and self.mean[i] <= IDENTICAL_MEAN and self.whole[i]
                          and float(np.abs(self.prm[i]).max()) <= IDENTICAL_CROP)
             out.append((int(self.ia[i]), int(self.ib[i]), kind, round(float(self.mean[i]), 4), bool(identical)))
         return out
@@ -764,8 +768,8 @@ def _blur(x, sigma: float):
 _BLURS: dict = {}
 
 
-def _fine_kinds(pr, qr, ia, ib, back, flip: bool, prm, k, kinds: list) -> list:
-    """The verdicts of aligned pairs once their fine detail is compared.
+def _detail_kind(kind: Optional[str], row) -> Optional[str]:
+    """The verdict ``kind`` of the coarse grid, once the fine detail ``row`` (see :func:`_fine_measure`) is seen.
 
     Two skies, seas or pages of the same colours (or two textures) look alike on
     the 16x16 grid; they differ in thin lines and small marks. Each pair is
@@ -773,16 +777,13 @@ def _fine_kinds(pr, qr, ia, ib, back, flip: bool, prm, k, kinds: list) -> list:
     really hold (the smaller side of the aligned region and of the other
     picture, at most 64 px: a copy at a quarter of the size has lost detail its
     original still shows), in blocks of 8x8 pixels: a copy's detail agrees in
-    nearly every block that has any; a possible near copy's in most; different
-    pictures' do not (:func:`_detail_blocks`). Pairs whose detail differs are
-    first aligned again on that detail: a smooth picture pins the alignment
-    only one way, its marks the other.
+    nearly every block that has any and correlates over all of them; a possible
+    near copy's in most; different pictures' do not (:func:`_block_verdict`).
+    A pair only close on the coarse grid stays a possible copy only if its
+    detail agrees. Pairs whose detail differs are first aligned again on that
+    detail (:func:`_fine_chunk`): a smooth picture pins the alignment only one
+    way, its marks the other.
     """
-    return [_detail_kind(kind, row) for kind, row in zip(kinds, _fine_measure(pr, qr, ia, ib, back, flip, prm, k))]
-
-
-def _detail_kind(kind: Optional[str], row) -> Optional[str]:
-    """The verdict ``kind`` of the coarse grid, once the fine detail ``row`` (see :func:`_fine_measure`) is seen."""
     share, blocks, share_all, blocks_all, cover, corr = row
     if kind is None:
         return None
@@ -806,7 +807,7 @@ def _detail_kind(kind: Optional[str], row) -> Optional[str]:
 
 def _fine_measure(pr, qr, ia, ib, back, flip: bool, prm, k):
     """Per pair (rows): share of differing blocks and blocks with detail beside a caption's band, the same
-    over the whole picture, and the share of the compared region inside the picture (see :func:`_fine_kinds`)."""
+    over the whole picture, and the share of the compared region inside the picture (see :func:`_detail_kind`)."""
     import numpy as np
 
     n = len(ia)
@@ -903,7 +904,7 @@ def _block_stats(a, b, w):
 
 def _block_verdict(stats):
     """Share of blocks whose fine detail differs and how many blocks have any, beside a caption's band and
-    over the whole picture (see :func:`_fine_kinds`); and the first of the two rows that differ most.
+    over the whole picture (see :func:`_detail_kind`); and the first of the two rows that differ most.
 
     A block has detail when either picture's mean square there reaches
     :data:`DETAIL_ENERGY`, and the two agree there when their detail correlates
