@@ -6,28 +6,38 @@ drawings that differ only in colour, and it misses most copies cropped by a few
 percent. Here a hit is only ever a *candidate*:
 
 1. **Fingerprint** (once per picture, cached per content hash): a 32x32 colour
-   thumbnail of the picture with any thin plain border trimmed away, and the
-   size of what is left (for the aspect ratio).
-2. **Candidates**: the few pictures whose 8x8 colour fingerprints correlate best
-   (nearest neighbours: no distance threshold for a similar-looking corpus to
+   thumbnail and a 64x64 grey one of the picture with any thin plain border
+   trimmed away, and the size of what is left (for the aspect ratio and for
+   how much real detail the grey thumbnail holds).
+2. **Candidates**: the few pictures whose 8x8 colour descriptors correlate best
+   with each picture's, and with its middle (copies cropped a little), as
+   nearest neighbours (no distance threshold for a similar-looking corpus to
    flood), shortlisted by how well 16 crops of one fit the other whole.
 3. **Alignment**: each shortlisted pair is aligned as a crop of one another
    (left, top, right, bottom margins, same scale both ways) by Gauss-Newton
    steps on 16 and 32 px grey thumbnails, starting from the best-fitting crop,
-   the picture that shows more being the one cropped.
-4. **Verdict**: the colour difference of the aligned pair on a 16x16 grid
-   (outer ring left out). The same picture re-encoded, resized, cropped up to
-   about 10% a side or with a thin border differs little everywhere; a short
+   the picture that shows more being the one cropped. Pairs are judged in
+   rounds, most alike first; a pair whose pictures are already joined through
+   confirmed copies is not judged at all.
+4. **Coarse verdict**: the colour difference of the aligned pair on a 16x16
+   grid (outer ring left out). The same picture re-encoded, resized, cropped up
+   to about 10% a side or with a thin border differs little everywhere; a short
    text overlay differs in one band of rows while the rest matches and holds
-   most of the picture's detail; where both pictures have fine detail, it must
-   match at 32 px (two different textures look alike at 16). A pair that is
-   close without passing is only a *possible* near copy, and a left-right flip
-   is a *mirrored* copy: both are shown in Review (loose), never refused at
-   download.
+   most of the picture's detail. Close without passing: a *possible* near copy.
+5. **Fine verdict**: smooth pictures of the same colours (skies, seas, pages,
+   textures) pass the coarse grid; they differ in thin lines and small marks.
+   The band-pass detail of the two grey thumbnails, at the finest scale both
+   pictures hold, is compared in blocks of 8x8 pixels (aligned again on the
+   detail when it differs): a copy's detail agrees in nearly every block that
+   has any and correlates over all of them, a caption's band aside; else the
+   pair is at most a possible near copy, or different pictures. A left-right
+   flip is a *mirrored* copy. Possible and mirrored copies are shown only in
+   Review's loose view, never refused at download.
 
-The thresholds come from ``bench/dupes.py`` (distinct digits, flat drawings and
-similar photo-like scenes; copies made with every transformation above), which
-prints the false-duplicate rate, copy recall and time per picture against the
+The thresholds come from ``bench/dupes.py`` (distinct digits, flat drawings,
+similar photo-like scenes, skies, pages and sketches; copies made with every
+transformation above; the README's demo pictures held out), which prints the
+false-duplicate rate per corpus, copy recall and time per picture against the
 perceptual hash alone.
 """
 
