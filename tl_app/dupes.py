@@ -726,17 +726,6 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
 
 
 # --- fine detail ----------------------------------------------------------------------------------
-def _integral(x):
-    """Integral images (P,n+1,n+1) of (P,n,n): any box sum in four look-ups."""
-    import numpy as np
-
-    p, h, w = x.shape
-    out = np.zeros((p, h + 1, w + 1), np.float32)
-    np.cumsum(x, 1, out=out[:, 1:, 1:])
-    np.cumsum(out[:, 1:, 1:], 2, out=out[:, 1:, 1:])
-    return out
-
-
 def _band(x):
     """Fine detail of grey grids (P,n,n): 3x3 mean minus 9x9 mean, on the (P,n-8,n-8) interior.
 
