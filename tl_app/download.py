@@ -231,8 +231,14 @@ def placeholder_prints(project: Project) -> list[Fingerprint]:
 
     with project._write() as con:
         _placeholder_table(con)
-        return [Fingerprint(bytes(r["thumb"]), r["width"], r["height"]) for r in con.execute(
-            "SELECT width, height, thumb FROM placeholder_prints WHERE version=?", (VERSION,))]
+        rows = con.execute("SELECT width, height, thumb FROM placeholder_prints WHERE version=?", (VERSION,))
+        out = []
+        for r in rows:
+            try:
+                out.append(Fingerprint.from_blob(r["thumb"], r["width"], r["height"]))
+            except ValueError:  # a damaged row: that placeholder is found again by its links
+                pass
+        return out
 
 
 def is_known_placeholder(fp: Fingerprint, known: list[Fingerprint]) -> bool:
@@ -294,7 +300,7 @@ def _settle_placeholders(project: Project, label: str, delivered: dict, report: 
             _placeholder_table(con)
             con.executemany("INSERT OR REPLACE INTO placeholder_prints(sha256, version, width, height, thumb, seen)"
                             " VALUES(?,?,?,?,?,?)",
-                            [(it.sha256, VERSION, prints[it.id].width, prints[it.id].height, prints[it.id].thumb,
+                            [(it.sha256, VERSION, prints[it.id].width, prints[it.id].height, prints[it.id].blob,
                               time.time()) for it in items if it.id in prints])
     for item, links in found.items():
         for link, _, _, outcome in links:

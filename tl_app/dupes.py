@@ -6,28 +6,38 @@ drawings that differ only in colour, and it misses most copies cropped by a few
 percent. Here a hit is only ever a *candidate*:
 
 1. **Fingerprint** (once per picture, cached per content hash): a 32x32 colour
-   thumbnail of the picture with any thin plain border trimmed away, and the
-   size of what is left (for the aspect ratio).
-2. **Candidates**: the few pictures whose 8x8 colour fingerprints correlate best
-   (nearest neighbours: no distance threshold for a similar-looking corpus to
+   thumbnail and a 64x64 grey one of the picture with any thin plain border
+   trimmed away, and the size of what is left (for the aspect ratio and for
+   how much real detail the grey thumbnail holds).
+2. **Candidates**: the few pictures whose 8x8 colour descriptors correlate best
+   with each picture's, and with its middle (copies cropped a little), as
+   nearest neighbours (no distance threshold for a similar-looking corpus to
    flood), shortlisted by how well 16 crops of one fit the other whole.
 3. **Alignment**: each shortlisted pair is aligned as a crop of one another
    (left, top, right, bottom margins, same scale both ways) by Gauss-Newton
    steps on 16 and 32 px grey thumbnails, starting from the best-fitting crop,
-   the picture that shows more being the one cropped.
-4. **Verdict**: the colour difference of the aligned pair on a 16x16 grid
-   (outer ring left out). The same picture re-encoded, resized, cropped up to
-   about 10% a side or with a thin border differs little everywhere; a short
+   the picture that shows more being the one cropped. Pairs are judged in
+   rounds, most alike first; a pair whose pictures are already joined through
+   confirmed copies is not judged at all.
+4. **Coarse verdict**: the colour difference of the aligned pair on a 16x16
+   grid (outer ring left out). The same picture re-encoded, resized, cropped up
+   to about 10% a side or with a thin border differs little everywhere; a short
    text overlay differs in one band of rows while the rest matches and holds
-   most of the picture's detail; where both pictures have fine detail, it must
-   match at 32 px (two different textures look alike at 16). A pair that is
-   close without passing is only a *possible* near copy, and a left-right flip
-   is a *mirrored* copy: both are shown in Review (loose), never refused at
-   download.
+   most of the picture's detail. Close without passing: a *possible* near copy.
+5. **Fine verdict**: smooth pictures of the same colours (skies, seas, pages,
+   textures) pass the coarse grid; they differ in thin lines and small marks.
+   The band-pass detail of the two grey thumbnails, at the finest scale both
+   pictures hold, is compared in blocks of 8x8 pixels (aligned again on the
+   detail when it differs): a copy's detail agrees in nearly every block that
+   has any and correlates over all of them, a caption's band aside; else the
+   pair is at most a possible near copy, or different pictures. A left-right
+   flip is a *mirrored* copy. Possible and mirrored copies are shown only in
+   Review's loose view, never refused at download.
 
-The thresholds come from ``bench/dupes.py`` (distinct digits, flat drawings and
-similar photo-like scenes; copies made with every transformation above), which
-prints the false-duplicate rate, copy recall and time per picture against the
+The thresholds come from ``bench/dupes.py`` (distinct digits, flat drawings,
+similar photo-like scenes, skies, pages and sketches; copies made with every
+transformation above; the README's demo pictures held out), which prints the
+false-duplicate rate per corpus, copy recall and time per picture against the
 perceptual hash alone.
 """
 
@@ -38,14 +48,21 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
-#: Side of the stored colour thumbnail, and the least a stored JPEG is decoded at to make it.
+#: Side of the stored colour thumbnail, of the grey one kept for fine detail, and the least a stored
+#: JPEG is decoded at to make them.
 THUMB = 32
+FINE = 64
 DECODE_SIDE = 64
 #: Bump when the fingerprint or the verdict changes: cached fingerprints of another version are recomputed.
-VERSION = 2
+VERSION = 3
 #: Nearest neighbours (by fingerprint) checked per picture, and those checked for a mirrored copy.
 NEIGHBOURS = 6
 MIRROR_NEIGHBOURS = 2
+#: Nearest neighbours of each picture's middle (copies cropped a little), and the search's shortcut:
+#: similarities first on this many main components of the descriptors, this many more kept.
+CROP_NEIGHBOURS = 3
+SEARCH_DIMS = 64
+SEARCH_EXTRA = 8
 #: Fingerprint correlation under which two pictures are never compared (copies measured at >= 0.83).
 MIN_SIMILARITY = 0.75
 #: Of a picture's neighbours, the few most alike once crops are allowed (16 crops each way) are aligned.
@@ -59,6 +76,8 @@ MAX_CROP = 0.14
 MAX_OUTSIDE = 0.03
 #: A thin border: a plain band on all four sides, at most this fraction of the side.
 BORDER_MAX = 0.08
+#: How far (mean, 0-255) a line of the band may stray from its colour: JPEG bleeds colour into a thin band.
+BORDER_PLAIN = 16
 
 # Verdict thresholds (colour difference 0-1, on the aligned 16x16 grid; see bench/dupes.py).
 SAME_MEAN = 0.02          # mean difference of the same picture
@@ -67,12 +86,24 @@ OVERLAY_MEAN = 0.018      # the same outside the band that differs most (a text 
 OVERLAY_PEAK = 0.05
 OVERLAY_DETAIL = 0.6      # share of the picture's detail that must lie outside that band
 OVERLAY_ROWS = 3          # height of the band, in rows of the 14-row interior
-IDENTICAL_MEAN = 0.015    # "photo unavailable" placeholders: the whole picture, nothing cropped
+IDENTICAL_MEAN = 0.02     # "photo unavailable" placeholders: the whole picture, nothing cropped
 IDENTICAL_CROP = 0.02
 POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.025
-DETAIL_ENERGY = 0.005     # both pictures this detailed at 32 px: their fine detail must match...
-DETAIL_MATCH = 0.3        # ...with at least this correlation (copies: >= 0.65; different textures: ~0)
+# Fine detail, on the grey 64 px thumbnails (see _detail_kind): blocks of 8x8 pixels hold detail when its
+# mean square is at least DETAIL_ENERGY; the two pictures share it when it correlates at DETAIL_AGREE.
+DETAIL_ENERGY = 0.00003
+DETAIL_AGREE = 0.4
+DETAIL_BLOCKS = 2         # this many blocks with detail are evidence enough...
+DETAIL_SAME = 0.15        # ...a copy differs in at most this share of them...
+DETAIL_POSSIBLE = 0.4     # ...a possible near copy in at most this (more: different pictures)
+DETAIL_CORR = 0.4         # ...and a copy's detail correlates at least this much over all those blocks
+CAPTION_BESIDE = 4        # a band left out as a caption needs this many blocks with detail beside it
+CAPTION_ONE_SIDED = 0.8   # a caption: the differing blocks of one band, this share with detail on one side,
+CAPTION_ENERGY = 0.001    # ...and at least three of them with this much (lettering)
+FINE_COVER = 0.75          # share of the compared region that must lie inside the picture
+FINE_CHUNK = 32            # pairs compared at once: small enough to stay in the processor's cache
+REALIGN_BLUR = ((3.0, 3), (1.5, 1))  # pairs whose detail differs are aligned again on it, blurred this much (px)
 
 #: Verdicts, strongest first. ``same`` and ``overlay`` are copies; the others are only shown in Review.
 SAME, OVERLAY, MIRRORED, POSSIBLE = "same", "overlay", "mirrored", "possible"
@@ -81,16 +112,36 @@ COPY_KINDS = (SAME, OVERLAY)
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """A picture's 32x32 colour thumbnail (plain border trimmed) and the size of what it shows."""
+    """A picture's 32x32 colour and 64x64 grey thumbnails (plain border trimmed) and the size of what it shows.
+
+    The colour thumbnail finds and aligns candidates; the grey one holds the thin
+    lines and small marks that tell apart two pictures of the same smooth sky,
+    sea or page. ``width`` and ``height`` are in pixels of the decoded picture:
+    they say how much real detail the grey thumbnail holds.
+    """
 
     thumb: bytes          # THUMB * THUMB * 3 bytes, RGB
     width: float
     height: float
+    grey: bytes           # FINE * FINE bytes
 
     def array(self):
         import numpy as np
 
         return np.frombuffer(self.thumb, dtype=np.uint8).reshape(THUMB, THUMB, 3)
+
+    @property
+    def blob(self) -> bytes:
+        """Both thumbnails in one value, as the caches store them."""
+        return self.thumb + self.grey
+
+    @classmethod
+    def from_blob(cls, blob: bytes, width: float, height: float) -> "Fingerprint":
+        """The fingerprint stored as :attr:`blob` (raises ValueError for a blob of another version)."""
+        n = THUMB * THUMB * 3
+        if len(blob) != n + FINE * FINE:
+            raise ValueError("a fingerprint of another version")
+        return cls(bytes(blob[:n]), float(width), float(height), bytes(blob[n:]))
 
 
 @dataclass(frozen=True)
@@ -142,8 +193,8 @@ def _border(a) -> Optional[tuple[int, int, int, int]]:
     cols = np.concatenate([a[:, :lx + 1], a[:, ::-1][:, :lx + 1]], axis=1).astype(np.int16)
     dr = np.abs(rows - c).max(2)
     dc = np.abs(cols - c).max(2)
-    plain_r = (dr.mean(1) <= 10) & (dr.max(1) <= 50)
-    plain_c = (dc.mean(0) <= 10) & (dc.max(0) <= 50)
+    plain_r = (dr.mean(1) <= BORDER_PLAIN) & (dr.max(1) <= 50)
+    plain_c = (dc.mean(0) <= BORDER_PLAIN) & (dc.max(0) <= 50)
     runs = []
     for plain, limit in ((plain_c[:lx + 1], lx), (plain_r[:ly + 1], ly), (plain_c[lx + 1:], lx),
                          (plain_r[ly + 1:], ly)):
@@ -170,8 +221,9 @@ def fingerprint(im) -> Fingerprint:
         # One line more: the line where the border meets the picture is a blend of both.
         left, top, right, bottom = (b + 1 for b in border)
         box = (left * sx, top * sy, rgb.width - right * sx, rgb.height - bottom * sy)
-    thumb = rgb.resize((THUMB, THUMB), Image.Resampling.BOX, box=box)
-    return Fingerprint(thumb.tobytes(), box[2] - box[0], box[3] - box[1])
+    fine = rgb.resize((FINE, FINE), Image.Resampling.BOX, box=box)
+    thumb = fine.reduce(FINE // THUMB)  # 2x2 averages: the same as from the picture
+    return Fingerprint(thumb.tobytes(), box[2] - box[0], box[3] - box[1], fine.convert("L").tobytes())
 
 
 def fingerprint_stored(src) -> Fingerprint:
@@ -193,6 +245,8 @@ class _Prints:
         n = len(prints)
         self.thumbs = (np.frombuffer(b"".join(p.thumb for p in prints), dtype=np.uint8).reshape(n, THUMB, THUMB, 3)
                        if n else np.zeros((0, THUMB, THUMB, 3), np.uint8))
+        self.greys = (np.frombuffer(b"".join(p.grey for p in prints), dtype=np.uint8).reshape(n, FINE, FINE)
+                      if n else np.zeros((0, FINE, FINE), np.uint8))
         self.sizes = np.array([(p.width, p.height) for p in prints], dtype=np.float32).reshape(n, 2)
         self.desc = _descriptors(self.thumbs)
         self._levels: dict = {}
@@ -220,6 +274,14 @@ class _Prints:
         x *= 1 / 255.0
         return np.ascontiguousarray(x[..., ::-1]) if flip else x
 
+    def fine(self, idx, flip: bool = False):
+        """Grey 64x64 thumbnails (P,1,64,64) in 0-1 of the pictures ``idx``."""
+        import numpy as np
+
+        x = self.greys[idx][:, None].astype(np.float32)
+        x *= 1 / 255.0
+        return np.ascontiguousarray(x[..., ::-1]) if flip else x
+
 
 def _half(x):
     """Box-average the last two axes to half their size."""
@@ -244,13 +306,14 @@ def _descriptors(thumbs, flip: bool = False):
     """Zero-mean, unit-length 8x8 colour thumbnails (their dot product is a correlation)."""
     import numpy as np
 
-    x = thumbs.astype(np.float32) * (1 / 255.0)
+    n = len(thumbs)
+    x = thumbs.reshape(n, 8, 4, 96).sum(2, dtype=np.uint16)            # rows summed in fours: n,8,32*3
+    x = x.reshape(n, 8, 8, 4, 3).sum(3).astype(np.float32)             # then columns: n,8,8,3
     if flip:
         x = x[:, :, ::-1]
-    n = len(x)
-    d = x.reshape(n, 8, 4, 8, 4, 3).sum((2, 4)).reshape(n, -1) * (1 / 16)
+    d = x.reshape(n, -1) * (1 / (16 * 255.0))
     d -= d.mean(1, keepdims=True)
-    d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-3
+    d /= np.sqrt(np.einsum("ij,ij->i", d, d))[:, None] + 1e-3
     return d
 
 
@@ -281,38 +344,93 @@ def _views(thumbs, flip: bool = False):
     """(N, 16, 192) descriptors of 16 crops of each picture (margins of 0 or 10% a side)."""
     import numpy as np
 
-    m = _view_mats()
+    m = _view_mats()                                                    # 4 spans, 8 out, 16 in
+    mm = np.ascontiguousarray(m.transpose(2, 0, 1).reshape(16, 32))     # 16 in -> 4 spans x 8 out
     x = _half(thumbs.astype(np.float32).transpose(0, 3, 1, 2) * (1 / 255.0))  # N,3,16,16
     if flip:
         x = x[..., ::-1]
-    y = np.matmul(m[None, :, None], x[:, None])                       # N,4(y),3,8,16
-    v = np.matmul(y[:, :, None], m.transpose(0, 2, 1)[None, None, :, None])  # N,4(y),4(x),3,8,8
     n = len(x)
-    v = v.transpose(0, 1, 2, 4, 5, 3).reshape(n, 16, -1)
+    # Two plain matrix products (columns, then rows) rather than many small ones.
+    v = np.ascontiguousarray(x).reshape(-1, 16) @ mm                    # N*3*16(y), 4x*8
+    v = v.reshape(n, 3, 16, 32).transpose(0, 1, 3, 2).reshape(-1, 16) @ mm  # N*3*32, 4y*8
+    v = v.reshape(n, 3, 4, 8, 4, 8).transpose(0, 4, 2, 5, 3, 1).reshape(n, 16, -1)  # N, y, x, 8, 8, colour
     v -= v.mean(2, keepdims=True)
-    v /= np.linalg.norm(v, axis=2, keepdims=True) + 1e-3
+    v /= np.sqrt(np.einsum("nvk,nvk->nv", v, v))[..., None] + 1e-3
     return v
 
 
 def _neighbours(queries, base, k: int, *, exclude_self: bool):
-    """``(query, base)`` index pairs: each query's ``k`` most similar base rows (at least MIN_SIMILARITY)."""
+    """``(query, base)`` index pairs: each query's ``k`` most similar base rows (at least MIN_SIMILARITY).
+
+    Many against many, the similarities are first taken on the descriptors'
+    main components (:data:`SEARCH_DIMS` of 192) and a few more than ``k``
+    kept, which are then measured in full: nearly the same neighbours in half
+    the time.
+    """
     import numpy as np
 
     n, m = len(queries), len(base)
     k = min(k, m - (1 if exclude_self else 0))
     if n == 0 or k <= 0:
         return np.zeros((0, 2), np.int64)
+    reduce = n * m > 4_000_000 and m > k + SEARCH_EXTRA + 1
+    if reduce:
+        _, vec = np.linalg.eigh(base.T @ base)
+        proj = np.ascontiguousarray(vec[:, ::-1][:, :SEARCH_DIMS])
+        qs, bs, kk = queries @ proj, base @ proj, k + SEARCH_EXTRA
+    else:
+        qs, bs, kk = queries, base, k
     out = []
+    width = 64
+    pad = (-m) % width
     for s in range(0, n, 1024):
-        sim = queries[s:s + 1024] @ base.T
+        sim = np.empty((min(1024, n - s), m + pad), np.float32)
+        np.matmul(qs[s:s + 1024], bs.T, out=sim[:, :m])
+        sim[:, m:] = -9.0
         if exclude_self:
             sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -9.0
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        val = np.take_along_axis(sim, part, 1)
-        q = np.repeat(np.arange(s, s + len(sim)), k)
-        keep = val.ravel() >= MIN_SIMILARITY
-        out.append(np.stack([q[keep], part.ravel()[keep]], 1))
-    return np.concatenate(out)
+        # The kk best of a row lie in the kk blocks of columns whose best are best: pick those blocks,
+        # then the kk best within them (two small selections instead of one over every column).
+        blocks = sim.reshape(len(sim), -1, width)
+        bmax = blocks
+        while bmax.shape[2] > 1:  # halving: much quicker than max() over the last axis
+            half = bmax.shape[2] // 2
+            bmax = np.maximum(bmax[:, :, :half], bmax[:, :, half:])
+        top = np.argpartition(-bmax[:, :, 0], min(kk, blocks.shape[1]) - 1, axis=1)[:, :kk]
+        within = np.take_along_axis(blocks, top[:, :, None], 1).reshape(len(sim), -1)
+        pick = np.argpartition(-within, kk - 1, axis=1)[:, :kk]
+        cols = (np.take_along_axis(top, pick // width, 1) * width + pick % width)
+        rows = np.repeat(np.arange(len(sim)), kk)
+        cols = cols.ravel()
+        val = (np.einsum("ij,ij->i", queries[s + rows], base[np.minimum(cols, m - 1)]) if reduce
+               else sim[rows, cols])
+        val[cols >= m] = -9.0
+        if exclude_self:
+            val[s + rows == cols] = -9.0
+        val = val.reshape(len(sim), kk)
+        best = np.argpartition(-val, k - 1, axis=1)[:, :k]
+        cols = np.take_along_axis(cols.reshape(len(sim), kk), best, 1).ravel()
+        val = np.take_along_axis(val, best, 1).ravel()
+        rows = np.repeat(np.arange(s, s + len(sim)), k)
+        keep = val >= MIN_SIMILARITY
+        out.append(np.stack([rows[keep], cols[keep]], 1))
+    return np.concatenate(out).astype(np.int64)
+
+
+def _central(thumbs):
+    """Descriptors of each picture's middle (5% off each side): close to a copy cropped by up to 10% a side."""
+    import numpy as np
+
+    m, _ = _boxmats(8, THUMB, np.array([0.05], np.float32), np.array([0.95], np.float32))
+    m = np.ascontiguousarray(m[0].T)                                     # 32 in -> 8 out
+    n = len(thumbs)
+    x = thumbs.astype(np.float32).transpose(0, 3, 1, 2) * (1 / 255.0)    # N,3,32(y),32(x)
+    x = (x.reshape(-1, THUMB) @ m).reshape(n, 3, THUMB, 8)               # across
+    x = (x.transpose(0, 1, 3, 2).reshape(-1, THUMB) @ m).reshape(n, 3, 8, 8)  # down: N,3,x,y
+    d = x.transpose(0, 3, 2, 1).reshape(n, -1)                           # N, y, x, colour
+    d -= d.mean(1, keepdims=True)
+    d /= np.sqrt(np.einsum("ij,ij->i", d, d))[:, None] + 1e-3
+    return d
 
 
 def _shortlist(thumbs, desc, cand, keep: int, *, flip: bool = False, base_desc=None):
@@ -377,25 +495,43 @@ def _boxmats(n_out: int, n_in: int, a, b):
     """
     import numpy as np
 
+    p = len(a)
     step = (b - a) * (n_in / n_out)
     lo = (a * n_in)[:, None] + step[:, None] * np.arange(n_out, dtype=np.float32)[None]
-    i = np.arange(n_in, dtype=np.float32)
-    # Overlap of [lo, lo + step] with pixel [i, i + 1]: clip both ends into the pixel.
-    m = np.clip((lo + step[:, None])[..., None], i, i + 1) - np.clip(lo[..., None], i, i + 1)
+    hi = lo + step[:, None]
+    reach = int(np.ceil(float(step.max()))) + 1 if p else 1
+    if n_in < 48 or reach * 3 > n_in:
+        # Overlap of [lo, hi] with every pixel [i, i + 1].
+        i = np.arange(n_in, dtype=np.float32)
+        m = np.minimum(hi[..., None], i + 1) - np.maximum(lo[..., None], i)
+        np.maximum(m, 0, out=m)
+    else:
+        # Large grids: each cell overlaps only the few pixels from floor(lo) on; the rest are zeros.
+        idx = np.floor(lo).astype(np.int64)[..., None] + np.arange(reach)
+        fi = idx.astype(np.float32)
+        v = np.minimum(hi[..., None], fi + 1) - np.maximum(lo[..., None], fi)
+        np.maximum(v, 0, out=v)
+        m = np.zeros((p, n_out, n_in + 1), np.float32)
+        np.put_along_axis(m, np.where((idx >= 0) & (idx < n_in), idx, n_in), v, axis=2)  # outside: a spare column
+        m = m[:, :, :n_in]
     s = m.sum(2)
     m *= (1.0 / np.maximum(s, 1e-6))[..., None]
     return m, np.minimum(s / np.maximum(step, 1e-6)[:, None], 1.0)
 
 
-def _sample(img, prm, size: int):
-    """The region ``prm`` = (left, top, right, bottom margins) of each image (P,C,n,n), at ``size``."""
+def _sample(img, prm, size: int, separable: bool = False):
+    """The region ``prm`` = (left, top, right, bottom margins) of each image (P,C,n,n), at ``size``.
+
+    Also returns the share of each cell inside the image (P,size,size), or with
+    ``separable`` its two factors, down (P,size) and across (P,size).
+    """
     import numpy as np
 
     n = img.shape[-1]
     my, vy = _boxmats(size, n, prm[:, 1], 1 - prm[:, 3])
     mx, vx = _boxmats(size, n, prm[:, 0], 1 - prm[:, 2])
     out = np.matmul(np.matmul(my[:, None], img), mx.transpose(0, 2, 1)[:, None])
-    return out, vy[:, :, None] * vx[:, None, :]
+    return out, ((vy, vx) if separable else vy[:, :, None] * vx[:, None, :])
 
 
 def _keep_aspect(prm, k, tol: float = 0.03):
@@ -413,9 +549,10 @@ def _keep_aspect(prm, k, tol: float = 0.03):
     return prm
 
 
-def _refine(a, b, prm, k, iters: int):
+def _refine(a, b, prm, k, iters: int, mask=None):
     """Gauss-Newton steps moving the region ``prm`` of grey ``a`` (P,1,n,n) onto grey ``b`` (P,S,S).
 
+    ``mask`` (P,S,S), if given, weighs the pixels of ``b`` (0: left out).
     Returns the best margins seen and their squared error. The normal
     equations are assembled from sums along rows and columns (the four
     margins act on x or y only), which keeps each step to a few passes.
@@ -430,6 +567,8 @@ def _refine(a, b, prm, k, iters: int):
     eye = np.eye(4, dtype=np.float32)
     for it in range(iters + 1):
         s, w = _sample(a, prm, size)
+        if mask is not None:
+            w = w * mask
         s = s[:, 0]
         r = s - b
         e = (w * r * r).sum((1, 2)) / np.maximum(w.sum((1, 2)), 1e-6)
@@ -462,26 +601,83 @@ def _refine(a, b, prm, k, iters: int):
     return best, best_e
 
 
-def _judge(pr: "_Prints", qr: "_Prints", ia, ib, *, flip: bool = False, start=None
-           ) -> list[tuple[int, int, str, float, bool]]:
-    """Align and judge pairs (``ia`` in ``pr``, ``ib`` in ``qr``): ``(a, b, kind, difference, identical)``.
+class _Judged:
+    """Judged pairs (``ia`` in one set of prints, ``ib`` in another) and what their verdicts rest on."""
+
+    def __init__(self, parts: list):
+        import numpy as np
+
+        def cat(i, dtype=None):
+            return np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dtype)
+
+        self.ia, self.ib, self.back = cat(0, np.int64), cat(1, np.int64), cat(2, bool)
+        self.prm = np.concatenate([p[3] for p in parts]) if parts else np.zeros((0, 4), np.float32)
+        self.k, self.mean = cat(4, np.float32), cat(5, np.float32)
+        self.kinds: list = [k for p in parts for k in p[6]]
+        self.whole = np.zeros(len(self.ia), bool)  # fine detail checked and alike everywhere
+        self.flip = parts[0][7] if parts else False
+
+    def __len__(self) -> int:
+        return len(self.ia)
+
+    def check(self, pr: "_Prints", qr: "_Prints", idx) -> None:
+        """Apply the fine-detail verdict (:func:`_detail_kind`) to the pairs ``idx``."""
+        import numpy as np
+
+        idx = np.asarray(idx, np.int64)
+        idx = idx[[self.kinds[i] is not None for i in idx]] if len(idx) else idx
+        if not len(idx):
+            return
+        rows = _fine_measure(pr, qr, self.ia[idx], self.ib[idx], self.back[idx], self.flip, self.prm[idx],
+                             self.k[idx])
+        for i, row in zip(idx, rows):
+            self.kinds[i] = _detail_kind(self.kinds[i], row)
+            self.whole[i] = row[2] == 0 and row[3] >= 0  # no block differs, no caption left out
+
+    def results(self, idx=None) -> list[tuple[int, int, str, float, bool]]:
+        """``(a, b, kind, difference, identical)`` of the pairs ``idx`` (all) that have a verdict."""
+        import numpy as np
+
+        out = []
+        for i in range(len(self)) if idx is None else idx:
+            kind = self.kinds[i]
+            if kind is None:
+                continue
+            if self.flip and kind not in (POSSIBLE, MIRRORED):
+                kind = MIRRORED
+            identical = (kind == SAME and not self.flip and self.mean[i] <= IDENTICAL_MEAN and self.whole[i]
+                         and float(np.abs(self.prm[i]).max()) <= IDENTICAL_CROP)
+            out.append((int(self.ia[i]), int(self.ib[i]), kind, round(float(self.mean[i]), 4), bool(identical)))
+        return out
+
+
+def _judge(pr: "_Prints", qr: "_Prints", ia, ib, *, flip: bool = False, start=None, fine: bool = True
+           ) -> _Judged:
+    """Align and judge pairs (``ia`` in ``pr``, ``ib`` in ``qr``).
 
     With ``start`` (a crop index per pair, from :func:`_shortlist`), the region of
     ``ia`` is aligned onto ``ib`` from that crop; without, both directions are tried.
+    With ``fine``, every pair that passes is checked on its fine detail too; else
+    the caller chooses which to check (:meth:`_Judged.check`).
     """
-    out = []
+    parts = []
     for s in range(0, len(ia), 4096):  # bounded memory
-        out += _judge_chunk(pr, qr, ia[s:s + 4096], ib[s:s + 4096], flip,
-                            None if start is None else start[s:s + 4096])
-    return out
+        parts.append(_judge_chunk(pr, qr, ia[s:s + 4096], ib[s:s + 4096], flip,
+                                  None if start is None else start[s:s + 4096]))
+    judged = _Judged(parts)
+    if fine:
+        judged.check(pr, qr, range(len(judged)))
+    return judged
 
 
 def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
+    """The coarse verdict (16x16 colour grid) of a chunk of pairs, with the alignment it rests on."""
     import numpy as np
 
     n = len(ia)
     if n == 0:
-        return []
+        return (ia, ib, np.zeros(0, bool), np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                np.zeros(0, np.float32), [], flip)
     _, _, g16a, g8a = pr.levels()
     _, _, g16b, g8b = qr.levels(flip)
     k = (pr.sizes[ia, 0] * qr.sizes[ib, 1]) / np.maximum(pr.sizes[ia, 1] * qr.sizes[ib, 0], 1e-6)
@@ -502,8 +698,6 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         prm, _ = _refine(g16a[ia], g8b[ib], _view_margins()[start], k, STEPS_COARSE)
     # The rest per direction, on the pictures' own arrays (no selecting between two gathered sets).
     f = {key: np.zeros(n, np.float32) for key in ("mean", "peak", "rest", "rest_peak", "detail_out")}
-    ref_g = np.empty((n, 1, THUMB, THUMB), np.float32)
-    qry_g = np.empty_like(ref_g)
     for way in (False, True):
         at = np.nonzero(back == way)[0]
         if not len(at):
@@ -512,23 +706,11 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
             ((pr, False, ia[at]), (qr, flip, ib[at]))
         r_x16, r_g, r_g16, _ = rs.levels(rf)
         q_x16, q_g, q_g16, _ = qs.levels(qf)
-        ref_g[at], qry_g[at] = r_g[ri], q_g[qi]
-        prm[at], _ = _refine(ref_g[at], q_g16[qi][:, 0], prm[at], k[at], STEPS_FINE)
+        prm[at], _ = _refine(r_g[ri], q_g16[qi][:, 0], prm[at], k[at], STEPS_FINE)
         sm, w = _sample(rs.colour(ri, rf), prm[at], 16)
         for key, v in _verdict_features(sm, q_x16[qi], w).items():
             f[key][at] = v
     kinds = [_kind(f, i) for i in range(n)]
-    # Fine detail the 16x16 grid cannot see: two different textures (sand, grass, noise) look alike
-    # there. Where both pictures have such detail, a copy's detail matches at 32 px; if not, it is
-    # only a possible near copy.
-    sure = np.array([k in COPY_KINDS for k in kinds])
-    if sure.any():
-        idx = np.nonzero(sure)[0]
-        s32, _ = _sample(ref_g[idx], prm[idx], 32)
-        corr, energy = _detail_match(s32, qry_g[idx])
-        for j, i in enumerate(idx):
-            if energy[j] >= DETAIL_ENERGY and corr[j] < DETAIL_MATCH:
-                kinds[i] = POSSIBLE
     # A mirrored copy of a simple picture can pass for a crop of it (a shape off the middle moves).
     # A copy found with a crop is compared flipped as well, whole: if that fits clearly better, it
     # is a mirrored copy (never refused at download, only shown in Review's loose view).
@@ -540,33 +722,216 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         for i, d in zip(cropped, mirror):
             if d < 0.8 * f["mean"][i]:
                 kinds[i] = MIRRORED
-    out = []
-    for i in range(n):
-        kind = kinds[i]
-        if kind is None:
+    return ia, ib, back, prm.astype(np.float32), k.astype(np.float32), f["mean"], kinds, flip
+
+
+# --- fine detail ----------------------------------------------------------------------------------
+def _band(x):
+    """Fine detail of grey grids (P,n,n): 3x3 mean minus 9x9 mean, on the (P,n-8,n-8) interior.
+
+    Thin lines and small marks stand out; smooth gradients and flat colour give
+    about 0 whatever their level. (Sums of shifted slices: a few passes, each
+    cheap while a chunk of pairs stays in the processor's cache.)
+    """
+    r3 = x[:, :-2] + x[:, 1:-1]
+    r3 += x[:, 2:]                                  # rows i..i+2
+    r9 = r3[:, :-6] + r3[:, 3:-3]
+    r9 += r3[:, 6:]                                 # rows i..i+8
+    y = r3[:, 3:-3]                                 # rows centred as r9's
+    b3 = y[:, :, 3:-5] + y[:, :, 4:-4]
+    b3 += y[:, :, 5:-3]
+    t = r9[:, :, :-2] + r9[:, :, 1:-1]
+    t += r9[:, :, 2:]
+    b9 = t[:, :, :-6] + t[:, :, 3:-3]
+    b9 += t[:, :, 6:]
+    b3 *= 1 / 9.0
+    b9 *= 1 / 81.0
+    b3 -= b9
+    return b3
+
+
+def _blur(x, sigma: float):
+    """Gaussian blur of grids (P,n,n), by a matrix on each side."""
+    import numpy as np
+
+    n = x.shape[-1]
+    key = (n, round(sigma, 3))
+    if key not in _BLURS:
+        i = np.arange(n, dtype=np.float32)
+        m = np.exp(-0.5 * ((i[:, None] - i[None]) / sigma) ** 2)
+        _BLURS[key] = (m / m.sum(1, keepdims=True)).astype(np.float32)
+    b = _BLURS[key]
+    return np.matmul(np.matmul(b, x), b.T)
+
+
+_BLURS: dict = {}
+
+
+def _detail_kind(kind: Optional[str], row) -> Optional[str]:
+    """The verdict ``kind`` of the coarse grid, once the fine detail ``row`` (see :func:`_fine_measure`) is seen.
+
+    Two skies, seas or pages of the same colours (or two textures) look alike on
+    the 16x16 grid; they differ in thin lines and small marks. Each pair is
+    compared on the grey 64 px thumbnails at the finest scale both pictures
+    really hold (the smaller side of the aligned region and of the other
+    picture, at most 64 px: a copy at a quarter of the size has lost detail its
+    original still shows), in blocks of 8x8 pixels: a copy's detail agrees in
+    nearly every block that has any and correlates over all of them; a possible
+    near copy's in most; different pictures' do not (:func:`_block_verdict`).
+    A pair only close on the coarse grid stays a possible copy only if its
+    detail agrees. Pairs whose detail differs are first aligned again on that
+    detail (:func:`_fine_chunk`): a smooth picture pins the alignment only one
+    way, its marks the other.
+    """
+    share, blocks, share_all, blocks_all, cover, corr = row
+    if kind is None:
+        return None
+    if cover < FINE_COVER:  # aligned to a region well outside the picture: not a crop of it
+        return None
+    if blocks >= DETAIL_BLOCKS:  # detail beside any caption: it decides
+        if (share_all > max(share, DETAIL_SAME) and kind != OVERLAY and blocks_all >= 0
+                and blocks < CAPTION_BESIDE):
+            # A band left out as a caption that neither grid confirmed, and little detail beside it to
+            # go on: a few different marks look just like that.
+            return POSSIBLE
+        if share > (DETAIL_SAME if kind == POSSIBLE else DETAIL_POSSIBLE):
+            return None  # a pair only close on the grid must match in detail to stay a possible copy
+        return POSSIBLE if share > DETAIL_SAME or corr < DETAIL_CORR else kind
+    if share_all > DETAIL_SAME and kind != OVERLAY and blocks_all >= 0:
+        # Too little detail beside one band where the two differ, and no clear caption there (nor one
+        # the 16x16 grid saw): different marks, or a faint caption. Not confirmed either way.
+        return POSSIBLE
+    return kind
+
+
+def _fine_measure(pr, qr, ia, ib, back, flip: bool, prm, k):
+    """Per pair (rows): share of differing blocks and blocks with detail beside a caption's band, the same
+    over the whole picture, and the share of the compared region inside the picture (see :func:`_detail_kind`)."""
+    import numpy as np
+
+    n = len(ia)
+    out = np.zeros((n, 6), np.float32)
+    for way in (False, True):
+        at = np.nonzero(back == way)[0]
+        if not len(at):
             continue
-        if flip and kind not in (POSSIBLE, MIRRORED):
-            kind = MIRRORED
-        identical = (kind == SAME and not flip and f["mean"][i] <= IDENTICAL_MEAN
-                     and float(np.abs(prm[i]).max()) <= IDENTICAL_CROP)
-        out.append((int(ia[i]), int(ib[i]), kind, round(float(f["mean"][i]), 4), bool(identical)))
+        (rs, rf, ri), (qs, qf, qi) = ((qr, flip, ib[at]), (pr, False, ia[at])) if way else \
+            ((pr, False, ia[at]), (qr, flip, ib[at]))
+        p, kk = prm[at], k[at]
+        region = rs.sizes[ri] * np.stack([1 - p[:, 0] - p[:, 2], 1 - p[:, 1] - p[:, 3]], 1)
+        side = np.minimum(region.min(1), qs.sizes[qi].min(1))
+        size = np.clip((side // 8) * 8, 24, FINE).astype(np.int64)
+        for sz in np.unique(size):
+            for c in np.array_split(np.nonzero(size == sz)[0], max(1, int((size == sz).sum()) // FINE_CHUNK)):
+                out[at[c]] = _fine_chunk(rs.fine(ri[c], rf)[:, 0], qs.fine(qi[c], qf)[:, 0], p[c], kk[c], int(sz))
     return out
 
 
-def _detail_match(s, t):
-    """Correlation of the fine detail (what the 16 px grid averages away) of grey grids (P,1,32,32),
-    and the smaller of the two detail energies."""
+def _fine_chunk(ref, qry, prm, k, size: int):
+    """:func:`_fine_measure` of a few pairs: ``ref`` (P,64,64) is the picture whose region ``prm`` is
+    compared with the whole of ``qry`` (P,64,64), both at ``size`` px."""
     import numpy as np
 
-    def fine(x):
-        return (x - np.repeat(np.repeat(_half(x), 2, axis=2), 2, axis=3))[:, 0, 2:-2, 2:-2]
+    t = qry if size == FINE else _sample(qry[:, None], np.zeros((len(qry), 4), np.float32), size)[0][:, 0]
+    bt = _band(t)
+    s, w = _sample(ref[:, None], prm, size, separable=True)
+    res = np.stack(_block_verdict(_block_stats(_band(s[:, 0]), bt, w)) + (_cover(w),), 1)
+    score = np.where(res[:, 1] >= DETAIL_BLOCKS, res[:, 0], res[:, 2])
+    again = np.nonzero(score > DETAIL_SAME)[0]
+    if len(again) and REALIGN_BLUR:
+        # Aligned again on the detail alone, blurred (wide reach) and then sharper, without the band of
+        # rows that differs most (a caption would pull the alignment its way).
+        ra = _band(np.pad(ref[again], ((0, 0), (4, 4), (4, 4)), mode="edge"))
+        ta = _band(np.pad(t[again], ((0, 0), (4, 4), (4, 4)), mode="edge"))
+        bs = (size - 8) // 8
+        rows = np.arange(size)[None]
+        top = 4 + res[again, 4][:, None].astype(np.int64) * bs
+        mask = np.broadcast_to((~((rows >= top) & (rows < top + 2 * bs)))[:, :, None],
+                               (len(again), size, size)).astype(np.float32)
+        pa = prm[again]
+        for sigma, steps in REALIGN_BLUR:  # on half grids (the blurred detail needs no more), then whole
+            if sigma >= 2:
+                pa, _ = _refine(_half(_blur(ra, sigma))[:, None], _half(_blur(ta, sigma * size / FINE)), pa,
+                                k[again], steps, mask=_half(mask))
+            else:
+                pa, _ = _refine(_blur(ra, sigma)[:, None], _blur(ta, sigma * size / FINE), pa, k[again], steps,
+                                mask=mask)
+        s2, w2 = _sample(ref[again][:, None], pa, size, separable=True)
+        res2 = np.stack(_block_verdict(_block_stats(_band(s2[:, 0]), bt[again], w2)) + (_cover(w2),), 1)
+        score2 = np.where(res2[:, 1] >= DETAIL_BLOCKS, res2[:, 0], res2[:, 2])
+        better = (score2 < score[again]) & (res2[:, 6] >= 0.9)  # a region that still lies inside the picture
+        res[again[better]] = res2[better]
+    return res[:, [0, 1, 2, 3, 6, 5]]
 
-    a, b = fine(s), fine(t)
-    corr = (a * b).sum((1, 2)) / np.sqrt((a * a).sum((1, 2)) * (b * b).sum((1, 2)) + 1e-12)
-    ea, eb = np.abs(a).mean((1, 2)), np.abs(b).mean((1, 2))
-    # Comparable detail on both sides (a smaller copy has lost its own): the weaker of the two, else 0.
-    energy = np.where(np.minimum(ea, eb) >= 0.25 * np.maximum(ea, eb), np.minimum(ea, eb), 0.0)
-    return corr, energy
+
+def _cover(w):
+    """Share of a sampled grid inside the picture, from :func:`_sample`'s separable shares."""
+    return (w[0] > 0.99).mean(1) * (w[1] > 0.99).mean(1)
+
+
+def _block_stats(a, b, w):
+    """Per block (8x8 grid) of detail maps (P,n,n): ``(P,4,8,8)`` sums of a², b², ab and pixels inside.
+
+    ``w`` is the share inside the picture of each cell of the grid the maps
+    were made from (:func:`_sample`, separable), 4 cells wider on each side.
+    Only pixels inside the picture count, away from the region's edge by the
+    reach of the 9x9 mean, and off the outer ring.
+    """
+    import numpy as np
+
+    p, sz = a.shape[0], a.shape[-1]
+
+    def inside(v):  # (P, sz + 8) -> (P, sz)
+        ok = v > 0.99
+        near = np.lib.stride_tricks.sliding_window_view(ok, 9, axis=1).all(2)  # the 9x9 mean's reach
+        near[:, :2] = near[:, -2:] = False
+        return near.astype(np.float32)
+
+    iy, ix = inside(w[0]), inside(w[1])
+    bs = sz // 8
+    n_in = iy.reshape(p, 8, bs).sum(2)[:, :, None] * ix.reshape(p, 8, bs).sum(2)[:, None, :]
+    m = iy[:, :, None] * ix[:, None, :]
+    a, b = a * m, b * m
+
+    ones = np.kron(np.eye(8, dtype=np.float32), np.ones((1, bs), np.float32))  # (8, sz): sums of blocks
+
+    def bsum(x):  # two small matrix products: much quicker than sum() over the blocks' axes
+        return np.matmul(np.matmul(ones, x), ones.T)
+
+    return np.stack([bsum(a * a), bsum(b * b), bsum(a * b), n_in], 1)
+
+
+def _block_verdict(stats):
+    """Share of blocks whose fine detail differs and how many blocks have any, beside a caption's band and
+    over the whole picture (see :func:`_detail_kind`); and the first of the two rows that differ most.
+
+    A block has detail when either picture's mean square there reaches
+    :data:`DETAIL_ENERGY`, and the two agree there when their detail correlates
+    at :data:`DETAIL_AGREE`. The two rows of blocks that differ most are left
+    out when they look like a caption: detail added to one picture only
+    (different pictures differ both ways).
+    """
+    import numpy as np
+
+    ea, eb, eab, n_in = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    bs2 = n_in.max((1, 2), keepdims=True)
+    marked = (np.maximum(ea, eb) >= DETAIL_ENERGY * n_in) & (n_in >= 0.5 * bs2)
+    bad = marked & (eab < DETAIL_AGREE * np.sqrt(ea * eb + 1e-12))
+    rows = bad.sum(2)
+    band = (rows[:, :-1] + rows[:, 1:]).argmax(1)
+    r = np.arange(8)[None]
+    inband = ((r == band[:, None]) | (r == band[:, None] + 1))[:, :, None]
+    more_a, more_b = (bad & inband & (ea > eb)).sum((1, 2)), (bad & inband & (eb >= ea)).sum((1, 2))
+    caption = np.maximum(more_a, more_b) >= CAPTION_ONE_SIDED * (more_a + more_b)
+    out = ~(inband & caption[:, None, None])
+    blocks, blocks_all = (marked & out).sum((1, 2)), marked.sum((1, 2))
+    # A clear caption: a few blocks of strong detail (lettering), not a faint mark or two.
+    strong = (bad & inband & (np.maximum(ea, eb) >= CAPTION_ENERGY * n_in)).sum((1, 2))
+    clear = caption & (strong >= 3)
+    sel = marked & out
+    corr = (eab * sel).sum((1, 2)) / np.sqrt((ea * sel).sum((1, 2)) * (eb * sel).sum((1, 2)) + 1e-12)
+    return ((bad & out).sum((1, 2)) / np.maximum(blocks, 1), blocks,
+            bad.sum((1, 2)) / np.maximum(blocks_all, 1), np.where(clear, -1, blocks_all), band, corr)
 
 
 def _verdict_features(s, t, w) -> dict:
@@ -613,12 +978,15 @@ def _kind(f: dict, i: int) -> Optional[str]:
 
 # --- the public comparisons ----------------------------------------------------------------------
 def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> list[Match]:
-    """Every pair of pictures judged copies (or possibly so), as :class:`Match` with ``a < b``.
+    """Pairs of pictures judged copies, as :class:`Match` with ``a < b``: enough to make every group.
 
     Each picture's :data:`NEIGHBOURS` most similar others are shortlisted by a
-    crop-tolerant similarity; the :data:`SHORTLIST` best are aligned and judged.
-    With ``mirrored``, the same is done for each picture's left-right flip
-    (Review's loose view). A pair found both ways keeps the stronger verdict.
+    crop-tolerant similarity; the :data:`SHORTLIST` best are aligned and judged
+    (:func:`_check_spanning`: a pair already joined through other confirmed
+    copies is not judged again). With ``mirrored`` (Review's loose view), also
+    mirrored copies, found by doing the same for each picture's left-right
+    flip, and possible near copies; a pair found both ways keeps the stronger
+    verdict.
     """
     import numpy as np
 
@@ -626,7 +994,9 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
     if len(pr) < 2:
         return []
     cand = _neighbours(pr.desc, pr.desc, NEIGHBOURS, exclude_self=True)
-    cand = np.concatenate([cand, cand[:, ::-1]])  # each pair on both pictures' lists
+    # The middle of each picture finds its copies cropped by a few percent, which whole it may not.
+    crops = _neighbours(_central(pr.thumbs), pr.desc, CROP_NEIGHBOURS, exclude_self=True)
+    cand = np.unique(np.concatenate([cand, cand[:, ::-1], crops, crops[:, ::-1]]), axis=0)  # on both lists, once
     short, views, own, ok = _shortlist(pr.thumbs, pr.desc, cand, SHORTLIST)
     # Each kept pair once, aligned from the picture whose crop fitted the other best (it shows more):
     # both listings of a pair were measured, whichever of the two kept it.
@@ -635,21 +1005,90 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
     order = np.nonzero(listed)[0][np.argsort(-own[listed], kind="stable")]
     _, first = np.unique(key[order], return_index=True)
     pick = order[first]
+    pick = pick[np.argsort(-own[pick], kind="stable")]  # most alike first
     found = {}
-    for a, b, kind, diff, ident in _judge(pr, pr, short[pick, 0], short[pick, 1], start=views[pick]):
-        key2 = (min(a, b), max(a, b))
-        found[key2] = Match(key2[0], key2[1], kind, diff, ident)
+    for a, b, kind, diff, ident in _settle(pr, short[pick, 0], short[pick, 1], views[pick], loose=mirrored):
+        if mirrored or kind in COPY_KINDS:
+            key2 = (min(a, b), max(a, b))
+            found[key2] = Match(key2[0], key2[1], kind, diff, ident)
     if mirrored:
         cand = _neighbours(_descriptors(pr.thumbs, flip=True), pr.desc, NEIGHBOURS, exclude_self=False)
         cand = cand[cand[:, 0] != cand[:, 1]]
         mp, _, _, keep = _shortlist(pr.thumbs, None, cand, MIRROR_NEIGHBOURS, flip=True, base_desc=pr.desc)
         mp = mp[keep]
-        for a, b, kind, diff, ident in _judge(pr, pr, mp[:, 1], mp[:, 0], flip=True):
+        for a, b, kind, diff, ident in _judge(pr, pr, mp[:, 1], mp[:, 0], flip=True).results():
             key = (min(a, b), max(a, b))
             old = found.get(key)
             if old is None or _strength(kind) > _strength(old.kind):
                 found[key] = Match(key[0], key[1], kind, diff, False)
     return sorted(found.values(), key=lambda m: (m.a, m.b))
+
+
+def _settle(pr: "_Prints", ia, ib, start, *, loose: bool) -> list[tuple[int, int, str, float, bool]]:
+    """Judge just enough of the candidate pairs (most alike first) to settle every group of copies.
+
+    A pair whose two pictures are already joined through confirmed copies
+    changes no group, so it is not judged (and not reported): the copies of
+    one picture make many candidate pairs, of which a few settle the group.
+    Each round judges a forest of the pairs still open (no two of them closing
+    a loop); a pair that fails leaves its pictures apart for the next round.
+    With ``loose``, possible and mirrored pairs between groups are all judged
+    too. Returns the results of :meth:`_Judged.results`.
+    """
+    import numpy as np
+
+    parent = list(range(len(pr)))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    pairs = list(zip(ia.tolist(), ib.tolist()))
+    open_ = list(range(len(pairs)))
+    out: list = []
+    waiting: list = []  # judged pairs that are neither copies nor different: possible, mirrored
+    while open_:
+        tentative: dict = {}
+
+        def troot(x: int) -> int:
+            x = root(x)
+            while x in tentative:
+                x = tentative[x]
+            return x
+
+        batch, rest = [], []
+        for i in open_:
+            a, b = pairs[i]
+            if root(a) == root(b):
+                continue  # joined meanwhile: never judged
+            ra, rb = troot(a), troot(b)
+            if ra != rb:
+                tentative[max(ra, rb)] = min(ra, rb)
+                batch.append(i)
+            else:
+                rest.append(i)
+        if not batch:
+            break
+        idx = np.array(batch)
+        judged = _judge(pr, pr, ia[idx], ib[idx], start=start[idx], fine=False)
+        judged.check(pr, pr, [j for j in range(len(judged)) if judged.kinds[j] in COPY_KINDS])
+        for j in range(len(judged)):
+            kind = judged.kinds[j]
+            if kind in COPY_KINDS:
+                ra, rb = root(int(judged.ia[j])), root(int(judged.ib[j]))
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+                out += judged.results([j])
+        if loose:
+            waiting.append((judged, [j for j in range(len(judged)) if judged.kinds[j] not in COPY_KINDS]))
+        open_ = rest
+    for judged, idx in waiting:  # the near copies between groups, checked on their fine detail too
+        idx = [j for j in idx if root(int(judged.ia[j])) != root(int(judged.ib[j]))]
+        judged.check(pr, pr, idx)
+        out += judged.results(idx)
+    return out
 
 
 def _strength(kind: str) -> int:
@@ -661,9 +1100,9 @@ def compare(a: Fingerprint, b: Fingerprint, *, mirrored: bool = False) -> Option
     pr = _Prints([a, b])
     import numpy as np
 
-    res = _judge(pr, pr, np.array([0]), np.array([1]))
+    res = _judge(pr, pr, np.array([0]), np.array([1])).results()
     if mirrored and (not res or res[0][2] == POSSIBLE):
-        flip = _judge(pr, pr, np.array([0]), np.array([1]), flip=True)
+        flip = _judge(pr, pr, np.array([0]), np.array([1]), flip=True).results()
         if flip and flip[0][2] == MIRRORED:
             res = flip
     if not res:
@@ -729,7 +1168,7 @@ class CopyIndex:
             if not len(near):
                 return None
             base = _Prints([self._prints[j] for j in near[:, 1]])
-            res = _judge(base, q, np.arange(len(base)), np.zeros(len(base), np.int64))
+            res = _judge(base, q, np.arange(len(base)), np.zeros(len(base), np.int64)).results()
             copies = [r for r in res if r[2] in COPY_KINDS]
             if not copies:
                 return None
@@ -773,14 +1212,17 @@ class FingerprintStore:
                 chunk = list(shas[i:i + 500])
                 q = (f"SELECT sha256, width, height, thumb FROM prints WHERE version=? AND sha256 IN"
                      f" ({','.join('?' * len(chunk))})")
-                for sha, w, h, thumb in con.execute(q, [VERSION, *chunk]):
-                    out[sha] = Fingerprint(bytes(thumb), float(w), float(h))
+                for sha, w, h, blob in con.execute(q, [VERSION, *chunk]):
+                    try:
+                        out[sha] = Fingerprint.from_blob(blob, w, h)
+                    except ValueError:  # a damaged row: computed again
+                        pass
         finally:
             con.close()
         return out
 
     def put(self, rows: Iterable[tuple[str, Fingerprint]]) -> None:
-        rows = [(sha, VERSION, fp.width, fp.height, fp.thumb) for sha, fp in rows]
+        rows = [(sha, VERSION, fp.width, fp.height, fp.blob) for sha, fp in rows]
         if not rows:
             return
         con = self._con()
