@@ -46,6 +46,11 @@ def cmd_import(args) -> int:
     from .jobs import Progress
     from .project import Project
 
+    if args.as_project:
+        return _restore_project(args)
+    if not args.src:
+        raise TLError("Name the folders, zip files or pictures to import (or --as NEW_PROJECT_DIR to restore a "
+                      "project zip).")
     if args.dry_run:
         existing = Project.open(args.project) if Project.exists(args.project) else None
         plan = plan_import(args.src, label=args.label, project=existing)
@@ -75,6 +80,25 @@ def cmd_import(args) -> int:
         return f"{rep.summary()}. Images per class: {counts or 'none'}"
 
     _emit(args, rep.to_dict(), text)
+    return 0
+
+
+def _restore_project(args) -> int:
+    from .share.archive import restore_project
+
+    if args.src or args.label or args.dry_run or args.move_duplicates:
+        raise TLError("With --as, give only the project zip: import PROJECT_ZIP --as NEW_PROJECT_DIR.")
+    last = [0.0]
+
+    def progress(p) -> None:
+        if time.time() - last[0] > 1:
+            last[0] = time.time()
+            _err(f"  {p.done}/{p.total} {p.message}")
+
+    rep = restore_project(args.project, args.as_project, progress=progress)
+    for note in rep.notes:
+        _err(f"note: {note}")
+    _emit(args, rep.to_dict(), lambda: f"{rep.summary()}\nThe project is in {rep.project.root}.")
     return 0
 
 
@@ -399,8 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    p = verb("import", cmd_import, "Import folders (a sub-folder per class), zip files or image files.")
-    p.add_argument("src", nargs="+", metavar="SRC", help=HELP["import_src"])
+    p = verb("import", cmd_import, "Import folders (a sub-folder per class), zip files or image files; or, with "
+             "--as, restore a project zip (written by `export --format project`) as a new project.")
+    p.add_argument("src", nargs="*", metavar="SRC", help=HELP["import_src"])
+    p.add_argument("--as", dest="as_project", metavar="NEW_PROJECT_DIR",
+                   help="PROJECT is a project zip: restore it as a new project in this folder (classes, pictures, "
+                        "where they came from, decisions, undo history and runs).")
     p.add_argument("--label", help=HELP["label"] + " Every file goes into this class (a zip's folders too).")
     p.add_argument("--dry-run", action="store_true",
                    help="Only tell what the import would do (which classes, how many pictures); change nothing.")

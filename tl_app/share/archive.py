@@ -668,7 +668,7 @@ def restore_project(zip_path: str | Path, dest: str | Path, *, progress: Optiona
     rep = RestoreReport(project)
     try:
         with zf:
-            _restore(zf, members, stage, project, rep, progress, stop)
+            _restore(zf, members, stage, project, rep, progress, stop, ignored)
         if ignored:
             shown = ", ".join(ignored[:3]) + (f" and {len(ignored) - 3} more" if len(ignored) > 3 else "")
             rep.notes.append(f"{len(ignored)} file{'s' if len(ignored) != 1 else ''} of the zip that tl_app does not "
@@ -694,7 +694,8 @@ def import_project(zip_path: str | Path, dest: str | Path, *, progress: Optional
 
 
 def _restore(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], stage: Path, project: Project,
-             rep: RestoreReport, progress: Optional[ProgressFn], stop: Optional[StopToken]) -> None:
+             rep: RestoreReport, progress: Optional[ProgressFn], stop: Optional[StopToken],
+             ignored: list[str]) -> None:
     from ..project import validate_item_id
 
     notes = rep.notes
@@ -881,7 +882,9 @@ def _restore(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], stage: Pa
                 try:
                     _copy_member(zf, info, stage / "runs" / rid / fname)
                 except _Bad:
-                    continue
+                    ignored.append(info.filename)
+            else:  # a pickle, a script, anything else: never written into the project
+                ignored.append(info.filename)
         rdir = stage / "runs" / rid
         if row.get("model_file") or row.get("model_sha256"):
             why = _check_model(stage, rid, row, bodies)
