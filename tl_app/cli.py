@@ -399,6 +399,16 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from .share.publish import publish
+
+    project = _project(args)
+    _err(f"publishing the {args.to} to the Hugging Face Hub ...")
+    rep = publish(project, args.to, args.repo, run=args.run, token=args.token, private=not args.public)
+    _emit(args, rep.to_dict(), rep.summary())
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .ui.app import launch
 
@@ -528,6 +538,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("predict", cmd_predict, "Classify image files with the project's model.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--run", help="Use this run's model instead of the active one.")
+
+    p = verb("publish", cmd_publish, "Publish the model, a classify-only Space or the dataset to the Hugging Face "
+             "Hub (token: --token, HF_TOKEN, or `hf auth login`).")
+    p.add_argument("--to", required=True, choices=("model", "space", "dataset"),
+                   help="model: the exported model bundle; space: a classify-only Gradio Space; dataset: the "
+                        "pictures with metadata.csv.")
+    p.add_argument("--repo", required=True, metavar="NAME",
+                   help="The repository: NAME (under your user name) or OWNER/NAME; created if it does not exist.")
+    p.add_argument("--run", help="For model and space: this run's model instead of the one in use.")
+    p.add_argument("--token", help="A Hugging Face token with write access (default: HF_TOKEN, else the one "
+                                   "`hf auth login` saved).")
+    p.add_argument("--public", action="store_true",
+                   help="Make a new repository public (default: private; an existing one keeps its visibility).")
 
     p = verb("serve", cmd_serve, "Start the web app.", project=False)
     p.add_argument("--project", help="Project folder (default: the default project in your data folder).")
