@@ -631,7 +631,8 @@ def _check_picture(data: bytes, row: dict, where: str) -> None:
         raise _Bad(f"{where} does not have the size recorded for it")
 
 
-def _is_empty(project: Project) -> bool:
+def project_is_empty(project: Project) -> bool:
+    """Whether a project holds no pictures (not even in the trash), no runs and no history: safe to restore into."""
     with project._read() as con:
         return not any(con.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in ("items", "runs", "actions"))
 
@@ -655,7 +656,7 @@ def restore_project(zip_path: str | Path, dest: str | Path, *, progress: Optiona
         raise InputError(f"{dest} is a file; give a folder for the new project.")
     if Project.exists(dest):
         existing = Project.open(dest)
-        if not _is_empty(existing):
+        if not project_is_empty(existing):
             raise InputError(f"There is already a project with pictures or runs at {dest}; a project zip is restored "
                              "as a new project: give a new folder.")
     elif dest.exists() and any(dest.iterdir()):
