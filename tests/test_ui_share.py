@@ -33,12 +33,12 @@ def test_downloads_and_a_project_zip_restored_into_an_empty_app_then_beside_a_fu
     with serve(empty) as srv:
         c = _client(srv.url)
         _, status = c.predict(handle_file(project_zip), api_name="/restore_project")
-        assert status.startswith("Restored 32 pictures in 2 classes") and "into this app's project" in status
+        assert status.startswith("Restored 32 pictures in 2 classes") and "this app's project now" in status
         assert Project.open(empty).label_counts() == trained_project.label_counts()
         # The app's project now holds pictures: a second restore goes beside it, and says how to open it.
         _, status = c.predict(handle_file(project_zip), api_name="/restore_project")
         beside = tmp_path / "apps" / "trained-project"
-        assert f"as a new project in `{beside}`" in status and f'--project "{beside}"' in status
+        assert f"a new project in `{beside}`" in status and f'--project "{beside}"' in status
         assert Project.open(beside).label_counts() == trained_project.label_counts()
         assert Project.open(empty).label_counts() == trained_project.label_counts()  # untouched
 

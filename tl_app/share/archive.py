@@ -100,7 +100,8 @@ class ExportReport:
         what = f"{self.pictures} picture{'s' if self.pictures != 1 else ''} in {len(self.classes)} classes"
         if self.format == "project":
             what += f", {self.runs} run{'s' if self.runs != 1 else ''}"
-        return f"Wrote {self.out.name} ({what}, {self.bytes / 1e6:.1f} MB) in {self.seconds:.1f} s."
+        size = f"{self.bytes / 1e6:.1f} MB" if self.bytes >= 1e6 else f"{max(1, round(self.bytes / 1e3))} KB"
+        return f"Wrote {self.out.name} ({what}, {size}) in {self.seconds:.1f} s."
 
 
 @dataclass

@@ -56,12 +56,13 @@ def create_share_panel(ctx: UIContext) -> dict:
             c["share_dataset"] = gr.Button("Dataset zip", elem_id="share-dataset-button")
             c["share_project"] = gr.Button("Whole project zip", elem_id="share-project-button")
         c["share_file"] = gr.File(label="Your download", interactive=False, elem_id="share-file")
+        c["share_note"] = gr.Markdown(elem_id="share-note")
         gr.Markdown("**Restore a project zip.** Into this app's project when it is still empty; otherwise as a new "
                     "project beside it (your pictures here are not touched).")
-        with gr.Row(equal_height=True):
-            c["share_zip"] = gr.File(label="Project zip", file_types=[".zip"], file_count="single", type="filepath",
-                                     elem_id="share-restore-file")
-            c["share_restore"] = gr.Button("Restore", elem_id="share-restore-button", scale=0, min_width=120)
+        c["share_zip"] = gr.File(label="Project zip", file_types=[".zip"], file_count="single", type="filepath",
+                                 height=140, elem_id="share-restore-file")
+        c["share_restore"] = gr.Button("Restore", elem_id="share-restore-button")
+        c["share_restored"] = gr.Markdown(elem_id="share-restored")
         gr.Markdown("**Publish to the Hugging Face Hub** with your token: the one you signed in with, `HF_TOKEN`, or "
                     "`hf auth login` on this computer.")
         with gr.Row():
@@ -88,8 +89,8 @@ def create_share_panel(ctx: UIContext) -> dict:
         return str(rep.out), rep.summary() + " Restore it with the panel below, or `python -m tl_app import "\
             "ZIP --as FOLDER`."
 
-    c["share_dataset"].click(export_dataset_zip, None, [c["share_file"], c["share_status"]], api_name="export_dataset")
-    c["share_project"].click(export_project_zip, None, [c["share_file"], c["share_status"]], api_name="export_project")
+    c["share_dataset"].click(export_dataset_zip, None, [c["share_file"], c["share_note"]], api_name="export_dataset")
+    c["share_project"].click(export_project_zip, None, [c["share_file"], c["share_note"]], api_name="export_project")
 
     @owner_only(ctx, "restore a project")
     def restore(path: Optional[str]):
@@ -100,19 +101,20 @@ def create_share_panel(ctx: UIContext) -> dict:
         name = Path(path).name
         if project_is_empty(ctx.project):
             rep = restore_project(path, ctx.project.root)
-            where = "into this app's project: open the other tabs to see it."
+            where = "It is this app's project now: open the other tabs to see it."
         elif ctx.shared:
             raise InputError("This app's project already holds pictures or runs, and a shared app serves only it: a "
                              "project zip can be restored here only into an empty project.")
         else:
             dest = _beside(ctx.project, name)
             rep = restore_project(path, dest)
-            where = (f"as a new project in `{dest}` (this app still shows its own project). To open it: "
+            where = (f"It is a new project in `{dest}` (this app still shows its own project). To open it: "
                      f"`./scripts/run --project \"{dest}\"` or `python -m tl_app serve --project \"{dest}\"`.")
         notes = "".join(f"\n- {n}" for n in rep.notes)
-        return None, f"{rep.summary()} Restored {where}{notes}"
+        return None, f"{rep.summary()} {where}{notes}"
 
-    c["share_restore"].click(restore, [c["share_zip"]], [c["share_zip"], c["share_status"]], api_name="restore_project")
+    c["share_restore"].click(restore, [c["share_zip"]], [c["share_zip"], c["share_restored"]],
+                             api_name="restore_project")
 
     @owner_only(ctx, "publish to the Hugging Face Hub")
     def publish(target: str, repo: str, private: bool, token: gr.OAuthToken | None = None):
