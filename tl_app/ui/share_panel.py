@@ -58,7 +58,8 @@ def create_share_panel(ctx: UIContext) -> dict:
         c["share_file"] = gr.File(label="Your download", interactive=False, elem_id="share-file")
         c["share_note"] = gr.Markdown(elem_id="share-note")
         gr.Markdown("**Restore a project zip.** Into this app's project when it is still empty; otherwise as a new "
-                    "project beside it (your pictures here are not touched).")
+                    "project beside it (your pictures here are not touched). The page takes zips up to 50 MB; for a "
+                    "larger one: `python -m tl_app import ZIP --as FOLDER`.")
         c["share_zip"] = gr.File(label="Project zip", file_types=[".zip"], file_count="single", type="filepath",
                                  height=140, elem_id="share-restore-file")
         c["share_restore"] = gr.Button("Restore", elem_id="share-restore-button")
