@@ -46,6 +46,11 @@ def cmd_import(args) -> int:
     from .jobs import Progress
     from .project import Project
 
+    if args.as_project:
+        return _restore_project(args)
+    if not args.src:
+        raise TLError("Name the folders, zip files or pictures to import (or --as NEW_PROJECT_DIR to restore a "
+                      "project zip).")
     if args.dry_run:
         existing = Project.open(args.project) if Project.exists(args.project) else None
         plan = plan_import(args.src, label=args.label, project=existing)
@@ -75,6 +80,25 @@ def cmd_import(args) -> int:
         return f"{rep.summary()}. Images per class: {counts or 'none'}"
 
     _emit(args, rep.to_dict(), text)
+    return 0
+
+
+def _restore_project(args) -> int:
+    from .share.archive import restore_project
+
+    if args.src or args.label or args.dry_run or args.move_duplicates:
+        raise TLError("With --as, give only the project zip: import PROJECT_ZIP --as NEW_PROJECT_DIR.")
+    last = [0.0]
+
+    def progress(p) -> None:
+        if time.time() - last[0] > 1:
+            last[0] = time.time()
+            _err(f"  {p.done}/{p.total} {p.message}")
+
+    rep = restore_project(args.project, args.as_project, progress=progress)
+    for note in rep.notes:
+        _err(f"note: {note}")
+    _emit(args, rep.to_dict(), lambda: f"{rep.summary()}\nThe project is in {rep.project.root}.")
     return 0
 
 
@@ -375,6 +399,16 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from .share.publish import publish
+
+    project = _project(args)
+    _err(f"publishing the {args.to} to the Hugging Face Hub ...")
+    rep = publish(project, args.to, args.repo, run=args.run, token=args.token, private=not args.public)
+    _emit(args, rep.to_dict(), rep.summary())
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .ui.app import launch
 
@@ -399,8 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    p = verb("import", cmd_import, "Import folders (a sub-folder per class), zip files or image files.")
-    p.add_argument("src", nargs="+", metavar="SRC", help=HELP["import_src"])
+    p = verb("import", cmd_import, "Import folders (a sub-folder per class), zip files or image files; or, with "
+             "--as, restore a project zip (written by `export --format project`) as a new project.")
+    p.add_argument("src", nargs="*", metavar="SRC", help=HELP["import_src"])
+    p.add_argument("--as", dest="as_project", metavar="NEW_PROJECT_DIR",
+                   help="PROJECT is a project zip: restore it as a new project in this folder (classes, pictures, "
+                        "where they came from, decisions, undo history and runs).")
     p.add_argument("--label", help=HELP["label"] + " Every file goes into this class (a zip's folders too).")
     p.add_argument("--dry-run", action="store_true",
                    help="Only tell what the import would do (which classes, how many pictures); change nothing.")
@@ -500,6 +538,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("predict", cmd_predict, "Classify image files with the project's model.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--run", help="Use this run's model instead of the active one.")
+
+    p = verb("publish", cmd_publish, "Publish the model, a classify-only Space or the dataset to the Hugging Face "
+             "Hub (token: --token, HF_TOKEN, or `hf auth login`).")
+    p.add_argument("--to", required=True, choices=("model", "space", "dataset"),
+                   help="model: the exported model bundle; space: a classify-only Gradio Space; dataset: the "
+                        "pictures with metadata.csv.")
+    p.add_argument("--repo", required=True, metavar="NAME",
+                   help="The repository: NAME (under your user name) or OWNER/NAME; created if it does not exist.")
+    p.add_argument("--run", help="For model and space: this run's model instead of the one in use.")
+    p.add_argument("--token", help="A Hugging Face token with write access (default: HF_TOKEN, else the one "
+                                   "`hf auth login` saved).")
+    p.add_argument("--public", action="store_true",
+                   help="Make a new repository public (default: private; an existing one keeps its visibility).")
 
     p = verb("serve", cmd_serve, "Start the web app.", project=False)
     p.add_argument("--project", help="Project folder (default: the default project in your data folder).")

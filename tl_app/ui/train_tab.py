@@ -30,6 +30,7 @@ from ..runner import (current_job, fail_abandoned_runs, request_stop, start_lr_f
 from ..train import TrainConfig
 from .adapters import UIContext, owner_only, pct
 from .progress import JobWatch, duration
+from .share_panel import create_share_panel
 
 SIZES = [128, 160, 192, 224, 256, 320]
 QUICK, FULL = "quick", "full"
@@ -508,4 +509,5 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["on_select"] = (refresh, [], refresh_outs)
     c["on_load"] = (mode_now, [], [c["mode"]])
     c["then"] = (watch, [], watch_outs, follow_opts)
+    c.update(create_share_panel(ctx))
     return c

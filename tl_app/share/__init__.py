@@ -1,0 +1,1 @@
+"""Taking models and datasets out of the app: exports and publishing."""

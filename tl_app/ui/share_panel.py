@@ -1,0 +1,132 @@
+"""The Train tab's "Take it with you" panel: the dataset and the project as zip files, a project zip
+restored, and publishing to the Hugging Face Hub. Wiring only: the work is in :mod:`tl_app.share`.
+
+Restoring a project zip: the app serves one project, chosen when it starts. When that
+project is empty (no pictures, no runs) the zip is restored into it and the page shows
+it at once, which is what someone starting afresh expects. Otherwise nothing of theirs
+is touched: on this computer the zip becomes a new project beside the current one and
+the panel says how to open it; on a shared server (a Space) it is refused, since a
+project beside it could not be opened there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from ..errors import InputError
+from ..project import Project
+from .adapters import UIContext, owner_only
+
+TARGETS = [("The model (ONNX bundle and card)", "model"), ("A classify-only Space", "space"),
+           ("The dataset (pictures and metadata.csv)", "dataset")]
+
+
+def _export_dir() -> Path:
+    """Where this server writes zips to hand to the browser (overwritten each time: one of each kind)."""
+    d = Path(tempfile.gettempdir()) / f"tl_app-exports-{os.getpid()}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _beside(project: Project, zip_name: str) -> Path:
+    """A new folder next to the current project, named after the zip."""
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(zip_name).stem).strip("-") or "restored"
+    base = project.root.parent
+    for n in range(1, 1000):
+        cand = base / (stem if n == 1 else f"{stem}-{n}")
+        if not cand.exists():
+            return cand
+    raise InputError("No free folder name for the restored project; remove some old ones.")
+
+
+def create_share_panel(ctx: UIContext) -> dict:
+    """Widgets and events of the panel; returns its components (``share_*``) for tests."""
+    c: dict = {}
+    with gr.Accordion("Take it with you: the dataset, the whole project, the Hugging Face Hub", open=False,
+                      elem_id="share-panel"):
+        gr.Markdown("**Download** the labelled pictures as a dataset zip (a folder per class and `metadata.csv`, "
+                    "read by Hugging Face `datasets`, torchvision and Keras), or the whole project (pictures, trash "
+                    "and undo history, runs) to pick it up again later or on another computer.")
+        with gr.Row():
+            c["share_dataset"] = gr.Button("Dataset zip", elem_id="share-dataset-button")
+            c["share_project"] = gr.Button("Whole project zip", elem_id="share-project-button")
+        c["share_file"] = gr.File(label="Your download", interactive=False, elem_id="share-file")
+        c["share_note"] = gr.Markdown(elem_id="share-note")
+        gr.Markdown("**Restore a project zip.** Into this app's project when it is still empty; otherwise as a new "
+                    "project beside it (your pictures here are not touched). The page takes zips up to 50 MB; for a "
+                    "larger one: `python -m tl_app import ZIP --as FOLDER`.")
+        c["share_zip"] = gr.File(label="Project zip", file_types=[".zip"], file_count="single", type="filepath",
+                                 height=140, elem_id="share-restore-file")
+        c["share_restore"] = gr.Button("Restore", elem_id="share-restore-button")
+        c["share_restored"] = gr.Markdown(elem_id="share-restored")
+        gr.Markdown("**Publish to the Hugging Face Hub** with your token: the one you signed in with, `HF_TOKEN`, or "
+                    "`hf auth login` on this computer.")
+        with gr.Row():
+            c["share_target"] = gr.Radio(TARGETS, value="dataset", label="What", elem_id="share-target")
+            c["share_repo"] = gr.Textbox(label="Repository", placeholder="cats-and-dogs or your-org/cats-and-dogs",
+                                         elem_id="share-repo")
+            c["share_private"] = gr.Checkbox(True, label="Private", elem_id="share-private",
+                                             info="Only you can see it (an existing repository keeps its setting).")
+        c["share_publish"] = gr.Button("Publish", variant="primary", elem_id="share-publish-button")
+        c["share_status"] = gr.Markdown(elem_id="share-status")
+
+    @owner_only(ctx, "export the dataset")
+    def export_dataset_zip():
+        from ..share.archive import export_dataset
+
+        rep = export_dataset(ctx.project, _export_dir() / f"{ctx.project.root.name or 'project'}-dataset.zip")
+        return str(rep.out), rep.summary()
+
+    @owner_only(ctx, "export the project")
+    def export_project_zip():
+        from ..share.archive import export_project
+
+        rep = export_project(ctx.project, _export_dir() / f"{ctx.project.root.name or 'project'}-project.zip")
+        return str(rep.out), rep.summary() + " Restore it with the panel below, or `python -m tl_app import "\
+            "ZIP --as FOLDER`."
+
+    c["share_dataset"].click(export_dataset_zip, None, [c["share_file"], c["share_note"]], api_name="export_dataset")
+    c["share_project"].click(export_project_zip, None, [c["share_file"], c["share_note"]], api_name="export_project")
+
+    @owner_only(ctx, "restore a project")
+    def restore(path: Optional[str]):
+        from ..share.archive import project_is_empty, restore_project
+
+        if not path:
+            raise InputError("Choose a project zip first (one written by 'Whole project zip').")
+        name = Path(path).name
+        if project_is_empty(ctx.project):
+            rep = restore_project(path, ctx.project.root)
+            where = "It is this app's project now: open the other tabs to see it."
+        elif ctx.shared:
+            raise InputError("This app's project already holds pictures or runs, and a shared app serves only it: a "
+                             "project zip can be restored here only into an empty project.")
+        else:
+            dest = _beside(ctx.project, name)
+            rep = restore_project(path, dest)
+            where = (f"It is a new project in `{dest}` (this app still shows its own project). To open it: "
+                     f"`./scripts/run --project \"{dest}\"` or `python -m tl_app serve --project \"{dest}\"`.")
+        notes = "".join(f"\n- {n}" for n in rep.notes)
+        return None, f"{rep.summary()} {where}{notes}"
+
+    c["share_restore"].click(restore, [c["share_zip"]], [c["share_zip"], c["share_restored"]],
+                             api_name="restore_project")
+
+    @owner_only(ctx, "publish to the Hugging Face Hub")
+    def publish(target: str, repo: str, private: bool, token: gr.OAuthToken | None = None):
+        from ..share.publish import PublishFailed, publish as push
+
+        try:
+            rep = push(ctx.project, target, repo, private=bool(private), token=token.token if token else None)
+        except PublishFailed as e:  # offline, refused: said in the panel, nothing else changes
+            return f"Not published. {e}"
+        return f"{rep.summary()} [Open it]({rep.url})"
+
+    c["share_publish"].click(publish, [c["share_target"], c["share_repo"], c["share_private"]], [c["share_status"]],
+                             api_name="publish", concurrency_limit=1, concurrency_id="publish")
+    return c
