@@ -16,6 +16,7 @@ Layout of a bundle::
     model.json          architecture, classes (vocab), input size, resize, mean/std, the pipeline's settings
     model.onnx          input "pixels" (batch, 3, size, size) float32 normalised; output "probs" (batch, classes)
     predict.py          python predict.py IMAGE... --json
+    pictures.sha256     the project's pictures by hash: predict.py reads these as stored, as the app does
     confusion.png       the held-out confusion matrix
     README.md           the model card, with the parity figures
 
@@ -146,15 +147,17 @@ def parity_pictures(project: Project, run_id: str, at_least: int = PARITY_PICTUR
     return held + other[:max(0, at_least - len(held))]
 
 
-def app_probs_for_files(model, spec: ModelSpec, files: list[Path]):
-    """The app's probabilities for files given to Classify (a picture not stored yet: normalised, re-encoded)."""
-    import numpy as np
+def _as_new_files(pictures: list[_Picture], folder: Path) -> list[Path]:
+    """Each picture saved again as a PNG (the same pixels, bytes the project does not hold): a new picture."""
+    from PIL import Image
 
-    from ..images import normalize
-    from ..train import load_image_for_model, predict_pixels
-
-    pixels = np.stack([np.asarray(load_image_for_model(io.BytesIO(normalize(f).data), spec.size)) for f in files])
-    return predict_pixels(model, pixels, spec)
+    out = []
+    for i, p in enumerate(pictures):
+        dest = folder / f"{i:04d}.png"
+        with Image.open(p.path, formats=["JPEG"]) as im:
+            im.convert("RGB").save(dest, format="PNG")
+        out.append(dest)
+    return out
 
 
 def load_standalone(folder: Path):
@@ -167,15 +170,30 @@ def load_standalone(folder: Path):
     return mod, mod.Classifier(folder)
 
 
-def check_export(folder: Path, model, spec: ModelSpec, pictures: list[_Picture]) -> Parity:
-    """The app's probabilities (torch) against the exported ``predict.py`` on onnxruntime, picture by picture."""
-    files = [p.path for p in pictures]
-    mine = app_probs_for_files(model, spec, files)
-    _, clf = load_standalone(folder)
+def check_export(project: Project, run_id: str, folder: Path, pictures: list[_Picture]) -> Parity:
+    """The app's Classify path (torch) against the exported ``predict.py`` on onnxruntime, picture by picture.
+
+    Each picture is classified twice by both: as the file the project stores (read as stored)
+    and as a new file with the same pixels (re-encoded first), the two branches of the pipeline.
+    Both must agree; the figures are the worse of the two.
+    """
+    import tempfile
+
     import numpy as np
 
-    theirs = clf.probs(np.stack([clf.prepare(f) for f in files]))
-    return compare(mine, theirs, [p.path.name for p in pictures], heldout=sum(p.heldout for p in pictures))
+    from ..predict import probs_for_files
+
+    _, clf = load_standalone(folder)
+    names = [p.path.name for p in pictures]
+    with tempfile.TemporaryDirectory(prefix="tl_parity_") as tmp:
+        new = _as_new_files(pictures, Path(tmp))
+        files = [p.path for p in pictures] + new
+        mine, _ = probs_for_files(project, files, run_id=run_id)
+        theirs = clf.probs(np.stack([clf.prepare(f) for f in files]))
+    both = compare(mine, theirs, names + [f"{n} (as a new file)" for n in names])
+    return Parity(len(pictures), sum(p.heldout for p in pictures), both.max_abs_diff,
+                  round(1 - len({d.split(" (as")[0] for d in both.differing}) / len(pictures), 6) if pictures else 0.0,
+                  both.differing)
 
 
 # --- writing the files ---------------------------------------------------------------------------
@@ -210,7 +228,7 @@ def _bundle_spec(spec: ModelSpec) -> ModelSpec:
     """model.json of an export: the app's spec (readable by the app) with the pipeline predict.py follows."""
     return ModelSpec(arch=spec.arch, vocab=list(spec.vocab), size=spec.size, head=spec.head, mean=spec.mean,
                      std=spec.std, resize=spec.resize, hidden=spec.hidden, extra={"export": {
-                         "onnx": "model.onnx", "input": "pixels", "output": "probs",
+                         "onnx": "model.onnx", "input": "pixels", "output": "probs", "stored": "pictures.sha256",
                          "input_layout": "NCHW float32: RGB / 255, minus mean, divided by std",
                          "pipeline": {"formats": list(config.ALLOWED_FORMATS), "min_side": config.MIN_SIDE,
                                       "max_side": config.MAX_STORED_SIDE, "max_bytes": config.MAX_IMPORT_BYTES,
@@ -222,6 +240,13 @@ def _bundle_spec(spec: ModelSpec) -> ModelSpec:
                                                 f"decode (JPEG draft at {spec.size} px)",
                                                 f"resize the whole picture to {spec.size}x{spec.size} (bilinear)",
                                                 "normalise with mean and std"]}}})
+
+
+def _write_stored(project: Project, dest: Path) -> None:
+    """``pictures.sha256``: the project's stored pictures, which the app reads as stored (not re-encoded)."""
+    shas = sorted({it.sha256 for status in ("active", "deleted", "missing") for it in project.items(status=status)})
+    dest.write_text("# sha256 of the pictures the app stored: predict.py reads these files as the app does, "
+                    "without re-encoding them\n" + "".join(f"{h}\n" for h in shas), encoding="ascii")
 
 
 def _versions() -> dict:
@@ -283,7 +308,8 @@ def card_text(card: ModelCard, run: runs.Run, report: dict, parity: Parity, *, v
     lines += ["", "## Training", "",
               f"- {mode} of {run.arch}, starting from {weights}; input {cfg.get('size', '?')} px, the whole picture "
               "resized to a square (bilinear), normalised with ImageNet's mean and std.",
-              f"- {cfg.get('epochs', '?')} epoch(s)" + (" after a warm-up epoch" if run.mode == "finetune" else "")
+              f"- {cfg.get('epochs', '?')} epoch{'' if cfg.get('epochs') == 1 else 's'}"
+              + (" after a warm-up epoch" if run.mode == "finetune" else "")
               + f", batch size {cfg.get('batch_size', '?')}, learning rate {cfg.get('lr') or 'the default'}, "
               f"{int(float(cfg.get('valid_pct', config.VALID_PCT)) * 100)}% of the pictures held out, seed "
               f"{cfg.get('seed', '?')}" + (f", early stopping after {cfg['patience']} epochs" if cfg.get("patience")
@@ -302,8 +328,9 @@ def card_text(card: ModelCard, run: runs.Run, report: dict, parity: Parity, *, v
               f"with `predict.py` on onnxruntime {versions.get('onnxruntime', '?')} (Pillow "
               f"{versions.get('pillow', '?')}). An export is refused when a probability differs by more than "
               f"{MAX_ABS_DIFF:.0e} or a most likely class differs.", "",
-              "The app reads a picture that is already in its project as it stored it; `predict.py` treats every "
-              "picture as a new one, as the app does with a picture it is given.", ""]
+              "Each picture was checked twice: as the file the app stored (the app reads its own pictures as "
+              "stored; `pictures.sha256` lists them so that `predict.py` does too) and as a new file with the same "
+              "pixels (re-encoded first, as the app does with a picture it is given).", ""]
     return "\n".join(lines)
 
 
@@ -361,11 +388,12 @@ def _export(project: Project, out: Path, fmt: str, run_id: Optional[str], progre
         model, spec = load_model(runs.run_dir(project, run.id), run.model_sha256, project.root)
         pictures = parity_pictures(project, run.id)
         (tmp / "model.json").write_text(_bundle_spec(spec).to_json(), encoding="utf-8")
+        _write_stored(project, tmp / "pictures.sha256")
         shutil.copyfile(STANDALONE / "predict.py", tmp / "predict.py")
         progress("Converting the model to ONNX")
         write_onnx(model, spec, tmp / "model.onnx")
         progress(f"Checking the export against the app on {len(pictures)} pictures")
-        parity = require_parity(check_export(tmp, model, spec, pictures))
+        parity = require_parity(check_export(project, run.id, tmp, pictures))
         report = runs.read_json(project, run.id, "report.json") or {}
         card = model_card(project, run.id)
         from ..train import confusion_figure
