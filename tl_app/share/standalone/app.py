@@ -33,8 +33,10 @@ def build() -> gr.Blocks:
     with gr.Blocks(title=INFO.get("title", "Image classifier")) as demo:
         gr.Markdown(f"# {INFO.get('title', 'Image classifier')}\n{INFO.get('summary', '')}")
         with gr.Row():
-            # type="filepath" with no image_mode: the file as uploaded, so preprocessing is predict.py's alone.
-            picture = gr.Image(type="filepath", label="Picture", sources=["upload", "clipboard", "webcam"])
+            # type="filepath" with image_mode=None: the file as uploaded (Gradio's default "RGB" would drop
+            # transparency and re-save it), so the preprocessing is predict.py's alone.
+            picture = gr.Image(type="filepath", image_mode=None, label="Picture",
+                               sources=["upload", "clipboard", "webcam"])
             label = gr.Label(num_top_classes=len(MODEL.classes), label="Prediction")
         button = gr.Button("Classify", variant="primary")
         button.click(classify, picture, label, api_name="classify")
