@@ -309,3 +309,27 @@ def test_the_exported_space_runs_without_torch_and_answers_as_the_app(trained_pr
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+# --- the Train tab's export section, through the app's API ------------------------------------------
+def test_the_app_exports_a_bundle_and_a_space_as_zips_with_the_parity_figures(trained_project):
+    import zipfile
+
+    from gradio_client import Client
+
+    from e2e.harness import serve
+
+    run = runs.list_runs(trained_project)[0]
+    with serve(trained_project.root) as srv:
+        client = Client(srv.url, verbose=False)
+        text, file = client.predict(run.id, api_name="/export_bundle")
+        assert text.startswith("**Model bundle of Full fine-tuning · resnet18 ·")
+        assert "checked on 32 pictures (6 held out)" in text and "the same for 100%" in text
+        with zipfile.ZipFile(file["value"]) as z:
+            assert {"model.onnx", "model.safetensors", "model.json", "predict.py", "README.md"} <= set(z.namelist())
+        text, file = client.predict(None, api_name="/export_space")  # None: the run in use
+        assert text.startswith("**Space of ") and "needs no PyTorch" in text
+        with zipfile.ZipFile(file["value"]) as z:
+            names = set(z.namelist())
+        assert {"app.py", "requirements.txt", "model.onnx", "README.md"} <= names
+        assert any(n.startswith("examples/") for n in names) and "model.safetensors" not in names
