@@ -400,7 +400,7 @@ def _export(project: Project, out: Path, fmt: str, run_id: Optional[str], progre
 
         if report.get("confusion"):
             confusion_figure(report).savefig(tmp / "confusion.png")
-        text = card_text(card, run, report, parity, versions=_versions(), images=len(project.items()))
+        text = card_text(card, run, report, parity, versions=_versions(), images=card.learned_from + card.heldout)
         if fmt == "bundle":
             from safetensors.torch import save_file
 
