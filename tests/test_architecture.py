@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = [p for p in (ROOT / "tl_app").rglob("*.py") if "ui" not in p.relative_to(ROOT / "tl_app").parts]
+#: The programs an export ships (tl_app/share/standalone): they run elsewhere, without the app.
+STANDALONE = ROOT / "tl_app" / "share" / "standalone"
+CORE = [p for p in (ROOT / "tl_app").rglob("*.py")
+        if "ui" not in p.relative_to(ROOT / "tl_app").parts and STANDALONE not in p.parents]
 
 
 def _imports(path: Path) -> set[str]:
@@ -30,6 +33,17 @@ def test_no_core_module_imports_gradio_or_the_ui():
     offenders = {k: v for k, v in offenders.items() if v}
     # cli.py may start the UI, but only inside the `serve` verb (a function-level import of .ui.app).
     assert offenders == {} or set(offenders) == {"tl_app/cli.py"} and offenders["tl_app/cli.py"] == ["tl_app.ui"], offenders
+
+
+def test_the_programs_an_export_ships_need_neither_torch_nor_the_app():
+    """predict.py: onnxruntime, Pillow, numpy; the Space's app.py: those and gradio (and predict.py)."""
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    allowed = {"predict.py": {"numpy", "PIL", "onnxruntime"}, "app.py": {"numpy", "PIL", "onnxruntime", "gradio",
+                                                                         "predict"}}
+    found = {p.name for p in STANDALONE.glob("*.py")}
+    assert found == set(allowed)
+    for name, ok in allowed.items():
+        assert _imports(STANDALONE / name) - stdlib <= ok, (name, _imports(STANDALONE / name) - stdlib - ok)
 
 
 def test_cli_imports_ui_only_inside_serve():

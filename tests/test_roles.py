@@ -151,6 +151,7 @@ def test_a_visitor_of_a_shared_app_is_refused_every_endpoint_that_acts(trained_p
             "/keep_one": (f"{item.id},{project.items()[1].id}", item.id, ALL, "", ""),
             "/retrain": (ALL, "", ""), "/stop": (),
             "/use_run": (runs.list_runs(project)[0].id,),
+            "/export_bundle": (runs.list_runs(project)[0].id,), "/export_space": (None,),
         }
         for name, args in calls.items():
             if args is None:

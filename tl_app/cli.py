@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from . import config
 from .config import HELP
-from .errors import TLError
+from .errors import InputError, TLError
 
 
 def _err(msg: str) -> None:
@@ -344,6 +344,36 @@ def cmd_predict(args) -> int:
     return 0 if any(not p.error for p in preds) else 1
 
 
+EXPORT_FORMATS = ("bundle", "space", "dataset", "project")
+
+
+def cmd_export(args) -> int:
+    project = _project(args)
+    out = Path(args.out)
+    if args.format in ("bundle", "space"):
+        from .share.bundle import export_bundle, export_space
+
+        fn = export_bundle if args.format == "bundle" else export_space
+        rep = fn(project, out, run_id=args.run, progress=lambda m: _err(f"  {m}"))
+        p = rep.parity
+
+        def text() -> str:
+            return (f"{rep.run_name} exported as a {rep.format} to {rep.out} in {rep.seconds:.1f} s.\n"
+                    f"Parity with the app: {p.describe()}.")
+
+        _emit(args, rep.to_dict(), text)
+        return 0
+    if args.run:
+        raise InputError("--run chooses a model; the dataset and project formats take every picture and run.")
+    from .share import archive
+
+    fn = archive.export_dataset if args.format == "dataset" else archive.export_project
+    rep = fn(project, out)
+    data = rep.to_dict()
+    _emit(args, data, f"Exported the {args.format} ({rep.pictures} pictures) to {data['out']}.")
+    return 0
+
+
 def _download_progress():
     from .jobs import Progress
 
@@ -538,6 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("predict", cmd_predict, "Classify image files with the project's model.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--run", help="Use this run's model instead of the active one.")
+
+    p = verb("export", cmd_export, "Export a run's model (a bundle with ONNX and predict.py, or a classify-only "
+                                   "Space), or the dataset or the whole project.")
+    p.add_argument("--out", required=True, metavar="PATH", help="A new folder (bundle, space) or file (dataset, project).")
+    p.add_argument("--run", help="Export this run's model instead of the one in use.")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="bundle",
+                   help="bundle (default): model.safetensors, model.json, model.onnx, predict.py and a model card; "
+                        "space: a classify-only Gradio Space; dataset: a zip of the pictures with metadata.csv; "
+                        "project: a zip of the whole project.")
 
     p = verb("publish", cmd_publish, "Publish the model, a classify-only Space or the dataset to the Hugging Face "
              "Hub (token: --token, HF_TOKEN, or `hf auth login`).")

@@ -106,3 +106,7 @@ class ServeRefused(TLError):
 
 class LimitReached(TLError):
     """A visitor used up their allowance on a shared server (pictures classified, searches); try again later."""
+
+
+class ExportRefused(TLError):
+    """An export that would not give the app's answers (the parity check failed), or cannot be written."""

@@ -37,7 +37,8 @@ class Origin:
 
     ``kind`` is :data:`WEB` (found by a web search and downloaded), :data:`OWN` (the
     owner's own files: uploads, zips, folders) or :data:`UNKNOWN` (no record left).
-    For web pictures: the search words, engines and the sites they came from (most first).
+    For web pictures: the search words, engines and the sites they came from (most first), and
+    the licence filter each search asked for (``licences``, most first; "" when none was asked).
     """
 
     kind: str
@@ -45,6 +46,7 @@ class Origin:
     queries: list[str] = field(default_factory=list)
     engines: list[str] = field(default_factory=list)
     sites: list[tuple[str, int]] = field(default_factory=list)
+    licences: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -95,8 +97,9 @@ def _origins(project: Project, item_ids: list[str]) -> list[Origin]:
                 host = ""
             if host:
                 sites[host.removeprefix("www.")] += 1
+        licences = Counter("" if (m.get("license") or "any") == "any" else str(m["license"]) for m in web)
         out.append(Origin(WEB, len(web), [q for q, _ in queries.most_common()], [e for e, _ in engines.most_common()],
-                          sites.most_common()))
+                          sites.most_common(), licences.most_common()))
     if own:
         out.append(Origin(OWN, own))
     if unknown:
@@ -104,9 +107,9 @@ def _origins(project: Project, item_ids: list[str]) -> list[Origin]:
     return out
 
 
-def model_card(project: Project) -> Optional[ModelCard]:
-    """The card of the model Review and Classify use now (None before the first model)."""
-    run = runs.active_run(project)
+def model_card(project: Project, run_id: Optional[str] = None) -> Optional[ModelCard]:
+    """The card of the model Review and Classify use now, or of the run ``run_id`` (None before the first model)."""
+    run = runs.get_run(project, run_id) if run_id else runs.active_run(project)
     if run is None:
         return None
     rep = runs.read_json(project, run.id, "report.json") or {}

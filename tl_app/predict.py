@@ -112,6 +112,22 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
     return preds
 
 
+def probs_for_files(project: Project, files: Iterable[str | Path], *, run_id: Optional[str] = None):
+    """Unrounded probabilities (files x vocab) and the vocab, by Classify's own path; a refused file raises.
+
+    What an export's parity check compares against (:mod:`tl_app.share.bundle`).
+    """
+    import numpy as np
+
+    from .train import predict_pixels
+
+    model, spec, _ = model_for(project, run_id)
+    pixels = [_pixels_from_bytes(_as_stored(project, Path(f)), spec.size) for f in files]
+    if not pixels:
+        return np.zeros((0, len(spec.vocab)), np.float32), spec.vocab
+    return predict_pixels(model, np.stack(pixels), spec), spec.vocab
+
+
 def _item_pixels(project: Project, item_ids: list[str], size: int):
     import numpy as np
 

@@ -159,14 +159,7 @@ def _build(project: Project, target: str, work: Path, run: Optional[str],
 
     make = bundle.export_bundle if target == "model" else bundle.export_space
     out = work / target
-    res = make(project, out, run=run)
-    made = Path(getattr(res, "out", None) or out)
-    if made.is_file() and made.suffix == ".zip":
-        folder = work / f"{target}-files"
-        with zipfile.ZipFile(made) as zf:
-            zf.extractall(folder)
-        return folder
-    return made
+    return make(project, out, run_id=run, progress=lambda m: None).out  # a folder, checked like any export
 
 
 def publish(project: Project, target: str, repo: str, *, run: Optional[str] = None, token: Optional[str] = None,

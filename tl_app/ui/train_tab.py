@@ -29,6 +29,7 @@ from ..runner import (current_job, fail_abandoned_runs, request_stop, start_lr_f
                       stopping_message)
 from ..train import TrainConfig
 from .adapters import UIContext, owner_only, pct
+from .export_panel import create_export_panel
 from .progress import JobWatch, duration
 from .share_panel import create_share_panel
 
@@ -325,6 +326,7 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["runs"] = gr.Dataframe(value=runs_table(ctx) if ctx.access.everyone_owner else
                              pd.DataFrame(columns=RUN_COLUMNS), label="Runs", interactive=False,
                              elem_id="runs-table")
+    c.update(create_export_panel(ctx))
 
     def details(run_id: str | None) -> dict:
         """The run in use (or the given run), the choice and the runs: everything but the progress."""
