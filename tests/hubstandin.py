@@ -90,9 +90,9 @@ class HubStandIn:
                     import yaml
 
                     text = json.loads(body)["content"]
-                    front = text.split("---", 2)[1] if text.startswith("---") else ""
-                    try:
-                        ok = isinstance(yaml.safe_load(front), dict)
+                    front = text.split("---", 2)[1] if text.startswith("---") else None
+                    try:  # no front matter is fine; front matter must be a mapping
+                        ok = front is None or isinstance(yaml.safe_load(front), dict)
                     except yaml.YAMLError:
                         ok = False
                     with hub.lock:

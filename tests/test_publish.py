@@ -131,5 +131,6 @@ def test_the_model_bundle_and_the_space_are_published(hub, trained_project, monk
     assert rep.repo_type == target and repo.commits
     if target == "model":
         assert {"model.onnx", "model.json", "README.md", "predict.py"} <= set(repo.files)
+        assert "pipeline_tag: image-classification" in hub.readmes[-1]  # the Hub lists it as a classifier
     else:
         assert repo.sdk == "gradio" and {"app.py", "requirements.txt", "README.md"} <= set(repo.files)

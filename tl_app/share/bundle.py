@@ -406,7 +406,9 @@ def _export(project: Project, out: Path, fmt: str, run_id: Optional[str], progre
 
             save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                       str(tmp / "model.safetensors"), metadata={"arch": spec.arch})
-            (tmp / "README.md").write_text(text, encoding="utf-8")
+            front = ["---", "library_name: onnx", "pipeline_tag: image-classification",
+                     "tags: [image-classification, onnx, tl_app]", "---", ""]  # how the Hub lists a model
+            (tmp / "README.md").write_text("\n".join(front) + text, encoding="utf-8")
         else:
             _space_files(tmp, card, text, [p for p in pictures if p.heldout] or pictures)
         _finish(tmp, out)
