@@ -4,7 +4,9 @@ Its classes, how it did on the held-out pictures it never learned from
 (accuracy, confusion matrix, precision and recall per class) and where its
 pictures came from, counted by kind (web searches with their words, engines
 and sites; the owner's own files) without any file name or server path. A
-visitor of a shared app sees this and nothing else of the project.
+visitor of a shared app sees this and nothing else of the project. Classes are
+named as the project names them now (:mod:`tl_app.class_map`), with the changes
+since training said in words.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from . import runs
+from .class_map import ClassMap, class_map
 from .project import Project
 
 WEB, OWN, UNKNOWN = "web", "own", "unknown"
@@ -64,6 +67,8 @@ class ModelCard:
     confusion_labels: list[str]
     confusion: list[list[int]]
     origins: list[Origin]
+    #: The classes changed since training, in words ("'cat' is now 'cats'"), empty when none did.
+    changes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,16 +121,63 @@ def model_card(project: Project, run_id: Optional[str] = None) -> Optional[Model
     snap = runs.read_json(project, run.id, "snapshot.json") or {}
     items = list(snap.get("items") or []) if isinstance(snap, dict) else []
     vocab = list(snap.get("vocab") or []) if isinstance(snap, dict) else []
-    learned = Counter(it["label"] for it in items if not it.get("valid"))
-    checked = Counter(it["label"] for it in items if it.get("valid"))
     per_class = rep.get("per_class") or {}
     conf = rep.get("confusion") or {}
     names = vocab or list(conf.get("labels") or []) or list(per_class)
+    # Named as the project names its classes now: renamed, merged (figures summed) or deleted since.
+    cmap = class_map(project, run, names)
+    now = dict(zip(cmap.vocab, cmap.names))
+    learned = Counter(now.get(it["label"], it["label"]) for it in items if not it.get("valid"))
+    checked = Counter(now.get(it["label"], it["label"]) for it in items if it.get("valid"))
+    labels, matrix = list(conf.get("labels") or []), [list(r) for r in conf.get("matrix") or []]
+    accuracy = rep.get("accuracy", run.accuracy)
+    if cmap.changed:
+        if labels and len(matrix) == len(labels):
+            lmap = class_map(project, run, labels)
+            at = dict(zip(lmap.vocab, lmap.index()))
+            k = len(lmap.classes)
+            grouped = [[0] * k for _ in range(k)]
+            for i, row in enumerate(matrix):
+                for j, n in enumerate(row):
+                    grouped[at[labels[i]]][at[labels[j]]] += int(n)
+            labels, matrix = lmap.classes, grouped
+            total = sum(map(sum, grouped))
+            accuracy = round(sum(grouped[i][i] for i in range(k)) / total, 4) if total else accuracy
+            per_class = {}
+            for i, n in enumerate(labels):
+                col, row = sum(r[i] for r in grouped), sum(grouped[i])
+                per_class[n] = {"precision": round(grouped[i][i] / col, 4) if col else None,
+                                "recall": round(grouped[i][i] / row, 4) if row else None}
+        else:
+            per_class = {now.get(k, k): v for k, v in per_class.items()}
     classes = [ClassFigures(n, learned.get(n, 0), checked.get(n, 0), (per_class.get(n) or {}).get("precision"),
-                            (per_class.get(n) or {}).get("recall")) for n in names]
+                            (per_class.get(n) or {}).get("recall")) for n in cmap.classes]
     return ModelCard(run=runs.run_names(runs.list_runs(project)).get(run.id, run.name), arch=run.arch, mode=run.mode,
-                     trained=run.finished, accuracy=rep.get("accuracy", run.accuracy),
+                     trained=run.finished, accuracy=accuracy,
                      heldout=int(rep.get("valid_items") or sum(checked.values())),
                      learned_from=int(rep.get("train_items") or sum(learned.values())), classes=classes,
-                     confusion_labels=list(conf.get("labels") or []), confusion=[list(r) for r in conf.get("matrix") or []],
-                     origins=_origins(project, [it["item"] for it in items]))
+                     confusion_labels=labels, confusion=matrix,
+                     origins=_origins(project, [it["item"] for it in items]), changes=describe_changes(cmap))
+
+
+def describe_changes(cmap: ClassMap) -> list[str]:
+    """The model's classes that are called otherwise now, in words, one sentence part per class now."""
+    out = []
+    for name in cmap.classes:
+        was = [v for v, n in zip(cmap.vocab, cmap.names) if n == name]
+        if was == [name]:
+            continue
+        if not cmap.is_class(name):
+            gone = cmap.gone[name]
+            out.append(f"'{gone}' was deleted" if name.startswith("deleted") else
+                       f"'{gone}' was split into other classes")
+        elif len(was) == 1:
+            out.append(f"'{was[0]}' is now '{name}'")
+        else:
+            out.append(f"{_quoted(was)} are now one class, '{name}'")
+    return out
+
+
+def _quoted(names: list[str]) -> str:
+    q = [f"'{x}'" for x in names]
+    return ", ".join(q[:-1]) + " and " + q[-1]

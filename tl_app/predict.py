@@ -86,12 +86,20 @@ def _as_stored(project: Project, path: Path) -> bytes:
 
 def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Optional[str] = None,
                   names: Optional[dict[str, str]] = None) -> list[Prediction]:
-    """Predict every file; a file that is not a usable image gets ``error`` and the rest go on."""
+    """Predict every file; a file that is not a usable image gets ``error`` and the rest go on.
+
+    Classes are named as the project names them now (see :mod:`tl_app.class_map`): a class
+    renamed since training answers with its new name, merged classes as one (probabilities
+    summed), a deleted one as "deleted class 'x'".
+    """
     import numpy as np
 
     from .train import predict_pixels
 
-    model, spec, _ = model_for(project, run_id)
+    from .class_map import class_map
+
+    model, spec, run = model_for(project, run_id)
+    classes = class_map(project, run, spec.vocab)  # renamed, merged or deleted since the run: named as now
     names = names or {}
     preds: list[Prediction] = []
     good: list[tuple[int, object]] = []
@@ -106,7 +114,7 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
     if good:
         probs = predict_pixels(model, np.stack([g[1] for g in good]), spec)
         for (i, _), pr in zip(good, probs):
-            d = {v: round(float(x), 6) for v, x in zip(spec.vocab, pr)}
+            d = classes.as_dict(pr)
             best = max(d, key=d.get)
             preds[i].label, preds[i].confidence, preds[i].probs = best, d[best], d
     return preds
@@ -139,7 +147,8 @@ def _item_pixels(project: Project, item_ids: list[str], size: int):
 
 
 def predict_items(project: Project, item_ids: list[str], *, run_id: Optional[str] = None):
-    """Probabilities for items already in the project (array in ``item_ids`` order) and the vocab."""
+    """Probabilities for items already in the project (array in ``item_ids`` order) and the model's own vocab
+    (its names when trained; :func:`tl_app.class_map.class_map` says what they are called now)."""
     from .train import predict_pixels
 
     model, spec, _ = model_for(project, run_id)

@@ -80,6 +80,16 @@ CREATE TABLE IF NOT EXISTS sources(
     reason TEXT NOT NULL DEFAULT '',
     fetched REAL NOT NULL
 );
+-- Every time a class change (rename, merge, delete) is applied, undone or redone: what each
+-- class name became ("names": {old: new, or null when deleted, or a list when split}). A run
+-- records the last seq it saw, so its model's class names can be read as they are called now.
+CREATE TABLE IF NOT EXISTS class_log(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    action INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    names TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs(
     id TEXT PRIMARY KEY,
     created REAL NOT NULL,
@@ -189,6 +199,35 @@ def _respell(payload: dict, old: str, new: str) -> None:
         for key in ("from", "to"):
             if s[key] == old:
                 s[key] = new
+    if "names" in payload:
+        payload["names"] = {(new if k == old else k): (new if v == old else v) for k, v in payload["names"].items()}
+
+
+def class_steps(kind: str, payload: dict) -> tuple[dict, dict]:
+    """``(forward, backward)``: what each class name becomes when a class change is applied, and undone.
+
+    Forward: a renamed or merged class becomes its target, a deleted one ``None``. Backward:
+    a class made by the change goes back to the one class it came from, or is split (a list of
+    the classes it came from) when several were merged into it; a class that existed before
+    keeps its name. Undoing a delete names nothing: the classes come back as they were.
+    """
+    names = payload.get("names")
+    if names is None:  # recorded before names were: derived from the rest of the payload
+        removed = [r["name"] for r in payload.get("labels", {}).get("removed", [])]
+        if kind == "delete_class":
+            names = {n: None for n in removed}
+        else:
+            added = [a["name"] for a in payload.get("labels", {}).get("added", [])]
+            target = added[0] if added else next((p["to_label"] for p in payload.get("items", [])
+                                                  if "to_label" in p), None)
+            names = {n: target for n in removed} if target else {}
+    made = {a["name"] for a in payload.get("labels", {}).get("added", [])}
+    back: dict = {}
+    for target in dict.fromkeys(v for v in names.values() if v is not None):
+        if target in made:
+            came = [k for k, v in names.items() if v == target]
+            back[target] = came[0] if len(came) == 1 else came
+    return dict(names), back
 
 
 def _pid_alive(pid: int) -> bool:
@@ -276,6 +315,18 @@ class Action:
             return cls(r["id"], r["kind"], r["created"], r["state"], r["summary"], payload.get("items", []),
                        payload.get("labels", {}))
         return cls(r["id"], r["kind"], r["created"], r["state"], r["summary"], payload)
+
+
+@dataclass
+class ClassStep:
+    """One entry of the class-change log: a class change applied (``apply``) or undone (``revert``),
+    and what each class name became (``names``: a new name, ``None`` when deleted, a list when split)."""
+
+    seq: int
+    action: int
+    step: str
+    names: dict
+    at: float
 
 
 @dataclass
@@ -738,13 +789,47 @@ class Project:
                 else:
                     gone = [x for x in srcs if x != target]
                     summary = f"merged {_names(gone)} into '{target}' ({_pictures(n)} moved)"
-            payload = {"items": moved, "labels": labels, "sources": sources}
+            names = {x["name"]: target for x in labels["removed"]}
+            payload = {"items": moved, "labels": labels, "sources": sources, "names": names}
             moves = self._apply_class(con, payload)
             con.execute("UPDATE actions SET payload=?, summary=? WHERE id=?",
                         (json.dumps(payload, ensure_ascii=False), summary, aid))
             self._move_all(moves)
+            self._log_class(con, aid, kind, payload, "apply")
             self._tidy_label_folders(con, [x["name"] for x in labels["removed"]])
         return self._action(aid)
+
+    @staticmethod
+    def _log_class(con: sqlite3.Connection, aid: int, kind: str, payload: dict, step: str) -> None:
+        forward, backward = class_steps(kind, payload)
+        con.execute("INSERT INTO class_log(action, step, names, at) VALUES(?,?,?,?)",
+                    (aid, step, json.dumps(forward if step == "apply" else backward, ensure_ascii=False), time.time()))
+
+    def class_log_position(self) -> int:
+        """The latest entry of the class-change log (0 when empty): where a run's snapshot stands in it."""
+        with self._read() as con:
+            return int(con.execute("SELECT COALESCE(MAX(seq), 0) FROM class_log").fetchone()[0])
+
+    def class_log(self, *, after: int = 0, after_time: float | None = None, upto: int | None = None) -> list[ClassStep]:
+        """Class changes applied, undone or redone after log entry ``after`` (up to ``upto``), oldest first.
+
+        ``after_time`` instead picks the entries made after a time (for runs that recorded no
+        position); class changes made before the log existed then count with their own time.
+        """
+        with self._read() as con:
+            if after_time is None:
+                rows = con.execute("SELECT * FROM class_log WHERE seq > ? AND seq <= ? ORDER BY seq",
+                                   (after, upto if upto is not None else 2 ** 62)).fetchall()
+                return [ClassStep(r["seq"], r["action"], r["step"], json.loads(r["names"]), r["at"]) for r in rows]
+            rows = con.execute("SELECT * FROM class_log WHERE at > ? ORDER BY seq", (after_time,)).fetchall()
+            steps = [ClassStep(r["seq"], r["action"], r["step"], json.loads(r["names"]), r["at"]) for r in rows]
+            logged = {r["action"] for r in con.execute("SELECT DISTINCT action FROM class_log")}
+            kinds = ",".join("?" * len(CLASS_KINDS))
+            older = con.execute(f"SELECT * FROM actions WHERE kind IN ({kinds}) AND state='done' AND created > ? "
+                                "ORDER BY id", (*CLASS_KINDS, after_time)).fetchall()
+        early = [ClassStep(0, r["id"], "apply", class_steps(r["kind"], json.loads(r["payload"]))[0], r["created"])
+                 for r in older if r["id"] not in logged]
+        return early + steps
 
     def _apply_class(self, con: sqlite3.Connection, payload: dict) -> list[tuple[Path, Path]]:
         """Do (or redo) a class change's row updates; return the file renames it needs."""
@@ -894,6 +979,7 @@ class Project:
                 self._move_all(moves)
                 if kind in CLASS_KINDS:
                     con.execute("UPDATE actions SET payload=? WHERE id=?", (json.dumps(payload, ensure_ascii=False), r["id"]))
+                    self._log_class(con, r["id"], kind, payload, "revert")
                     self._tidy_label_folders(con, [x["name"] for x in payload["labels"]["added"]])
                 elif kind == "relabel":
                     self._tidy_label_folders(con, [p["to_label"] for p in payload if p.get("new_label")])
@@ -933,6 +1019,7 @@ class Project:
                 self._move_all(moves)
                 if kind in CLASS_KINDS:
                     con.execute("UPDATE actions SET payload=? WHERE id=?", (json.dumps(payload, ensure_ascii=False), r["id"]))
+                    self._log_class(con, r["id"], kind, payload, "apply")
                     self._tidy_label_folders(con, [x["name"] for x in payload["labels"]["removed"]])
         if lost:
             raise ItemNotFound(lost)

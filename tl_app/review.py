@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from . import runs
+from .class_map import ClassMap, class_map
 from .errors import RunNotFound, TLError
 from .project import Action, Item, Project
 
@@ -336,6 +337,17 @@ class Evidence:
     outlier: dict[str, float] = field(default_factory=dict)       # item -> outlier score at training time
     noise: object = None                                          # noise[true, label] (see label_noise) or None
     clean: dict = field(default_factory=dict)                     # item -> probabilities with the noise taken out
+    classes: Optional[ClassMap] = None                            # the model's classes -> ``vocab`` (named as now)
+
+    def is_class(self, name: Optional[str]) -> bool:
+        """Whether ``name`` (of ``vocab``) is a class of the project, not one deleted or split since the run."""
+        return self.classes is None or self.classes.is_class(name)
+
+    def named(self, name: str) -> str:
+        """A class of ``vocab`` for a sentence: 'x', or the deleted class 'x' (or the former class 'x')."""
+        if self.is_class(name):
+            return f"'{name}'"
+        return f"the {name}"
 
     def settle(self) -> None:
         """Take the dataset's label noise out of every item's probabilities (see clean_probs), once."""
@@ -380,7 +392,27 @@ def load_evidence(project: Project, run: runs.Run) -> Evidence:
         if len(ids) == len(emb):
             ev.emb_items = [s["item"] for s in ids]
             ev.embeddings = emb.astype(np.float32)
+    if ev.vocab:
+        _rename(ev, class_map(project, run, ev.vocab))
     return ev
+
+
+def _rename(ev: Evidence, cmap: ClassMap) -> None:
+    """Read the evidence in the classes as they are called now: probabilities of merged classes
+    summed, the noise matrix merged likewise, the labels the run saw renamed."""
+    ev.classes = cmap
+    if not cmap.changed:
+        return
+    import numpy as np
+
+    if ev.noise is not None:
+        seen = [ev.trained_label.get(i) for i in ev.probs]
+        prior = np.array([sum(1 for x in seen if x == v) for v in cmap.vocab], dtype=np.float64)
+        ev.noise = cmap.group_noise(ev.noise, prior)
+    ev.probs = {i: [float(x) for x in cmap.group(p)] for i, p in ev.probs.items()}
+    now = dict(zip(cmap.vocab, cmap.names))
+    ev.trained_label = {i: now.get(x, x) for i, x in ev.trained_label.items()}
+    ev.vocab = cmap.classes
 
 
 def _complete(project: Project, ev: Evidence, items: list[Item]) -> None:
@@ -396,10 +428,12 @@ def _complete(project: Project, ev: Evidence, items: list[Item]) -> None:
     known = set(ev.emb_items)
     todo = sorted(set(unscored) | ({it.id for it in items if it.id not in known} if need_emb else set()))
     probs, emb, vocab = embed_items(project, todo, run_id=ev.run.id)
-    ev.vocab = ev.vocab or vocab
+    if ev.classes is None:  # the run recorded no scores: its model's own classes, named as now
+        ev.vocab = list(vocab)
+        _rename(ev, class_map(project, ev.run, vocab))
     for iid, p in zip(todo, probs):
         if iid not in ev.probs:
-            ev.probs[iid] = [float(x) for x in p]
+            ev.probs[iid] = [float(x) for x in ev.classes.group(p)]
             ev.valid[iid] = None
     if need_emb:
         extra = [(iid, e) for iid, e in zip(todo, emb) if iid not in known]
@@ -537,6 +571,19 @@ def _label_rows(project: Project, ev: Evidence, items: list[Item]) -> list[Revie
         if it.label not in ev.vocab:
             score, flag = 1.0, False
             detail = f"The model was trained without the class '{it.label}'; train again to judge it."
+        elif not ev.is_class(predicted):
+            # The evidence points at a class deleted (or split) since the run: the model cannot say which
+            # of the project's classes the picture belongs to, so it is shown, not counted as misfiled.
+            score, wrong, _ = _label_score(ev, it)
+            score, flag = min(score, FLAG_WRONG), False
+            if wrong > FLAG_WRONG:
+                what = ("delete it too if it is one" if predicted.startswith("deleted")
+                        else "move it if it belongs elsewhere")
+                detail = (f"Looks like {ev.named(predicted)} ({confidence:.0%}), not '{it.label}': {what}. "
+                          f"Train again to judge it among your classes.")
+            else:
+                detail = (f"Unsure: it looks somewhat like {ev.named(predicted)} ({confidence:.0%}), which the "
+                          f"model still knows; train again to judge it among your classes.")
         else:
             # Judged against the current label, so a relabel counts at once.
             score, wrong, apart = _label_score(ev, it)
@@ -796,7 +843,7 @@ def queue(project: Project, *, label: Optional[str] = None, reason: Optional[str
     label_rows = _ordered([r for r in rows if r.reason == "label"], once=False)
     if run is not None:
         vocab = (runs.read_json(project, run.id, "scores.json") or {}).get("vocab", [])
-        q.labels, q.matrix, q.cells = confusion(label_rows, vocab)
+        q.labels, q.matrix, q.cells = confusion(label_rows, class_map(project, run, vocab).classes if vocab else [])
     if cell is not None:
         by = {r.item: r for r in label_rows}
         picked = [by[i] for i in q.cells.get(tuple(cell), [])]

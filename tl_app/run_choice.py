@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import runs
+from .class_map import class_map
 from .errors import TLError
 from .project import Project
 
@@ -216,6 +217,11 @@ def compare(project: Project, new: runs.Run, old: runs.Run) -> Optional[Comparis
         return None
     new_vocab, new_probs = run_probabilities(project, new, pictures)
     old_vocab, old_probs = run_probabilities(project, old, pictures)
+    # The pictures carry the classes as the new run saw them: the run in use answers with its classes
+    # named as they were then (renamed or merged between the two runs), so a rename costs it nothing.
+    names = class_map(project, old, old_vocab, at=new)
+    if names.changed:
+        old_vocab, old_probs = names.classes, {k: [float(x) for x in names.group(p)] for k, p in old_probs.items()}
     both = [it for it in pictures if it["sha256"] in new_probs and it["sha256"] in old_probs]
     if not both:
         return None

@@ -95,6 +95,7 @@ class Snapshot:
 
     items: list[SnapItem]
     vocab: list[str]
+    class_log: int = 0   # the class-change log's position when taken (see tl_app.class_map)
 
     @property
     def targets(self) -> list[int]:
@@ -104,9 +105,12 @@ class Snapshot:
 
 def take_snapshot(project: Project) -> Snapshot:
     """The project's active items now; the vocabulary is the classes that have images."""
+    # Read before the items: a class change in between is then applied to names the run already
+    # has, which changes nothing, rather than missed.
+    position = project.class_log_position()
     items = [SnapItem(it.id, it.label, project.path_of(it), it.sha256) for it in project.items()]
     vocab = sorted({it.label for it in items})
-    return Snapshot(items, vocab)
+    return Snapshot(items, vocab, position)
 
 
 def preflight(snap: Snapshot, valid_pct: float = config.VALID_PCT) -> None:
@@ -671,7 +675,7 @@ def _write_losses(rdir: Path, snap: Snapshot, item_probs) -> None:
 def _write_snapshot(rdir: Path, snap: Snapshot, train_idx: list[int], valid_idx: list[int]) -> None:
     valid_set = set(valid_idx)
     runs.write_json(rdir, "snapshot.json", {
-        "vocab": snap.vocab,
+        "vocab": snap.vocab, "class_log": snap.class_log,
         "items": [{"item": it.id, "label": it.label, "sha256": it.sha256, "valid": i in valid_set}
                   for i, it in enumerate(snap.items)]})
 

@@ -53,6 +53,9 @@ def card_markdown(card: ModelCard | None) -> str:
     lines = [f"**{card.run}**, trained {when}: **{pct(card.accuracy)} right** on {card.heldout} held-out pictures "
              f"it never learned from (it learned from {card.learned_from}).",
              "", f"**Classes ({len(card.classes)}):** " + ", ".join(c.name for c in card.classes) + ".", ""]
+    if card.changes:
+        lines += [f"**Changed since it was trained:** {'; '.join(card.changes)}. Its answers use the classes' "
+                  "names of today; train again for a model that learned the classes as they are.", ""]
     if any(c.checked for c in card.classes):
         lines.append("**Per class** (precision: of the held-out pictures it put in the class, how many belong there; "
                      "recall: of the class's held-out pictures, how many it found):")

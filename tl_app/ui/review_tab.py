@@ -275,7 +275,8 @@ def create_review_tab(ctx: UIContext) -> dict:
         chosen = set(ids)
         first = next((r for r in rows if r["item"] == last), None)
         return (",".join(ids), last, _gallery(rows, chosen), _details(rows, ids, last),
-                gr.Dropdown(value=first["predicted"]) if first and first["predicted"] else gr.skip())
+                gr.Dropdown(value=first["predicted"]) if first and first["predicted"]
+                and ctx.project.find_label(first["predicted"]) else gr.skip())
 
     sel_outs = [c["selected"], c["last"], c["gallery"], c["details"], c["move_to"]]
     c["gallery"].select(toggle, [c["rows"], c["selected"]], sel_outs, api_visibility="private")
@@ -329,10 +330,17 @@ def create_review_tab(ctx: UIContext) -> dict:
         q = review.rank(ctx.project, kind="label")
         guess = {r.item: r.predicted for r in q}
         by_class: dict[str, list[str]] = {}
+        gone = []
         for i in ids:
             p = guess.get(i)
             if p and p != ctx.project.item(i).label:
+                if ctx.project.find_label(p) is None:  # a class deleted since the model was trained
+                    gone.append(p)
+                    continue
                 by_class.setdefault(p, []).append(i)
+        if not by_class and gone:
+            raise InputError(f"The model's guess for the selected pictures is the {gone[0]}, which is no longer a "
+                             "class: delete the pictures or move them to a class yourself.")
         if not by_class:
             raise InputError("The model agrees with the class of every selected picture; nothing to move.")
         done = [ctx.project.relabel(items, to).summary for to, items in by_class.items()]
