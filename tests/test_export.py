@@ -145,6 +145,24 @@ def test_cli_export_writes_a_checked_bundle_whose_predict_py_gives_the_apps_answ
     assert_same_answers(app_predict(trained_project.root, files), rows[:-1])
 
 
+def test_an_export_after_a_rename_and_a_merge_answers_with_the_classes_of_now(trained_project, tmp_path):
+    """A class renamed after training is exported under its new name; merged classes answer as one, summed."""
+    files = new_pictures(tmp_path / "new", 6)
+    trained_project.rename_label("red", "crimson")
+    renamed = bundle.export_bundle(trained_project, tmp_path / "renamed")
+    rows = json.loads(_run([renamed.out / "predict.py", *files, "--json"], cwd=tmp_path).stdout)
+    assert {r["label"] for r in rows} == {"blue", "crimson"} and all(set(r["probs"]) == {"blue", "crimson"}
+                                                                     for r in rows)
+    assert_same_answers(app_predict(trained_project.root, files), rows)
+
+    trained_project.merge_labels(["blue"], "crimson")
+    merged = bundle.export_bundle(trained_project, tmp_path / "merged")
+    rows = json.loads(_run([merged.out / "predict.py", *files, "--json"], cwd=tmp_path).stdout)
+    assert all(r["label"] == "crimson" and abs(r["probs"]["crimson"] - 1) <= 1e-5 and set(r["probs"]) == {"crimson"}
+               for r in rows)
+    assert_same_answers(app_predict(trained_project.root, files), rows)
+
+
 def test_an_export_is_refused_for_an_existing_folder_and_without_a_model(trained_project, tmp_path, project):
     taken = tmp_path / "taken"
     taken.mkdir()

@@ -224,9 +224,14 @@ def write_onnx(model, spec: ModelSpec, dest: Path) -> None:
                             "written.") from None
 
 
-def _bundle_spec(spec: ModelSpec) -> ModelSpec:
-    """model.json of an export: the app's spec (readable by the app) with the pipeline predict.py follows."""
-    return ModelSpec(arch=spec.arch, vocab=list(spec.vocab), size=spec.size, head=spec.head, mean=spec.mean,
+def _bundle_spec(spec: ModelSpec, names: Optional[list[str]] = None) -> ModelSpec:
+    """model.json of an export: the app's spec (readable by the app) with the pipeline predict.py follows.
+
+    ``names`` are the model's classes as the project calls them now (see :mod:`tl_app.class_map`):
+    a renamed class answers with its new name; merged classes share one name and ``predict.py``
+    sums their probabilities, as the app does.
+    """
+    return ModelSpec(arch=spec.arch, vocab=list(names or spec.vocab), size=spec.size, head=spec.head, mean=spec.mean,
                      std=spec.std, resize=spec.resize, hidden=spec.hidden, extra={"export": {
                          "onnx": "model.onnx", "input": "pixels", "output": "probs", "stored": "pictures.sha256",
                          "input_layout": "NCHW float32: RGB / 255, minus mean, divided by std",
@@ -387,7 +392,10 @@ def _export(project: Project, out: Path, fmt: str, run_id: Optional[str], progre
         progress(f"Loading {name}")
         model, spec = load_model(runs.run_dir(project, run.id), run.model_sha256, project.root)
         pictures = parity_pictures(project, run.id)
-        (tmp / "model.json").write_text(_bundle_spec(spec).to_json(), encoding="utf-8")
+        from ..class_map import class_map
+
+        names = class_map(project, run, spec.vocab).names
+        (tmp / "model.json").write_text(_bundle_spec(spec, names).to_json(), encoding="utf-8")
         _write_stored(project, tmp / "pictures.sha256")
         shutil.copyfile(STANDALONE / "predict.py", tmp / "predict.py")
         progress("Converting the model to ONNX")

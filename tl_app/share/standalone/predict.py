@@ -78,7 +78,8 @@ class Classifier:
         export = (spec.get("extra") or {}).get("export") or {}
         if spec.get("resize") != "squish":
             raise ValueError(f"model.json asks for resize '{spec.get('resize')}', which this file does not do")
-        self.classes: list[str] = list(spec["vocab"])
+        self.outputs: list[str] = list(spec["vocab"])  # the class of each output (merged classes repeat a name)
+        self.classes: list[str] = list(dict.fromkeys(self.outputs))
         self.size = int(spec["size"])
         self.mean = np.asarray(spec["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(spec["std"], dtype=np.float32).reshape(1, 3, 1, 1)
@@ -179,7 +180,7 @@ class Classifier:
             x = pixels[s:s + batch_size].transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
             x = np.ascontiguousarray((x - self.mean) / self.std, dtype=np.float32)
             out.append(self.session.run(None, {self.input: x})[0])
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, len(self.outputs)), np.float32)
 
     def predict(self, files, names: dict | None = None) -> list[dict]:
         """``[{"file", "label", "confidence", "probs"}]`` per file, in order; ``"error"`` for a refused file."""
@@ -194,7 +195,10 @@ class Classifier:
             rows.append(row)
         if good:
             for (i, _), pr in zip(good, self.probs(np.stack([g[1] for g in good]))):
-                d = {c: round(float(x), 6) for c, x in zip(self.classes, pr)}
+                d: dict = {}
+                for c, x in zip(self.outputs, pr):
+                    d[c] = d.get(c, 0.0) + float(x)
+                d = {c: round(x, 6) for c, x in d.items()}
                 best = max(d, key=d.get)
                 rows[i].update(label=best, confidence=d[best], probs=d)
         return rows
