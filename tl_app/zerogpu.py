@@ -196,10 +196,14 @@ def refusal(exc: BaseException, *, seconds: Optional[int] = None) -> Optional[Gp
     text = str(getattr(exc, "message", "") or exc)
     if title in QUOTA_TITLES or "quota" in title.lower():
         wait = re.search(r"Try again in ([0-9:]+)", text)
-        when = f" It comes back after {_clock(wait.group(1))}." if wait else " It comes back over the day."
+        when = f"It comes back after {_clock(wait.group(1))}." if wait else "It comes back over the next hours."
         left = re.search(r"\((\d+)s requested vs\. (\d+)s left\)", text)
-        detail = f" (this training asks for {left.group(1)} s; {left.group(2)} s are left)" if left else ""
-        return GpuQuotaExhausted(f"Your GPU time on Hugging Face is used up for now{detail}.{when} {CPU_HINT}")
+        if left:
+            what = (f"Your GPU time on Hugging Face is used up for now (this training asks for {left.group(1)} s; "
+                    f"{left.group(2)} s are left).")
+        else:  # no visitor token (not through Hugging Face's proxy): the quota is the address's or the Space's
+            what = "The GPU time ZeroGPU lends here is used up for now."
+        return GpuQuotaExhausted(f"{what} {when} {CPU_HINT}")
     if title == "ZeroGPU illegal duration":
         asked = f" ({seconds} s)" if seconds else ""
         return GpuUnavailable(f"This training needs more GPU time{asked} than ZeroGPU lends at once. Choose fewer "
