@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import pickle
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -28,11 +27,10 @@ from tl_app import runs, zerogpu
 from tl_app.access import Visitor
 from tl_app.errors import GpuQuotaExhausted, GpuUnavailable, TrainerBusy
 from tl_app.importer import import_files
-from tl_app.runner import EventReader, GpuTraining, TrainingProcess, current_job, request_stop, start_training
+from tl_app.runner import EventReader, GpuTraining, current_job, request_stop, start_training
 from tl_app.train import TrainConfig
-from zerogpu_api import NO_GPU, QUOTA, TOO_LONG, ZeroGpuApi, ip_token
+from zerogpu_api import NO_GPU, QUOTA, TOO_LONG, ZeroGpuApi, ip_token, zerogpu_app
 
-ROOT = Path(__file__).resolve().parent.parent
 SMALL = TrainConfig(size=32, epochs=1, pretrained=False, batch_size=8)
 LONG = TrainConfig(size=64, epochs=20, pretrained=False, batch_size=4)
 
@@ -227,42 +225,6 @@ def test_a_used_up_quota_a_too_long_request_and_no_free_gpu_read_plainly(monkeyp
 
 
 # --- through the real Train handler on a ZeroGPU server --------------------------------------------------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def zerogpu_app(project_root: Path, api_url: str, log: Path):
-    """``python app.py`` as a ZeroGPU Space starts it (SPACES_ZERO_GPU, the device API), on loopback.
-
-    Returns ``(process, url)``; the server is up when this returns.
-    """
-    import httpx
-
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("SPACE_ID", "SYSTEM", "TL_AUTH", "TL_OWNERS")}
-    env.update(SPACES_ZERO_GPU="true", SPACES_ZERO_DEVICE_API_URL=api_url, TL_PROJECT=str(project_root),
-               PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(ROOT))
-    out = open(log, "wb")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    end = time.time() + 120
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the app ended: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"the app did not start: {log.read_text(errors='replace')[-2000:]}")
-
-
 @pytest.mark.slow
 def test_on_zerogpu_a_used_up_quota_is_said_plainly_and_training_on_the_cpu_works(pictures, tmp_path):
     from gradio_client import Client

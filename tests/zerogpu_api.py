@@ -11,10 +11,17 @@ It records every request, so a test can read the duration the app asked for.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
 
 QUOTA, TOO_LONG, NO_GPU = "quota", "too_long", "no_gpu"
 
@@ -85,3 +92,39 @@ def ip_token(payload: dict | None = None) -> str:
 
     body = base64.urlsafe_b64encode(json.dumps(payload or {"user": "ann"}).encode()).decode().rstrip("=")
     return f"e30.{body}.c2ln"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def zerogpu_app(project_root: Path, api_url: str, log: Path):
+    """``python app.py`` as a ZeroGPU Space starts it (SPACES_ZERO_GPU, the device API), on loopback.
+
+    Returns ``(process, url)``; the server is up when this returns.
+    """
+    import httpx
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("SPACE_ID", "SYSTEM", "TL_AUTH", "TL_OWNERS")}
+    env.update(SPACES_ZERO_GPU="true", SPACES_ZERO_DEVICE_API_URL=api_url, TL_PROJECT=str(project_root),
+               PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(ROOT))
+    out = open(log, "wb")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    end = time.time() + 120
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app ended: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"the app did not start: {log.read_text(errors='replace')[-2000:]}")

@@ -177,7 +177,8 @@ def launch(project_dir: str | Path, *, host: str | None = None, port: int = conf
     demo = build_demo(project_dir, shared=shared, access=access)
     ctx: UIContext = demo.tl_context
     on_zerogpu = zerogpu.prepare()  # spaces reports its GPU functions when the server starts
-    demo.queue(default_concurrency_limit=2, max_size=64 if shared else None)
+    # On ZeroGPU Gradio caps an unsized queue at one event, which refuses a page's own load events as "busy".
+    demo.queue(default_concurrency_limit=2, max_size=64 if shared or zerogpu.on_zerogpu() else None)
     who = ("single user: whoever opens the page owns it" if access.single_user
            else "owners log in (TL_AUTH)" if auth and not signin
            else "visitors classify; owners sign in with Hugging Face" if signin
