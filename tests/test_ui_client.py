@@ -128,7 +128,7 @@ def test_import_folder_and_train_tab(tmp_path, colour_folder, fake_pretrained):
 
         # The first press, with the defaults: quick mode on the pretrained network. The handler is a
         # generator; predict() returns what it yielded last.
-        status, device, plot, report, figure, confusion, per_class, table, use_run, mode, in_use, cpu = c.predict(
+        status, device, plot, report, figure, confusion, per_class, table, use_run, mode, in_use = c.predict(
             size=64, api_name="/train")
         quick_run = runs.list_runs(srv.project)[0]
         assert quick_run.mode == "quick" and quick_run.status == "finished" and quick_run.has_model, quick_run
@@ -150,7 +150,7 @@ def test_import_folder_and_train_tab(tmp_path, colour_folder, fake_pretrained):
         assert 0 < float(lr) < 10 and f"**{lr}**" in status, status
         assert device.startswith("**Device:** CPU") and not any(srv.project.cache_dir.joinpath("jobs").glob("*"))
 
-        status, device, plot, report, figure, confusion, per_class, table, use_run, mode, in_use, cpu = c.predict(
+        status, device, plot, report, figure, confusion, per_class, table, use_run, mode, in_use = c.predict(
             mode="full", epochs=1, size=64, pretrained=False, lr=lr, api_name="/train")
         run = runs.list_runs(srv.project)[0]
         assert run.status == "finished" and run.mode == "finetune" and run.config["lr"] == float(lr), run

@@ -434,8 +434,10 @@ def create_train_tab(ctx: UIContext) -> dict:
 
     def _train(form: TrainForm, visitor: Visitor, *, cpu: bool) -> Iterator[dict]:
         job = _start(start_training, form, visitor, cpu=cpu)
-        yield {c["cpu_train"]: gr.Button(visible=False)}
-        yield from only(train_outs, follow(job, visitor))
+        hide_cpu = {c["cpu_train"]: gr.Button(visible=False)}  # until ZeroGPU refuses this one too
+        for out in only(train_outs, follow(job, visitor)):
+            yield {**hide_cpu, **out}
+            hide_cpu = {}
 
     @owner_only(ctx, "train models")
     def train(mode: str = QUICK, arch: str = config.DEFAULT_ARCH, size=config.DEFAULT_SIZE, pretrained: bool = True,
