@@ -161,6 +161,7 @@ def test_a_visitor_of_a_shared_app_is_refused_every_endpoint_that_acts(trained_p
         msg = _error(lambda: v.predict(classes="wasp", api_name="/search_web"))
         assert msg.startswith(REFUSED + " search the web")
         for name, kw in (("/train", dict(mode="full", epochs=20, size=64, pretrained=False)),
+                         ("/train_cpu", dict(mode="full", epochs=20, size=64, pretrained=False)),
                          ("/train", dict(mode="quick", size=64, weights=handle_file(weights))),
                          ("/lr_find", dict(size=64, pretrained=False))):
             msg = _error(lambda: v.predict(api_name=name, **kw))

@@ -112,13 +112,14 @@ def cmd_list(args) -> int:
 
 def _train_events(args) -> Callable[[dict], None]:
     """Progress lines on stderr, plus the JSON-lines events file the web app follows."""
-    events_file = open(args.events, "a", encoding="utf-8") if getattr(args, "events", None) else None
+    from .jobs import EventsFile
+
+    events_file = EventsFile(Path(args.events)) if getattr(args, "events", None) else None
     last = [0.0]
 
     def on(ev: dict) -> None:
         if events_file is not None:
-            events_file.write(json.dumps({**ev, "t": round(time.time(), 3)}) + "\n")
-            events_file.flush()
+            events_file(ev)
         kind = ev.get("type")
         if kind == "epoch" and ev.get("phase") == "quick":
             if ev.get("last"):
@@ -151,7 +152,8 @@ def _train_config(args):
 
     return TrainConfig(arch=args.arch, epochs=args.epochs, size=args.size, pretrained=not args.no_pretrained,
                        weights=args.weights, quick=getattr(args, "quick", False), batch_size=args.batch_size,
-                       lr=getattr(args, "lr", None), patience=getattr(args, "patience", None))
+                       lr=getattr(args, "lr", None), patience=getattr(args, "patience", None),
+                       cpu=getattr(args, "cpu", False))
 
 
 def _stop_on_signals(stop) -> None:
@@ -505,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE, help="Images per training step.")
         p.add_argument("--no-pretrained", action="store_true", help=HELP["no_pretrained"])
         p.add_argument("--weights", metavar="FILE", help=HELP["weights"])
+        p.add_argument("--cpu", action="store_true", help=HELP["cpu"])
         p.add_argument("--events", help=argparse.SUPPRESS)
 
     p = verb("train", cmd_train, "Train a classifier on the project's images (full fine-tuning; --quick for seconds).")

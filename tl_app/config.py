@@ -96,6 +96,7 @@ HELP = {
                 "(the best epoch's weights are kept either way).",
     "weights": "Your own starting weights for the chosen network: a .safetensors file or a .pth state_dict, "
                "read as tensors only; used instead of the ImageNet weights.",
+    "cpu": "Train on the CPU even where a GPU is available (for example when ZeroGPU's daily GPU time is used up).",
     "top": "How many items to show.",
     "json": "Print exactly one JSON document on stdout (messages go to stderr).",
     "import_src": "Folders (a sub-folder per class), zip files or image files.",

@@ -110,3 +110,15 @@ class LimitReached(TLError):
 
 class ExportRefused(TLError):
     """An export that would not give the app's answers (the parity check failed), or cannot be written."""
+
+
+class GpuUnavailable(TLError):
+    """ZeroGPU lent no GPU for a training (none free, or more time asked than it lends at once).
+
+    Nothing was trained and nothing recorded; the same training can run on the CPU instead
+    (``TrainConfig.cpu``), which the web app offers with the message.
+    """
+
+
+class GpuQuotaExhausted(GpuUnavailable):
+    """The GPU time ZeroGPU lends (per visitor and per day) is used up; try later or train on the CPU."""

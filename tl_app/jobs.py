@@ -37,8 +37,11 @@ class StopToken:
     def __init__(self, file: Optional[Path] = None):
         self._event = threading.Event()
         self.file = Path(file) if file else None
+        self.reason = ""
 
-    def set(self) -> None:
+    def set(self, reason: str = "") -> None:
+        """Ask the work to stop; ``reason`` (when it is not the user's request) is recorded with the run."""
+        self.reason = self.reason or reason
         self._event.set()
         if self.file is not None:
             try:
@@ -137,3 +140,27 @@ class FileLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+class EventsFile:
+    """A job's events as JSON lines, each with its time (``t``): the file the web app follows.
+
+    Written by the training process (``python -m tl_app train --events``) or by the
+    ZeroGPU worker; read by :class:`tl_app.runner.EventReader`.
+    """
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def __call__(self, ev: dict) -> None:
+        import json
+        import time
+
+        if self._fh is not None:
+            self._fh.write(json.dumps({**ev, "t": round(time.time(), 3)}) + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

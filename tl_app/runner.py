@@ -10,10 +10,20 @@ thread enforces a requested stop, reaps the process (no zombie is left behind)
 and records a run that ended without saying how as failed. Anyone may follow a
 job's progress from the start (each follower reads the events file on its
 own); who may stop it is decided by :func:`tl_app.access.may_stop_training`.
+
+On ZeroGPU (a Hugging Face Space whose GPU is lent for each job) a training runs
+instead in a worker that ``spaces.GPU`` forks from this server with a GPU attached
+(:mod:`tl_app.zerogpu`); a thread of this process waits for it. It writes the same
+events file, watches the same STOP file and records its run in the project the same
+way, so following and stopping are the same. When ZeroGPU lends no GPU (the quota is
+used up, none is free) nothing is recorded and the job says why (``not_started``);
+the same training can then run on the CPU (``TrainConfig.cpu``), in a process as
+anywhere else.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import shutil
@@ -23,14 +33,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
-from . import runs
+from . import errors, runs, zerogpu
 from .access import Visitor, may_stop_training
-from .errors import TrainerBusy
+from .errors import RunNotFound, TLError, TrainerBusy
 from .models import settle_weights_file
 from .project import Project
-from .train import TrainConfig, busy_message, preflight, take_snapshot, trainer_lock
+from .train import Snapshot, TrainConfig, busy_message, preflight, take_snapshot, trainer_lock
 
 #: How long a stopped training may take to end by itself before it is killed.
 STOP_GRACE_SECONDS = 30.0
@@ -90,6 +100,7 @@ class JobProcess:
     done: threading.Event = field(default_factory=threading.Event)
     kind: str = "training"
     weights: Optional[str] = None       # the stored weights file it was given (see settle_weights_file)
+    killable: bool = True               # a process that ignores Stop is ended after STOP_GRACE_SECONDS
 
     @property
     def stop_file(self) -> Path:
@@ -118,7 +129,7 @@ class JobProcess:
     def _watch(self) -> None:
         try:
             while self.proc.poll() is None:
-                if (self.stop_requested is not None
+                if (self.killable and self.stop_requested is not None
                         and time.time() - self.stop_requested > STOP_GRACE_SECONDS and self.proc.poll() is None):
                     self.proc.kill()
                     self.proc.wait(timeout=30)
@@ -205,6 +216,92 @@ class TrainingProcess(JobProcess):
             run = runs.end_run(self.project, self.run_id, status="failed",
                                reason=self.error_text() or f"the training process ended with code {self.proc.returncode}")
         return run
+
+
+class _GpuCall:
+    """The ZeroGPU call of one training, made in a thread of this process; watched like a process.
+
+    The thread runs in a copy of the starting request's context: ``spaces`` reads the
+    visitor's request from it, and ZeroGPU counts the time against that visitor's quota.
+    """
+
+    def __init__(self, fn: Callable[[zerogpu.GpuJob], dict], job: zerogpu.GpuJob):
+        self.returncode: Optional[int] = None
+        self.value: Optional[dict] = None
+        self.error: Optional[BaseException] = None
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._run, fn, job), name=f"gpu-{job.run_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, job) -> None:
+        try:
+            self.value = fn(job)
+            self.returncode = 0 if (self.value or {}).get("status") in ("finished", "stopped") else 1
+        except BaseException as e:  # noqa: BLE001 - kept for the watcher, which records the outcome
+            self.error = e
+            self.returncode = 1
+
+    def poll(self) -> Optional[int]:
+        return None if self._thread.is_alive() else self.returncode
+
+    def wait(self, timeout: float | None = None) -> Optional[int]:
+        self._thread.join(timeout)
+        return self.poll()
+
+    def kill(self) -> None:
+        """Nothing to do: a thread cannot be ended from outside (ZeroGPU ends its worker when the time is up)."""
+
+
+@dataclass
+class GpuTraining(TrainingProcess):
+    """A training on a GPU lent by ZeroGPU (:mod:`tl_app.zerogpu`); ``proc`` is its :class:`_GpuCall`.
+
+    ``not_started`` holds why it never started when that is so (ZeroGPU lent no GPU:
+    :class:`~tl_app.errors.GpuUnavailable`, or the trainer was taken meanwhile): no run is
+    recorded then and its folder is removed. ``seconds`` is the GPU time it asked for.
+    """
+
+    killable: bool = False
+    seconds: int = 0
+    not_started: Optional[TLError] = None
+
+    def _recorded(self) -> bool:
+        try:
+            runs.get_run(self.project, self.run_id)
+            return True
+        except RunNotFound:
+            return False
+
+    def _finish(self) -> None:
+        call: _GpuCall = self.proc
+        if not self._recorded():
+            if call.error is not None:
+                self.not_started = (zerogpu.refusal(call.error, seconds=self.seconds)
+                                    or TLError(f"The training did not start: {zerogpu.worker_error_text(call.error)}."))
+            else:  # e.g. the trainer taken meanwhile (TrainerBusy): the worker's error, by its class name
+                value = call.value or {}
+                kind = getattr(errors, str(value.get("error") or ""), None)
+                kind = kind if isinstance(kind, type) and issubclass(kind, TLError) else TLError
+                self.not_started = kind(value.get("reason") or "the GPU worker ended without recording the run")
+            shutil.rmtree(runs.run_dir(self.project, self.run_id), ignore_errors=True)
+            return
+        self.result()
+
+    def _accepted_run(self) -> Optional[str]:
+        return None if self.not_started is not None else super()._accepted_run()
+
+    def result(self) -> runs.Run:
+        """The run as recorded; raises ``not_started`` when the training never started."""
+        if self.not_started is not None:
+            raise self.not_started
+        return super().result()
+
+    def error_text(self) -> str:
+        call: _GpuCall = self.proc
+        if call.error is not None:
+            return zerogpu.worker_error_text(call.error)
+        return str((call.value or {}).get("reason") or "")
 
 
 @dataclass
@@ -368,6 +465,8 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
         args.append("--no-pretrained")
     if cfg.weights:
         args += ["--weights", str(cfg.weights)]
+    if cfg.cpu:
+        args.append("--cpu")
     return args
 
 
@@ -396,11 +495,12 @@ def _refuse_if_busy(project: Project) -> None:
                                        else ""))
 
 
-def _register(job: JobProcess) -> JobProcess:
+def _register(job: JobProcess, *, wait_for_lock: bool = True) -> JobProcess:
     with _jobs_lock:
         _jobs[_key(job.project)] = job
     job.start_watching()
-    _wait_for_lock(job.project, job.proc)
+    if wait_for_lock:
+        _wait_for_lock(job.project, job.proc)
     return job
 
 
@@ -414,22 +514,47 @@ def _release_weights(project: Project, weights: Optional[str]) -> None:
             pass
 
 
-def start_training(project: Project, cfg: TrainConfig, *, owner: Visitor | None = None) -> TrainingProcess:
-    """Start a training process for ``owner``; raises :class:`TrainerBusy` or :class:`PreflightError` at once.
+def start_training(project: Project, cfg: TrainConfig, *, owner: Visitor | None = None,
+                   borrow_gpu: bool | None = None) -> TrainingProcess:
+    """Start a training for ``owner``; raises :class:`TrainerBusy` or :class:`PreflightError` at once.
 
-    A weights file the configuration names inside ``PROJECT/models/weights`` (an upload) is
-    kept only if the run finishes and is chosen (:func:`tl_app.models.settle_weights_file`).
+    It runs in a training process, or with ``borrow_gpu`` on a GPU lent by ZeroGPU (a
+    :class:`GpuTraining`; by default on ZeroGPU unless ``cfg.cpu`` asks for the CPU, and
+    unless quick mode finds every feature cached, which needs no GPU). A weights file the
+    configuration names inside ``PROJECT/models/weights`` (an upload) is kept only if the
+    run finishes and is chosen (:func:`tl_app.models.settle_weights_file`).
     """
     try:
-        return _start_training(project, cfg, owner)
+        return _start_training(project, cfg, owner, borrow_gpu)
     except BaseException:
         _release_weights(project, cfg.weights)
         raise
 
 
-def _start_training(project: Project, cfg: TrainConfig, owner: Visitor | None) -> TrainingProcess:
+def _features_to_compute(project: Project, snap: Snapshot, cfg: TrainConfig) -> int:
+    """How many pictures quick mode has no cached features for (with these settings)."""
+    from . import quick
+
+    tag = quick.feature_tag(cfg.arch, cfg.size, quick.weights_id(cfg.arch, cfg.pretrained, cfg.weights))
+    have = quick.FeatureStore(project).get(sorted({it.sha256 for it in snap.items}), tag)
+    return sum(1 for it in snap.items if it.sha256 not in have)
+
+
+def gpu_seconds_for(project: Project, snap: Snapshot, cfg: TrainConfig) -> int:
+    """The GPU time a training of ``snap`` asks ZeroGPU for; 0 when it has no work for a GPU (all cached)."""
+    if cfg.quick:
+        todo = _features_to_compute(project, snap, cfg)
+        return zerogpu.gpu_seconds(cfg, len(snap.items), to_embed=todo) if todo else 0
+    return zerogpu.gpu_seconds(cfg, len(snap.items))
+
+
+def _start_training(project: Project, cfg: TrainConfig, owner: Visitor | None,
+                    borrow_gpu: bool | None) -> TrainingProcess:
     cfg.validate()
-    preflight(take_snapshot(project), cfg.valid_pct)
+    snap = take_snapshot(project)
+    preflight(snap, cfg.valid_pct)
+    if borrow_gpu is None:
+        borrow_gpu = zerogpu.on_zerogpu() and not cfg.cpu
     if cfg.quick:
         from .quick import check_quick_possible
 
@@ -450,9 +575,26 @@ def _start_training(project: Project, cfg: TrainConfig, owner: Visitor | None) -
         if cfg.patience:
             cmd += ["--patience", str(int(cfg.patience))]
         title = runs.run_name(run_id, "quick" if cfg.quick else "finetune", cfg.arch)
+        seconds = gpu_seconds_for(project, snap, cfg) if borrow_gpu else 0
+        if seconds:
+            return _start_on_gpu(project, cfg, run_id, events, seconds, owner=owner, title=title)
         tp = TrainingProcess(project, run_id, _spawn(cmd, rdir), events, owner=owner, title=title,
                              weights=cfg.weights)
         return _register(tp)
+
+
+def _start_on_gpu(project: Project, cfg: TrainConfig, run_id: str, events: Path, seconds: int, *,
+                  owner: Visitor | None, title: str) -> GpuTraining:
+    from .jobs import EventsFile
+
+    say = EventsFile(events)
+    say({"type": "phase", "phase": "gpu_wait", "seconds": seconds,
+         "message": f"Asking ZeroGPU for a GPU for up to {seconds} s"})
+    say.close()
+    job = zerogpu.GpuJob(project_root=str(project.root), run_id=run_id, cfg=cfg, events=str(events), seconds=seconds)
+    call = _GpuCall(zerogpu.gpu_task(), job)
+    gt = GpuTraining(project, run_id, call, events, owner=owner, title=title, weights=cfg.weights, seconds=seconds)
+    return _register(gt, wait_for_lock=False)  # ZeroGPU may queue it first: current_job() says it is busy
 
 
 def start_lr_find(project: Project, cfg: TrainConfig, *, owner: Visitor | None = None) -> LrFindProcess:

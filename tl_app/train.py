@@ -49,6 +49,7 @@ class TrainConfig:
     augment: bool = True             # fastai's aug_transforms on training batches (flips, rotation, zoom, light)
     keep_best: bool = True           # fine-tuning keeps the weights of the epoch with the lowest validation loss
     patience: Optional[int] = None   # stop after this many unfrozen epochs without improvement
+    cpu: bool = False                # the CPU even where a GPU is available (ZeroGPU's quota used up)
 
     def validate(self) -> "TrainConfig":
         get_arch(self.arch)
@@ -247,10 +248,12 @@ def embed_pixels(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device
     return torch.cat(probs).numpy(), torch.cat(feats).numpy()
 
 
-def default_device():
-    """CUDA when present, then Apple's MPS, else the CPU."""
+def default_device(cpu: bool = False):
+    """CUDA when present, then Apple's MPS, else the CPU (always the CPU when ``cpu`` is asked for)."""
     import torch
 
+    if cpu:
+        return torch.device("cpu")
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -472,7 +475,7 @@ def find_lr(project: Project, cfg: TrainConfig, *, stop: Optional[StopToken] = N
     tmp = Path(tempfile.mkdtemp(prefix="tl_lr_find_"))
     try:
         _seed_everything(cfg.seed)
-        device = default_device()
+        device = default_device(cfg.cpu)
         events({"type": "phase", "phase": "device", "device": describe_device(device)})
         spec = ModelSpec(arch=cfg.arch, vocab=snap.vocab, size=cfg.size, head="fastai")
         model = create_model(spec, pretrained=cfg.pretrained, weights=Path(cfg.weights) if cfg.weights else None)
@@ -605,16 +608,16 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
             raise
         status = "stopped" if result["stopped"] else "finished"
         seconds = time.time() - t0
+        stop_reason = (stop.reason or "stopped by the user") if result["stopped"] else ""
         runs.end_run(project, run_id, status=status, metrics=result["metrics"], seconds=seconds,
-                     reason="stopped by the user" if result["stopped"] else "",
+                     reason=stop_reason,
                      model_file=result.get("model_file"), model_sha256=result.get("model_sha256"))
         if status == "finished":  # used by Review and Classify only if better than the run in use
             from .run_choice import choose_after_training
 
             choose_after_training(project, run_id, events=events)
         events({"type": "end", "status": status, "metrics": result["metrics"], "seconds": round(seconds, 2)})
-        return TrainReport(run_id, status, result["metrics"], seconds,
-                           "stopped by the user" if result["stopped"] else "")
+        return TrainReport(run_id, status, result["metrics"], seconds, stop_reason)
     finally:
         lock.release()
 
@@ -728,7 +731,7 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     events({"type": "phase", "phase": "cache", "cached": len(snap.items) - len(missing), "total": len(snap.items)})
     device_text = "CPU (every picture's features were cached)"
     if missing or body_ref is None:
-        device = default_device()
+        device = default_device(cfg.cpu)
         device_text = describe_device(device)
         events({"type": "phase", "phase": "device", "device": device_text})
         events({"type": "phase", "phase": "model", "message": f"Preparing {cfg.arch}"})
@@ -828,7 +831,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     import torch
 
     _seed_everything(cfg.seed)
-    device = default_device()
+    device = default_device(cfg.cpu)
     events({"type": "phase", "phase": "device", "device": describe_device(device)})
     targets = snap.targets
     train_idx, valid_idx = split_valid(snap, cfg.valid_pct)

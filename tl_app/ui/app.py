@@ -15,10 +15,11 @@ from typing import Mapping, Optional
 
 import gradio as gr
 
-from .. import config
+from .. import config, zerogpu
 from ..access import LOCAL, SPACE, Access, Allowance, check_serving, is_loopback_host, names_from
 from ..project import Project
 from ..search import RateLimiter, SearchProvider
+from ..storage import keep_data_warning
 from .adapters import UIContext, for_anyone
 from .classify_tab import create_classify_tab
 from .guard import Guard, login_note
@@ -30,12 +31,13 @@ TITLE = "tl_app: an image classifier without code"
 
 
 def owner_warnings(ctx: UIContext) -> list[str]:
-    """Warnings only owners see under the page's header (Markdown lines; none today).
+    """Warnings only owners see under the page's header (Markdown paragraphs).
 
-    The place for what the owner must act on and visitors need not know, such as
-    a data folder that a restart of the server would lose.
+    What the owner must act on and visitors need not know: on a Space, a project
+    folder on the Space's own disk, which a restart wipes (:mod:`tl_app.storage`).
     """
-    return []
+    warning = keep_data_warning(ctx.project.root)
+    return [warning] if warning else []
 
 
 def _owner_header(ctx: UIContext, user: str | None = None) -> str:
@@ -174,7 +176,9 @@ def launch(project_dir: str | Path, *, host: str | None = None, port: int = conf
     access = Access.from_env(shared=shared, host=host, logins=[u for u, _ in auth or []], hf_signin=signin)
     demo = build_demo(project_dir, shared=shared, access=access)
     ctx: UIContext = demo.tl_context
-    demo.queue(default_concurrency_limit=2, max_size=64 if shared else None)
+    on_zerogpu = zerogpu.prepare()  # spaces reports its GPU functions when the server starts
+    # On ZeroGPU Gradio caps an unsized queue at one event, which refuses a page's own load events as "busy".
+    demo.queue(default_concurrency_limit=2, max_size=64 if shared or zerogpu.on_zerogpu() else None)
     who = ("single user: whoever opens the page owns it" if access.single_user
            else "owners log in (TL_AUTH)" if auth and not signin
            else "visitors classify; owners sign in with Hugging Face" if signin
@@ -183,6 +187,9 @@ def launch(project_dir: str | Path, *, host: str | None = None, port: int = conf
           f"(project: {ctx.project.root}; {who})", flush=True)
     if why_not:
         print(why_not, flush=True)
+    if on_zerogpu:
+        print("ZeroGPU: each training borrows a GPU (Hugging Face counts its time against the quota of whoever "
+              "presses Train).", flush=True)
     demo.launch(server_name=host, server_port=port, footer_links=["api"] if not shared else [], quiet=True,
                 prevent_thread_lock=not block, auth=auth, **launch_options(demo))
     return demo

@@ -98,6 +98,8 @@ class JobWatch:
             return f"{self.title}: scoring every picture for Review, {ev['done']} of {ev['total']}."
         if phase in ("head", "model", "lr_find", "compare"):
             return f"{self.title}: {ev.get('message', '')}…"
-        if phase in ("oom", "early_stop"):
+        if phase == "gpu_wait":
+            return f"{self.title}: asking ZeroGPU for a GPU (up to {ev.get('seconds', '?')} s)…"
+        if phase in ("oom", "early_stop", "gpu_time"):
             return f"{self.title}: {ev.get('message', '')}"
         return ""

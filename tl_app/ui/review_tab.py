@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import review, runs
 from ..project import source_name
-from ..errors import InputError, PreflightError, TrainerBusy
+from ..errors import GpuUnavailable, InputError, PreflightError, TrainerBusy
 from ..runner import request_stop, start_training
 from ..train import TrainConfig
 from .adapters import UIContext, owner_only, pct
@@ -419,6 +419,13 @@ def create_review_tab(ctx: UIContext) -> dict:
                 yield status_only(f"Stopping {tp.title} after the current batch…" if tp.stop_requested
                                   else watch.status)
         tp.wait()
+        refused = getattr(tp, "not_started", None)
+        if refused is not None:  # ZeroGPU lent no GPU: nothing ran, nothing recorded
+            msg = str(refused)
+            if isinstance(refused, GpuUnavailable):
+                msg += " To retrain on the CPU: in the Train tab, press Train, then “Train on the CPU instead”."
+            yield (None, gr.Button(visible=False), *view(label, reason, cell, mode, group, msg))
+            return
         result = runs.get_run(ctx.project, tp.run_id)
         name = runs.run_names(runs.list_runs(ctx.project)).get(result.id, result.name)
         if result.status == "finished":

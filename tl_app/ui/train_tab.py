@@ -8,6 +8,10 @@ Progress belongs to the training, not to the page that started it: any page that
 opens this tab while a training runs follows it from its events (the same person
 sees everything and may stop it; see :mod:`tl_app.access`). Which run Review and
 Classify use is the core's decision (:mod:`tl_app.run_choice`); the tab says which and why.
+
+On ZeroGPU each training borrows a GPU (:mod:`tl_app.zerogpu`); when none is lent (the
+owner's GPU time is used up) the status says so and "Train on the CPU instead" trains
+the same settings on the CPU.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from typing import Iterator, Optional
 import gradio as gr
 import pandas as pd
 
-from .. import config, runs
+from .. import config, runs, zerogpu
 from ..access import Visitor, may_stop_training
-from ..errors import InputError, PreflightError, TrainerBusy
+from ..errors import GpuUnavailable, InputError, PreflightError, TrainerBusy
 from ..models import list_archs, store_weights_file
 from ..run_choice import KEPT, in_use
 from ..runner import (current_job, fail_abandoned_runs, request_stop, start_lr_find, start_training,
@@ -54,7 +58,7 @@ class TrainForm:
     lr: Optional[str] = None            # empty: the default (or run "Suggest a learning rate")
     patience: Optional[float] = 0       # 0: no early stopping
 
-    def to_config(self, ctx: UIContext) -> TrainConfig:
+    def to_config(self, ctx: UIContext, *, cpu: bool = False) -> TrainConfig:
         """The core's configuration; an uploaded weights file is checked and copied into the project.
 
         The copy stays only if the run it is given for finishes and is chosen
@@ -64,7 +68,7 @@ class TrainForm:
             raise InputError(f"Choose quick or full training (not '{self.mode}').")
         cfg = TrainConfig(arch=self.arch, epochs=int(self.epochs or 1), size=_pixels(self.size),
                           pretrained=bool(self.pretrained), quick=self.mode == QUICK, lr=_learning_rate(self.lr),
-                          patience=int(self.patience) if self.patience else None)
+                          patience=int(self.patience) if self.patience else None, cpu=cpu)
         cfg.validate()  # before the file is copied: a refused setting leaves nothing behind
         if self.weights:
             cfg.weights = str(store_weights_file(ctx.project.root, Path(self.weights), Path(self.weights).name))
@@ -128,9 +132,19 @@ def default_mode(ctx: UIContext) -> str:
     return FULL if any(r.status == "finished" for r in runs.list_runs(ctx.project)) else QUICK
 
 
-@functools.lru_cache(maxsize=1)
 def device_note() -> str:
-    """The device training uses here (imports torch once, when the Train tab is first opened)."""
+    """The device training uses here (imports torch once, when the Train tab is first opened).
+
+    On ZeroGPU the GPU is lent for each training only: this process has none to describe.
+    """
+    if zerogpu.on_zerogpu():
+        return ("**Device:** a GPU lent by ZeroGPU for each training (Hugging Face counts its time against your "
+                "daily GPU quota), or the CPU when you choose it.")
+    return _local_device_note()
+
+
+@functools.lru_cache(maxsize=1)
+def _local_device_note() -> str:
     from ..train import default_device, describe_device
 
     return f"**Device:** {describe_device(default_device())}"
@@ -306,6 +320,8 @@ def create_train_tab(ctx: UIContext) -> dict:
     with gr.Row():
         c["train"] = gr.Button("Train", variant="primary", elem_id="train-button")
         c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop-button")
+        # Shown when ZeroGPU lent no GPU (see follow): the same settings, on the CPU.
+        c["cpu_train"] = gr.Button("Train on the CPU instead", visible=False, elem_id="train-cpu-button")
     # The one line of progress (no progress bar besides it), then how the run ended.
     c["status"] = gr.Markdown(elem_id="train-status")
     c["device"] = gr.Markdown(elem_id="train-device")
@@ -371,6 +387,13 @@ def create_train_tab(ctx: UIContext) -> dict:
         finally:
             with ctx.lock:
                 ctx.followers.discard(session)
+        refused = getattr(job, "not_started", None)
+        if refused is not None:  # ZeroGPU lent no GPU (or the trainer was taken): nothing ran, nothing recorded
+            if not same:
+                yield {c["status"]: "The trainer is free again."}
+                return
+            yield {c["status"]: str(refused), c["cpu_train"]: gr.Button(visible=isinstance(refused, GpuUnavailable))}
+            return
         if job.kind == "lr-find":
             res = job.result() if same else {}
             if not same:
@@ -401,25 +424,39 @@ def create_train_tab(ctx: UIContext) -> dict:
             yield {k: v for k, v in u.items() if k in keep}
 
     train_outs = [c["status"], c["device"], c["plot"], c["report"], c["confusion_plot"], c["confusion"],
-                  c["per_class"], c["runs"], c["use_run"], c["mode"], c["in_use"]]
+                  c["per_class"], c["runs"], c["use_run"], c["mode"], c["in_use"], c["cpu_train"]]
     lr_outs = [c["status"], c["lr"], c["device"]]
     watch_outs = [*train_outs, c["lr"]]
     form_fields = ("mode", "arch", "size", "pretrained", "weights", "epochs", "lr", "patience")
 
-    def _start(start, cfg_form: TrainForm, visitor: Visitor):
+    def _start(start, cfg_form: TrainForm, visitor: Visitor, *, cpu: bool = False):
         try:
-            return start(ctx.project, cfg_form.to_config(ctx), owner=visitor)
+            return start(ctx.project, cfg_form.to_config(ctx, cpu=cpu), owner=visitor)
         except (TrainerBusy, PreflightError) as e:  # not a fault: say it once, change nothing on the page
             raise InputError(str(e)) from None
+
+    def _train(form: TrainForm, visitor: Visitor, *, cpu: bool) -> Iterator[dict]:
+        job = _start(start_training, form, visitor, cpu=cpu)
+        hide_cpu = {c["cpu_train"]: gr.Button(visible=False)}  # until ZeroGPU refuses this one too
+        for out in only(train_outs, follow(job, visitor)):
+            yield {**hide_cpu, **out}
+            hide_cpu = {}
 
     @owner_only(ctx, "train models")
     def train(mode: str = QUICK, arch: str = config.DEFAULT_ARCH, size=config.DEFAULT_SIZE, pretrained: bool = True,
               weights: Optional[str] = None, epochs: int = config.DEFAULT_EPOCHS, lr: Optional[str] = None,
               patience: Optional[float] = 0, request: gr.Request = None):
-        visitor = ctx.visitor(request)
+        """Train with the form's settings: on ZeroGPU on a GPU lent for it, elsewhere on this computer's device."""
         form = TrainForm(mode, arch, size, pretrained, weights, epochs, lr, patience)
-        job = _start(start_training, form, visitor)
-        yield from only(train_outs, follow(job, visitor))
+        yield from _train(form, ctx.visitor(request), cpu=False)
+
+    @owner_only(ctx, "train models")
+    def train_cpu(mode: str = QUICK, arch: str = config.DEFAULT_ARCH, size=config.DEFAULT_SIZE,
+                  pretrained: bool = True, weights: Optional[str] = None, epochs: int = config.DEFAULT_EPOCHS,
+                  lr: Optional[str] = None, patience: Optional[float] = 0, request: gr.Request = None):
+        """The same, on the CPU (when ZeroGPU lends no GPU: the GPU time is used up)."""
+        form = TrainForm(mode, arch, size, pretrained, weights, epochs, lr, patience)
+        yield from _train(form, ctx.visitor(request), cpu=True)
 
     # Followers get their own queue slots (one training at a time is the trainer lock's job), so
     # that the rest of the app stays responsive and a second visitor hears "busy" at once. The status
@@ -427,6 +464,8 @@ def create_train_tab(ctx: UIContext) -> dict:
     follow_opts = dict(concurrency_id="trainer", concurrency_limit=16, show_progress="hidden")
     c["train"].click(train, None, train_outs, inputs_kwargs={k: c[k] for k in form_fields}, api_name="train",
                      **follow_opts)
+    c["cpu_train"].click(train_cpu, None, train_outs, inputs_kwargs={k: c[k] for k in form_fields},
+                         api_name="train_cpu", **follow_opts)
 
     @owner_only(ctx, "search for a learning rate")
     def lr_find(arch: str = config.DEFAULT_ARCH, size=config.DEFAULT_SIZE, pretrained: bool = True,
