@@ -87,7 +87,8 @@ OVERLAY_PEAK = 0.05
 OVERLAY_DETAIL = 0.6      # share of the picture's detail that must lie outside that band
 OVERLAY_ROWS = 3          # height of the band, in rows of the 14-row interior
 IDENTICAL_MEAN = 0.02     # "photo unavailable" placeholders: the whole picture, nothing cropped
-IDENTICAL_CROP = 0.02
+IDENTICAL_CROP = 0.04      # (the alignment of two sizes of one picture may be off by 3%)
+MIRROR_CHECK_CROP = 0.02   # a copy found with more crop than this is also compared flipped
 POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.025
 # Fine detail, on the grey 64 px thumbnails (see _detail_kind): blocks of 8x8 pixels hold detail when its
@@ -715,7 +716,7 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
     # A copy found with a crop is compared flipped as well, whole: if that fits clearly better, it
     # is a mirrored copy (never refused at download, only shown in Review's loose view).
     cropped = np.array([i for i in range(n) if kinds[i] in COPY_KINDS and not flip
-                        and float(np.abs(prm[i]).max()) > IDENTICAL_CROP], np.int64)
+                        and float(np.abs(prm[i]).max()) > MIRROR_CHECK_CROP], np.int64)
     if len(cropped):
         a16, b16 = pr.levels()[0][ia[cropped]], qr.levels()[0][ib[cropped]][..., ::-1]
         mirror = np.abs(a16 - b16).mean(1)[:, 1:-1, 1:-1].mean((1, 2))  # flipped, whole, no crop

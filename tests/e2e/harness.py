@@ -229,8 +229,8 @@ class AppPage:
         option = self.page.get_by_role("option", name=str(value), exact=True)
         if option.count():
             option.first.click()
-        else:  # a value typed into a dropdown that accepts new ones
-            box.press("Enter")
+        else:  # a value typed into a dropdown that accepts new ones (Enter would pick the first option it starts)
+            box.press("Tab")
         box.blur()
         self.wait_idle()
 

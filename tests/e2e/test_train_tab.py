@@ -35,7 +35,7 @@ def test_quick_mode_needs_weights_and_a_learning_rate_search_stops(app, server, 
     # checked through the API in test_ui_client.py).
     page.locator("#train-mode input[type=radio][value=full]").check()
     page.locator("#train-pretrained input[type=checkbox]").set_checked(False)
-    app.choose("train-size", "32")
+    app.choose("train-size", "320")  # large enough that the search is still running when Stop is clicked
     page.locator("#lr-find-button").click()
     app.wait_text("train-status", r"Searching for a good learning rate|Reading pictures|Trying learning rates")
     page.locator("#stop-button").click()
