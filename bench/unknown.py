@@ -14,9 +14,9 @@ Other combinations (k-NN alone, energy alone, k-NN + max-softmax, other k) are p
 features for comparison. The app's own answer (``predict_files``: ``unknown``) is counted too, to
 check it agrees with the recomputed figure.
 
-Datasets: scikit-learn's digits (0-6 known, 7-9 unknown), upscaled to 64 px; and drawn shapes (a
-shape of random colour, size and place on a noisy background of another colour; 6 shapes known,
-2 held out). Full runs: resnet18 from scratch (pretrained=False), 64 px, few epochs. Quick runs
+Datasets: scikit-learn's digits (0-6 known, 7-9 unknown), upscaled to 64 px; and drawn shapes (each
+class a shape in its own colour, random size, place and turn, on a dark noisy background; 6 classes
+known, 2 held out: a ring and a star in hues between known ones). Full runs: resnet18 from scratch (pretrained=False), 64 px, few epochs. Quick runs
 need pretrained weights and the machine is offline, so their "pretrained" body is resnet18 with
 RANDOM weights placed in a temporary TORCH_HOME under torchvision's file name: features that know
 nothing of pictures. Real pretrained weights would do better; the quick figures are a floor.
@@ -38,7 +38,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SHAPES = ("circle", "square", "triangle", "cross", "hbar", "diamond", "ring", "star")
 UNKNOWN_SHAPES = ("ring", "star")
 
 
@@ -89,8 +88,17 @@ def _shape(draw, kind: str, cx: float, cy: float, r: float, rot: float, fill) ->
         poly(pts)
 
 
-def shapes(per_class: int = 120, seed: int = 0):
-    """Drawn shapes: random colour, size, place and turn on a noisy background; and the unknown shapes."""
+#: The drawn classes: a shape in a colour (hue in degrees). Held out: two of them, whose hues lie
+#: between known ones and whose shapes (ring, star) look like known ones (circle, cross).
+SHAPE_CLASSES = {"circle": ("circle", 0), "square": ("square", 45), "triangle": ("triangle", 135),
+                 "cross": ("cross", 180), "hbar": ("hbar", 225), "diamond": ("diamond", 315),
+                 "ring": ("ring", 90), "star": ("star", 270)}
+
+
+def shapes(per_class: int = 100, seed: int = 0):
+    """Drawn shapes, each class a shape in its own colour (hue +-12 degrees, random saturation and
+    brightness), at a random size, place and turn on a dark noisy background; and the unknown classes."""
+    import colorsys
     import math
 
     import numpy as np
@@ -98,16 +106,18 @@ def shapes(per_class: int = 120, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     out = []
-    for kind in SHAPES:
+    for name, (kind, hue) in SHAPE_CLASSES.items():
         for _ in range(per_class):
-            bg = rng.integers(0, 256, 3)
-            fg = (bg + rng.integers(80, 176, 3)) % 256
+            bg = rng.integers(0, 90, 3)
             arr = np.clip(bg + rng.integers(-25, 26, (64, 64, 3)), 0, 255).astype(np.uint8)
             im = Image.fromarray(arr, "RGB")
+            h = ((hue + rng.uniform(-12, 12)) % 360) / 360
+            fg = colorsys.hsv_to_rgb(h, rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))
             r = float(rng.uniform(12, 26))
             cx, cy = (float(v) for v in rng.uniform(r + 2, 62 - r, 2))
-            _shape(ImageDraw.Draw(im), kind, cx, cy, r, float(rng.uniform(0, 2 * math.pi)), tuple(int(c) for c in fg))
-            out.append((im, kind))
+            _shape(ImageDraw.Draw(im), kind, cx, cy, r, float(rng.uniform(0, 2 * math.pi)),
+                   tuple(int(255 * c) for c in fg))
+            out.append((im, name))
     return out, set(UNKNOWN_SHAPES)
 
 

@@ -510,9 +510,9 @@ def test_classify_says_none_of_these(trained_server, tmp_path):
     imagegen.noisy(imagegen.COLOURS["red"], seed=96).save(red)
     note, label, gallery, errors = c.predict([handle_file(grey), handle_file(red)], api_name="/classify")
     assert label["label"].startswith("Prediction for a grey thing.png (1 of 2;")
-    assert re.fullmatch(r"Not one of: blue, red \(nearest: (red|blue)\)", label["value"]["label"])
+    assert re.fullmatch(r"Not one of: blue, red \(nearest: (red|blue) \d+%\)", label["value"]["label"])
     assert not label["value"].get("confidences")
-    assert re.fullmatch(r"a grey thing\.png: not one of these \(nearest: (red|blue)\)", gallery[0]["caption"])
+    assert re.fullmatch(r"a grey thing\.png: not one of these \(nearest: (red|blue) \d+%\)", gallery[0]["caption"])
     assert re.fullmatch(r"red\.png: red \d+%", gallery[1]["caption"])
 
 

@@ -69,10 +69,10 @@ def model_for(project: Project, run_id: Optional[str] = None):
 
 
 def open_set_for(project: Project, run_id: str):
-    """The none-of-these scorer of a run whose model is loaded (None: the run recorded no rule)."""
+    """The none-of-these scorer of a run, loaded with its model (None: the run recorded no rule)."""
     with _cache_lock:
         hit = _cache.get((str(project.root), run_id))
-    return hit[2] if hit else None
+    return hit[2] if hit else openset.load_scorer(runs.run_dir(project, run_id))
 
 
 def _pixels_from_bytes(data: bytes, size: int):

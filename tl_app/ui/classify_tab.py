@@ -46,13 +46,13 @@ def label_value(p: dict):
         return p["probs"]
     names = list(p["probs"])
     shown = ", ".join(names[:6]) + (f" or {len(names) - 6} more" if len(names) > 6 else "")
-    return f"Not one of: {shown} (nearest: {p['label']})"
+    return f"Not one of: {shown} (nearest: {p['label']} {p['confidence']:.0%})"
 
 
 def caption(p) -> str:
     """A gallery caption: the picture's name and its class, or that it is none of them."""
     if p.unknown:
-        return f"{p.file}: not one of these (nearest: {p.label})"
+        return f"{p.file}: not one of these (nearest: {p.label} {p.confidence:.0%})"
     return f"{p.file}: {p.label} {p.confidence:.0%}"
 
 
