@@ -8,6 +8,7 @@ project on disk where the answer alone would not prove the work was done.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import httpx
@@ -499,6 +500,20 @@ def test_classify(trained_server, tmp_path):
 
     note, label, gallery, errors = c.predict([handle_file(fake)], api_name="/classify")
     assert not _value(label) and gallery == [] and "holiday.jpg" in errors
+
+
+def test_classify_says_none_of_these(trained_server, tmp_path):
+    """A picture of a kind the model never saw (grey; it knows red and blue) is "not one of" its classes."""
+    c = _client(trained_server.url)
+    grey, red = tmp_path / "a grey thing.png", tmp_path / "red.png"
+    imagegen.noisy((128, 128, 128), seed=97).save(grey)
+    imagegen.noisy(imagegen.COLOURS["red"], seed=96).save(red)
+    note, label, gallery, errors = c.predict([handle_file(grey), handle_file(red)], api_name="/classify")
+    assert label["label"].startswith("Prediction for a grey thing.png (1 of 2;")
+    assert re.fullmatch(r"Not one of: blue, red \(nearest: (red|blue) \d+%\)", label["value"]["label"])
+    assert not label["value"].get("confidences")
+    assert re.fullmatch(r"a grey thing\.png: not one of these \(nearest: (red|blue) \d+%\)", gallery[0]["caption"])
+    assert re.fullmatch(r"red\.png: red \d+%", gallery[1]["caption"])
 
 
 def test_classify_without_a_model(tmp_path):

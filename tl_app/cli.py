@@ -342,7 +342,9 @@ def cmd_predict(args) -> int:
         if p.error:
             _err(f"refused: {p.file}: {p.error}")
     _emit(args, [p.to_dict() for p in preds], lambda: "\n".join(
-        f"{p.file}: " + (p.error or ", ".join(f"{k} {v:.1%}" for k, v in p.top(3).items())) for p in preds))
+        f"{p.file}: " + (p.error or ("none of these (nearest: " if p.unknown else "")
+                         + ", ".join(f"{k} {v:.1%}" for k, v in p.top(3).items()) + (")" if p.unknown else ""))
+        for p in preds))
     return 0 if any(not p.error for p in preds) else 1
 
 

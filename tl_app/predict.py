@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from . import config, runs
+from . import config, openset, runs
 from .errors import ImageRejected, RunNotFound
 from .images import normalize
 from .models import ModelSpec, load_model
 from .project import Project
 
-_cache: dict[tuple[str, str], tuple[object, ModelSpec]] = {}
+_cache: dict[tuple[str, str], tuple[object, ModelSpec, object]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -34,9 +34,14 @@ class Prediction:
     confidence: Optional[float] = None
     probs: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    #: None of the classes? True above the run's threshold; None when the run recorded none (no claim).
+    unknown: Optional[bool] = None
+    #: How unlike every known class it is (higher: less like them); see :mod:`tl_app.openset`.
+    unknown_score: Optional[float] = None
 
     def to_dict(self) -> dict:
-        d = {"file": self.file, "label": self.label, "confidence": self.confidence, "probs": self.probs}
+        d = {"file": self.file, "label": self.label, "confidence": self.confidence, "probs": self.probs,
+             "unknown": self.unknown, "unknown_score": self.unknown_score}
         if self.error:
             d["error"] = self.error
         return d
@@ -59,14 +64,21 @@ def model_for(project: Project, run_id: Optional[str] = None):
             model, spec = load_model(runs.run_dir(project, run.id), run.model_sha256, project.root)
             if len(_cache) >= 4:
                 _cache.pop(next(iter(_cache)))
-            _cache[key] = hit = (model, spec)
+            _cache[key] = hit = (model, spec, openset.load_scorer(runs.run_dir(project, run.id)))
     return hit[0], hit[1], run
+
+
+def open_set_for(project: Project, run_id: str):
+    """The none-of-these scorer of a run, loaded with its model (None: the run recorded no rule)."""
+    with _cache_lock:
+        hit = _cache.get((str(project.root), run_id))
+    return hit[2] if hit else openset.load_scorer(runs.run_dir(project, run_id))
 
 
 def _pixels_from_bytes(data: bytes, size: int):
     import numpy as np
 
-    from .train import load_image_for_model
+    from .features import load_image_for_model
 
     return np.asarray(load_image_for_model(io.BytesIO(data), size))
 
@@ -94,12 +106,13 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
     """
     import numpy as np
 
-    from .train import predict_pixels
+    from .features import embed_logits, softmax
 
     from .class_map import class_map
 
     model, spec, run = model_for(project, run_id)
     classes = class_map(project, run, spec.vocab)  # renamed, merged or deleted since the run: named as now
+    scorer = open_set_for(project, run.id)
     names = names or {}
     preds: list[Prediction] = []
     good: list[tuple[int, object]] = []
@@ -112,11 +125,14 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
             p.error = e.reason
         preds.append(p)
     if good:
-        probs = predict_pixels(model, np.stack([g[1] for g in good]), spec)
-        for (i, _), pr in zip(good, probs):
+        logits, feats = embed_logits(model, np.stack([g[1] for g in good]), spec)
+        scores, unknown = scorer.score(feats, logits) if scorer is not None else (None, None)
+        for j, ((i, _), pr) in enumerate(zip(good, softmax(logits))):
             d = classes.as_dict(pr)
             best = max(d, key=d.get)
             preds[i].label, preds[i].confidence, preds[i].probs = best, d[best], d
+            if scorer is not None:
+                preds[i].unknown, preds[i].unknown_score = bool(unknown[j]), round(float(scores[j]), 4)
     return preds
 
 
@@ -127,7 +143,7 @@ def probs_for_files(project: Project, files: Iterable[str | Path], *, run_id: Op
     """
     import numpy as np
 
-    from .train import predict_pixels
+    from .features import predict_pixels
 
     model, spec, _ = model_for(project, run_id)
     pixels = [_pixels_from_bytes(_as_stored(project, Path(f)), spec.size) for f in files]
@@ -139,7 +155,7 @@ def probs_for_files(project: Project, files: Iterable[str | Path], *, run_id: Op
 def _item_pixels(project: Project, item_ids: list[str], size: int):
     import numpy as np
 
-    from .train import load_image_for_model
+    from .features import load_image_for_model
 
     if not item_ids:
         return np.zeros((0, size, size, 3), np.uint8)
@@ -149,7 +165,7 @@ def _item_pixels(project: Project, item_ids: list[str], size: int):
 def predict_items(project: Project, item_ids: list[str], *, run_id: Optional[str] = None):
     """Probabilities for items already in the project (array in ``item_ids`` order) and the model's own vocab
     (its names when trained; :func:`tl_app.class_map.class_map` says what they are called now)."""
-    from .train import predict_pixels
+    from .features import predict_pixels
 
     model, spec, _ = model_for(project, run_id)
     return predict_pixels(model, _item_pixels(project, item_ids, spec.size), spec), spec.vocab
@@ -157,7 +173,7 @@ def predict_items(project: Project, item_ids: list[str], *, run_id: Optional[str
 
 def embed_items(project: Project, item_ids: list[str], *, run_id: Optional[str] = None):
     """``(probs, features, vocab)`` for items already in the project: what Review needs of new items."""
-    from .train import embed_pixels
+    from .features import embed_pixels
 
     model, spec, _ = model_for(project, run_id)
     probs, emb = embed_pixels(model, _item_pixels(project, item_ids, spec.size), spec)

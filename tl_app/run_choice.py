@@ -139,7 +139,7 @@ def _network_probs(project: Project, run: runs.Run, pictures: list[dict]) -> dic
 
     from .errors import ItemNotFound
     from .predict import model_for
-    from .train import load_image_for_model, predict_pixels
+    from .features import load_image_for_model, predict_pixels
 
     model, spec, _ = model_for(project, run.id)
     shas, pixels = [], []

@@ -21,8 +21,9 @@ from typing import Callable, Optional
 
 from . import config, runs
 from .errors import PreflightError, Stopped, TLError, TrainerBusy
+from .features import embed_logits, embed_pixels, load_image_for_model, predict_pixels, softmax  # noqa: F401 - importable from here too
 from .jobs import FileLock, StopToken
-from .models import ModelSpec, create_model, get_arch, resize_for, save_model
+from .models import ModelSpec, create_model, get_arch, save_model
 from .project import Project
 
 EventFn = Callable[[dict], None]
@@ -149,16 +150,6 @@ def split_valid(snap: Snapshot, valid_pct: float = config.VALID_PCT) -> tuple[li
     return sorted(train), sorted(valid)
 
 
-def load_image_for_model(src, size: int):
-    """Decode a stored image and resize it for the network (the one path for training and prediction)."""
-    from PIL import Image
-
-    with Image.open(src, formats=["JPEG"]) as im:
-        im.draft("RGB", (size, size))
-        rgb = im.convert("RGB")
-    return resize_for(rgb, size)
-
-
 def load_pixels(project: Project, snap: Snapshot, size: int, *, stop: Optional[StopToken] = None,
                 events: EventFn = _no_events):
     """Every snapshot image as one uint8 array (N, size, size, 3), decoded on a thread pool."""
@@ -207,45 +198,6 @@ def classification_metrics(probs, targets, vocab: list[str]) -> dict:
     return {"accuracy": None if acc is None else round(acc, 4),
             "valid_loss": None if loss is None else round(loss, 4),
             "per_class": per_class, "confusion": {"labels": vocab, "matrix": cm.tolist()}}
-
-
-def predict_pixels(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
-                   stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring"):
-    """Class probabilities for a uint8 array of images (N, S, S, 3), without augmentation."""
-    return embed_pixels(model, pixels, spec, batch_size=batch_size, device=device, stop=stop, events=events,
-                        phase=phase)[0]
-
-
-def embed_pixels(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
-                 stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring"):
-    """``(probs, features)`` for uint8 images (N, S, S, 3) in one clean pass (eval mode, no augmentation).
-
-    ``features`` are the pooled body outputs the head starts from (the space
-    Review looks for neighbours, duplicates and outliers in), as float32.
-    """
-    import numpy as np
-    import torch
-
-    device = device or torch.device("cpu")
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-    model.eval()
-    body, pool, rest = model[0], model[1][:2], model[1][2:]
-    probs, feats = [], []
-    n = len(pixels)
-    with torch.inference_mode():
-        for s in range(0, n, batch_size):
-            if stop is not None and stop.is_set():
-                raise Stopped("Stopped while scoring images.")
-            xb = torch.from_numpy(pixels[s:s + batch_size]).to(device).permute(0, 3, 1, 2).float().div_(255)
-            xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
-            f = pool(body(xb)).float()
-            probs.append(torch.softmax(rest(f).float(), 1).cpu())
-            feats.append(f.cpu())
-            events({"type": "phase", "phase": phase, "done": min(n, s + batch_size), "total": n})
-    if not probs:
-        return np.zeros((0, len(spec.vocab)), np.float32), np.zeros((0, 0), np.float32)
-    return torch.cat(probs).numpy(), torch.cat(feats).numpy()
 
 
 def default_device(cpu: bool = False):
@@ -662,6 +614,14 @@ def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, ou
     runs.write_json(rdir, "scores.json", doc)
 
 
+def _record_open_set(rdir: Path, emb, valid_logits, train_idx: list[int], valid_idx: list[int]) -> None:
+    """The run's none-of-these rule (``unknown.json``), set on its held-out pictures against its
+    training pictures' features (the ``embeddings.npy`` just written; see :mod:`tl_app.openset`)."""
+    from . import openset
+
+    openset.record(rdir, emb[train_idx], emb[valid_idx], valid_logits)
+
+
 def _write_losses(rdir: Path, snap: Snapshot, item_probs) -> None:
     """Each item's loss in each epoch (None where no batch held it): how hard it was to fit."""
     import numpy as np
@@ -782,6 +742,7 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     # saw the item: both are evidence about its label.
     _write_scores(rdir, snap, fit.oof, valid_idx, out_of_fold=True, embeddings=X,
                   evidence=label_evidence(X, y, len(snap.vocab), oof_probs=fit.oof), outliers=outlier_scores(X))
+    _record_open_set(rdir, X, X[valid_idx] @ head.W + head.b, train_idx, valid_idx)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=history[-1]["epoch"] if history else 0, train_items=len(train_idx),
                    valid_items=len(valid_idx), features_computed=len(missing))
@@ -862,7 +823,8 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     # One clean pass over the pictures in memory (eval mode, no augmentation) gives the features
     # Review judges every item by: its neighbours in the trained network's feature space, so that
     # no item is judged by a model that learned it (see review.py).
-    clean, emb = embed_pixels(model, pixels, spec, device=device, events=events)
+    logits, emb = embed_logits(model, pixels, spec, device=device, events=events)
+    clean = softmax(logits)
     unseen = np.isnan(scores[:, 0])  # stopped before a validation pass, or no training batch held it
     scores[unseen] = clean[unseen]
     probs = scores[valid_idx]
@@ -875,6 +837,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
                   evidence=_full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed),
                   outliers=outlier_scores(emb if early is None else early))
+    _record_open_set(rdir, emb, logits[valid_idx], train_idx, valid_idx)
     _write_losses(rdir, snap, item_probs)
     sha = save_model(model.cpu(), spec, rdir)
     result.update(model_file="model.safetensors", model_sha256=sha)

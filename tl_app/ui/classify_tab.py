@@ -39,6 +39,23 @@ def prediction_label(shown: str, index: int, total: int) -> str:
     return f"Prediction for {shown} ({index + 1} of {total}; click another picture below to see its prediction)"
 
 
+def label_value(p: dict):
+    """What the Prediction box shows for one picture: its top classes, or, when the run's
+    none-of-these rule says it is like none of them, "Not one of: ..." with its nearest class."""
+    if not p.get("unknown"):
+        return p["probs"]
+    names = list(p["probs"])
+    shown = ", ".join(names[:6]) + (f" or {len(names) - 6} more" if len(names) > 6 else "")
+    return f"Not one of: {shown} (nearest: {p['label']} {p['confidence']:.0%})"
+
+
+def caption(p) -> str:
+    """A gallery caption: the picture's name and its class, or that it is none of them."""
+    if p.unknown:
+        return f"{p.file}: not one of these (nearest: {p.label} {p.confidence:.0%})"
+    return f"{p.file}: {p.label} {p.confidence:.0%}"
+
+
 # --- the model card -------------------------------------------------------------------------
 def _names(items: list[str], n: int = 8) -> str:
     shown = ", ".join(f"“{x}”" for x in items[:n])
@@ -131,12 +148,12 @@ def create_classify_tab(ctx: UIContext) -> dict:
                 errors.append(f"- `{p.file}`: {p.error}")
                 continue
             good.append(p.to_dict())
-            gallery.append((path, f"{p.file}: {p.label} {p.confidence:.0%}"))
+            gallery.append((path, caption(p)))
         err = ("Not classified:\n" + "\n".join(errors)) if errors else ""
         if not good:
             return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], err, gr.Column(visible=False)
         first = good[0]
-        return (model_note(ctx), gr.Label(value=first["probs"], label=prediction_label(first["file"], 0, len(good))),
+        return (model_note(ctx), gr.Label(value=label_value(first), label=prediction_label(first["file"], 0, len(good))),
                 good, gallery, err, gr.Column(visible=True))
 
     c["files"].change(classify, [c["files"]],
@@ -147,7 +164,7 @@ def create_classify_tab(ctx: UIContext) -> dict:
     def select(preds, evt: gr.SelectData):
         if preds and evt.index is not None and evt.index < len(preds):
             p = preds[evt.index]
-            return gr.Label(value=p["probs"], label=prediction_label(p["file"], evt.index, len(preds)))
+            return gr.Label(value=label_value(p), label=prediction_label(p["file"], evt.index, len(preds)))
         return gr.skip()
 
     c["gallery"].select(select, [c["predictions"]], [c["label"]], api_visibility="private")

@@ -1,0 +1,311 @@
+"""None of these: does the app's score tell pictures of unseen kinds from pictures of its classes?
+
+Each dataset is split by class: the known classes are imported into a project and trained on
+(``tl_app.train.train``, the app's own path: quick and full runs), the other classes are never
+seen and are presented as unknown. Known pictures kept out of the project (20% per class) are the
+known side of the test. Figures, for the app's score and for max-softmax alone, from the same run:
+
+  AUROC     how well the score ranks unknown above known test pictures (0.5: chance)
+  caught    share of unknown test pictures above the threshold the run recorded (set so that 95%
+            of its own held-out known pictures are accepted); "known ok" is the share of known
+            test pictures accepted at that threshold (close to 95% when the threshold is honest)
+
+Other combinations (k-NN alone, energy alone, k-NN + max-softmax, other k) are printed on the same
+features for comparison. The app's own answer (``predict_files``: ``unknown``) is counted too, to
+check it agrees with the recomputed figure.
+
+Datasets: scikit-learn's digits (0-6 known, 7-9 unknown), upscaled to 64 px; and drawn shapes (each
+class a shape in its own colour, random size, place and turn, on a dark noisy background; 6 classes
+known, 2 held out: a ring and a star in hues between known ones). Full runs: resnet18 from scratch (pretrained=False), 64 px, few epochs. Quick runs
+need pretrained weights and the machine is offline, so their "pretrained" body is resnet18 with
+RANDOM weights placed in a temporary TORCH_HOME under torchvision's file name: features that know
+nothing of pictures. Real pretrained weights would do better; the quick figures are a floor.
+
+    .venv/bin/python bench/unknown.py                    # both datasets, quick and full (a few minutes)
+    .venv/bin/python bench/unknown.py --data digits --mode full
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+UNKNOWN_SHAPES = ("ring", "star")
+
+
+# --- data -----------------------------------------------------------------------------------------
+def digits(seed: int = 0):
+    """``[(PIL image, class name)]`` of scikit-learn's 1797 digits at 64 px, and the unknown classes."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    out = []
+    for img, t in zip(d.images, d.target):
+        arr = (img / 16.0 * 255).astype(np.uint8)
+        out.append((Image.fromarray(arr, "L").resize((64, 64), Image.Resampling.BILINEAR).convert("RGB"), str(t)))
+    return out, {"7", "8", "9"}
+
+
+def _shape(draw, kind: str, cx: float, cy: float, r: float, rot: float, fill) -> None:
+    import math
+
+    def poly(points):
+        c, s = math.cos(rot), math.sin(rot)
+        draw.polygon([(cx + x * c - y * s, cy + x * s + y * c) for x, y in points], fill=fill)
+
+    if kind == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif kind == "ring":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=fill, width=max(2, int(r / 3)))
+    elif kind == "square":
+        poly([(-r, -r), (r, -r), (r, r), (-r, r)])
+    elif kind == "diamond":
+        poly([(0, -r), (0.6 * r, 0), (0, r), (-0.6 * r, 0)])
+    elif kind == "triangle":
+        poly([(0, -r), (0.87 * r, 0.5 * r), (-0.87 * r, 0.5 * r)])
+    elif kind == "hbar":
+        poly([(-r, -0.3 * r), (r, -0.3 * r), (r, 0.3 * r), (-r, 0.3 * r)])
+    elif kind == "cross":
+        w = 0.3 * r
+        poly([(-r, -w), (r, -w), (r, w), (-r, w)])
+        poly([(-w, -r), (w, -r), (w, r), (-w, r)])
+    elif kind == "star":
+        pts = []
+        for i in range(10):
+            a = math.pi / 5 * i - math.pi / 2
+            rr = r if i % 2 == 0 else 0.45 * r
+            pts.append((rr * math.cos(a), rr * math.sin(a)))
+        poly(pts)
+
+
+#: The drawn classes: a shape in a colour (hue in degrees). Held out: two of them, whose hues lie
+#: between known ones and whose shapes (ring, star) look like known ones (circle, cross).
+SHAPE_CLASSES = {"circle": ("circle", 0), "square": ("square", 45), "triangle": ("triangle", 135),
+                 "cross": ("cross", 180), "hbar": ("hbar", 225), "diamond": ("diamond", 315),
+                 "ring": ("ring", 90), "star": ("star", 270)}
+
+
+def shapes(per_class: int = 100, seed: int = 0):
+    """Drawn shapes, each class a shape in its own colour (hue +-12 degrees, random saturation and
+    brightness), at a random size, place and turn on a dark noisy background; and the unknown classes."""
+    import colorsys
+    import math
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, (kind, hue) in SHAPE_CLASSES.items():
+        for _ in range(per_class):
+            bg = rng.integers(0, 90, 3)
+            arr = np.clip(bg + rng.integers(-25, 26, (64, 64, 3)), 0, 255).astype(np.uint8)
+            im = Image.fromarray(arr, "RGB")
+            h = ((hue + rng.uniform(-12, 12)) % 360) / 360
+            fg = colorsys.hsv_to_rgb(h, rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))
+            r = float(rng.uniform(12, 26))
+            cx, cy = (float(v) for v in rng.uniform(r + 2, 62 - r, 2))
+            _shape(ImageDraw.Draw(im), kind, cx, cy, r, float(rng.uniform(0, 2 * math.pi)),
+                   tuple(int(255 * c) for c in fg))
+            out.append((im, name))
+    return out, set(UNKNOWN_SHAPES)
+
+
+DATASETS = {"digits": digits, "shapes": shapes}
+
+
+# --- figures ------------------------------------------------------------------------------------------
+def auroc(known, unknown) -> float:
+    """Probability that an unknown picture scores above a known one (ties count half)."""
+    from sklearn.metrics import roc_auc_score
+
+    import numpy as np
+
+    y = np.r_[np.zeros(len(known)), np.ones(len(unknown))]
+    return float(roc_auc_score(y, np.r_[known, unknown]))
+
+
+def _embed_files(project, run_id: str, files: list[Path]):
+    """``(logits, features)`` of picture files through the app's predict pipeline (stored pixels)."""
+    import numpy as np
+
+    from tl_app.features import embed_logits
+    from tl_app.predict import _as_stored, _pixels_from_bytes, model_for
+
+    model, spec, _ = model_for(project, run_id)
+    px = np.stack([_pixels_from_bytes(_as_stored(project, f), spec.size) for f in files])
+    return embed_logits(model, px, spec)
+
+
+def _embed_items(project, run_id: str):
+    """The run's training and held-out rows: features (as stored for the run) and logits."""
+    import json
+
+    import numpy as np
+
+    from tl_app import runs
+    from tl_app.features import embed_logits
+    from tl_app.predict import _item_pixels, model_for
+
+    rdir = runs.run_dir(project, run_id)
+    snap = json.loads((rdir / "snapshot.json").read_text())
+    emb = np.load(rdir / "embeddings.npy").astype(np.float32)
+    valid = np.array([it["valid"] for it in snap["items"]])
+    model, spec, _ = model_for(project, run_id)
+    vids = [it["item"] for it, v in zip(snap["items"], valid) if v]
+    vlogits, _ = embed_logits(model, _item_pixels(project, vids, spec.size), spec)
+    return emb[~valid], emb[valid], vlogits
+
+
+def measure(name: str, mode: str, work: Path, *, epochs: int, seed: int = 0) -> dict:
+    """Train on the dataset's known classes and score known and unknown test pictures."""
+    import numpy as np
+
+    from tl_app import openset, runs
+    from tl_app.importer import import_files
+    from tl_app.predict import predict_files
+    from tl_app.project import Project
+    from tl_app.train import TrainConfig, train
+
+    pics, unknown = DATASETS[name](seed=seed)
+    rng = np.random.default_rng(seed)
+    src, test = work / "src", work / "test"
+    known_test, unknown_test = [], []
+    by_class: dict[str, list] = {}
+    for im, c in pics:
+        by_class.setdefault(c, []).append(im)
+    for c, ims in sorted(by_class.items()):
+        if c in unknown:
+            for j, im in enumerate(ims):
+                f = test / f"u_{c}_{j}.png"
+                f.parent.mkdir(parents=True, exist_ok=True)
+                im.save(f)
+                unknown_test.append(f)
+            continue
+        order = rng.permutation(len(ims))
+        n_test = len(ims) // 5
+        for r, j in enumerate(order):
+            dest = (test / f"k_{c}_{j}.png") if r < n_test else (src / c / f"{j}.png")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            ims[j].save(dest)
+            if r < n_test:
+                known_test.append(dest)
+    proj = Project.open(work / "proj", create=True)
+    import_files(proj, [src])
+    cfg = TrainConfig(size=64, epochs=epochs, quick=mode == "quick", pretrained=True if mode == "quick" else False)
+    t0 = time.perf_counter()
+    rep = train(proj, cfg)
+    seconds = time.perf_counter() - t0
+    assert rep.status == "finished", rep
+    rdir = runs.run_dir(proj, rep.run)
+    rule = openset.OpenSet.from_dict(runs.read_json(proj, rep.run, openset.FILE))
+
+    # The app's answer, as a user gets it.
+    preds = predict_files(proj, known_test + unknown_test)
+    app_known = np.array([p.unknown for p in preds[:len(known_test)]], dtype=bool)
+    app_unknown = np.array([p.unknown for p in preds[len(known_test):]], dtype=bool)
+    app_scores = np.array([p.unknown_score for p in preds], dtype=np.float64)
+    correct = np.mean([p.label == Path(p.file).name.split("_")[1] for p in preds[:len(known_test)]])
+
+    # Every combination on the same features: the run's bank, its held-out rows, the test pictures.
+    bank, vfeat, vlog = _embed_items(proj, rep.run)
+    klog, kfeat = _embed_files(proj, rep.run, known_test)
+    ulog, ufeat = _embed_files(proj, rep.run, unknown_test)
+    variants = {}
+    n_bank = len(bank)
+    ks = sorted({1, 5, 10, openset.default_k(n_bank)})
+    combos = [("msp",), ("energy",)] + [(("knn",), k) for k in ks] + [(("knn", "energy"), k) for k in ks] + \
+             [(("knn", "msp"), k) for k in ks]
+    bank_n = openset.l2_normalise(bank)
+    for c in combos:
+        parts, k = (c, rule.k) if isinstance(c[0], str) else c
+        r = openset.fit(bank, vfeat, vlog, parts=parts, k=k)
+        sk = r.combine(openset.raw_parts(bank_n, kfeat, klog, k, parts))
+        su = r.combine(openset.raw_parts(bank_n, ufeat, ulog, k, parts))
+        key = "+".join(parts) + (f" k={k}" if "knn" in parts else "")
+        variants[key] = {"auroc": auroc(sk, su), "caught": float((su > r.threshold).mean()),
+                         "known_ok": float((sk <= r.threshold).mean())}
+    app_key = "+".join(rule.parts) + f" k={rule.k}"
+    return {"data": name, "mode": mode, "epochs": epochs if mode == "full" else None, "seconds": seconds,
+            "known_classes": len(by_class) - len(unknown), "unknown_classes": len(unknown),
+            "train": rule.bank, "held_out": rule.held_out, "known_test": len(known_test),
+            "unknown_test": len(unknown_test), "accuracy_known_test": float(correct),
+            "app": {"key": app_key, "auroc": auroc(app_scores[:len(known_test)], app_scores[len(known_test):]),
+                    "caught": float(app_unknown.mean()), "known_ok": float(1 - app_known.mean())},
+            "variants": variants}
+
+
+def report(r: dict) -> str:
+    msp, app = r["variants"]["msp"], r["app"]
+    lines = [f"{r['data']} · {r['mode']}" + (f" ({r['epochs']} epochs from scratch)" if r["mode"] == "full" else
+                                             " (body: resnet18 with RANDOM weights, offline)")
+             + f": {r['known_classes']} known classes ({r['train']} training + {r['held_out']} held-out pictures), "
+             f"{r['unknown_classes']} unknown; test {r['known_test']} known + {r['unknown_test']} unknown; "
+             f"known test accuracy {r['accuracy_known_test']:.1%}; trained in {r['seconds']:.0f} s",
+             f"  {'score':<24} {'AUROC':>6} {'caught':>7} {'known ok':>9}",
+             f"  {'app (' + app['key'] + ')':<24} {app['auroc']:6.3f} {app['caught']:7.1%} {app['known_ok']:9.1%}"
+             f"   <- predict_files' own answer",
+             f"  {'max-softmax':<24} {msp['auroc']:6.3f} {msp['caught']:7.1%} {msp['known_ok']:9.1%}   <- baseline"]
+    for k, v in r["variants"].items():
+        if k != "msp":
+            lines.append(f"  {k:<24} {v['auroc']:6.3f} {v['caught']:7.1%} {v['known_ok']:9.1%}")
+    ok = app["auroc"] >= 0.90 and app["auroc"] > msp["auroc"]
+    lines.append(f"  goal (AUROC >= 0.90 and above max-softmax): {'met' if ok else 'NOT met'}")
+    return "\n".join(lines)
+
+
+def _fake_pretrained(home: Path) -> None:
+    """resnet18 with random weights (seed 0) where torchvision looks for its download."""
+    import torch
+    import torchvision
+
+    ckpt = home / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt / "resnet18-f37072fd.pth")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="digits,shapes")
+    ap.add_argument("--mode", default="quick,full")
+    ap.add_argument("--epochs", type=int, default=3, help="full runs: unfrozen epochs (after the frozen one)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary projects")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="tl_unknown_"))
+    os.environ.update(TL_OFFLINE="1", TORCH_HOME=str(tmp / "torch_home"), PYTHONWARNINGS="ignore",
+                      TL_HOME=str(tmp / "tl_home"))
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    _fake_pretrained(tmp / "torch_home")
+    results = []
+    try:
+        for name in args.data.split(","):
+            for mode in args.mode.split(","):
+                r = measure(name, mode, tmp / f"{name}-{mode}", epochs=args.epochs, seed=args.seed)
+                print(report(r), flush=True)
+                results.append(r)
+        out = ROOT / "bench" / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        import json
+
+        (out / "unknown.json").write_text(json.dumps(results, indent=1))
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
