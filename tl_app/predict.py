@@ -71,12 +71,20 @@ def _pixels_from_bytes(data: bytes, size: int):
     return np.asarray(load_image_for_model(io.BytesIO(data), size))
 
 
-def _as_stored(project: Project, path: Path) -> bytes:
+def _as_stored(project: Project, src: Path | bytes) -> bytes:
     """The JPEG bytes the project would store for this file (or does store, byte for byte)."""
+    if isinstance(src, (bytes, bytearray)):
+        raw = bytes(src)
+        if len(raw) <= config.MAX_IMPORT_BYTES and project.find_sha(hashlib.sha256(raw).hexdigest()) is not None:
+            return raw
+        return normalize(raw).data
+    path = src
     try:
         size = path.stat().st_size
     except OSError as e:
         raise ImageRejected(f"cannot be read ({e.strerror or e})") from None
+    if path.is_dir():
+        raise ImageRejected("a folder, not a picture")
     if size <= config.MAX_IMPORT_BYTES:
         raw = path.read_bytes()
         if project.find_sha(hashlib.sha256(raw).hexdigest()) is not None:
@@ -84,12 +92,19 @@ def _as_stored(project: Project, path: Path) -> bytes:
     return normalize(path).data
 
 
+def picture_pixels(project: Project, src: Path | bytes, size: int):
+    """A picture (a file, or a file's bytes) as the network sees it: uint8 (size, size, 3).
+
+    The same pixels the picture would have once imported (see :func:`_as_stored`);
+    raises :class:`ImageRejected` naming why a file is not a usable picture.
+    """
+    return _pixels_from_bytes(_as_stored(project, src), size)
+
+
 def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Optional[str] = None,
                   names: Optional[dict[str, str]] = None) -> list[Prediction]:
     """Predict every file; a file that is not a usable image gets ``error`` and the rest go on."""
     import numpy as np
-
-    from .train import predict_pixels
 
     model, spec, _ = model_for(project, run_id)
     names = names or {}
@@ -104,12 +119,24 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
             p.error = e.reason
         preds.append(p)
     if good:
-        probs = predict_pixels(model, np.stack([g[1] for g in good]), spec)
-        for (i, _), pr in zip(good, probs):
-            d = {v: round(float(x), 6) for v, x in zip(spec.vocab, pr)}
-            best = max(d, key=d.get)
-            preds[i].label, preds[i].confidence, preds[i].probs = best, d[best], d
+        score_pixels(project, [preds[i] for i, _ in good], np.stack([g[1] for g in good]), run_id=run_id)
     return preds
+
+
+def score_pixels(project: Project, preds: list[Prediction], pixels, *, run_id: Optional[str] = None) -> None:
+    """Fill the label, confidence and probabilities of ``preds`` from their decoded pictures, in one pass.
+
+    ``pixels`` is uint8 (N, S, S, 3) at the model's size, in the order of ``preds``: the one
+    scoring step that :func:`predict_files` and bulk classification (:mod:`tl_app.classify`) share.
+    """
+    from .train import predict_pixels
+
+    model, spec, _ = model_for(project, run_id)
+    probs = predict_pixels(model, pixels, spec)
+    for p, pr in zip(preds, probs):
+        d = {v: round(float(x), 6) for v, x in zip(spec.vocab, pr)}
+        best = max(d, key=d.get)
+        p.label, p.confidence, p.probs = best, d[best], d
 
 
 def _item_pixels(project: Project, item_ids: list[str], size: int):
