@@ -55,9 +55,9 @@ def create_bulk_section(ctx: UIContext) -> dict:
                     "saying why. Download the table as CSV, or the pictures sorted into a folder per class.")
         # Any file is taken: one that is not a picture gets its row with the reason (not a refused drop).
         b["files"] = gr.File(file_count="multiple", label="Drop pictures or zip files",
-                             elem_id="bulk-files", height=140)
+                             elem_id="bulk-files", height=200)
         if not ctx.shared:
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 b["folder"] = gr.Textbox(label="Or classify a folder on this computer", scale=4,
                                          placeholder="/home/me/pictures/to-sort", elem_id="bulk-folder",
                                          info="Every picture in it and in its sub-folders.")

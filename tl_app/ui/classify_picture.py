@@ -54,11 +54,11 @@ def create_picture_actions(ctx: UIContext, c: dict) -> dict:
     owner_view = ctx.access.everyone_owner
     with gr.Column(visible=False, elem_id="picture-actions") as a["box"]:
         a["title"] = gr.Markdown("**The picture shown above**", elem_id="picture-title")
-        with gr.Row(equal_height=True):
-            a["why"] = gr.Button("Why? Show where the model looked", elem_id="classify-why", scale=1)
+        with gr.Row():
+            a["why"] = gr.Button("Why? Show where the model looked", elem_id="classify-why", scale=0, min_width=280)
         a["heat"] = gr.Image(label="Where the model looked", type="pil", format="png", interactive=False, visible=False,
                              height=360, elem_id="classify-heatmap")
-        with gr.Row(visible=owner_view, equal_height=True) as a["add_row"]:
+        with gr.Row(visible=owner_view, equal_height=False) as a["add_row"]:
             a["add_as"] = gr.Dropdown(choices=ctx.project.labels(), value=None, allow_custom_value=True,
                                       label="Add this picture to the dataset as", info=ADD_INFO, scale=3,
                                       elem_id="classify-add-as")
