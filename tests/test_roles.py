@@ -30,8 +30,9 @@ from tl_app.ui.app import build_demo
 from tl_app.ui.review_tab import ALL
 
 REFUSED = "Only the owner of this app may"
-#: Everything a visitor may call: classify, the model card, and the page's own workings.
-VISITOR_SAFE = {"classify", "model_card", "select", "refresh_3", "page_for", "fit_columns", "_check_login_status"}
+#: Everything a visitor may call: classify (one picture or many, and why), the model card, and the page's own workings.
+VISITOR_SAFE = {"classify", "model_card", "select", "refresh_3", "page_for", "fit_columns", "_check_login_status",
+                "classify_many", "explain", "show_first", "show_picked"}
 
 
 def _client(url: str, **kw) -> Client:
@@ -152,6 +153,7 @@ def test_a_visitor_of_a_shared_app_is_refused_every_endpoint_that_acts(trained_p
             "/retrain": (ALL, "", ""), "/stop": (),
             "/use_run": (runs.list_runs(project)[0].id,),
             "/export_bundle": (runs.list_runs(project)[0].id,), "/export_space": (None,),
+            "/add_to_dataset": (handle_file(pics[0]), "0.png", "wasp"), "/undo_add": (),
         }
         for name, args in calls.items():
             if args is None:
@@ -199,6 +201,12 @@ def test_a_visitor_of_a_shared_app_is_refused_every_endpoint_that_acts(trained_p
             assert f"- **{name}**: learned from " in text and "precision" in text and "recall" in text
         assert [r[0] for r in confusion["data"]] == sorted(project.labels())
         assert str(project.root) not in json.dumps([note, text, confusion])
+        # Many at once, and why: yes. A folder of the server: not even offered on a shared app.
+        summary, table = v.predict([handle_file(p) for p in pics], api_name="/classify_many")[:2]
+        assert summary.startswith("Classified 4 pictures") and len(table["data"]) == 4
+        assert "Where the model looked" in v.predict(handle_file(pics[0]), "0.png", api_name="/explain")["label"]
+        assert "/classify_folder" not in v.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        assert project_state(project) == before
 
 
 def test_a_visitors_pictures_to_classify_are_limited_by_address(trained_project, tmp_path):

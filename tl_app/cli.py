@@ -335,17 +335,35 @@ def cmd_redo(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import predict_files
+    from .classify import classify_many, gather, write_csv, write_sorted_zip
+    from .jobs import Progress
 
-    preds = predict_files(_project(args), args.images, run_id=args.run)
-    for p in preds:
-        if p.error:
-            _err(f"refused: {p.file}: {p.error}")
+    project = _project(args)
+    pictures = gather(args.images, names={a: a for a in args.images})
+    last = [time.time()]
+
+    def progress(p: Progress) -> None:
+        if p.total > 64 and (time.time() - last[0] > 2 or p.done == p.total):
+            last[0] = time.time()
+            _err(f"  {p.done}/{p.total} pictures")
+
+    result = classify_many(project, pictures, run_id=args.run, progress=progress)
+    for p in result.refused:
+        _err(f"refused: {p.file}: {p.error}")
+    if args.csv:
+        write_csv(result, args.csv)
+        _err(f"wrote {args.csv} ({len(result.predictions)} rows)")
+    if args.sorted:
+        write_sorted_zip(result, args.sorted)
+        _err(f"wrote {args.sorted} (a folder per class)")
+    if len(result.predictions) > 1:
+        _err(result.summary())
+    preds = result.predictions
     _emit(args, [p.to_dict() for p in preds], lambda: "\n".join(
         f"{p.file}: " + (p.error or ("none of these (nearest: " if p.unknown else "")
                          + ", ".join(f"{k} {v:.1%}" for k, v in p.top(3).items()) + (")" if p.unknown else ""))
         for p in preds))
-    return 0 if any(not p.error for p in preds) else 1
+    return 0 if result.classified else 1
 
 
 EXPORT_FORMATS = ("bundle", "space", "dataset", "project")
@@ -570,8 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
     verb("undo", cmd_undo, HELP["undo"])
     verb("redo", cmd_redo, HELP["redo"])
 
-    p = verb("predict", cmd_predict, "Classify image files with the project's model.")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = verb("predict", cmd_predict, "Classify pictures with the project's model: files, zip files and folders "
+                                     "(every picture inside them).")
+    p.add_argument("images", nargs="+", metavar="PATH", help="Pictures, zip files or folders.")
+    p.add_argument("--csv", metavar="OUT", help="Also write the answers as CSV (file, label, confidence, unknown, "
+                                                "unknown_score, top3, error), one row per file.")
+    p.add_argument("--sorted", metavar="ZIP", help="Also write a zip with a folder per class holding the pictures "
+                                                   "(and the CSV).")
     p.add_argument("--run", help="Use this run's model instead of the active one.")
 
     p = verb("export", cmd_export, "Export a run's model (a bundle with ONNX and predict.py, or a classify-only "

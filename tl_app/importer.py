@@ -208,6 +208,17 @@ def _entries(sources: Iterable[str | Path], label: Optional[str], loose: Optiona
             yield _Entry(str(p), label, lambda: b"", reason="no such file or folder", source=str(p))
 
 
+def files_in(source: str | Path) -> Iterator[tuple[str, Callable[[], bytes | Path], str]]:
+    """Every file a folder (walked, hidden files skipped), a zip file or a single file holds.
+
+    Yields ``(name, read, reason)``: ``read()`` gives a path or the bytes, ``reason``
+    is set for what is refused before reading (a missing path, an unsafe or oversized
+    zip member, a zip that unpacks too far). Zip files get the same checks as an import.
+    """
+    for e in _entries([source], ""):
+        yield e.name, e.read, e.reason
+
+
 # --- what an import will do ---------------------------------------------------------------
 #: File name endings of the formats the image pipeline opens (a guess before reading: the
 #: content decides, but a README or a .txt beside the pictures can be told apart in advance).

@@ -83,17 +83,34 @@ def _pixels_from_bytes(data: bytes, size: int):
     return np.asarray(load_image_for_model(io.BytesIO(data), size))
 
 
-def _as_stored(project: Project, path: Path) -> bytes:
+def _as_stored(project: Project, src: Path | bytes) -> bytes:
     """The JPEG bytes the project would store for this file (or does store, byte for byte)."""
+    if isinstance(src, (bytes, bytearray)):
+        raw = bytes(src)
+        if len(raw) <= config.MAX_IMPORT_BYTES and project.find_sha(hashlib.sha256(raw).hexdigest()) is not None:
+            return raw
+        return normalize(raw).data
+    path = src
     try:
         size = path.stat().st_size
     except OSError as e:
         raise ImageRejected(f"cannot be read ({e.strerror or e})") from None
+    if path.is_dir():
+        raise ImageRejected("a folder, not a picture")
     if size <= config.MAX_IMPORT_BYTES:
         raw = path.read_bytes()
         if project.find_sha(hashlib.sha256(raw).hexdigest()) is not None:
             return raw  # already a stored picture: re-encoding it would change its pixels
     return normalize(path).data
+
+
+def picture_pixels(project: Project, src: Path | bytes, size: int):
+    """A picture (a file, or a file's bytes) as the network sees it: uint8 (size, size, 3).
+
+    The same pixels the picture would have once imported (see :func:`_as_stored`);
+    raises :class:`ImageRejected` naming why a file is not a usable picture.
+    """
+    return _pixels_from_bytes(_as_stored(project, src), size)
 
 
 def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Optional[str] = None,
@@ -106,13 +123,7 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
     """
     import numpy as np
 
-    from .features import embed_logits, softmax
-
-    from .class_map import class_map
-
-    model, spec, run = model_for(project, run_id)
-    classes = class_map(project, run, spec.vocab)  # renamed, merged or deleted since the run: named as now
-    scorer = open_set_for(project, run.id)
+    model, spec, _ = model_for(project, run_id)
     names = names or {}
     preds: list[Prediction] = []
     good: list[tuple[int, object]] = []
@@ -125,15 +136,31 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
             p.error = e.reason
         preds.append(p)
     if good:
-        logits, feats = embed_logits(model, np.stack([g[1] for g in good]), spec)
-        scores, unknown = scorer.score(feats, logits) if scorer is not None else (None, None)
-        for j, ((i, _), pr) in enumerate(zip(good, softmax(logits))):
-            d = classes.as_dict(pr)
-            best = max(d, key=d.get)
-            preds[i].label, preds[i].confidence, preds[i].probs = best, d[best], d
-            if scorer is not None:
-                preds[i].unknown, preds[i].unknown_score = bool(unknown[j]), round(float(scores[j]), 4)
+        score_pixels(project, [preds[i] for i, _ in good], np.stack([g[1] for g in good]), run_id=run_id)
     return preds
+
+
+def score_pixels(project: Project, preds: list[Prediction], pixels, *, run_id: Optional[str] = None) -> None:
+    """Fill the label, confidence, probabilities and none-of-these of ``preds`` from their decoded pictures.
+
+    ``pixels`` is uint8 (N, S, S, 3) at the model's size, in the order of ``preds``: the one
+    scoring step that :func:`predict_files` and bulk classification (:mod:`tl_app.classify`) share.
+    Classes are named as the project names them now (:mod:`tl_app.class_map`).
+    """
+    from .class_map import class_map
+    from .features import embed_logits, softmax
+
+    model, spec, run = model_for(project, run_id)
+    classes = class_map(project, run, spec.vocab)  # renamed, merged or deleted since the run: named as now
+    scorer = open_set_for(project, run.id)
+    logits, feats = embed_logits(model, pixels, spec)
+    scores, unknown = scorer.score(feats, logits) if scorer is not None else (None, None)
+    for j, (p, pr) in enumerate(zip(preds, softmax(logits))):
+        d = classes.as_dict(pr)
+        best = max(d, key=d.get)
+        p.label, p.confidence, p.probs = best, d[best], d
+        if scorer is not None:
+            p.unknown, p.unknown_score = bool(unknown[j]), round(float(scores[j]), 4)
 
 
 def probs_for_files(project: Project, files: Iterable[str | Path], *, run_id: Optional[str] = None):

@@ -554,6 +554,59 @@ class Project:
             if tmp.exists():
                 tmp.unlink()
 
+    def add_undoable(self, image: NormalizedImage, label: str, *, source: str = "",
+                     meta: dict | None = None) -> Action:
+        """Add one picture to ``label`` as an undoable action (kind ``"add"``): undo moves it to the trash.
+
+        For pictures a person adds one at a time (a classified picture put back into the
+        dataset); imports stay outside the history. A picture already in the dataset is
+        refused with :class:`InputError` naming its class; one that was deleted (or whose
+        adding was undone) comes back from the trash into ``label``.
+        """
+        tmp = self.temp_path()
+        with open(tmp, "wb") as f:
+            f.write(image.data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            with self._write() as con:
+                validate_label(label)
+                row = con.execute("SELECT * FROM items WHERE sha256=?", (image.sha256,)).fetchone()
+                old = Item._from_row(row) if row is not None else None
+                if old is not None and old.status == "active":
+                    raise InputError(f"This picture is already in the dataset, in '{old.label}'.")
+                existed = self._find_label(con, label) is not None
+                label = self._ensure_label(con, label)
+                now = time.time()
+                if old is not None:  # deleted earlier: it comes back from the trash, into this class
+                    iid = old.id
+                    src = self.path_of(old)
+                    if not src.exists():
+                        raise ItemNotFound(f"This picture was deleted earlier and its file is no longer in the trash "
+                                           f"({src.name}).")
+                    con.execute("UPDATE items SET status='active', trash_file=NULL, label=?, file=?, source=?, meta=?"
+                                " WHERE id=?", (label, f"{label}/{iid}{config.STORED_EXT}", source,
+                                                json.dumps(meta or {}, ensure_ascii=False), iid))
+                else:
+                    iid = self._new_id(con, image.sha256)
+                    src = tmp
+                    con.execute(
+                        "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
+                        " VALUES(?,?,?,?,?,?,?,?, 'active', ?)",
+                        (iid, label, f"{label}/{iid}{config.STORED_EXT}", image.sha256, image.width, image.height,
+                         source, now, json.dumps(meta or {}, ensure_ascii=False)))
+                rel = f"{label}/{iid}{config.STORED_EXT}"
+                shown = (meta or {}).get("name") or source or "a picture"
+                aid = self._record(con, "add", f"added {shown} to '{label}'", [])
+                payload = [{"item": iid, "label": label, "file": rel, "trash_file": f"trash/{aid}/{iid}{config.STORED_EXT}",
+                            "new_label": not existed}]
+                con.execute("UPDATE actions SET payload=? WHERE id=?", (json.dumps(payload, ensure_ascii=False), aid))
+                self._move_all([(src, inside(self.images_dir, rel))])
+            return self._action(aid)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
     @staticmethod
     def _new_id(con: sqlite3.Connection, sha: str) -> str:
         for n in (12, 16, 24, 32, 64):
@@ -965,6 +1018,13 @@ class Project:
                 for name in made:
                     con.execute("DELETE FROM labels WHERE name=? AND NOT EXISTS "
                                 "(SELECT 1 FROM items WHERE status='active' AND label=?)", (name, name))
+            elif kind == "add":  # the added picture goes to the trash; a class it created leaves again
+                for p in payload:
+                    con.execute("UPDATE items SET status='deleted', trash_file=? WHERE id=?", (p["trash_file"], p["item"]))
+                    moves.append((inside(self.images_dir, p["file"]), inside(self.root, p["trash_file"])))
+                for name in sorted({p["label"] for p in payload if p.get("new_label")}):
+                    con.execute("DELETE FROM labels WHERE name=? AND NOT EXISTS "
+                                "(SELECT 1 FROM items WHERE status='active' AND label=?)", (name, name))
             elif kind == "keep":
                 for p in payload:
                     if p["previous"] is None:
@@ -983,6 +1043,8 @@ class Project:
                     self._tidy_label_folders(con, [x["name"] for x in payload["labels"]["added"]])
                 elif kind == "relabel":
                     self._tidy_label_folders(con, [p["to_label"] for p in payload if p.get("new_label")])
+                elif kind == "add":
+                    self._tidy_label_folders(con, [p["label"] for p in payload if p.get("new_label")])
         if lost:
             raise ItemNotFound(lost)
         return self._action(r["id"])
@@ -1007,6 +1069,12 @@ class Project:
                     self._ensure_label(con, p["to_label"])
                     con.execute("UPDATE items SET label=?, file=? WHERE id=?", (p["to_label"], p["to_file"], p["item"]))
                     moves.append((inside(self.images_dir, p["from_file"]), inside(self.images_dir, p["to_file"])))
+            elif kind == "add":
+                for p in payload:
+                    con.execute("UPDATE items SET status='active', trash_file=NULL, label=?, file=? WHERE id=?",
+                                (p["label"], p["file"], p["item"]))
+                    self._ensure_label(con, p["label"])
+                    moves.append((inside(self.root, p["trash_file"]), inside(self.images_dir, p["file"])))
             elif kind == "keep":
                 for p in payload:
                     con.execute("INSERT OR REPLACE INTO decisions(item, decision, action, created) VALUES(?,?,?,?)",

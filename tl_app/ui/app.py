@@ -108,6 +108,8 @@ def build_demo(project_dir: str | Path, *, shared: bool = False, access: Access 
         demo.load(*train["on_load"], api_visibility="private")
         # The model card, fresh on every page load; also the visitors' endpoint for it.
         demo.load(*classify["on_select"], api_name="model_card")
+        if "on_load" in classify["picture"]:  # "Add to the dataset" for owners, where some people are visitors
+            demo.load(*classify["picture"]["on_load"], api_visibility="private")
 
         if not access.single_user:
             @for_anyone

@@ -16,6 +16,8 @@ from .. import runs
 from ..model_card import OWN, UNKNOWN, WEB, ModelCard, model_card
 from ..predict import predict_files
 from .adapters import UIContext, for_anyone, pct, upload_paths, visitor_id
+from .classify_bulk import create_bulk_section
+from .classify_picture import create_picture_actions
 
 
 def model_note(ctx: UIContext) -> str:
@@ -124,6 +126,9 @@ def create_classify_tab(ctx: UIContext) -> dict:
         c["gallery"] = gr.Gallery(label="All pictures: click one to see its prediction above", columns=6,
                                   height="auto", fit_columns=False, allow_preview=False, elem_id="classify-gallery")
     c["errors"] = gr.Markdown(elem_id="classify-errors")
+    # Filled at the end (their events follow the ones below): the picture's actions, and bulk classification.
+    c["actions_slot"] = gr.Column()
+    c["bulk_slot"] = gr.Column()
     with gr.Accordion("About this model", open=not ctx.access.everyone_owner, elem_id="model-card"):
         first = model_card(ctx.project)
         c["card"] = gr.Markdown(card_markdown(first), elem_id="model-card-text")
@@ -156,9 +161,10 @@ def create_classify_tab(ctx: UIContext) -> dict:
         return (model_note(ctx), gr.Label(value=label_value(first), label=prediction_label(first["file"], 0, len(good))),
                 good, gallery, err, gr.Column(visible=True))
 
-    c["files"].change(classify, [c["files"]],
-                      [c["note"], c["label"], c["predictions"], c["gallery"], c["errors"], c["gallery_box"]],
-                      api_name="classify")
+    c["classified"] = c["files"].change(classify, [c["files"]],
+                                         [c["note"], c["label"], c["predictions"], c["gallery"], c["errors"],
+                                          c["gallery_box"]],
+                                         api_name="classify")
 
     @for_anyone
     def select(preds, evt: gr.SelectData):
@@ -178,4 +184,8 @@ def create_classify_tab(ctx: UIContext) -> dict:
 
     c["on_select"] = (refresh, [], [c["note"], c["card"], c["card_confusion"], c["card_box"]])
     c["api_card"] = refresh
+    with c["actions_slot"]:
+        c["picture"] = create_picture_actions(ctx, c)
+    with c["bulk_slot"]:
+        c["bulk"] = create_bulk_section(ctx)
     return c

@@ -1,0 +1,138 @@
+"""What Classify costs against the bare network, measured side by side in one run.
+
+1. Bulk: pictures per second of :func:`tl_app.classify.classify_many` on a folder of photo-sized
+   JPEGs (reading, the import pipeline, decoding, batches of 32), against a plain torch forward
+   of the same network, batches of 32, on the same pictures already decoded (goal >= 0.8x).
+2. One picture through the HTTP API (gradio_client's ``/classify`` against the app served on
+   loopback), against the forward of that one decoded picture (goal <= 2x).
+3. The heatmap (:func:`tl_app.explain.explain`) against one prediction (``predict_files``) of the
+   same picture (goal <= 5x).
+
+Pictures are bench/train.py's drawn shapes; the model is a quick run on resnet18 with random
+weights (a temporary TORCH_HOME: the machine is offline; time does not depend on the values).
+Medians of repeated runs; the model is loaded once before anything is timed.
+
+    .venv/bin/python bench/classify.py [--images 256] [--size 224] [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
+
+
+def _medians(a, b, repeat: int) -> tuple[float, float]:
+    """Median times of ``a`` and ``b``, called in turn, so that a busy moment of the machine hits both."""
+    ta, tb = [], []
+    for _ in range(repeat):
+        for fn, out in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=256, help="pictures in the bulk folder")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--repeat", type=int, default=15, help="runs of each single-picture timing")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="tl_bench_classify_"))
+    os.environ.update(TL_OFFLINE="1", TORCH_HOME=str(tmp / "torch_home"), PYTHONWARNINGS="ignore",
+                      GRADIO_ANALYTICS_ENABLED="False")
+
+    import numpy as np
+    import torch
+    import torchvision
+
+    from train import make_pictures
+    from tl_app.classify import classify_many, gather
+    from tl_app.explain import explain
+    from tl_app.importer import import_files
+    from tl_app.predict import model_for, picture_pixels, predict_files
+    from tl_app.project import Project
+    from tl_app.train import TrainConfig, train
+
+    ckpt = tmp / "torch_home" / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt / "resnet18-f37072fd.pth")
+    make_pictures(tmp / "train", 60, seed=1)
+    project = Project.open(tmp / "project", create=True)
+    import_files(project, [tmp / "train"])
+    rep = train(project, TrainConfig(quick=True, size=args.size))
+    assert rep.status == "finished", rep
+    make_pictures(tmp / "bulk", args.images, seed=2)
+    folder = tmp / "bulk"
+    files = sorted(folder.rglob("*.jpg"))
+    model, spec, run = model_for(project)
+    print(f"model: quick run, resnet18 at {spec.size} px, {len(spec.vocab)} classes; torch threads "
+          f"{torch.get_num_threads()}; {os.cpu_count()} cores")
+
+    # 1. bulk against the bare forward on the same decoded pictures
+    pixels = np.stack([picture_pixels(project, f, spec.size) for f in files])
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    model.eval()
+
+    def forward(px) -> None:
+        with torch.inference_mode():
+            for s in range(0, len(px), 32):
+                x = torch.from_numpy(px[s:s + 32]).permute(0, 3, 1, 2).float().div_(255)
+                # channels_last, as the app feeds it: on CPU a batch of one is many times slower without it
+                torch.softmax(model(((x - mean) / std).contiguous(memory_format=torch.channels_last)), 1)
+
+    forward(pixels[:32])  # warm-up
+    classify_many(project, gather([folder])[:32])
+    t_bulk = t_fwd = 0.0
+    for _ in range(2):  # alternate, so that a busy moment of the machine hits both
+        t0 = time.perf_counter()
+        res = classify_many(project, gather([folder]))
+        t_bulk += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        forward(pixels)
+        t_fwd += time.perf_counter() - t0
+    assert len(res.classified) == len(files), res.summary()
+    bulk_ps, fwd_ps = 2 * len(files) / t_bulk, 2 * len(files) / t_fwd
+    print(f"\n1. bulk, {len(files)} JPEGs of 320-640 px (folder -> table):")
+    print(f"   classify_many       {bulk_ps:7.1f} pictures/s")
+    print(f"   plain torch forward {fwd_ps:7.1f} pictures/s (same network, same decoded pictures, batches of 32)")
+    print(f"   ratio               {bulk_ps / fwd_ps:7.2f}x   (goal >= 0.8x)")
+
+    # 2. one picture through the HTTP API against its forward
+    from gradio_client import Client, handle_file
+
+    from e2e.harness import serve
+
+    one = files[0]
+    one_px = pixels[:1]
+    with serve(project.root) as srv:
+        client = Client(srv.url, verbose=False, download_files=False)
+        client.predict([handle_file(one)], api_name="/classify")  # warm-up
+        t_api, t_one_fwd = _medians(lambda: client.predict([handle_file(one)], api_name="/classify"),
+                                    lambda: forward(one_px), args.repeat)
+    print(f"\n2. one picture ({one.name}), median of {args.repeat}:")
+    print(f"   HTTP API /classify  {t_api * 1000:7.1f} ms  (gradio_client, upload + classify, loopback)")
+    print(f"   plain torch forward {t_one_fwd * 1000:7.1f} ms")
+    print(f"   ratio               {t_api / t_one_fwd:7.2f}x   (goal <= 2x)")
+
+    # 3. the heatmap against one prediction
+    explain(project, one)
+    t_heat, t_pred = _medians(lambda: explain(project, one), lambda: predict_files(project, [one]), args.repeat)
+    print(f"\n3. heatmap of one picture, median of {args.repeat}:")
+    print(f"   explain (Grad-CAM)  {t_heat * 1000:7.1f} ms")
+    print(f"   predict_files       {t_pred * 1000:7.1f} ms")
+    print(f"   ratio               {t_heat / t_pred:7.2f}x   (goal <= 5x)")
+
+
+if __name__ == "__main__":
+    main()
