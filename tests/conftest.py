@@ -181,3 +181,29 @@ def chromium_path() -> str | None:
         if os.path.exists(p):
             return p
     return shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def open_set_template(tmp_path_factory):
+    """2 x 50 colour pictures and a full run from scratch (64 px): 20 held out, enough for the
+    run to set its none-of-these threshold (tl_app.openset.MIN_HELD_OUT)."""
+    from tl_app.importer import import_files
+    from tl_app.project import Project
+    from tl_app.train import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("open_set")
+    proj = Project.open(base / "proj", create=True)
+    import_files(proj, [imagegen.class_folder(base / "src", per_class=50)])
+    rep = train(proj, TrainConfig(size=64, epochs=1, pretrained=False))
+    assert rep.status == "finished", rep
+    return proj.root
+
+
+@pytest.fixture
+def open_set_project(open_set_template, tmp_path):
+    """A copy of :func:`open_set_template` for one test."""
+    from tl_app.project import Project
+
+    dest = tmp_path / "open_set"
+    shutil.copytree(open_set_template, dest)
+    return Project.open(dest)

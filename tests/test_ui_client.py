@@ -502,9 +502,13 @@ def test_classify(trained_server, tmp_path):
     assert not _value(label) and gallery == [] and "holiday.jpg" in errors
 
 
-def test_classify_says_none_of_these(trained_server, tmp_path):
+def test_classify_says_none_of_these(open_set_project, tmp_path):
     """A picture of a kind the model never saw (grey; it knows red and blue) is "not one of" its classes."""
-    c = _client(trained_server.url)
+    with serve(open_set_project.root) as srv:
+        _none_of_these(_client(srv.url), tmp_path)
+
+
+def _none_of_these(c, tmp_path):
     grey, red = tmp_path / "a grey thing.png", tmp_path / "red.png"
     imagegen.noisy((128, 128, 128), seed=97).save(grey)
     imagegen.noisy(imagegen.COLOURS["red"], seed=96).save(red)

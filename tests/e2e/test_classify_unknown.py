@@ -16,11 +16,11 @@ expect = pytest.importorskip("playwright.sync_api", reason="Python Playwright is
 pytestmark = pytest.mark.browser
 
 
-def test_a_picture_of_no_class_shows_as_not_one_of_them(browser, trained_project, tmp_path):
+def test_a_picture_of_no_class_shows_as_not_one_of_them(browser, open_set_project, tmp_path):
     grey, red = tmp_path / "grey cat.png", tmp_path / "my red one.png"
     imagegen.noisy((128, 128, 128), seed=95).save(grey)
     imagegen.noisy(imagegen.COLOURS["red"], seed=91).save(red)
-    with harness.serve(trained_project.root) as srv, harness.app_page(browser, srv.url) as app:
+    with harness.serve(open_set_project.root) as srv, harness.app_page(browser, srv.url) as app:
         app.classify([grey, red])
         box = app.page.locator("#classify-label")
         expect(box).to_contain_text(re.compile(r"Not one of: blue, red \(nearest: (red|blue) \d+%\)"))
