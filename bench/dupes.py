@@ -232,6 +232,32 @@ def _bernstein(k: int, i: int, t):
     return comb(k, i) * t ** i * (1 - t) ** (k - i)
 
 
+# Sunsets, moons and deserts: a smooth two-colour sky, one flat disc and a flat band of ground or sea, in
+# colours drawn around a few themes. Two of them differ in the sky's colours, the disc's size, place and
+# colour and the band's height: plain to a person, but they share their layout and have almost no detail.
+HORIZONS = [((230, 110, 50), (90, 30, 110), (255, 220, 90), (30, 20, 40)),     # sunset
+            ((20, 30, 80), (70, 90, 150), (235, 235, 220), (15, 15, 25)),     # night, moon
+            ((120, 170, 230), (230, 200, 150), (255, 250, 200), (190, 140, 80)),  # desert
+            ((250, 180, 150), (150, 170, 210), (255, 240, 180), (40, 70, 90))]  # dawn over the sea
+
+
+def horizon(seed: int) -> Image.Image:
+    """A smooth sky (two colours), a flat disc (sun, moon) and a flat band of ground or sea across the bottom."""
+    rng = np.random.default_rng(seed)
+    w, h = [(240, 240), (320, 240), (240, 320)][int(rng.integers(3))]
+    top, bottom, disc, ground = (np.clip(np.array(c) + rng.integers(-35, 36, 3), 0, 255)
+                                 for c in HORIZONS[int(rng.integers(len(HORIZONS)))])
+    im = Image.fromarray(_gradient(rng, w, h, top, bottom, jitter=0).astype(np.uint8))
+    d = ImageDraw.Draw(im)
+    s = min(w, h)
+    r = s * rng.uniform(0.1, 0.22)
+    cx, cy = rng.uniform(r, w - r), rng.uniform(0.25, 0.6) * h
+    band = int(h * rng.uniform(0.6, 0.85))
+    d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(x) for x in disc))
+    d.rectangle((0, band, w, h), fill=tuple(int(x) for x in ground))
+    return im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.4, 0.8))))
+
+
 def demo_pictures(n: int, first: int = 0) -> list[Image.Image]:
     """The README's demo pictures (scripts/screenshots: forests, seas, sunsets), ``n`` of each; held out.
 
@@ -304,7 +330,7 @@ def copies(im: Image.Image, seed: int) -> tuple[list[tuple[str, Image.Image]], I
 
 # --- the corpus --------------------------------------------------------------------------------------
 #: The corpora of distinct pictures, in order; the last one is held out (never tuned on).
-CORPORA = ("digits", "drawings", "photos", "skies", "pages", "sketches")
+CORPORA = ("digits", "drawings", "photos", "skies", "pages", "sketches", "horizons")
 HELD_OUT = "demo"
 
 
@@ -319,6 +345,7 @@ class Corpus:
                 "skies": lambda: [sky(seed * 1_000_003 + i) for i in range(smooth)],
                 "pages": lambda: [page(seed * 2_000_003 + i) for i in range(smooth)],
                 "sketches": lambda: [sketch(seed * 3_000_017 + i) for i in range(smooth)],
+                "horizons": lambda: [horizon(seed * 4_000_037 + i) for i in range(smooth)],
                 # The README's own demo pictures with seed 1 (its screenshots use 0-35).
                 HELD_OUT: lambda: demo_pictures(demo, (seed - 1) * demo)}
         self.names = (*CORPORA, HELD_OUT)

@@ -90,6 +90,14 @@ IDENTICAL_MEAN = 0.02     # "photo unavailable" placeholders: the whole picture,
 IDENTICAL_CROP = 0.02
 POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.025
+# Low-frequency colour (see _verdict_features): the mean colour of each quarter-by-quarter block of the
+# aligned grid (the band a caption may cover left out) must agree within LOW_LEVELS + LOW_SLOPE x the block's
+# mean colour gradient (levels per cell: misalignment moves colour only where it changes) for a copy; a
+# pair beyond LOW_POSSIBLE times that is not even a possible near copy.
+LOW_LEVELS = 3.0
+LOW_SLOPE = 0.1
+LOW_SAME = 1.5
+LOW_POSSIBLE = 2.5
 # Fine detail, on the grey 64 px thumbnails (see _detail_kind): blocks of 8x8 pixels hold detail when its
 # mean square is at least DETAIL_ENERGY; the two pictures share it when it correlates at DETAIL_AGREE.
 DETAIL_ENERGY = 0.00003
@@ -697,7 +705,7 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         back = np.zeros(n, bool)
         prm, _ = _refine(g16a[ia], g8b[ib], _view_margins()[start], k, STEPS_COARSE)
     # The rest per direction, on the pictures' own arrays (no selecting between two gathered sets).
-    f = {key: np.zeros(n, np.float32) for key in ("mean", "peak", "rest", "rest_peak", "detail_out")}
+    f = {key: np.zeros(n, np.float32) for key in ("mean", "peak", "rest", "rest_peak", "detail_out", "low")}
     for way in (False, True):
         at = np.nonzero(back == way)[0]
         if not len(at):
@@ -963,10 +971,46 @@ def _verdict_features(s, t, w) -> dict:
 
     d = np.maximum(detail(s), detail(t))
     detail_out = (d * outside[:, :, None]).sum((1, 2)) / np.maximum(d.sum((1, 2)), 1e-6)
-    return {"mean": mean, "peak": peak, "rest": rest, "rest_peak": rest_peak, "detail_out": detail_out}
+    return {"mean": mean, "peak": peak, "rest": rest, "rest_peak": rest_peak, "detail_out": detail_out,
+            "low": _low_colour(s, t, w, outside)}
+
+
+def _low_colour(s, t, w, outside):
+    """How far the aligned grids ``s``, ``t`` (P,3,16,16) differ in their low-frequency colour.
+
+    A copy (re-encoded, resized, cropped, framed) keeps the mean colour of each
+    4x4-cell block within a few levels of 255 wherever the colour is smooth;
+    misalignment moves colour only where it changes. Two sunsets, seas or skies
+    of different colours, or with a disc or band of another size, differ by
+    more in some block even once aligned as a crop. Returns, per pair, the
+    largest block difference (per channel, signed mean, 0-255) over its
+    tolerance ``LOW_LEVELS + LOW_SLOPE x gradient``: at most 1 is a copy's.
+    ``w`` and ``outside`` are the interior's weights and rows outside the band
+    a caption may cover (from :func:`_verdict_features`); the outer ring and
+    that band are left out, and blocks with less than half their cells.
+    """
+    import numpy as np
+
+    p = len(s)
+    m = np.zeros((p, 16, 16), np.float32)
+    m[:, 1:-1, 1:-1] = w * outside[:, :, None]
+    diff = ((s - t) * m[:, None]).reshape(p, 3, 4, 4, 4, 4).sum((3, 5))
+    cells = m.reshape(p, 4, 4, 4, 4).sum((2, 4))
+    gy, gx = np.gradient(s, axis=(2, 3))
+    g = np.hypot(gx, gy).max(1)
+    gy, gx = np.gradient(t, axis=(2, 3))
+    g = np.maximum(g, np.hypot(gx, gy).max(1)) * m
+    grad = g.reshape(p, 4, 4, 4, 4).sum((2, 4)) / np.maximum(cells, 1e-6) * 255
+    block = np.abs(diff).max(1) / np.maximum(cells, 1e-6) * 255
+    ratio = block / (LOW_LEVELS + LOW_SLOPE * grad)
+    return np.where(cells >= 8, ratio, 0).reshape(p, -1).max(1)
 
 
 def _kind(f: dict, i: int) -> Optional[str]:
+    if f["low"][i] > LOW_POSSIBLE:  # colours that differ where the picture is smooth: different pictures
+        return None
+    if f["low"][i] > LOW_SAME:
+        return POSSIBLE if f["mean"][i] <= POSSIBLE_MEAN else None
     if f["mean"][i] <= SAME_MEAN and f["peak"][i] <= SAME_PEAK:
         return SAME
     if f["rest"][i] <= OVERLAY_MEAN and f["rest_peak"][i] <= OVERLAY_PEAK and f["detail_out"][i] >= OVERLAY_DETAIL:
