@@ -348,15 +348,14 @@ def _view_margins():
                     np.float32)
 
 
-def _views(thumbs, flip: bool = False):
-    """(N, 16, 192) descriptors of 16 crops of each picture (margins of 0 or 10% a side)."""
+def _views(x16, flip: bool = False):
+    """(N, 16, 192) descriptors of 16 crops of each picture (margins of 0 or 10% a side), from its colour
+    thumbnail at 16 px (N,3,16,16 in 0-1, :meth:`_Prints.levels`)."""
     import numpy as np
 
     m = _view_mats()                                                    # 4 spans, 8 out, 16 in
     mm = np.ascontiguousarray(m.transpose(2, 0, 1).reshape(16, 32))     # 16 in -> 4 spans x 8 out
-    x = _half(thumbs.astype(np.float32).transpose(0, 3, 1, 2) * (1 / 255.0))  # N,3,16,16
-    if flip:
-        x = x[..., ::-1]
+    x = x16[..., ::-1] if flip else x16
     n = len(x)
     # Two plain matrix products (columns, then rows) rather than many small ones.
     v = np.ascontiguousarray(x).reshape(-1, 16) @ mm                    # N*3*16(y), 4x*8
@@ -425,23 +424,25 @@ def _neighbours(queries, base, k: int, *, exclude_self: bool):
     return np.concatenate(out).astype(np.int64)
 
 
-def _central(thumbs):
-    """Descriptors of each picture's middle (5% off each side): close to a copy cropped by up to 10% a side."""
+def _central(x16):
+    """Descriptors of each picture's middle (5% off each side): close to a copy cropped by up to 10% a side.
+
+    Made from the colour thumbnails at 16 px (N,3,16,16 in 0-1, :meth:`_Prints.levels`).
+    """
     import numpy as np
 
-    m, _ = _boxmats(8, THUMB, np.array([0.05], np.float32), np.array([0.95], np.float32))
-    m = np.ascontiguousarray(m[0].T)                                     # 32 in -> 8 out
-    n = len(thumbs)
-    x = thumbs.astype(np.float32).transpose(0, 3, 1, 2) * (1 / 255.0)    # N,3,32(y),32(x)
-    x = (x.reshape(-1, THUMB) @ m).reshape(n, 3, THUMB, 8)               # across
-    x = (x.transpose(0, 1, 3, 2).reshape(-1, THUMB) @ m).reshape(n, 3, 8, 8)  # down: N,3,x,y
+    m, _ = _boxmats(8, 16, np.array([0.05], np.float32), np.array([0.95], np.float32))
+    m = np.ascontiguousarray(m[0].T)                                     # 16 in -> 8 out
+    n = len(x16)
+    x = (x16.reshape(-1, 16) @ m).reshape(n, 3, 16, 8)                   # across
+    x = (x.transpose(0, 1, 3, 2).reshape(-1, 16) @ m).reshape(n, 3, 8, 8)  # down: N,3,x,y
     d = x.transpose(0, 3, 2, 1).reshape(n, -1)                           # N, y, x, colour
     d -= d.mean(1, keepdims=True)
     d /= np.sqrt(np.einsum("ij,ij->i", d, d))[:, None] + 1e-3
     return d
 
 
-def _shortlist(thumbs, desc, cand, keep: int, *, flip: bool = False, base_desc=None):
+def _shortlist(x16, desc, cand, keep: int, *, flip: bool = False, base_desc=None):
     """Of candidate pairs ``(query, base)``, the ``keep`` best per query by crop-tolerant similarity.
 
     The similarity of a pair is the best correlation between the base picture
@@ -471,7 +472,7 @@ def _shortlist(thumbs, desc, cand, keep: int, *, flip: bool = False, base_desc=N
     view = np.zeros(table.shape, np.int64)
     for s in range(0, len(rows), 2048):
         r = slice(s, s + 2048)
-        v = _views(thumbs[rows[r]], flip=flip)                     # R,16,192
+        v = _views(x16[rows[r]], flip=flip)                        # R,16,192
         d = base_desc[np.maximum(table[r], 0)]                    # R,W,192
         m = np.matmul(v, d.transpose(0, 2, 1))                    # R,16,W
         view[r] = m.argmax(1)
@@ -481,7 +482,7 @@ def _shortlist(thumbs, desc, cand, keep: int, *, flip: bool = False, base_desc=N
     own, views = sim[at], view[at]
     pair_sim = own
     if not flip:  # a pair listed both ways: the better direction counts for both
-        key = np.minimum(cand[:, 0], cand[:, 1]) * (len(thumbs) + 1) + np.maximum(cand[:, 0], cand[:, 1])
+        key = np.minimum(cand[:, 0], cand[:, 1]) * (len(x16) + 1) + np.maximum(cand[:, 0], cand[:, 1])
         uniq, inv = np.unique(key, return_inverse=True)
         best = np.full(len(uniq), -9.0, np.float32)
         np.maximum.at(best, inv, pair_sim)
@@ -693,7 +694,7 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         # Both directions: the picture that shows more (the original of a crop, the copy with a border
         # left on) is the one whose region is aligned onto the other; the better fit says which. Each
         # starts from the crop (of 16: margins of 0 or 10% a side) whose descriptor fits the other best.
-        va, vb = _views(pr.thumbs[ia]), _views(qr.thumbs[ib], flip=flip)
+        va, vb = _views(pr.levels()[0][ia]), _views(qr.levels()[0][ib], flip=flip)
         first = np.concatenate([np.matmul(va, qr.desc_of(ib, flip)[:, :, None])[..., 0].argmax(1),
                                 np.matmul(vb, pr.desc[ia][:, :, None])[..., 0].argmax(1)])
         kk = np.concatenate([k, 1 / np.maximum(k, 1e-6)])
@@ -1039,9 +1040,9 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
         return []
     cand = _neighbours(pr.desc, pr.desc, NEIGHBOURS, exclude_self=True)
     # The middle of each picture finds its copies cropped by a few percent, which whole it may not.
-    crops = _neighbours(_central(pr.thumbs), pr.desc, CROP_NEIGHBOURS, exclude_self=True)
+    crops = _neighbours(_central(pr.levels()[0]), pr.desc, CROP_NEIGHBOURS, exclude_self=True)
     cand = np.unique(np.concatenate([cand, cand[:, ::-1], crops, crops[:, ::-1]]), axis=0)  # on both lists, once
-    short, views, own, ok = _shortlist(pr.thumbs, pr.desc, cand, SHORTLIST)
+    short, views, own, ok = _shortlist(pr.levels()[0], pr.desc, cand, SHORTLIST)
     # Each kept pair once, aligned from the picture whose crop fitted the other best (it shows more):
     # both listings of a pair were measured, whichever of the two kept it.
     key = np.minimum(short[:, 0], short[:, 1]) * (len(pr) + 1) + np.maximum(short[:, 0], short[:, 1])
@@ -1058,7 +1059,7 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
     if mirrored:
         cand = _neighbours(_descriptors(pr.thumbs, flip=True), pr.desc, NEIGHBOURS, exclude_self=False)
         cand = cand[cand[:, 0] != cand[:, 1]]
-        mp, _, _, keep = _shortlist(pr.thumbs, None, cand, MIRROR_NEIGHBOURS, flip=True, base_desc=pr.desc)
+        mp, _, _, keep = _shortlist(pr.levels()[0], None, cand, MIRROR_NEIGHBOURS, flip=True, base_desc=pr.desc)
         mp = mp[keep]
         for a, b, kind, diff, ident in _judge(pr, pr, mp[:, 1], mp[:, 0], flip=True).results():
             key = (min(a, b), max(a, b))
