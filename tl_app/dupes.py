@@ -88,6 +88,7 @@ OVERLAY_DETAIL = 0.6      # share of the picture's detail that must lie outside 
 OVERLAY_ROWS = 3          # height of the band, in rows of the 14-row interior
 IDENTICAL_MEAN = 0.02     # "photo unavailable" placeholders: the whole picture, nothing cropped
 IDENTICAL_CROP = 0.02
+MIRROR_MARGIN = 0.004     # a mirrored copy fits flipped better by this much (mean colour difference) at least
 POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.025
 # Low-frequency colour (see _verdict_features): the mean colour of each quarter-by-quarter block of the
@@ -720,16 +721,16 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         for key, v in _verdict_features(sm, q_x16[qi], w).items():
             f[key][at] = v
     kinds = [_kind(f, i) for i in range(n)]
-    # A mirrored copy of a simple picture can pass for a crop of it (a shape off the middle moves).
-    # A copy found with a crop is compared flipped as well, whole: if that fits clearly better, it
-    # is a mirrored copy (never refused at download, only shown in Review's loose view).
-    cropped = np.array([i for i in range(n) if kinds[i] in COPY_KINDS and not flip
-                        and float(np.abs(prm[i]).max()) > IDENTICAL_CROP], np.int64)
-    if len(cropped):
-        a16, b16 = pr.levels()[0][ia[cropped]], qr.levels()[0][ib[cropped]][..., ::-1]
+    # A mirrored copy of a simple picture can pass for a crop of it (a shape off the middle moves), and
+    # one of a page of text for the page itself (lines of text look alike either way). Every copy is
+    # compared flipped as well, whole: if that fits clearly better, it is a mirrored copy (never refused
+    # at download, only shown in Review's loose view).
+    found = np.array([i for i in range(n) if kinds[i] in COPY_KINDS and not flip], np.int64)
+    if len(found):
+        a16, b16 = pr.levels()[0][ia[found]], qr.levels()[0][ib[found]][..., ::-1]
         mirror = np.abs(a16 - b16).mean(1)[:, 1:-1, 1:-1].mean((1, 2))  # flipped, whole, no crop
-        for i, d in zip(cropped, mirror):
-            if d < 0.8 * f["mean"][i]:
+        for i, d in zip(found, mirror):
+            if d < 0.8 * f["mean"][i] and f["mean"][i] - d > MIRROR_MARGIN:
                 kinds[i] = MIRRORED
     return ia, ib, back, prm.astype(np.float32), k.astype(np.float32), f["mean"], kinds, flip
 
