@@ -1033,7 +1033,19 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
     mirrored copies, found by doing the same for each picture's left-right
     flip, and possible near copies; a pair found both ways keeps the stronger
     verdict.
+
+    Runs on one BLAS thread: its matrix products are small, and several
+    threads only wait on one another, twice as long on a busy machine.
     """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn, always there in practice
+        return _find_matches(prints, mirrored)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _find_matches(prints, mirrored)
+
+
+def _find_matches(prints: Sequence[Fingerprint], mirrored: bool) -> list[Match]:
     import numpy as np
 
     pr = _Prints(prints)
