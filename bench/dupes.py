@@ -5,6 +5,10 @@ Distinct pictures (none is a copy of another):
   drawings  flat-colour drawings: one to three shapes in 12 colours on a plain background of another
   photos    photo-like scenes in families of four that share layout, sky, ground and colours but
             differ in texture and objects (similar, not copies)
+  skies, pages, sketches  smooth backgrounds with thin lines or small marks
+  horizons  sunset-like pictures: a smooth two-colour sky, a flat disc, a flat band, colours drawn
+            around a few themes (the same layout, almost no detail)
+  demo      the README's demo pictures (forests, seas, sunsets), held out: never tuned on
 Copies, of a seeded sample of each corpus: re-encoded (JPEG 30-95), smaller (0.25-0.6x) and larger
 (1.5-4x), cropped up to 10% a side (also then resized), a thin border (1-5% of the side, any
 colour), a short text overlay (also then resized); every copy re-encoded at JPEG 30-95. Plus a
@@ -16,6 +20,8 @@ measured in the same run on the same stored files:
   false duplicates  distinct pictures put in a group with another distinct picture (share of all)
   copy recall       copies grouped with their original
   time per picture  fingerprint (or hash) of every stored file + finding every pair, over pictures
+                    (wall clock, best of three; processor time beside it)
+  loose view        'possible' or 'mirrored' pairs of two different pictures in Review's loose view
 Then: the precision of what Review flags as duplicates (a real project, ``review.rank``), and the
 download path (each picture asked against the ones before it, as a download does).
 

@@ -23,7 +23,13 @@ percent. Here a hit is only ever a *candidate*:
    grid (outer ring left out). The same picture re-encoded, resized, cropped up
    to about 10% a side or with a thin border differs little everywhere; a short
    text overlay differs in one band of rows while the rest matches and holds
-   most of the picture's detail. Close without passing: a *possible* near copy.
+   most of the picture's detail. The low-frequency colour must agree too: the
+   mean colour of each quarter-by-quarter block (a caption's band left out)
+   within a few levels where the picture is smooth, more where its colour
+   changes fast (misalignment moves colour only there). Two sunsets of other
+   sky colours, or with a disc or band of another size, can be aligned as a
+   crop close enough on the grid, but not that close. Close without passing:
+   a *possible* near copy.
 5. **Fine verdict**: smooth pictures of the same colours (skies, seas, pages,
    textures) pass the coarse grid; they differ in thin lines and small marks.
    The band-pass detail of the two grey thumbnails, at the finest scale both
@@ -31,12 +37,13 @@ percent. Here a hit is only ever a *candidate*:
    detail when it differs): a copy's detail agrees in nearly every block that
    has any and correlates over all of them, a caption's band aside; else the
    pair is at most a possible near copy, or different pictures. A left-right
-   flip is a *mirrored* copy. Possible and mirrored copies are shown only in
-   Review's loose view, never refused at download.
+   flip is a *mirrored* copy (every copy found is also compared flipped).
+   Possible and mirrored copies are shown only in Review's loose view, never
+   refused at download.
 
 The thresholds come from ``bench/dupes.py`` (distinct digits, flat drawings,
-similar photo-like scenes, skies, pages and sketches; copies made with every
-transformation above; the README's demo pictures held out), which prints the
+similar photo-like scenes, skies, pages, sketches and sunset-like horizons;
+copies made with every transformation above; the README's demo pictures held out), which prints the
 false-duplicate rate per corpus, copy recall and time per picture against the
 perceptual hash alone.
 """
