@@ -68,7 +68,7 @@ MIRROR_NEIGHBOURS = 2
 #: Nearest neighbours of each picture's middle (copies cropped a little), and the search's shortcut:
 #: similarities first on this many main components of the descriptors, this many more kept.
 CROP_NEIGHBOURS = 3
-SEARCH_DIMS = 64
+SEARCH_DIMS = 48
 SEARCH_EXTRA = 8
 #: Fingerprint correlation under which two pictures are never compared (copies measured at >= 0.83).
 MIN_SIMILARITY = 0.75
@@ -1005,10 +1005,8 @@ def _low_colour(s, t, w, outside):
     m[:, 1:-1, 1:-1] = w * outside[:, :, None]
     diff = ((s - t) * m[:, None]).reshape(p, 3, 4, 4, 4, 4).sum((3, 5))
     cells = m.reshape(p, 4, 4, 4, 4).sum((2, 4))
-    gy, gx = np.gradient(s, axis=(2, 3))
-    g = np.hypot(gx, gy).max(1)
-    gy, gx = np.gradient(t, axis=(2, 3))
-    g = np.maximum(g, np.hypot(gx, gy).max(1)) * m
+    gy, gx = np.gradient(np.concatenate([s, t], 1), axis=(2, 3))   # both pictures in one pass
+    g = np.sqrt(gx * gx + gy * gy).max(1) * m
     grad = g.reshape(p, 4, 4, 4, 4).sum((2, 4)) / np.maximum(cells, 1e-6) * 255
     block = np.abs(diff).max(1) / np.maximum(cells, 1e-6) * 255
     ratio = block / (LOW_LEVELS + LOW_SLOPE * grad)
