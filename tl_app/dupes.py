@@ -398,9 +398,9 @@ def _neighbours(queries, base, k: int, *, exclude_self: bool):
     out = []
     width = 64
     pad = (-m) % width
-    for s in range(0, n, 1024):
-        sim = np.empty((min(1024, n - s), m + pad), np.float32)
-        np.matmul(qs[s:s + 1024], bs.T, out=sim[:, :m])
+    for s in range(0, n, 256):
+        sim = np.empty((min(256, n - s), m + pad), np.float32)
+        np.matmul(qs[s:s + 256], bs.T, out=sim[:, :m])
         sim[:, m:] = -9.0
         if exclude_self:
             sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -9.0
