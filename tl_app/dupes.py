@@ -23,7 +23,13 @@ percent. Here a hit is only ever a *candidate*:
    grid (outer ring left out). The same picture re-encoded, resized, cropped up
    to about 10% a side or with a thin border differs little everywhere; a short
    text overlay differs in one band of rows while the rest matches and holds
-   most of the picture's detail. Close without passing: a *possible* near copy.
+   most of the picture's detail. The low-frequency colour must agree too: the
+   mean colour of each quarter-by-quarter block (a caption's band left out)
+   within a few levels where the picture is smooth, more where its colour
+   changes fast (misalignment moves colour only there). Two sunsets of other
+   sky colours, or with a disc or band of another size, can be aligned as a
+   crop close enough on the grid, but not that close. Close without passing:
+   a *possible* near copy.
 5. **Fine verdict**: smooth pictures of the same colours (skies, seas, pages,
    textures) pass the coarse grid; they differ in thin lines and small marks.
    The band-pass detail of the two grey thumbnails, at the finest scale both
@@ -31,12 +37,13 @@ percent. Here a hit is only ever a *candidate*:
    detail when it differs): a copy's detail agrees in nearly every block that
    has any and correlates over all of them, a caption's band aside; else the
    pair is at most a possible near copy, or different pictures. A left-right
-   flip is a *mirrored* copy. Possible and mirrored copies are shown only in
-   Review's loose view, never refused at download.
+   flip is a *mirrored* copy (every copy found is also compared flipped).
+   Possible and mirrored copies are shown only in Review's loose view, never
+   refused at download.
 
 The thresholds come from ``bench/dupes.py`` (distinct digits, flat drawings,
-similar photo-like scenes, skies, pages and sketches; copies made with every
-transformation above; the README's demo pictures held out), which prints the
+similar photo-like scenes, skies, pages, sketches and sunset-like horizons;
+copies made with every transformation above; the README's demo pictures held out), which prints the
 false-duplicate rate per corpus, copy recall and time per picture against the
 perceptual hash alone.
 """
@@ -61,7 +68,7 @@ MIRROR_NEIGHBOURS = 2
 #: Nearest neighbours of each picture's middle (copies cropped a little), and the search's shortcut:
 #: similarities first on this many main components of the descriptors, this many more kept.
 CROP_NEIGHBOURS = 3
-SEARCH_DIMS = 64
+SEARCH_DIMS = 48
 SEARCH_EXTRA = 8
 #: Fingerprint correlation under which two pictures are never compared (copies measured at >= 0.83).
 MIN_SIMILARITY = 0.75
@@ -88,9 +95,17 @@ OVERLAY_DETAIL = 0.6      # share of the picture's detail that must lie outside 
 OVERLAY_ROWS = 3          # height of the band, in rows of the 14-row interior
 IDENTICAL_MEAN = 0.02     # "photo unavailable" placeholders: the whole picture, nothing cropped
 IDENTICAL_CROP = 0.04      # (the alignment of two sizes of one picture may be off by 3%)
-MIRROR_CHECK_CROP = 0.02   # a copy found with more crop than this is also compared flipped
+MIRROR_MARGIN = 0.004     # a mirrored copy fits flipped better by this much (mean colour difference) at least
 POSSIBLE_MEAN = 0.03      # closer than this but not confirmed: a possible near copy
 POSSIBLE_REST = 0.025
+# Low-frequency colour (see _verdict_features): the mean colour of each quarter-by-quarter block of the
+# aligned grid (the band a caption may cover left out) must agree within LOW_LEVELS + LOW_SLOPE x the block's
+# mean colour gradient (levels per cell: misalignment moves colour only where it changes) for a copy; a
+# pair beyond LOW_POSSIBLE times that is not even a possible near copy.
+LOW_LEVELS = 3.0
+LOW_SLOPE = 0.1
+LOW_SAME = 1.5
+LOW_POSSIBLE = 2.5
 # Fine detail, on the grey 64 px thumbnails (see _detail_kind): blocks of 8x8 pixels hold detail when its
 # mean square is at least DETAIL_ENERGY; the two pictures share it when it correlates at DETAIL_AGREE.
 DETAIL_ENERGY = 0.00003
@@ -341,15 +356,14 @@ def _view_margins():
                     np.float32)
 
 
-def _views(thumbs, flip: bool = False):
-    """(N, 16, 192) descriptors of 16 crops of each picture (margins of 0 or 10% a side)."""
+def _views(x16, flip: bool = False):
+    """(N, 16, 192) descriptors of 16 crops of each picture (margins of 0 or 10% a side), from its colour
+    thumbnail at 16 px (N,3,16,16 in 0-1, :meth:`_Prints.levels`)."""
     import numpy as np
 
     m = _view_mats()                                                    # 4 spans, 8 out, 16 in
     mm = np.ascontiguousarray(m.transpose(2, 0, 1).reshape(16, 32))     # 16 in -> 4 spans x 8 out
-    x = _half(thumbs.astype(np.float32).transpose(0, 3, 1, 2) * (1 / 255.0))  # N,3,16,16
-    if flip:
-        x = x[..., ::-1]
+    x = x16[..., ::-1] if flip else x16
     n = len(x)
     # Two plain matrix products (columns, then rows) rather than many small ones.
     v = np.ascontiguousarray(x).reshape(-1, 16) @ mm                    # N*3*16(y), 4x*8
@@ -384,9 +398,9 @@ def _neighbours(queries, base, k: int, *, exclude_self: bool):
     out = []
     width = 64
     pad = (-m) % width
-    for s in range(0, n, 1024):
-        sim = np.empty((min(1024, n - s), m + pad), np.float32)
-        np.matmul(qs[s:s + 1024], bs.T, out=sim[:, :m])
+    for s in range(0, n, 256):
+        sim = np.empty((min(256, n - s), m + pad), np.float32)
+        np.matmul(qs[s:s + 256], bs.T, out=sim[:, :m])
         sim[:, m:] = -9.0
         if exclude_self:
             sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -9.0
@@ -418,23 +432,25 @@ def _neighbours(queries, base, k: int, *, exclude_self: bool):
     return np.concatenate(out).astype(np.int64)
 
 
-def _central(thumbs):
-    """Descriptors of each picture's middle (5% off each side): close to a copy cropped by up to 10% a side."""
+def _central(x16):
+    """Descriptors of each picture's middle (5% off each side): close to a copy cropped by up to 10% a side.
+
+    Made from the colour thumbnails at 16 px (N,3,16,16 in 0-1, :meth:`_Prints.levels`).
+    """
     import numpy as np
 
-    m, _ = _boxmats(8, THUMB, np.array([0.05], np.float32), np.array([0.95], np.float32))
-    m = np.ascontiguousarray(m[0].T)                                     # 32 in -> 8 out
-    n = len(thumbs)
-    x = thumbs.astype(np.float32).transpose(0, 3, 1, 2) * (1 / 255.0)    # N,3,32(y),32(x)
-    x = (x.reshape(-1, THUMB) @ m).reshape(n, 3, THUMB, 8)               # across
-    x = (x.transpose(0, 1, 3, 2).reshape(-1, THUMB) @ m).reshape(n, 3, 8, 8)  # down: N,3,x,y
+    m, _ = _boxmats(8, 16, np.array([0.05], np.float32), np.array([0.95], np.float32))
+    m = np.ascontiguousarray(m[0].T)                                     # 16 in -> 8 out
+    n = len(x16)
+    x = (x16.reshape(-1, 16) @ m).reshape(n, 3, 16, 8)                   # across
+    x = (x.transpose(0, 1, 3, 2).reshape(-1, 16) @ m).reshape(n, 3, 8, 8)  # down: N,3,x,y
     d = x.transpose(0, 3, 2, 1).reshape(n, -1)                           # N, y, x, colour
     d -= d.mean(1, keepdims=True)
     d /= np.sqrt(np.einsum("ij,ij->i", d, d))[:, None] + 1e-3
     return d
 
 
-def _shortlist(thumbs, desc, cand, keep: int, *, flip: bool = False, base_desc=None):
+def _shortlist(x16, desc, cand, keep: int, *, flip: bool = False, base_desc=None):
     """Of candidate pairs ``(query, base)``, the ``keep`` best per query by crop-tolerant similarity.
 
     The similarity of a pair is the best correlation between the base picture
@@ -464,7 +480,7 @@ def _shortlist(thumbs, desc, cand, keep: int, *, flip: bool = False, base_desc=N
     view = np.zeros(table.shape, np.int64)
     for s in range(0, len(rows), 2048):
         r = slice(s, s + 2048)
-        v = _views(thumbs[rows[r]], flip=flip)                     # R,16,192
+        v = _views(x16[rows[r]], flip=flip)                        # R,16,192
         d = base_desc[np.maximum(table[r], 0)]                    # R,W,192
         m = np.matmul(v, d.transpose(0, 2, 1))                    # R,16,W
         view[r] = m.argmax(1)
@@ -474,7 +490,7 @@ def _shortlist(thumbs, desc, cand, keep: int, *, flip: bool = False, base_desc=N
     own, views = sim[at], view[at]
     pair_sim = own
     if not flip:  # a pair listed both ways: the better direction counts for both
-        key = np.minimum(cand[:, 0], cand[:, 1]) * (len(thumbs) + 1) + np.maximum(cand[:, 0], cand[:, 1])
+        key = np.minimum(cand[:, 0], cand[:, 1]) * (len(x16) + 1) + np.maximum(cand[:, 0], cand[:, 1])
         uniq, inv = np.unique(key, return_inverse=True)
         best = np.full(len(uniq), -9.0, np.float32)
         np.maximum.at(best, inv, pair_sim)
@@ -686,7 +702,7 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         # Both directions: the picture that shows more (the original of a crop, the copy with a border
         # left on) is the one whose region is aligned onto the other; the better fit says which. Each
         # starts from the crop (of 16: margins of 0 or 10% a side) whose descriptor fits the other best.
-        va, vb = _views(pr.thumbs[ia]), _views(qr.thumbs[ib], flip=flip)
+        va, vb = _views(pr.levels()[0][ia]), _views(qr.levels()[0][ib], flip=flip)
         first = np.concatenate([np.matmul(va, qr.desc_of(ib, flip)[:, :, None])[..., 0].argmax(1),
                                 np.matmul(vb, pr.desc[ia][:, :, None])[..., 0].argmax(1)])
         kk = np.concatenate([k, 1 / np.maximum(k, 1e-6)])
@@ -698,7 +714,7 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         back = np.zeros(n, bool)
         prm, _ = _refine(g16a[ia], g8b[ib], _view_margins()[start], k, STEPS_COARSE)
     # The rest per direction, on the pictures' own arrays (no selecting between two gathered sets).
-    f = {key: np.zeros(n, np.float32) for key in ("mean", "peak", "rest", "rest_peak", "detail_out")}
+    f = {key: np.zeros(n, np.float32) for key in ("mean", "peak", "rest", "rest_peak", "detail_out", "low")}
     for way in (False, True):
         at = np.nonzero(back == way)[0]
         if not len(at):
@@ -712,16 +728,16 @@ def _judge_chunk(pr, qr, ia, ib, flip: bool, start):
         for key, v in _verdict_features(sm, q_x16[qi], w).items():
             f[key][at] = v
     kinds = [_kind(f, i) for i in range(n)]
-    # A mirrored copy of a simple picture can pass for a crop of it (a shape off the middle moves).
-    # A copy found with a crop is compared flipped as well, whole: if that fits clearly better, it
-    # is a mirrored copy (never refused at download, only shown in Review's loose view).
-    cropped = np.array([i for i in range(n) if kinds[i] in COPY_KINDS and not flip
-                        and float(np.abs(prm[i]).max()) > MIRROR_CHECK_CROP], np.int64)
-    if len(cropped):
-        a16, b16 = pr.levels()[0][ia[cropped]], qr.levels()[0][ib[cropped]][..., ::-1]
+    # A mirrored copy of a simple picture can pass for a crop of it (a shape off the middle moves), and
+    # one of a page of text for the page itself (lines of text look alike either way). Every copy is
+    # compared flipped as well, whole: if that fits clearly better, it is a mirrored copy (never refused
+    # at download, only shown in Review's loose view).
+    found = np.array([i for i in range(n) if kinds[i] in COPY_KINDS and not flip], np.int64)
+    if len(found):
+        a16, b16 = pr.levels()[0][ia[found]], qr.levels()[0][ib[found]][..., ::-1]
         mirror = np.abs(a16 - b16).mean(1)[:, 1:-1, 1:-1].mean((1, 2))  # flipped, whole, no crop
-        for i, d in zip(cropped, mirror):
-            if d < 0.8 * f["mean"][i]:
+        for i, d in zip(found, mirror):
+            if d < 0.8 * f["mean"][i] and f["mean"][i] - d > MIRROR_MARGIN:
                 kinds[i] = MIRRORED
     return ia, ib, back, prm.astype(np.float32), k.astype(np.float32), f["mean"], kinds, flip
 
@@ -964,10 +980,44 @@ def _verdict_features(s, t, w) -> dict:
 
     d = np.maximum(detail(s), detail(t))
     detail_out = (d * outside[:, :, None]).sum((1, 2)) / np.maximum(d.sum((1, 2)), 1e-6)
-    return {"mean": mean, "peak": peak, "rest": rest, "rest_peak": rest_peak, "detail_out": detail_out}
+    return {"mean": mean, "peak": peak, "rest": rest, "rest_peak": rest_peak, "detail_out": detail_out,
+            "low": _low_colour(s, t, w, outside)}
+
+
+def _low_colour(s, t, w, outside):
+    """How far the aligned grids ``s``, ``t`` (P,3,16,16) differ in their low-frequency colour.
+
+    A copy (re-encoded, resized, cropped, framed) keeps the mean colour of each
+    4x4-cell block within a few levels of 255 wherever the colour is smooth;
+    misalignment moves colour only where it changes. Two sunsets, seas or skies
+    of different colours, or with a disc or band of another size, differ by
+    more in some block even once aligned as a crop. Returns, per pair, the
+    largest block difference (per channel, signed mean, 0-255) over its
+    tolerance ``LOW_LEVELS + LOW_SLOPE x gradient``: at most 1 is a copy's.
+    ``w`` and ``outside`` are the interior's weights and rows outside the band
+    a caption may cover (from :func:`_verdict_features`); the outer ring and
+    that band are left out, and blocks with less than half their cells.
+    """
+    import numpy as np
+
+    p = len(s)
+    m = np.zeros((p, 16, 16), np.float32)
+    m[:, 1:-1, 1:-1] = w * outside[:, :, None]
+    diff = ((s - t) * m[:, None]).reshape(p, 3, 4, 4, 4, 4).sum((3, 5))
+    cells = m.reshape(p, 4, 4, 4, 4).sum((2, 4))
+    gy, gx = np.gradient(np.concatenate([s, t], 1), axis=(2, 3))   # both pictures in one pass
+    g = np.sqrt(gx * gx + gy * gy).max(1) * m
+    grad = g.reshape(p, 4, 4, 4, 4).sum((2, 4)) / np.maximum(cells, 1e-6) * 255
+    block = np.abs(diff).max(1) / np.maximum(cells, 1e-6) * 255
+    ratio = block / (LOW_LEVELS + LOW_SLOPE * grad)
+    return np.where(cells >= 8, ratio, 0).reshape(p, -1).max(1)
 
 
 def _kind(f: dict, i: int) -> Optional[str]:
+    if f["low"][i] > LOW_POSSIBLE:  # colours that differ where the picture is smooth: different pictures
+        return None
+    if f["low"][i] > LOW_SAME:
+        return POSSIBLE if f["mean"][i] <= POSSIBLE_MEAN else None
     if f["mean"][i] <= SAME_MEAN and f["peak"][i] <= SAME_PEAK:
         return SAME
     if f["rest"][i] <= OVERLAY_MEAN and f["rest_peak"][i] <= OVERLAY_PEAK and f["detail_out"][i] >= OVERLAY_DETAIL:
@@ -988,7 +1038,19 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
     mirrored copies, found by doing the same for each picture's left-right
     flip, and possible near copies; a pair found both ways keeps the stronger
     verdict.
+
+    Runs on one BLAS thread: its matrix products are small, and several
+    threads only wait on one another, twice as long on a busy machine.
     """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn, always there in practice
+        return _find_matches(prints, mirrored)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _find_matches(prints, mirrored)
+
+
+def _find_matches(prints: Sequence[Fingerprint], mirrored: bool) -> list[Match]:
     import numpy as np
 
     pr = _Prints(prints)
@@ -996,9 +1058,9 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
         return []
     cand = _neighbours(pr.desc, pr.desc, NEIGHBOURS, exclude_self=True)
     # The middle of each picture finds its copies cropped by a few percent, which whole it may not.
-    crops = _neighbours(_central(pr.thumbs), pr.desc, CROP_NEIGHBOURS, exclude_self=True)
+    crops = _neighbours(_central(pr.levels()[0]), pr.desc, CROP_NEIGHBOURS, exclude_self=True)
     cand = np.unique(np.concatenate([cand, cand[:, ::-1], crops, crops[:, ::-1]]), axis=0)  # on both lists, once
-    short, views, own, ok = _shortlist(pr.thumbs, pr.desc, cand, SHORTLIST)
+    short, views, own, ok = _shortlist(pr.levels()[0], pr.desc, cand, SHORTLIST)
     # Each kept pair once, aligned from the picture whose crop fitted the other best (it shows more):
     # both listings of a pair were measured, whichever of the two kept it.
     key = np.minimum(short[:, 0], short[:, 1]) * (len(pr) + 1) + np.maximum(short[:, 0], short[:, 1])
@@ -1015,7 +1077,7 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
     if mirrored:
         cand = _neighbours(_descriptors(pr.thumbs, flip=True), pr.desc, NEIGHBOURS, exclude_self=False)
         cand = cand[cand[:, 0] != cand[:, 1]]
-        mp, _, _, keep = _shortlist(pr.thumbs, None, cand, MIRROR_NEIGHBOURS, flip=True, base_desc=pr.desc)
+        mp, _, _, keep = _shortlist(pr.levels()[0], None, cand, MIRROR_NEIGHBOURS, flip=True, base_desc=pr.desc)
         mp = mp[keep]
         for a, b, kind, diff, ident in _judge(pr, pr, mp[:, 1], mp[:, 0], flip=True).results():
             key = (min(a, b), max(a, b))
