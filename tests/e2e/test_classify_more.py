@@ -25,12 +25,12 @@ def _shot(app, name: str) -> None:
 
 def test_why_then_add_the_picture_to_a_new_class_and_undo(browser, trained_project, tmp_path):
     pic = tmp_path / "IMG_0042.png"
-    imagegen.noisy((40, 40, 90), seed=93).save(pic)
+    imagegen.noisy(imagegen.COLOURS["blue"], seed=93).save(pic)
     with harness.serve(trained_project.root) as srv, harness.app_page(browser, srv.url) as app:
         app.classify([pic])
         actions = app.page.locator("#picture-actions")
         expect(actions).to_be_visible()
-        predicted = re.search(r"(red|blue)", app.text("classify-label")).group(1)
+        predicted = re.search(r"\b(red|blue)\b", app.text("classify-label")).group(1)  # not the "red" of "Prediction"
         expect(app.page.locator("#classify-add-as input")).to_have_value(predicted)  # the answer, preselected
 
         app.page.locator("#classify-why").click()
