@@ -87,7 +87,7 @@ def _details(rows: list[dict], selected: list[str], last: str | None) -> str:
     guess = f"{row['predicted']} ({pct(row['confidence'])})" if row["predicted"] else "–"
     also = (f"  \n**Also:** {', '.join(review.REASON_NAMES[a] for a in row['also'])}" if row.get("also") else "")
     return (f"{head}**Picture:** {row.get('name') or '–'}  \n**Class:** {row['label']}  \n**Model says:** {guess}  \n"
-            f"**Why:** {review.REASON_NAMES[row['reason']]}: {row['detail']}{also}  \n"
+            f"**Why** ({review.REASON_NAMES[row['reason']]}): {row['detail']}{also}  \n"
             f"**From:** {source_name(row['source']) or 'unknown'}")
 
 
@@ -103,10 +103,14 @@ def _group_choices(groups: list[review.DuplicateGroup]) -> list[tuple[str, str]]
 
 
 def _group_view(ctx, groups: list[review.DuplicateGroup], chosen: str | None, keep: str | None):
-    """(gallery, ids, keep, note) for the group whose first picture is ``chosen`` (else the first group)."""
+    """(gallery, ids, keep, note, box) for the group whose first picture is ``chosen`` (else the first group).
+
+    ``box`` shows the group's pictures and its Keep button only when there is a group.
+    """
     g = next((g for g in groups if g.first.id == chosen), groups[0] if groups else None)
     if g is None:
-        return [], "", "", "No copies found. Pictures that are the same picture twice would be grouped here."
+        return ([], "", "", "No copies found. Pictures that are the same picture twice would be grouped here.",
+                gr.Column(visible=False))
     keep = keep if keep in {it.id for it in g.items} else g.first.id
     kinds = {r.item: r.match for r in g.rows}
     gallery = []
@@ -119,7 +123,7 @@ def _group_view(ctx, groups: list[review.DuplicateGroup], chosen: str | None, ke
     note = (f"**{len(g.items)} pictures** side by side, “{first}” first (it was added first). Click the one to "
             f"keep (now: “{review.picture_name(next(it for it in g.items if it.id == keep))}”), then move the "
             "others to the trash in one step; Undo brings them back.")
-    return gallery, ",".join(it.id for it in g.items), keep, note
+    return gallery, ",".join(it.id for it in g.items), keep, note, gr.Column(visible=True)
 
 
 def _matrix(q: review.Queue) -> pd.DataFrame:
@@ -181,10 +185,12 @@ def create_review_tab(ctx: UIContext) -> dict:
             c["group"] = gr.Dropdown(choices=[], label="Group", scale=3, allow_custom_value=True,
                                      elem_id="review-group")
         c["group_note"] = gr.Markdown(elem_id="review-group-note")
-        c["group_gallery"] = gr.Gallery(label="The pictures of the group", columns=6, height="auto",
-                                        object_fit="contain", allow_preview=False, elem_id="review-group-gallery")
-        c["group_keep"] = gr.Button("Keep the chosen picture, move the others to the trash", variant="stop",
-                                    elem_id="review-group-keep")
+        with gr.Column(visible=False) as c["group_box"]:  # shown when there is a group
+            c["group_gallery"] = gr.Gallery(label="The pictures of the group", columns=6, height="auto",
+                                            object_fit="contain", allow_preview=False,
+                                            elem_id="review-group-gallery")
+            c["group_keep"] = gr.Button("Keep the chosen picture, move the others to the trash", variant="stop",
+                                        elem_id="review-group-keep")
         # The group's item ids and the one to keep, as hidden textboxes: the endpoint takes them as parameters.
         c["group_ids"] = gr.Textbox(visible=False, label="Group items", elem_id="review-group-ids")
         c["group_choice"] = gr.Textbox(visible=False, label="Keep", elem_id="review-group-choice")
@@ -205,7 +211,7 @@ def create_review_tab(ctx: UIContext) -> dict:
         q = review.queue(ctx.project, label=cls, reason=reason or None, cell=_cell_value(cell), top=SHOWN,
                          loose=loose)
         groups = review.duplicate_groups(ctx.project, loose=loose)
-        g_gallery, g_ids, g_keep, g_note = _group_view(ctx, groups, group, None)
+        g_gallery, g_ids, g_keep, g_note, g_box = _group_view(ctx, groups, group, None)
         rows = [r.to_dict() for r in q.rows]
         if q.run is None:
             note = ("No trained model yet: showing duplicates and poor pictures only. Train a model to find "
@@ -220,12 +226,12 @@ def create_review_tab(ctx: UIContext) -> dict:
         chosen = g_ids.split(",")[0] if g_ids else None
         return (note, rows, "", None, _gallery(rows, set()), _details(rows, [], None),
                 gr.Dropdown(choices=[ALL, *labels]), gr.Dropdown(choices=labels), status, _matrix(q), cell_note,
-                gr.Dropdown(choices=_group_choices(groups), value=chosen), g_gallery, g_ids, g_keep, g_note)
+                gr.Dropdown(choices=_group_choices(groups), value=chosen), g_gallery, g_ids, g_keep, g_note, g_box)
 
     # Outputs of every view (new ones at the end: API callers read them by position).
     outs = [c["note"], c["rows"], c["selected"], c["last"], c["gallery"], c["details"], c["filter"], c["move_to"],
             c["status"], c["matrix"], c["cell_note"], c["group"], c["group_gallery"], c["group_ids"],
-            c["group_choice"], c["group_note"]]
+            c["group_choice"], c["group_note"], c["group_box"]]
     filters = [c["filter"], c["reason"], c["cell"], c["dup_mode"], c["group"]]
 
     @owner_only(ctx, "review the pictures", quiet=True)
@@ -248,7 +254,7 @@ def create_review_tab(ctx: UIContext) -> dict:
         groups = review.duplicate_groups(ctx.project, loose=mode == "loose")
         return _group_view(ctx, groups, group, None)
 
-    g_outs = [c["group_gallery"], c["group_ids"], c["group_choice"], c["group_note"]]
+    g_outs = [c["group_gallery"], c["group_ids"], c["group_choice"], c["group_note"], c["group_box"]]
     c["group"].input(show_group, [c["dup_mode"], c["group"]], g_outs, api_visibility="private")
 
     @owner_only(ctx, "review the pictures")
@@ -256,7 +262,7 @@ def create_review_tab(ctx: UIContext) -> dict:
         """A click on a picture of the group: that one is kept."""
         members = [i for i in (ids or "").split(",") if i]
         if evt.index is None or evt.index >= len(members):
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         groups = review.duplicate_groups(ctx.project, loose=mode == "loose")
         return _group_view(ctx, groups, members[0], members[evt.index])
 
