@@ -88,6 +88,17 @@ def test_a_process_that_dies_is_reaped_and_its_run_recorded_as_failed(pictures):
     assert _training_children() == []
 
 
+def test_a_process_killed_before_it_recorded_its_run_leaves_a_failed_run_not_an_error(pictures):
+    """Killed at once (before it wrote anything): the page and the history get a failed run, with why."""
+    project = pictures
+    job = start_training(project, TrainConfig(size=32, epochs=1, pretrained=False), owner=Visitor(session="a"))
+    os.kill(job.proc.pid, signal.SIGKILL)  # at once: the process has not even imported the app yet
+    assert job.wait(60)
+    run = runs.get_run(project, job.run_id)
+    assert run.status == "failed" and "ended" in run.reason and run.mode == "finetune" and run.arch == "resnet18"
+    assert current_job(project) is None and _training_children() == []
+
+
 def test_any_follower_sees_the_events_from_the_start_and_the_owner_stops(pictures):
     project = pictures
     ann, bob = Visitor(session="ann"), Visitor(session="bob")

@@ -195,8 +195,26 @@ class TrainingProcess(JobProcess):
     def stop_file(self) -> Path:
         return runs.run_dir(self.project, self.run_id) / "STOP"
 
+    def _recorded_run(self) -> runs.Run:
+        """The run's record; a process that ended before recording its run gets one, as failed.
+
+        (It records the run once it has started: a process that could not start, or was ended
+        first, would otherwise leave the page asking for a run the project never heard of.)
+        """
+        try:
+            return runs.get_run(self.project, self.run_id)
+        except RunNotFound:
+            if self.proc.poll() is None:
+                raise
+        mode, _, rest = (self.title or "").partition(" · ")
+        runs.start_run(self.project, self.run_id, arch=rest.partition(" · ")[0] or "unknown",
+                       mode="quick" if mode.lower().startswith("quick") else "finetune", cfg={})
+        return runs.end_run(self.project, self.run_id, status="failed", seconds=time.time() - self.started,
+                            reason=self.error_text() or f"the training process ended before it started "
+                                                        f"(code {self.proc.returncode})")
+
     def _killed(self) -> None:
-        run = runs.get_run(self.project, self.run_id)
+        run = self._recorded_run()
         if run.status == "running":
             runs.end_run(self.project, self.run_id, status="stopped", seconds=time.time() - self.started,
                          reason="stopped by the user (the process was ended)")
@@ -205,13 +223,13 @@ class TrainingProcess(JobProcess):
         self.result()
 
     def _accepted_run(self) -> Optional[str]:
-        run = runs.get_run(self.project, self.run_id)
+        run = self._recorded_run()
         active = runs.active_run(self.project)
         return run.id if run.status == "finished" and active is not None and active.id == run.id else None
 
     def result(self) -> runs.Run:
         """The run as recorded; a process that died without recording gets 'failed'."""
-        run = runs.get_run(self.project, self.run_id)
+        run = self._recorded_run()
         if run.status == "running" and self.proc.poll() is not None:
             run = runs.end_run(self.project, self.run_id, status="failed",
                                reason=self.error_text() or f"the training process ended with code {self.proc.returncode}")
