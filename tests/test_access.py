@@ -114,11 +114,11 @@ def test_only_requests_addressed_to_this_computer_are_local():
 
 def test_same_site_compares_the_origin_with_the_apps_own_host():
     assert same_site("http://127.0.0.1:7860", ["127.0.0.1:7860"])
-    assert same_site("https://ann-app.hf.space", ["ann-app.hf.space"])
-    assert same_site("https://ann-app.hf.space/?x=1", ["ann-app.hf.space:443"])
+    assert same_site("https://127.0.0.5", ["127.0.0.5"])
+    assert same_site("https://127.0.0.5/?x=1", ["127.0.0.5:443"])
     assert not same_site("http://127.0.0.1:9999", ["127.0.0.1:7860"])
-    assert not same_site("https://evil.example", ["ann-app.hf.space"])
-    assert not same_site("http://ann-app.hf.space.evil.example", ["ann-app.hf.space"])
+    assert not same_site("https://127.0.0.66", ["127.0.0.5"])
+    assert not same_site("http://127.0.0.5.nip.invalid", ["127.0.0.5"])
     assert not same_site("null", ["127.0.0.1:7860"]) and not same_site("", ["127.0.0.1:7860"])
     assert not same_site("file:///tmp/x.html", ["127.0.0.1:7860"])
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The programs an export ships (tl_app/share/standalone): they run elsewhere, without the app.
-STANDALONE = ROOT / "tl_app" / "share" / "standalone"
+#: The programs an export ships (standalone/, outside the app's package): they run elsewhere, without the app.
+STANDALONE = ROOT / "standalone"
 CORE = [p for p in (ROOT / "tl_app").rglob("*.py")
         if "ui" not in p.relative_to(ROOT / "tl_app").parts and STANDALONE not in p.parents]
 

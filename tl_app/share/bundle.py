@@ -51,7 +51,7 @@ MAX_ABS_DIFF = 1e-4
 PARITY_PICTURES = 32
 #: Held-out pictures copied into a Space as examples.
 SPACE_EXAMPLES = 6
-STANDALONE = Path(__file__).resolve().parent / "standalone"
+STANDALONE = Path(__file__).resolve().parents[2] / "standalone"  # programs an export ships, outside the app's package
 ProgressFn = Callable[[str], None]
 
 
