@@ -1,8 +1,9 @@
 """Training: a snapshot of the dataset, fastai fine-tuning, and the run's record.
 
-Training works on a snapshot taken when it starts: the item list is read once
-and every image is decoded and resized into memory, so deleting or relabelling
-while training runs cannot disturb it. Progress goes to an ``events`` callback
+Training works on a snapshot taken when it starts: the item list is read once,
+so deleting or relabelling while training runs cannot disturb it. Pictures are
+streamed from disk in batches (decoded ahead on a thread pool), so memory does
+not grow with the dataset. Progress goes to an ``events`` callback
 (one dict per batch, epoch and phase) and a :class:`~tl_app.jobs.StopToken`
 ends the work at the next batch; the run is then recorded as stopped.
 """
@@ -14,14 +15,14 @@ import math
 import os
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 from . import config, runs
 from .errors import PreflightError, Stopped, TLError, TrainerBusy
-from .features import embed_logits, embed_pixels, load_image_for_model, predict_pixels, softmax  # noqa: F401 - importable from here too
+from .features import (Pictures, embed_logits, embed_pixels, load_image_for_model, predict_pixels,  # noqa: F401
+                       read_ahead, softmax)
 from .jobs import FileLock, StopToken
 from .models import ModelSpec, create_model, get_arch, save_model
 from .project import Project
@@ -150,28 +151,16 @@ def split_valid(snap: Snapshot, valid_pct: float = config.VALID_PCT) -> tuple[li
     return sorted(train), sorted(valid)
 
 
-def load_pixels(project: Project, snap: Snapshot, size: int, *, stop: Optional[StopToken] = None,
-                events: EventFn = _no_events):
-    """Every snapshot image as one uint8 array (N, size, size, 3), decoded on a thread pool."""
-    import numpy as np
+def snapshot_pictures(project: Project, snap: Snapshot, size: int) -> Pictures:
+    """The snapshot's pictures as the network sees them, streamed from disk batch by batch.
 
-    out = np.zeros((len(snap.items), size, size, 3), dtype=np.uint8)
-
-    def one(i: int):
-        it = snap.items[i]
-        try:
-            out[i] = np.asarray(load_image_for_model(it.path, size))
-        except FileNotFoundError:  # deleted or relabelled since the snapshot: read it where it is now
-            out[i] = np.asarray(load_image_for_model(project.path_of(project.item(it.id)), size))
-
-    n = len(snap.items)
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        for k, _ in enumerate(pool.map(one, range(n)), 1):
-            if k % 16 == 0 or k == n:
-                events({"type": "phase", "phase": "loading", "done": k, "total": n})
-                if stop is not None and stop.is_set():
-                    raise Stopped("Stopped while loading images.")
-    return out
+    Nothing is decoded here: each pass (training, validation, scoring) decodes its batches
+    on a thread pool just ahead of the network, so memory does not grow with the number of
+    pictures. A picture deleted or relabelled since the snapshot is read where it is now.
+    """
+    items = snap.items
+    return Pictures([it.path for it in items], size,
+                    fallback=lambda i: project.path_of(project.item(items[i].id)))
 
 
 # --- metrics ----------------------------------------------------------------------
@@ -226,8 +215,8 @@ def describe_device(device) -> str:
 # --- fastai fine-tuning -------------------------------------------------------------
 def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec, bs: int, device, cbs=(),
                    augment: bool = True):
-    """A fastai Learner over in-memory pictures: augmentation on the training batches only."""
-    import numpy as np
+    """A fastai Learner over the pictures (streamed :class:`Pictures` or an array): augmentation on
+    the training batches only; each batch is decoded on a thread pool while the one before trains."""
     import torch
     from fastai.callback.core import Callback
     from fastai.callback.progress import ProgressCallback
@@ -241,7 +230,7 @@ def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec
 
     class _Images(torch.utils.data.Dataset):
         def __init__(self, idxs, split_idx):
-            self.x = torch.from_numpy(np.ascontiguousarray(pixels[idxs])).permute(0, 3, 1, 2)
+            self.idxs = list(idxs)
             self.y = torch.tensor([targets[i] for i in idxs], dtype=torch.long)
             self.split_idx = split_idx  # fastai applies random augmentation only where this is 0
 
@@ -249,7 +238,8 @@ def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec
             return len(self.y)
 
         def __getitem__(self, i):
-            return TensorImage(self.x[i]), TensorCategory(self.y[i])
+            x = torch.from_numpy(pixels[self.idxs[i]]).permute(2, 0, 1)  # HWC uint8 -> CHW, as fastai's images
+            return TensorImage(x), TensorCategory(self.y[i])
 
     class _ChannelsLast(Callback):
         """Batches in channels-last memory order: about 3x faster convolutions on a CPU."""
@@ -265,6 +255,13 @@ def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec
             idxs = super().get_idxs()
             self.order = list(idxs)
             return idxs
+
+        def create_batches(self, samps):
+            # fastai decodes a batch's items one after the other on this thread; here they are
+            # decoded on a thread pool, the next batches while this one trains (same items, order
+            # and collation, so the same batches).
+            for items in read_ahead(self.do_item, self.chunkify(samps)):
+                yield self.do_batch([o for o in items if o is not None])
 
     norm = Normalize.from_stats(spec.mean, spec.std, cuda=device.type == "cuda")
     bs = max(2, min(bs, len(train_idx)))
@@ -431,7 +428,7 @@ def find_lr(project: Project, cfg: TrainConfig, *, stop: Optional[StopToken] = N
         events({"type": "phase", "phase": "device", "device": describe_device(device)})
         spec = ModelSpec(arch=cfg.arch, vocab=snap.vocab, size=cfg.size, head="fastai")
         model = create_model(spec, pretrained=cfg.pretrained, weights=Path(cfg.weights) if cfg.weights else None)
-        pixels = load_pixels(project, snap, cfg.size, stop=stop, events=events)
+        pixels = snapshot_pictures(project, snap, cfg.size)
         train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
         state = {"done": 0, "t0": time.time(), "n": 1}
 
@@ -561,6 +558,8 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
         status = "stopped" if result["stopped"] else "finished"
         seconds = time.time() - t0
         stop_reason = (stop.reason or "stopped by the user") if result["stopped"] else ""
+        if result.get("note"):
+            stop_reason = f"{stop_reason}; {result['note']}"
         runs.end_run(project, run_id, status=status, metrics=result["metrics"], seconds=seconds,
                      reason=stop_reason,
                      model_file=result.get("model_file"), model_sha256=result.get("model_sha256"))
@@ -702,7 +701,7 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
             body_ref = quick.store_body(project, tag, body)
         if missing:
             sub = Snapshot([snap.items[i] for i in missing], snap.vocab)
-            pixels = load_pixels(project, sub, cfg.size, stop=stop, events=events)
+            pixels = snapshot_pictures(project, sub, cfg.size)
             feats = _features_halving_on_oom(body, pixels, cfg.batch_size, device, stop, events)
             store.put(tag, [(it.sha256, feats[j]) for j, it in enumerate(sub.items)])
             have.update({it.sha256: feats[j] for j, it in enumerate(sub.items)})
@@ -800,7 +799,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     weights = Path(cfg.weights) if cfg.weights else None
     events({"type": "phase", "phase": "model", "message": f"Preparing {cfg.arch}"})
     model = create_model(spec, pretrained=cfg.pretrained, weights=weights)
-    pixels = load_pixels(project, snap, cfg.size, stop=stop, events=events)
+    pixels = snapshot_pictures(project, snap, cfg.size)
     bs = cfg.batch_size
     while True:
         try:
@@ -820,25 +819,40 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     scores = info.pop("scores")
     item_probs = info.pop("item_probs")
     probes = info.pop("probes")
-    # One clean pass over the pictures in memory (eval mode, no augmentation) gives the features
-    # Review judges every item by: its neighbours in the trained network's feature space, so that
-    # no item is judged by a model that learned it (see review.py).
-    logits, emb = embed_logits(model, pixels, spec, device=device, events=events)
-    clean = softmax(logits)
-    unseen = np.isnan(scores[:, 0])  # stopped before a validation pass, or no training batch held it
-    scores[unseen] = clean[unseen]
-    probs = scores[valid_idx]
-    metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
-    metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
-                    "device": describe_device(device), **info})
-    from .review import outlier_scores
+    if stopped:
+        # Stop keeps what is done and ends now: the model of the kept epoch, its validation pass's
+        # metrics and each picture's probabilities from the batches that held it. The clean pass
+        # over every picture (Review's evidence, the none-of-these rule) would take minutes on a
+        # large dataset, so it is left out; a finished run has it.
+        seen_valid = [i for i in valid_idx if not np.isnan(scores[i, 0])]
+        metrics = classification_metrics(scores[seen_valid], [targets[i] for i in seen_valid], snap.vocab)
+        metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
+                        "device": describe_device(device), "review_pass": "skipped", **info})
+        _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False)
+        _write_losses(rdir, snap, item_probs)
+        result["note"] = (f"the model after epoch {info.get('best_epoch') if info.get('restored_best') else epochs_done}"
+                          f" of {cfg.epochs + 1} is kept; the check of every picture for Review and the "
+                          "none-of-these rule were skipped to stop at once (a finished run has them)")
+    else:
+        # One clean pass over the pictures (eval mode, no augmentation) gives the features Review
+        # judges every item by: its neighbours in the trained network's feature space, so that no
+        # item is judged by a model that learned it (see review.py).
+        logits, emb = embed_logits(model, pixels, spec, device=device, events=events)
+        clean = softmax(logits)
+        unseen = np.isnan(scores[:, 0])  # no training batch held it (drop_last)
+        scores[unseen] = clean[unseen]
+        probs = scores[valid_idx]
+        metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
+        metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
+                        "device": describe_device(device), **info})
+        from .review import outlier_scores
 
-    early = probes[min(probes)] if probes else None  # see REVIEW_PROBE_EPOCHS
-    _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
-                  evidence=_full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed),
-                  outliers=outlier_scores(emb if early is None else early))
-    _record_open_set(rdir, emb, logits[valid_idx], train_idx, valid_idx)
-    _write_losses(rdir, snap, item_probs)
+        early = probes[min(probes)] if probes else None  # see REVIEW_PROBE_EPOCHS
+        _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
+                      evidence=_full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed),
+                      outliers=outlier_scores(emb if early is None else early))
+        _record_open_set(rdir, emb, logits[valid_idx], train_idx, valid_idx)
+        _write_losses(rdir, snap, item_probs)
     sha = save_model(model.cpu(), spec, rdir)
     result.update(model_file="model.safetensors", model_sha256=sha)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
