@@ -36,8 +36,9 @@ def load_image_for_model(src, size: int):
 
 # --- streaming pictures ---------------------------------------------------------------------
 #: Decoded pictures a :class:`Pictures` keeps for the next pass, at most (MB): a small dataset is
-#: then decoded once per run as when it was held in one array, a large one streams from disk.
-PICTURE_CACHE_MB = 128
+#: then decoded once per run as when it was held in one array (400 pictures at 224 px), a large one
+#: streams from disk.
+PICTURE_CACHE_MB = 64
 #: Batches decoded ahead of the one the network works on.
 READ_AHEAD = 2
 
