@@ -295,6 +295,18 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
 
     import numpy as np
 
+    from . import distributed
+
+    dist = distributed.is_distributed()
+    lead = distributed.rank() == 0  # the process that records the run
+
+    def halt(flag: bool) -> bool:  # every process stops at the same batch
+        return distributed.agree(flag) if dist else flag
+
+    def net():  # the model without its DistributedDataParallel wrapper
+        m = learn.model
+        return getattr(m, "module", m)
+
     history: list[dict] = []
     state = {"epoch": 0, "t0": time.time(), "done_batches": 0, "best": None, "best_epoch": None,
              "best_state": None, "bad_epochs": 0, "early_stopped": False, "batch": 0}
@@ -309,7 +321,7 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
         order = 70  # after the Recorder, so that epoch values are ready
 
         def before_fit(self):
-            if stop.is_set() or state["early_stopped"]:
+            if halt(stop.is_set()) or state["early_stopped"]:
                 raise CancelFitException()
 
         def before_train(self):
@@ -341,7 +353,7 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
             if self.training:
                 ev["loss"] = round(float(self.learn.smooth_loss), 4)
             events(ev)
-            if stop.is_set():
+            if halt(stop.is_set()):
                 raise CancelFitException()
 
         def after_epoch(self):
@@ -354,31 +366,41 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
             history.append(entry)
             events({"type": "epoch", **entry})
             state["epoch"] += 1
-            if entry["epoch"] in probe_epochs:
+            probe_stopped = False
+            if entry["epoch"] in probe_epochs and lead:  # only the process that records the run needs it
                 try:
-                    probes[entry["epoch"]] = embed_pixels(self.learn.model, pixels, spec, batch_size=2 * bs,
+                    probes[entry["epoch"]] = embed_pixels(net(), pixels, spec, batch_size=2 * bs,
                                                           device=device, stop=stop, events=events,
                                                           phase="features")[1]
                 except Stopped:
-                    raise CancelFitException() from None
+                    probe_stopped = True
+            if (halt(probe_stopped or stop.is_set()) if dist else probe_stopped):
+                raise CancelFitException()
             vl = entry["valid_loss"]
             if vl is not None and math.isfinite(vl) and (state["best"] is None or vl < state["best"]):
                 state.update(best=vl, best_epoch=entry["epoch"], bad_epochs=0)
                 if cfg.keep_best:  # a copy in memory: no checkpoint file, no pickle
-                    state["best_state"] = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+                    state["best_state"] = {k: v.detach().clone() for k, v in net().state_dict().items()}
             elif entry["phase"] == "unfrozen":
                 state["bad_epochs"] += 1
-                if cfg.patience and state["bad_epochs"] >= cfg.patience:
-                    state["early_stopped"] = True
-                    events({"type": "phase", "phase": "early_stop",
-                            "message": f"No improvement for {cfg.patience} epochs: stopping early."})
-                    raise CancelFitException()
+            # (bad_epochs is 0 after an improvement; every process asks, whatever its own losses said)
+            if halt(bool(cfg.patience) and state["bad_epochs"] >= cfg.patience):
+                state["early_stopped"] = True
+                events({"type": "phase", "phase": "early_stop",
+                        "message": f"No improvement for {cfg.patience} epochs: stopping early."})
+                raise CancelFitException()
 
-    learn = _build_learner(model, pixels, targets, train_idx, valid_idx, spec, bs, device, cbs=[_Progress()],
+    cbs = [_Progress()]
+    if dist:  # fastai's DistributedTrainer on Accelerate: DDP, each process a share of every batch
+        cbs.append(distributed.trainer(cpu=device.type == "cpu"))
+    learn = _build_learner(model, pixels, targets, train_idx, valid_idx, spec, bs, device, cbs=cbs,
                            augment=cfg.augment)
     with learn.no_logging():
         learn.fine_tune(cfg.epochs, base_lr=cfg.lr or 2e-3)
-    info = {"best_epoch": state["best_epoch"], "early_stopped": state["early_stopped"], "batch_size": bs}
+    if dist:  # each process saw its share of the pictures: put their probabilities together
+        item_probs = distributed.combine(item_probs)
+    info = {"best_epoch": state["best_epoch"], "early_stopped": state["early_stopped"], "batch_size": bs,
+            "processes": distributed.world_size()}
     kept = len(history)  # the epoch whose weights the model ends with
     if cfg.keep_best and state["best_state"] is not None and history and state["best_epoch"] != kept:
         model.load_state_dict(state["best_state"])  # also after a Stop in the middle of an epoch
@@ -525,13 +547,28 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
         from .quick import check_quick_possible
 
         check_quick_possible(cfg.pretrained, cfg.weights)
+    from . import distributed
+
+    if distributed.is_distributed():
+        if cfg.quick:
+            raise TLError("Several processes train only a full fine-tuning; quick mode runs in one.")
+        distributed.init(cpu=default_device(cfg.cpu).type == "cpu")
+        if distributed.rank() > 0:
+            return _follow(project, cfg, stop=stop or StopToken())
     run_id = run_id or runs.new_run_id()
     stop = stop or StopToken(runs.run_dir(project, run_id) / "STOP")
-    snap = take_snapshot(project)
-    preflight(snap, cfg.valid_pct)
-    lock = trainer_lock(project)
-    if not lock.acquire({"run": run_id, "pid": os.getpid(), "started": time.time()}):
-        raise TrainerBusy(busy_message(lock.holder() or {}))
+    try:
+        snap = take_snapshot(project)
+        preflight(snap, cfg.valid_pct)
+        lock = trainer_lock(project)
+        if not lock.acquire({"run": run_id, "pid": os.getpid(), "started": time.time()}):
+            raise TrainerBusy(busy_message(lock.holder() or {}))
+    except Exception:
+        if distributed.is_distributed():
+            distributed.broadcast(None)  # the other processes end too
+        raise
+    if distributed.is_distributed():
+        distributed.broadcast((run_id, snap))
     t0 = time.time()
     mode = "quick" if cfg.quick else "finetune"
     try:
@@ -571,6 +608,27 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
         return TrainReport(run_id, status, result["metrics"], seconds, stop_reason)
     finally:
         lock.release()
+
+
+def _follow(project: Project, cfg: TrainConfig, *, stop: StopToken) -> TrainReport:
+    """A process other than the first of a distributed fine-tuning: train on the first's snapshot,
+    record nothing (its files go to a temporary folder)."""
+    import tempfile
+
+    from . import distributed
+
+    t0 = time.time()
+    got = distributed.broadcast(None)
+    if got is None:
+        return TrainReport("", "failed", {}, 0.0, "The first process did not start the run.")
+    run_id, snap = got
+    stop.file = runs.run_dir(project, run_id) / "STOP"  # the run's Stop (from the web app) stops this one too
+    with tempfile.TemporaryDirectory(prefix="tl_app_rank_") as tmp:
+        try:
+            result = _train_snapshot(project, snap, cfg, Path(tmp), stop=stop, events=_no_events)
+        except Stopped as e:
+            return TrainReport(run_id, "stopped", {}, time.time() - t0, str(e))
+    return TrainReport(run_id, "stopped" if result["stopped"] else "finished", {}, time.time() - t0)
 
 
 def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, out_of_fold: bool,
@@ -790,8 +848,11 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     import numpy as np
     import torch
 
-    _seed_everything(cfg.seed)
-    device = default_device(cfg.cpu)
+    from . import distributed
+
+    dist = distributed.is_distributed()
+    _seed_everything(cfg.seed)  # the same in every process: the same first weights
+    device = distributed.init(cpu=default_device(cfg.cpu).type == "cpu") if dist else default_device(cfg.cpu)
     events({"type": "phase", "phase": "device", "device": describe_device(device)})
     targets = snap.targets
     train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
@@ -807,6 +868,8 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
                                              stop, events, bs, probe_epochs=REVIEW_PROBE_EPOCHS)
             break
         except torch.cuda.OutOfMemoryError:
+            if dist:  # the other processes cannot start again with it
+                raise TLError("A GPU ran out of memory; choose a smaller batch size, image size or network.") from None
             bs = _halved_batch(bs, 2, events, "starting again with")
             torch.manual_seed(cfg.seed)
             model = create_model(spec, pretrained=cfg.pretrained, weights=weights)
@@ -815,6 +878,8 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     result: dict = {"stopped": stopped, "metrics": {}}
     if stopped and epochs_done == 0:
         raise Stopped("Stopped before the first epoch ended; no model was kept.")
+    if dist and distributed.rank() > 0:  # the first process scores, saves and records
+        return result
     model.eval()
     scores = info.pop("scores")
     item_probs = info.pop("item_probs")
