@@ -159,8 +159,12 @@ def _train_config(args):
 def _stop_on_signals(stop) -> None:
     """Ctrl-C (or a polite kill) asks the work to stop at its next batch; a second Ctrl-C aborts."""
 
+    from . import distributed
+
+    follower = distributed.rank() > 0  # of a distributed training: its Stop may come from the first's file
+
     def on_signal(signum, frame):
-        if stop.is_set():
+        if stop.is_set() and not follower:
             raise KeyboardInterrupt
         _err("  stopping after this batch (press Ctrl-C again to abort at once)")
         stop.set()

@@ -126,7 +126,7 @@ def launch(argv: list[str], processes: int, *, port: Optional[int] = None) -> in
     """Run ``python -m tl_app <argv>`` as ``processes`` processes on this machine, over loopback.
 
     The first process's output is this command's output; the others' is kept in a temporary file and
-    shown only if one of them fails. Ctrl-C reaches every process (they stop at the same batch).
+    shown only if one of them fails. Ctrl-C goes to the first process; all stop at the same batch.
     Returns the first process's exit code (or the first failure's).
     """
     import signal
@@ -143,7 +143,11 @@ def launch(argv: list[str], processes: int, *, port: Optional[int] = None) -> in
         # Own sessions: a Ctrl-C in the terminal reaches them once, forwarded below, not twice.
         procs.append(subprocess.Popen([sys.executable, "-m", "tl_app", *argv], env=env, stdout=out, start_new_session=True,
                                       stderr=subprocess.STDOUT if out else None))
-    old = signal.signal(signal.SIGINT, lambda *_: [p.send_signal(signal.SIGINT) for p in procs if p.poll() is None])
+    def forward(*_):  # to the first process: it stops, and every process stops at the same batch with it
+        if procs[0].poll() is None:
+            procs[0].send_signal(signal.SIGINT)
+
+    old = signal.signal(signal.SIGINT, forward)
     try:
         codes = [p.wait() for p in procs]
     finally:
