@@ -215,6 +215,8 @@ def cmd_train(args) -> int:
     _stop_on_signals(stop)
     cfg = _train_config(args)
     rep = train(project, cfg, run_id=run_id, stop=stop, events=_train_events(args))
+    if distributed.rank() > 0:  # another process of a distributed training: the first one reports
+        return 0 if rep.status in ("finished", "stopped") else 1
     m = rep.metrics
 
     def text() -> str:
