@@ -264,3 +264,28 @@ def test_a_run_left_running_by_a_dead_process_becomes_failed(project):
     fail_abandoned_runs(project)
     run = runs.get_run(project, run_id)
     assert run.status == "failed" and "ended unexpectedly" in run.reason
+
+
+def test_stop_after_an_epoch_keeps_the_model_and_skips_the_pass_over_every_picture(project, colour_folder):
+    import_files(project, [colour_folder])
+    stop = StopToken()
+    seen = []
+
+    def events(ev):
+        seen.append(ev)
+        if ev["type"] == "epoch" and ev["epoch"] == 2:
+            stop.set()
+
+    rep = train(project, TrainConfig(size=32, epochs=4, pretrained=False), stop=stop, events=events)
+    assert rep.status == "stopped" and rep.metrics["epochs"] == 2
+    after = seen[[i for i, ev in enumerate(seen) if ev["type"] == "epoch" and ev["epoch"] == 2][0] + 1:]
+    assert not [ev for ev in after if ev.get("phase") in ("scoring", "features")]  # no pass over every picture
+    run = runs.get_run(project, rep.run)
+    assert run.status == "stopped" and run.has_model
+    assert "skipped" in run.reason and "Review" in run.reason
+    scores = runs.read_json(project, rep.run, "scores.json")
+    assert scores["items"] and not any("review" in s for s in scores["items"])
+    assert not (runs.run_dir(project, rep.run) / "embeddings.npy").exists()
+    # The kept model answers, and Review still ranks every picture by it.
+    ranked = rank(project, run_id=rep.run, kind="label")
+    assert len(ranked) == len(list(project.items()))

@@ -159,8 +159,12 @@ def _train_config(args):
 def _stop_on_signals(stop) -> None:
     """Ctrl-C (or a polite kill) asks the work to stop at its next batch; a second Ctrl-C aborts."""
 
+    from . import distributed
+
+    follower = distributed.rank() > 0  # of a distributed training: its Stop may come from the first's file
+
     def on_signal(signum, frame):
-        if stop.is_set():
+        if stop.is_set() and not follower:
             raise KeyboardInterrupt
         _err("  stopping after this batch (press Ctrl-C again to abort at once)")
         stop.set()
@@ -181,17 +185,38 @@ def cmd_lr_find(args) -> int:
     return 0
 
 
+def _without_processes(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--processes":
+            skip = True
+        elif not a.startswith("--processes="):
+            out.append(a)
+    return out
+
+
 def cmd_train(args) -> int:
+    from . import distributed
     from .jobs import StopToken
     from .runs import new_run_id, run_dir
     from .train import train
 
+    if args.processes != 1 and not distributed.is_distributed():
+        if not 1 <= args.processes <= 64:
+            raise InputError("--processes takes a number from 1 to 64.")
+        if args.quick:
+            raise InputError("--processes applies to a full fine-tuning; quick mode runs in one process.")
+        return distributed.launch(_without_processes(args.argv), args.processes)
     project = _project(args)
     run_id = args.run_id or new_run_id()
     stop = StopToken(run_dir(project, run_id) / "STOP")
     _stop_on_signals(stop)
     cfg = _train_config(args)
     rep = train(project, cfg, run_id=run_id, stop=stop, events=_train_events(args))
+    if distributed.rank() > 0:  # another process of a distributed training: the first one reports
+        return 0 if rep.status in ("finished", "stopped") else 1
     m = rep.metrics
 
     def text() -> str:
@@ -536,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help=HELP["lr"])
     p.add_argument("--patience", type=int, metavar="N", help=HELP["patience"])
     p.add_argument("--run-id", help=argparse.SUPPRESS)
+    p.add_argument("--processes", type=int, default=1, metavar="N", help=HELP["processes"])
 
     p = verb("lr-find", cmd_lr_find, "Suggest a learning rate for fine-tuning (fastai's lr_find).")
     model_options(p)
@@ -635,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # train --processes starts the same command again
     try:
         return args.fn(args)
     except TLError as e:

@@ -92,6 +92,8 @@ HELP = {
     "quick": "Quick mode: train only a last layer on features of the pretrained network, computed once per "
              "picture and cached; a first model in seconds.",
     "lr": "Learning rate for full fine-tuning (default 0.002); lr-find suggests one for your pictures.",
+    "processes": "Fine-tune on N processes on this machine (one per GPU, or CPU processes), with Hugging Face "
+                 "Accelerate; one run is recorded. On several machines use `accelerate launch -m tl_app train ...`.",
     "patience": "Early stopping: end fine-tuning when the validation loss has not improved for this many epochs "
                 "(the best epoch's weights are kept either way).",
     "weights": "Your own starting weights for the chosen network: a .safetensors file or a .pth state_dict, "

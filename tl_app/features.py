@@ -8,7 +8,10 @@ functions: importing this module is cheap.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import os
+import threading
+from collections import deque
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from .errors import Stopped
 from .jobs import StopToken
@@ -31,9 +34,142 @@ def load_image_for_model(src, size: int):
     return resize_for(rgb, size)
 
 
+# --- streaming pictures ---------------------------------------------------------------------
+#: Decoded pictures a :class:`Pictures` keeps for the next pass, at most (MB): a small dataset is
+#: then decoded once per run as when it was held in one array (400 pictures at 224 px), a large one
+#: streams from disk.
+PICTURE_CACHE_MB = 64
+#: Batches decoded ahead of the one the network works on.
+READ_AHEAD = 2
+
+
+def decode_workers() -> int:
+    """Threads that decode pictures (Pillow releases the GIL while it decodes and resizes)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def read_ahead(fn: Callable, chunks: Iterable[Sequence], *, workers: Optional[int] = None,
+               ahead: int = READ_AHEAD) -> Iterator[list]:
+    """``[fn(x) for x in chunk]`` for each chunk, in order, computed on a thread pool.
+
+    At most ``ahead`` chunks beyond the one being consumed are in flight, so memory
+    stays bounded by the chunk size however many chunks there are.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = iter(chunks)
+    with ThreadPoolExecutor(max_workers=workers or decode_workers()) as pool:
+        pending: deque = deque()
+
+        def submit() -> bool:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return False
+            pending.append([pool.submit(fn, x) for x in chunk])
+            return True
+
+        for _ in range(ahead + 1):
+            if not submit():
+                break
+        try:
+            while pending:
+                futs = pending.popleft()
+                out = [f.result() for f in futs]
+                submit()
+                yield out
+        finally:  # a consumer that stops early (Stop, an error) leaves nothing running
+            for futs in pending:
+                for f in futs:
+                    f.cancel()
+
+
+class Pictures:
+    """A dataset's pictures as the network sees them, decoded from disk when they are needed.
+
+    Stands in for a uint8 array (N, size, size, 3): ``len``, ``shape``, ``pics[i]`` (one
+    picture), ``pics[a:b]`` or ``pics[[i, j]]`` (a stacked batch) and :meth:`batches`
+    (in order, decoded ahead on a thread pool). Decoding is :func:`load_image_for_model`,
+    so results are the same as from the array it replaces; memory is bounded by the
+    batches in flight plus a cache of at most ``cache_mb`` MB, whatever the number of
+    pictures. ``fallback(i)`` gives where picture ``i`` is now if its file has moved
+    (relabelled or deleted since the list was made).
+    """
+
+    def __init__(self, paths: Sequence, size: int, *, fallback: Optional[Callable[[int], object]] = None,
+                 cache_mb: Optional[float] = None):
+        self.paths = list(paths)
+        self.size = int(size)
+        self.fallback = fallback
+        budget = PICTURE_CACHE_MB if cache_mb is None else cache_mb
+        self._room = int(budget * 1024 * 1024) // (self.size * self.size * 3)  # pictures the cache may hold
+        self._cache: dict = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.paths), self.size, self.size, 3)
+
+    def load(self, i: int):
+        """Picture ``i`` as a uint8 array (size, size, 3)."""
+        import numpy as np
+
+        i = int(i)
+        hit = self._cache.get(i)
+        if hit is not None:
+            return hit
+        try:
+            arr = np.array(load_image_for_model(self.paths[i], self.size))  # writable, as torch wants
+        except FileNotFoundError:
+            if self.fallback is None:
+                raise
+            arr = np.array(load_image_for_model(self.fallback(i), self.size))
+        with self._lock:
+            if len(self._cache) < self._room:
+                self._cache[i] = arr
+        return arr
+
+    def _indices(self, key) -> list[int]:
+        if isinstance(key, slice):
+            return list(range(*key.indices(len(self))))
+        return [int(k) for k in key]
+
+    def __getitem__(self, key):
+        import numpy as np
+
+        if isinstance(key, (int, np.integer)):
+            return self.load(key)
+        idxs = self._indices(key)
+        if not idxs:
+            return np.zeros((0, self.size, self.size, 3), np.uint8)
+        return np.stack(next(read_ahead(self.load, [idxs], ahead=0)))
+
+    def batches(self, batch_size: int) -> Iterator:
+        """Consecutive batches (uint8, (b, size, size, 3)) in order, the next ones decoding meanwhile."""
+        import numpy as np
+
+        n = len(self)
+        chunks = (range(s, min(n, s + batch_size)) for s in range(0, n, batch_size))
+        for out in read_ahead(self.load, chunks):
+            yield np.stack(out)
+
+
+def batches_of(pixels, batch_size: int) -> Iterator:
+    """Consecutive batches of a uint8 array (N, S, S, 3) or of :class:`Pictures`."""
+    if isinstance(pixels, Pictures):
+        yield from pixels.batches(batch_size)
+        return
+    for s in range(0, len(pixels), batch_size):
+        yield pixels[s:s + batch_size]
+
+
 def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
                  stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring"):
     """``(logits, features)`` for uint8 images (N, S, S, 3) in one clean pass (eval mode, no augmentation).
+
+    ``pixels`` is an array or :class:`Pictures` (streamed from disk, batch by batch).
 
     ``features`` are the pooled body outputs the head starts from (the space
     Review looks for neighbours, duplicates and outliers in, and the none-of-these
@@ -49,17 +185,18 @@ def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device
     model.eval()
     body, pool, rest = model[0], model[1][:2], model[1][2:]
     logits, feats = [], []
-    n = len(pixels)
+    n, done = len(pixels), 0
     with torch.inference_mode():
-        for s in range(0, n, batch_size):
+        for batch in batches_of(pixels, batch_size):
             if stop is not None and stop.is_set():
                 raise Stopped("Stopped while scoring images.")
-            xb = torch.from_numpy(pixels[s:s + batch_size]).to(device).permute(0, 3, 1, 2).float().div_(255)
+            xb = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
             xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
             f = pool(body(xb)).float()
             logits.append(rest(f).float().cpu())
             feats.append(f.cpu())
-            events({"type": "phase", "phase": phase, "done": min(n, s + batch_size), "total": n})
+            done += len(batch)
+            events({"type": "phase", "phase": phase, "done": done, "total": n})
     if not logits:
         return np.zeros((0, len(spec.vocab)), np.float32), np.zeros((0, 0), np.float32)
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()

@@ -180,13 +180,10 @@ def probs_for_files(project: Project, files: Iterable[str | Path], *, run_id: Op
 
 
 def _item_pixels(project: Project, item_ids: list[str], size: int):
-    import numpy as np
+    """The items' pictures for the network, streamed from disk in batches (not all held at once)."""
+    from .features import Pictures
 
-    from .features import load_image_for_model
-
-    if not item_ids:
-        return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack([np.asarray(load_image_for_model(project.path_of(project.item(i)), size)) for i in item_ids])
+    return Pictures([project.path_of(project.item(i)) for i in item_ids], size)
 
 
 def predict_items(project: Project, item_ids: list[str], *, run_id: Optional[str] = None):

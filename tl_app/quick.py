@@ -147,7 +147,10 @@ def body_path(project_root: Path, rel: str) -> Path:
 # --- features ----------------------------------------------------------------------------------
 def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None, device=None,
                      stop: Optional[StopToken] = None, events: EventFn = _no_events):
-    """Concat-pooled body features (N, 2*channels) for uint8 pictures (N, S, S, 3), in eval mode."""
+    """Concat-pooled body features (N, 2*channels) for uint8 pictures (N, S, S, 3), in eval mode.
+
+    ``pixels`` is an array or :class:`~tl_app.features.Pictures` (streamed from disk, batch by batch).
+    """
     import numpy as np
     import torch
 
@@ -157,19 +160,21 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     mean = torch.tensor(mean or config.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(std or config.IMAGENET_STD, device=device).view(1, 3, 1, 1)
     body = body.eval().to(device).to(memory_format=torch.channels_last)
+    from .features import batches_of
+
     out = []
-    n = len(pixels)
+    n, done = len(pixels), 0
     t0 = time.monotonic()
     with torch.inference_mode():
-        for s in range(0, n, batch_size):
+        for batch in batches_of(pixels, batch_size):
             if stop is not None and stop.is_set():
                 raise Stopped("Stopped while computing features.")
-            xb = torch.from_numpy(pixels[s:s + batch_size]).to(device).permute(0, 3, 1, 2).float().div_(255)
+            xb = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
             xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
             fm = body(xb)
             feats = torch.cat([torch.amax(fm, dim=(2, 3)), torch.mean(fm, dim=(2, 3))], 1)
             out.append(feats.float().cpu().numpy())
-            done = min(n, s + batch_size)
+            done += len(batch)
             el = time.monotonic() - t0
             events({"type": "phase", "phase": "features", "done": done, "total": n,
                     "eta": round(el / done * (n - done), 1)})

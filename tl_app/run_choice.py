@@ -134,25 +134,25 @@ def _quick_probs(project: Project, run: runs.Run, shas: list[str]) -> dict[str, 
 
 
 def _network_probs(project: Project, run: runs.Run, pictures: list[dict]) -> dict[str, list[float]]:
-    """Probabilities from the run's model itself, for pictures still on disk (read as training reads them)."""
-    import numpy as np
-
+    """Probabilities from the run's model itself, for pictures still on disk (read as training reads them,
+    streamed in batches)."""
     from .errors import ItemNotFound
     from .predict import model_for
-    from .features import load_image_for_model, predict_pixels
+    from .features import Pictures, predict_pixels
 
     model, spec, _ = model_for(project, run.id)
-    shas, pixels = [], []
+    shas, paths = [], []
     for it in pictures:
         try:
             path = project.path_of(project.item(it["item"]))
-            pixels.append(np.asarray(load_image_for_model(path, spec.size)))
-        except (ItemNotFound, OSError):
+        except ItemNotFound:
             continue
-        shas.append(it["sha256"])
+        if path.is_file():
+            shas.append(it["sha256"])
+            paths.append(path)
     if not shas:
         return {}
-    probs = predict_pixels(model, np.stack(pixels), spec)
+    probs = predict_pixels(model, Pictures(paths, spec.size), spec)
     return {s: [round(float(x), 6) for x in row] for s, row in zip(shas, probs)}
 
 

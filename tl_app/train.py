@@ -1,8 +1,9 @@
 """Training: a snapshot of the dataset, fastai fine-tuning, and the run's record.
 
-Training works on a snapshot taken when it starts: the item list is read once
-and every image is decoded and resized into memory, so deleting or relabelling
-while training runs cannot disturb it. Progress goes to an ``events`` callback
+Training works on a snapshot taken when it starts: the item list is read once,
+so deleting or relabelling while training runs cannot disturb it. Pictures are
+streamed from disk in batches (decoded ahead on a thread pool), so memory does
+not grow with the dataset. Progress goes to an ``events`` callback
 (one dict per batch, epoch and phase) and a :class:`~tl_app.jobs.StopToken`
 ends the work at the next batch; the run is then recorded as stopped.
 """
@@ -14,14 +15,14 @@ import math
 import os
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 from . import config, runs
 from .errors import PreflightError, Stopped, TLError, TrainerBusy
-from .features import embed_logits, embed_pixels, load_image_for_model, predict_pixels, softmax  # noqa: F401 - importable from here too
+from .features import (Pictures, embed_logits, embed_pixels, load_image_for_model, predict_pixels,  # noqa: F401
+                       read_ahead, softmax)
 from .jobs import FileLock, StopToken
 from .models import ModelSpec, create_model, get_arch, save_model
 from .project import Project
@@ -150,28 +151,16 @@ def split_valid(snap: Snapshot, valid_pct: float = config.VALID_PCT) -> tuple[li
     return sorted(train), sorted(valid)
 
 
-def load_pixels(project: Project, snap: Snapshot, size: int, *, stop: Optional[StopToken] = None,
-                events: EventFn = _no_events):
-    """Every snapshot image as one uint8 array (N, size, size, 3), decoded on a thread pool."""
-    import numpy as np
+def snapshot_pictures(project: Project, snap: Snapshot, size: int) -> Pictures:
+    """The snapshot's pictures as the network sees them, streamed from disk batch by batch.
 
-    out = np.zeros((len(snap.items), size, size, 3), dtype=np.uint8)
-
-    def one(i: int):
-        it = snap.items[i]
-        try:
-            out[i] = np.asarray(load_image_for_model(it.path, size))
-        except FileNotFoundError:  # deleted or relabelled since the snapshot: read it where it is now
-            out[i] = np.asarray(load_image_for_model(project.path_of(project.item(it.id)), size))
-
-    n = len(snap.items)
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        for k, _ in enumerate(pool.map(one, range(n)), 1):
-            if k % 16 == 0 or k == n:
-                events({"type": "phase", "phase": "loading", "done": k, "total": n})
-                if stop is not None and stop.is_set():
-                    raise Stopped("Stopped while loading images.")
-    return out
+    Nothing is decoded here: each pass (training, validation, scoring) decodes its batches
+    on a thread pool just ahead of the network, so memory does not grow with the number of
+    pictures. A picture deleted or relabelled since the snapshot is read where it is now.
+    """
+    items = snap.items
+    return Pictures([it.path for it in items], size,
+                    fallback=lambda i: project.path_of(project.item(items[i].id)))
 
 
 # --- metrics ----------------------------------------------------------------------
@@ -226,8 +215,8 @@ def describe_device(device) -> str:
 # --- fastai fine-tuning -------------------------------------------------------------
 def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec, bs: int, device, cbs=(),
                    augment: bool = True):
-    """A fastai Learner over in-memory pictures: augmentation on the training batches only."""
-    import numpy as np
+    """A fastai Learner over the pictures (streamed :class:`Pictures` or an array): augmentation on
+    the training batches only; each batch is decoded on a thread pool while the one before trains."""
     import torch
     from fastai.callback.core import Callback
     from fastai.callback.progress import ProgressCallback
@@ -241,7 +230,7 @@ def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec
 
     class _Images(torch.utils.data.Dataset):
         def __init__(self, idxs, split_idx):
-            self.x = torch.from_numpy(np.ascontiguousarray(pixels[idxs])).permute(0, 3, 1, 2)
+            self.idxs = list(idxs)
             self.y = torch.tensor([targets[i] for i in idxs], dtype=torch.long)
             self.split_idx = split_idx  # fastai applies random augmentation only where this is 0
 
@@ -249,7 +238,8 @@ def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec
             return len(self.y)
 
         def __getitem__(self, i):
-            return TensorImage(self.x[i]), TensorCategory(self.y[i])
+            x = torch.from_numpy(pixels[self.idxs[i]]).permute(2, 0, 1)  # HWC uint8 -> CHW, as fastai's images
+            return TensorImage(x), TensorCategory(self.y[i])
 
     class _ChannelsLast(Callback):
         """Batches in channels-last memory order: about 3x faster convolutions on a CPU."""
@@ -265,6 +255,13 @@ def _build_learner(model, pixels, targets, train_idx, valid_idx, spec: ModelSpec
             idxs = super().get_idxs()
             self.order = list(idxs)
             return idxs
+
+        def create_batches(self, samps):
+            # fastai decodes a batch's items one after the other on this thread; here they are
+            # decoded on a thread pool, the next batches while this one trains (same items, order
+            # and collation, so the same batches).
+            for items in read_ahead(self.do_item, self.chunkify(samps)):
+                yield self.do_batch([o for o in items if o is not None])
 
     norm = Normalize.from_stats(spec.mean, spec.std, cuda=device.type == "cuda")
     bs = max(2, min(bs, len(train_idx)))
@@ -298,6 +295,18 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
 
     import numpy as np
 
+    from . import distributed
+
+    dist = distributed.is_distributed()
+    lead = distributed.rank() == 0  # the process that records the run
+
+    def halt(flag: bool) -> bool:  # every process stops at the same batch
+        return distributed.agree(flag) if dist else flag
+
+    def net():  # the model without its DistributedDataParallel wrapper
+        m = learn.model
+        return getattr(m, "module", m)
+
     history: list[dict] = []
     state = {"epoch": 0, "t0": time.time(), "done_batches": 0, "best": None, "best_epoch": None,
              "best_state": None, "bad_epochs": 0, "early_stopped": False, "batch": 0}
@@ -312,7 +321,7 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
         order = 70  # after the Recorder, so that epoch values are ready
 
         def before_fit(self):
-            if stop.is_set() or state["early_stopped"]:
+            if halt(stop.is_set()) or state["early_stopped"]:
                 raise CancelFitException()
 
         def before_train(self):
@@ -344,7 +353,7 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
             if self.training:
                 ev["loss"] = round(float(self.learn.smooth_loss), 4)
             events(ev)
-            if stop.is_set():
+            if halt(stop.is_set()):
                 raise CancelFitException()
 
         def after_epoch(self):
@@ -357,31 +366,41 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
             history.append(entry)
             events({"type": "epoch", **entry})
             state["epoch"] += 1
-            if entry["epoch"] in probe_epochs:
+            probe_stopped = False
+            if entry["epoch"] in probe_epochs and lead:  # only the process that records the run needs it
                 try:
-                    probes[entry["epoch"]] = embed_pixels(self.learn.model, pixels, spec, batch_size=2 * bs,
+                    probes[entry["epoch"]] = embed_pixels(net(), pixels, spec, batch_size=2 * bs,
                                                           device=device, stop=stop, events=events,
                                                           phase="features")[1]
                 except Stopped:
-                    raise CancelFitException() from None
+                    probe_stopped = True
+            if (halt(probe_stopped or stop.is_set()) if dist else probe_stopped):
+                raise CancelFitException()
             vl = entry["valid_loss"]
             if vl is not None and math.isfinite(vl) and (state["best"] is None or vl < state["best"]):
                 state.update(best=vl, best_epoch=entry["epoch"], bad_epochs=0)
                 if cfg.keep_best:  # a copy in memory: no checkpoint file, no pickle
-                    state["best_state"] = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+                    state["best_state"] = {k: v.detach().clone() for k, v in net().state_dict().items()}
             elif entry["phase"] == "unfrozen":
                 state["bad_epochs"] += 1
-                if cfg.patience and state["bad_epochs"] >= cfg.patience:
-                    state["early_stopped"] = True
-                    events({"type": "phase", "phase": "early_stop",
-                            "message": f"No improvement for {cfg.patience} epochs: stopping early."})
-                    raise CancelFitException()
+            # (bad_epochs is 0 after an improvement; every process asks, whatever its own losses said)
+            if halt(bool(cfg.patience) and state["bad_epochs"] >= cfg.patience):
+                state["early_stopped"] = True
+                events({"type": "phase", "phase": "early_stop",
+                        "message": f"No improvement for {cfg.patience} epochs: stopping early."})
+                raise CancelFitException()
 
-    learn = _build_learner(model, pixels, targets, train_idx, valid_idx, spec, bs, device, cbs=[_Progress()],
+    cbs = [_Progress()]
+    if dist:  # fastai's DistributedTrainer on Accelerate: DDP, each process a share of every batch
+        cbs.append(distributed.trainer(cpu=device.type == "cpu"))
+    learn = _build_learner(model, pixels, targets, train_idx, valid_idx, spec, bs, device, cbs=cbs,
                            augment=cfg.augment)
     with learn.no_logging():
         learn.fine_tune(cfg.epochs, base_lr=cfg.lr or 2e-3)
-    info = {"best_epoch": state["best_epoch"], "early_stopped": state["early_stopped"], "batch_size": bs}
+    if dist:  # each process saw its share of the pictures: put their probabilities together
+        item_probs = distributed.combine(item_probs)
+    info = {"best_epoch": state["best_epoch"], "early_stopped": state["early_stopped"], "batch_size": bs,
+            "processes": distributed.world_size()}
     kept = len(history)  # the epoch whose weights the model ends with
     if cfg.keep_best and state["best_state"] is not None and history and state["best_epoch"] != kept:
         model.load_state_dict(state["best_state"])  # also after a Stop in the middle of an epoch
@@ -431,7 +450,7 @@ def find_lr(project: Project, cfg: TrainConfig, *, stop: Optional[StopToken] = N
         events({"type": "phase", "phase": "device", "device": describe_device(device)})
         spec = ModelSpec(arch=cfg.arch, vocab=snap.vocab, size=cfg.size, head="fastai")
         model = create_model(spec, pretrained=cfg.pretrained, weights=Path(cfg.weights) if cfg.weights else None)
-        pixels = load_pixels(project, snap, cfg.size, stop=stop, events=events)
+        pixels = snapshot_pictures(project, snap, cfg.size)
         train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
         state = {"done": 0, "t0": time.time(), "n": 1}
 
@@ -528,13 +547,28 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
         from .quick import check_quick_possible
 
         check_quick_possible(cfg.pretrained, cfg.weights)
+    from . import distributed
+
+    if distributed.is_distributed():
+        if cfg.quick:
+            raise TLError("Several processes train only a full fine-tuning; quick mode runs in one.")
+        distributed.init(cpu=default_device(cfg.cpu).type == "cpu")
+        if distributed.rank() > 0:
+            return _follow(project, cfg, stop=stop or StopToken())
     run_id = run_id or runs.new_run_id()
     stop = stop or StopToken(runs.run_dir(project, run_id) / "STOP")
-    snap = take_snapshot(project)
-    preflight(snap, cfg.valid_pct)
-    lock = trainer_lock(project)
-    if not lock.acquire({"run": run_id, "pid": os.getpid(), "started": time.time()}):
-        raise TrainerBusy(busy_message(lock.holder() or {}))
+    try:
+        snap = take_snapshot(project)
+        preflight(snap, cfg.valid_pct)
+        lock = trainer_lock(project)
+        if not lock.acquire({"run": run_id, "pid": os.getpid(), "started": time.time()}):
+            raise TrainerBusy(busy_message(lock.holder() or {}))
+    except Exception:
+        if distributed.is_distributed():
+            distributed.broadcast(None)  # the other processes end too
+        raise
+    if distributed.is_distributed():
+        distributed.broadcast((run_id, snap))
     t0 = time.time()
     mode = "quick" if cfg.quick else "finetune"
     try:
@@ -561,6 +595,8 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
         status = "stopped" if result["stopped"] else "finished"
         seconds = time.time() - t0
         stop_reason = (stop.reason or "stopped by the user") if result["stopped"] else ""
+        if result.get("note"):
+            stop_reason = f"{stop_reason}; {result['note']}"
         runs.end_run(project, run_id, status=status, metrics=result["metrics"], seconds=seconds,
                      reason=stop_reason,
                      model_file=result.get("model_file"), model_sha256=result.get("model_sha256"))
@@ -572,6 +608,27 @@ def train(project: Project, cfg: TrainConfig, *, run_id: Optional[str] = None, s
         return TrainReport(run_id, status, result["metrics"], seconds, stop_reason)
     finally:
         lock.release()
+
+
+def _follow(project: Project, cfg: TrainConfig, *, stop: StopToken) -> TrainReport:
+    """A process other than the first of a distributed fine-tuning: train on the first's snapshot,
+    record nothing (its files go to a temporary folder)."""
+    import tempfile
+
+    from . import distributed
+
+    t0 = time.time()
+    got = distributed.broadcast(None)
+    if got is None:
+        return TrainReport("", "failed", {}, 0.0, "The first process did not start the run.")
+    run_id, snap = got
+    stop.file = runs.run_dir(project, run_id) / "STOP"  # the run's Stop (from the web app) stops this one too
+    with tempfile.TemporaryDirectory(prefix="tl_app_rank_") as tmp:
+        try:
+            result = _train_snapshot(project, snap, cfg, Path(tmp), stop=stop, events=_no_events)
+        except Stopped as e:
+            return TrainReport(run_id, "stopped", {}, time.time() - t0, str(e))
+    return TrainReport(run_id, "stopped" if result["stopped"] else "finished", {}, time.time() - t0)
 
 
 def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, out_of_fold: bool,
@@ -702,7 +759,7 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
             body_ref = quick.store_body(project, tag, body)
         if missing:
             sub = Snapshot([snap.items[i] for i in missing], snap.vocab)
-            pixels = load_pixels(project, sub, cfg.size, stop=stop, events=events)
+            pixels = snapshot_pictures(project, sub, cfg.size)
             feats = _features_halving_on_oom(body, pixels, cfg.batch_size, device, stop, events)
             store.put(tag, [(it.sha256, feats[j]) for j, it in enumerate(sub.items)])
             have.update({it.sha256: feats[j] for j, it in enumerate(sub.items)})
@@ -791,8 +848,11 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     import numpy as np
     import torch
 
-    _seed_everything(cfg.seed)
-    device = default_device(cfg.cpu)
+    from . import distributed
+
+    dist = distributed.is_distributed()
+    _seed_everything(cfg.seed)  # the same in every process: the same first weights
+    device = distributed.init(cpu=default_device(cfg.cpu).type == "cpu") if dist else default_device(cfg.cpu)
     events({"type": "phase", "phase": "device", "device": describe_device(device)})
     targets = snap.targets
     train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
@@ -800,7 +860,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     weights = Path(cfg.weights) if cfg.weights else None
     events({"type": "phase", "phase": "model", "message": f"Preparing {cfg.arch}"})
     model = create_model(spec, pretrained=cfg.pretrained, weights=weights)
-    pixels = load_pixels(project, snap, cfg.size, stop=stop, events=events)
+    pixels = snapshot_pictures(project, snap, cfg.size)
     bs = cfg.batch_size
     while True:
         try:
@@ -808,6 +868,8 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
                                              stop, events, bs, probe_epochs=REVIEW_PROBE_EPOCHS)
             break
         except torch.cuda.OutOfMemoryError:
+            if dist:  # the other processes cannot start again with it
+                raise TLError("A GPU ran out of memory; choose a smaller batch size, image size or network.") from None
             bs = _halved_batch(bs, 2, events, "starting again with")
             torch.manual_seed(cfg.seed)
             model = create_model(spec, pretrained=cfg.pretrained, weights=weights)
@@ -816,29 +878,46 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
     result: dict = {"stopped": stopped, "metrics": {}}
     if stopped and epochs_done == 0:
         raise Stopped("Stopped before the first epoch ended; no model was kept.")
+    if dist and distributed.rank() > 0:  # the first process scores, saves and records
+        return result
     model.eval()
     scores = info.pop("scores")
     item_probs = info.pop("item_probs")
     probes = info.pop("probes")
-    # One clean pass over the pictures in memory (eval mode, no augmentation) gives the features
-    # Review judges every item by: its neighbours in the trained network's feature space, so that
-    # no item is judged by a model that learned it (see review.py).
-    logits, emb = embed_logits(model, pixels, spec, device=device, events=events)
-    clean = softmax(logits)
-    unseen = np.isnan(scores[:, 0])  # stopped before a validation pass, or no training batch held it
-    scores[unseen] = clean[unseen]
-    probs = scores[valid_idx]
-    metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
-    metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
-                    "device": describe_device(device), **info})
-    from .review import outlier_scores
+    if stopped:
+        # Stop keeps what is done and ends now: the model of the kept epoch, its validation pass's
+        # metrics and each picture's probabilities from the batches that held it. The clean pass
+        # over every picture (Review's evidence, the none-of-these rule) would take minutes on a
+        # large dataset, so it is left out; a finished run has it.
+        seen_valid = [i for i in valid_idx if not np.isnan(scores[i, 0])]
+        metrics = classification_metrics(scores[seen_valid], [targets[i] for i in seen_valid], snap.vocab)
+        metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
+                        "device": describe_device(device), "review_pass": "skipped", **info})
+        _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False)
+        _write_losses(rdir, snap, item_probs)
+        result["note"] = (f"the model after epoch {info.get('best_epoch') if info.get('restored_best') else epochs_done}"
+                          f" of {cfg.epochs + 1} is kept; the check of every picture for Review and the "
+                          "none-of-these rule were skipped to stop at once (a finished run has them)")
+    else:
+        # One clean pass over the pictures (eval mode, no augmentation) gives the features Review
+        # judges every item by: its neighbours in the trained network's feature space, so that no
+        # item is judged by a model that learned it (see review.py).
+        logits, emb = embed_logits(model, pixels, spec, device=device, events=events)
+        clean = softmax(logits)
+        unseen = np.isnan(scores[:, 0])  # no training batch held it (drop_last)
+        scores[unseen] = clean[unseen]
+        probs = scores[valid_idx]
+        metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
+        metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
+                        "device": describe_device(device), **info})
+        from .review import outlier_scores
 
-    early = probes[min(probes)] if probes else None  # see REVIEW_PROBE_EPOCHS
-    _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
-                  evidence=_full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed),
-                  outliers=outlier_scores(emb if early is None else early))
-    _record_open_set(rdir, emb, logits[valid_idx], train_idx, valid_idx)
-    _write_losses(rdir, snap, item_probs)
+        early = probes[min(probes)] if probes else None  # see REVIEW_PROBE_EPOCHS
+        _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
+                      evidence=_full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed),
+                      outliers=outlier_scores(emb if early is None else early))
+        _record_open_set(rdir, emb, logits[valid_idx], train_idx, valid_idx)
+        _write_losses(rdir, snap, item_probs)
     sha = save_model(model.cpu(), spec, rdir)
     result.update(model_file="model.safetensors", model_sha256=sha)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
