@@ -38,6 +38,7 @@ from .images import NormalizedImage
 
 SCHEMA_VERSION = 1
 _ITEM_RE = re.compile(r"^[0-9a-f]{8,64}$")
+_STORED_NAME = re.compile(r"^[0-9a-f]{8,64}" + re.escape(config.STORED_EXT) + "$")
 _FORBIDDEN_LABEL_CHARS = set('/\\<>:"|?*')
 _PICTURE_SUFFIXES = {"jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "dib"}
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
@@ -402,6 +403,7 @@ class Project:
         self.cache_dir = self.root / "cache"
         self.tmp_dir = self.root / "tmp"
         self.db_path = self.root / "project.db"
+        self._folders: dict[str, Path] = {}  # class folder name -> its checked absolute path (see path_of)
 
     # --- opening ------------------------------------------------------------
     @classmethod
@@ -467,6 +469,14 @@ class Project:
         """Absolute path of an item's file (in images/ when active, in the trash when deleted)."""
         if item.status == "deleted" and item.trash_file:
             return inside(self.root, item.trash_file)
+        folder, _, name = item.file.rpartition("/")
+        if folder and "/" not in folder and _STORED_NAME.match(name):
+            # The usual "class/<hex id>.jpg": the class folder is checked once (resolving it, symlinks
+            # included) and remembered; a hex name cannot lead anywhere. Review lists 50,000 of these.
+            base = self._folders.get(folder)
+            if base is None:
+                base = self._folders[folder] = inside(self.images_dir, folder)
+            return base / name
         return inside(self.images_dir, item.file)
 
     @property

@@ -353,9 +353,9 @@ class Evidence:
         """Take the dataset's label noise out of every item's probabilities (see clean_probs), once."""
         import numpy as np
 
-        ids = [i for i in self.probs if i not in self.clean]
-        if not ids:
+        if len(self.clean) >= len(self.probs):  # every item settled (asked once per row: keep it O(1))
             return
+        ids = [i for i in self.probs if i not in self.clean]
         P = np.asarray([self.probs[i] for i in ids], dtype=np.float64)
         self.clean.update(zip(ids, clean_probs(P, self.noise) if self.noise is not None else P))
 
@@ -420,12 +420,12 @@ def _complete(project: Project, ev: Evidence, items: list[Item]) -> None:
     import numpy as np
 
     unscored = [it.id for it in items if it.id not in ev.probs]
-    need_emb = ev.embeddings is not None and any(it.id not in set(ev.emb_items) for it in items)
+    known = set(ev.emb_items)
+    need_emb = ev.embeddings is not None and any(it.id not in known for it in items)
     if not unscored and not need_emb:
         return
     from .predict import embed_items
 
-    known = set(ev.emb_items)
     todo = sorted(set(unscored) | ({it.id for it in items if it.id not in known} if need_emb else set()))
     probs, emb, vocab = embed_items(project, todo, run_id=ev.run.id)
     if ev.classes is None:  # the run recorded no scores: its model's own classes, named as now
