@@ -121,3 +121,33 @@ def test_add_images_checks_each_picture_on_its_own(project):
     assert res[3].item.label == "cat"  # one class whatever the case
     assert project.label_counts() == {"cat": 2}
     assert [f for f in project.tmp_dir.iterdir() if f.is_file()] == []
+
+
+def test_review_after_a_delete_reuses_the_last_search_and_gives_the_same_groups(tmp_path, monkeypatch):
+    from tl_app import review
+
+    src = tmp_path / "src" / "scenes"
+    src.mkdir(parents=True)
+    for i in range(60):
+        imagegen.scene(i, size=(96, 72)).save(src / f"{i:02d}.png")
+    base = imagegen.scene(5, size=(160, 120))
+    base.crop((6, 4, 154, 116)).save(src / "copy-a.png")   # three copies of scene 5 beside it
+    base.resize((120, 90)).save(src / "copy-b.png")
+    base.crop((0, 8, 160, 112)).save(src / "copy-c.png")
+    project = Project.open(tmp_path / "proj", create=True)
+    import_files(project, [src.parent])
+    review._MATCHES.clear()
+    groups = review.duplicate_groups(project)
+    assert [len(g.items) for g in groups] == [4]
+    searched = []
+    real = dupes.find_matches
+    monkeypatch.setattr(dupes, "find_matches", lambda prints, **kw: searched.append(len(prints)) or real(prints, **kw))
+    review.duplicate_groups(project)
+    assert searched == []  # the same pictures: no search at all
+    project.delete([groups[0].first.id])
+    after = review.duplicate_groups(project)
+    assert searched and max(searched) < 10  # only the group that lost a picture was searched again
+    review._MATCHES.clear()
+    fresh = review.duplicate_groups(project)
+    assert [sorted(it.id for it in g.items) for g in after] == [sorted(it.id for it in g.items) for g in fresh]
+    assert [len(g.items) for g in after] == [3]

@@ -285,7 +285,8 @@ class Item:
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> "Item":
         d = dict(row)
-        d["meta"] = json.loads(d.get("meta") or "{}")
+        meta = d.get("meta")
+        d["meta"] = json.loads(meta) if meta and meta != "{}" else {}  # most have none: 50,000 rows add up
         return cls(**d)
 
     @property

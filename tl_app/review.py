@@ -338,6 +338,7 @@ class Evidence:
     noise: object = None                                          # noise[true, label] (see label_noise) or None
     clean: dict = field(default_factory=dict)                     # item -> probabilities with the noise taken out
     classes: Optional[ClassMap] = None                            # the model's classes -> ``vocab`` (named as now)
+    _judged: dict = field(default_factory=dict, repr=False)       # (item, label) -> judge()'s answer
 
     def is_class(self, name: Optional[str]) -> bool:
         """Whether ``name`` (of ``vocab``) is a class of the project, not one deleted or split since the run."""
@@ -361,12 +362,31 @@ class Evidence:
 
     def judge(self, item: str, label: str) -> tuple[float, bool]:
         """``(probability that label is wrong for item, whether the app can tell)``: see judge_labels."""
+        got = self._judged.get((item, label))
+        if got is not None:
+            return got
         j = self.vocab.index(label)
         if self.noise is None:  # a run recorded before the noise estimate
             return 1.0 - float(self.probs[item][j]), True
         self.settle()
         wrong, _, apart = judge_labels([self.clean[item]], [j], self.noise)
         return float(wrong[0]), bool(apart[0] >= TELL_APART)
+
+    def judge_many(self, pairs: list[tuple[str, str]]) -> None:
+        """Judge many ``(item, label)`` pairs at once (one array operation, not one per item) and
+        remember the answers for :meth:`judge`: a queue of 50,000 pictures asks three times per row."""
+        import numpy as np
+
+        if self.noise is None:
+            return
+        at = {v: i for i, v in enumerate(self.vocab)}
+        pairs = [(i, lab) for i, lab in pairs if i in self.probs and lab in at and (i, lab) not in self._judged]
+        if not pairs:
+            return
+        self.settle()
+        clean = np.asarray([self.clean[i] for i, _ in pairs], dtype=np.float64)
+        wrong, _, apart = judge_labels(clean, [at[lab] for _, lab in pairs], self.noise)
+        self._judged.update({p: (float(w), bool(a >= TELL_APART)) for p, w, a in zip(pairs, wrong, apart)})
 
 
 def load_evidence(project: Project, run: runs.Run) -> Evidence:
@@ -506,6 +526,7 @@ def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional
     if run is not None:
         ev = load_evidence(project, run)
         _complete(project, ev, every)
+        ev.judge_many([(it.id, it.label) for it in every])
     ids = {it.id for it in shown}
     rows: list[ReviewRow] = []
     if "label" in reasons and ev is not None:
@@ -626,7 +647,47 @@ class DuplicateGroup:
         return [self.first, *self.others]
 
 
-_MATCHES: dict = {}  # the last matches found, by fingerprints and looseness
+_MATCHES: dict = {}  # looseness -> (content hashes of the pictures compared, their matches): the last search
+
+
+def _known_matches(shas: tuple, prints: list, loose: bool) -> list:
+    """:func:`tl_app.dupes.find_matches` on these pictures, reusing the last search where it can.
+
+    The Review tab asks twice per view (queue and groups), and after each delete or keep
+    the pictures are those of the last search less a few: at 50,000 pictures a new search
+    takes most of a minute, so then the last matches are kept for the pictures still here
+    and only the groups that lost a picture are searched again (a deleted picture may have
+    been what joined two others). New pictures need a new search.
+    """
+    from . import dupes
+
+    last = _MATCHES.get(loose)
+    if last is not None and last[0] == shas:
+        return last[1]
+    pos = {sha: i for i, sha in enumerate(shas)}
+    if last is None or len(pos) != len(shas) or not set(shas) <= set(last[0]) or len(shas) < 2:
+        matches = dupes.find_matches(prints, mirrored=loose)
+    else:
+        old, old_matches = last
+        found = {}
+        for m in old_matches:
+            a, b = pos.get(old[m.a]), pos.get(old[m.b])
+            if a is not None and b is not None:  # the pictures keep their order: a < b still
+                found[(a, b)] = dupes.Match(a, b, m.kind, m.difference, m.identical)
+        for g in dupes.groups(len(old), old_matches, (dupes.SAME, dupes.OVERLAY, dupes.MIRRORED, dupes.POSSIBLE)):
+            rest = [pos[old[j]] for j in g if old[j] in pos]
+            if len(rest) == len(g) or len(rest) < 2:
+                continue
+            for m in dupes.find_matches([prints[j] for j in rest], mirrored=loose):
+                a, b = rest[m.a], rest[m.b]
+                if (a, b) not in found or _STRENGTH[m.kind] > _STRENGTH[found[(a, b)].kind]:
+                    found[(a, b)] = dupes.Match(a, b, m.kind, m.difference, m.identical)
+        matches = sorted(found.values(), key=lambda m: (m.a, m.b))
+    _MATCHES[loose] = (shas, matches)
+    return matches
+
+
+_STRENGTH = {"same": 3, "overlay": 2, "mirrored": 1, "possible": 0}
 #: How sure a duplicate row is, by the kind of copy and whether the two are in one class.
 _DUP_SCORE = {"same": (0.85, 0.97), "overlay": (0.83, 0.95), "mirrored": (0.55, 0.6), "possible": (0.35, 0.4)}
 
@@ -652,12 +713,8 @@ def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, lo
     items = [it for it in items if it.id in prints]
     if len(items) < 2:
         return []
-    key = (tuple(it.sha256 for it in items), loose)
-    matches = _MATCHES.get(key)
-    if matches is None:  # the Review tab asks twice per view (queue and groups): once is enough
-        matches = dupes.find_matches([prints[it.id] for it in items], mirrored=loose)
-        _MATCHES.clear()
-        _MATCHES[key] = matches
+    shas = tuple(it.sha256 for it in items)
+    matches = _known_matches(shas, [prints[it.id] for it in items], loose)
     # Confirmed copies (and, loose, mirrored ones) join groups; a possible near copy only ever pairs two
     # pictures, so that look-alikes never chain into a group whose "keep one" would trash them all.
     kinds = tuple(dupes.COPY_KINDS) + ((dupes.MIRRORED,) if loose else ())
