@@ -465,6 +465,18 @@ class Project:
         finally:
             con.close()
 
+    def revision(self) -> tuple:
+        """A value that changes whenever the database is written (its files' times and sizes): what
+        derived views (the review queue) are cached by. Reads leave it alone."""
+        out = []
+        for f in (self.db_path, self.db_path.with_name(self.db_path.name + "-wal")):
+            try:
+                st = f.stat()
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
     # --- paths --------------------------------------------------------------
     def path_of(self, item: Item) -> Path:
         """Absolute path of an item's file (in images/ when active, in the trash when deleted)."""
@@ -535,16 +547,34 @@ class Project:
             return self._ensure_label(con, name)
 
     # --- items --------------------------------------------------------------
-    def items(self, *, label: str | None = None, status: str = "active") -> list[Item]:
-        """Items with the given status (``"active"`` by default), optionally of one class."""
+    def items(self, *, label: str | None = None, status: str = "active", newest: int | None = None) -> list[Item]:
+        """Items with the given status (``"active"`` by default), optionally of one class, oldest first.
+
+        With ``newest``, only the ``newest`` most recently added, newest first (a gallery's page).
+        """
         q = "SELECT * FROM items WHERE status=?"
         args: list = [status]
         if label is not None:
             q += " AND label=?"
             args.append(label)
-        q += " ORDER BY added, id"
+        if newest is not None:
+            q += " ORDER BY added DESC, id DESC LIMIT ?"
+            args.append(max(0, int(newest)))
+        else:
+            q += " ORDER BY added, id"
         with self._read() as con:
             return [Item._from_row(r) for r in con.execute(q, args)]
+
+    def items_by_id(self, ids: Iterable[str]) -> dict[str, Item]:
+        """The items with these ids that exist (any status), by id: a page of a gallery without reading them all."""
+        ids = [i for i in dict.fromkeys(ids) if isinstance(i, str) and _ITEM_RE.match(i)]
+        out: dict[str, Item] = {}
+        with self._read() as con:
+            for s in range(0, len(ids), 500):
+                chunk = ids[s:s + 500]
+                for r in con.execute(f"SELECT * FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                    out[r["id"]] = Item._from_row(r)
+        return out
 
     def item(self, item_id: str) -> Item:
         """The item with this id (any status); raises :class:`ItemNotFound`."""

@@ -389,11 +389,28 @@ class Evidence:
         self._judged.update({p: (float(w), bool(a >= TELL_APART)) for p, w, a in zip(pairs, wrong, apart)})
 
 
+_SCORES: dict = {}  # the last scores.json read: (path, time, size) -> its content
+
+
+def _scores(project: Project, run_id: str) -> Optional[dict]:
+    """A run's ``scores.json``, read once while it stays the same file (50,000 rows take seconds to parse)."""
+    f = runs.run_dir(project, run_id) / "scores.json"
+    try:
+        st = f.stat()
+    except OSError:
+        return None
+    key = (str(f), st.st_mtime_ns, st.st_size)
+    if key not in _SCORES:
+        _SCORES.clear()
+        _SCORES[key] = runs.read_json(project, run_id, "scores.json")
+    return _SCORES[key]
+
+
 def load_evidence(project: Project, run: runs.Run) -> Evidence:
     """Read a run's review evidence; items the run never saw are scored by its model on the spot."""
     import numpy as np
 
-    scores = runs.read_json(project, run.id, "scores.json") or {"vocab": [], "items": []}
+    scores = _scores(project, run.id) or {"vocab": [], "items": []}
     ev = Evidence(run=run, vocab=list(scores["vocab"]))
     if scores.get("noise"):
         ev.noise = np.asarray(scores["noise"], dtype=np.float64)
@@ -514,9 +531,29 @@ def _ordered(rows: list[ReviewRow], *, once: bool) -> list[ReviewRow]:
     return rows
 
 
+_ROWS: dict = {}  # the last rows computed, by what they depend on (see _rows)
+
+
 def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional[str],
           include_kept: bool = False, loose: bool = False) -> list[ReviewRow]:
-    """Every row for the given reasons (an item may have several), in no particular order."""
+    """Every row for the given reasons (an item may have several), in no particular order.
+
+    The last answer is kept for as long as nothing in the project's database changed: the
+    Review tab asks again on every view, and at 50,000 pictures an answer takes seconds.
+    """
+    key = (str(project.root), project.revision(), run.id if run else None, tuple(reasons), label, include_kept,
+           loose)
+    if _ROWS.get("key") == key:
+        return list(_ROWS["rows"])
+    rows = _compute_rows(project, run, reasons, label=label, include_kept=include_kept, loose=loose)
+    if project.revision() == key[1]:  # nothing was written meanwhile
+        _ROWS.clear()
+        _ROWS.update(key=key, rows=rows)
+    return list(rows)
+
+
+def _compute_rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional[str],
+                  include_kept: bool = False, loose: bool = False) -> list[ReviewRow]:
     kept = set() if include_kept else project.kept()
     every = [it for it in project.items() if it.id not in kept]
     shown = [it for it in every if label in (None, "", it.label)]
@@ -647,7 +684,8 @@ class DuplicateGroup:
         return [self.first, *self.others]
 
 
-_MATCHES: dict = {}  # looseness -> (content hashes of the pictures compared, their matches): the last search
+#: looseness -> (content hashes of the pictures compared, their matches, those of the pictures offered): the last search
+_MATCHES: dict = {}
 
 
 def _known_matches(shas: tuple, prints: list, loose: bool) -> list:
@@ -668,7 +706,7 @@ def _known_matches(shas: tuple, prints: list, loose: bool) -> list:
     if last is None or len(pos) != len(shas) or not set(shas) <= set(last[0]) or len(shas) < 2:
         matches = dupes.find_matches(prints, mirrored=loose)
     else:
-        old, old_matches = last
+        old, old_matches = last[0], last[1]
         found = {}
         for m in old_matches:
             a, b = pos.get(old[m.a]), pos.get(old[m.b])
@@ -683,7 +721,7 @@ def _known_matches(shas: tuple, prints: list, loose: bool) -> list:
                 if (a, b) not in found or _STRENGTH[m.kind] > _STRENGTH[found[(a, b)].kind]:
                     found[(a, b)] = dupes.Match(a, b, m.kind, m.difference, m.identical)
         matches = sorted(found.values(), key=lambda m: (m.a, m.b))
-    _MATCHES[loose] = (shas, matches)
+    _MATCHES[loose] = (shas, matches, None)
     return matches
 
 
@@ -709,12 +747,22 @@ def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, lo
         items = [it for it in project.items() if it.id not in kept]
     bad = {iid for iid, p in problems(project, items).items() if p.kind in ("broken", "flat")}
     items = sorted((it for it in items if it.id not in bad), key=lambda it: (it.added, it.id))
-    prints = dupes.item_fingerprints(project, items)
-    items = [it for it in items if it.id in prints]
+    offered = tuple(it.sha256 for it in items)
+    last = _MATCHES.get(loose)
+    if last is not None and last[2] == offered:  # the same pictures as last time: not a fingerprint read
+        compared = set(last[0])
+        items = [it for it in items if it.sha256 in compared]
+        matches = last[1]
+    else:
+        prints = dupes.item_fingerprints(project, items)
+        items = [it for it in items if it.id in prints]
+        if len(items) < 2:
+            return []
+        shas = tuple(it.sha256 for it in items)
+        matches = _known_matches(shas, [prints[it.id] for it in items], loose)
+        _MATCHES[loose] = (shas, matches, offered)
     if len(items) < 2:
         return []
-    shas = tuple(it.sha256 for it in items)
-    matches = _known_matches(shas, [prints[it.id] for it in items], loose)
     # Confirmed copies (and, loose, mirrored ones) join groups; a possible near copy only ever pairs two
     # pictures, so that look-alikes never chain into a group whose "keep one" would trash them all.
     kinds = tuple(dupes.COPY_KINDS) + ((dupes.MIRRORED,) if loose else ())
@@ -855,6 +903,8 @@ class Queue:
     labels: list[str] = field(default_factory=list)
     matrix: list[list[int]] = field(default_factory=list)
     cells: dict = field(default_factory=dict)
+    #: rows in the whole filtered queue (``rows`` holds the ``top`` first of them)
+    total: int = 0
 
     def summary(self) -> str:
         """One sentence on what needs a look."""
@@ -899,7 +949,7 @@ def queue(project: Project, *, label: Optional[str] = None, reason: Optional[str
     q = Queue(run=run, rows=[], counts=counts)
     label_rows = _ordered([r for r in rows if r.reason == "label"], once=False)
     if run is not None:
-        vocab = (runs.read_json(project, run.id, "scores.json") or {}).get("vocab", [])
+        vocab = (_scores(project, run.id) or {}).get("vocab", [])
         q.labels, q.matrix, q.cells = confusion(label_rows, class_map(project, run, vocab).classes if vocab else [])
     if cell is not None:
         by = {r.item: r for r in label_rows}
@@ -909,4 +959,5 @@ def queue(project: Project, *, label: Optional[str] = None, reason: Optional[str
     else:
         picked = everything
     q.rows = picked[:top] if top else picked
+    q.total = len(picked)
     return q
