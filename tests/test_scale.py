@@ -151,3 +151,36 @@ def test_review_after_a_delete_reuses_the_last_search_and_gives_the_same_groups(
     fresh = review.duplicate_groups(project)
     assert [sorted(it.id for it in g.items) for g in after] == [sorted(it.id for it in g.items) for g in fresh]
     assert [len(g.items) for g in after] == [3]
+
+
+def test_galleries_come_in_pages_and_more_adds_the_next(tmp_path):
+    """The Search tab's gallery and Review's show a first page; "Show more" adds the next, over the API too."""
+    from gradio_client import Client
+
+    from e2e.harness import serve
+    from tl_app.ui.review_tab import ALL, SHOWN
+    from tl_app.ui.search_tab import BROWSE_LIMIT
+
+    src = tmp_path / "src" / "a"
+    src.mkdir(parents=True)
+    for i in range(150):  # 40 px: every one is also a poor (tiny) picture, so Review lists them all
+        _picture(i, size=(40, 40)).save(src / f"{i:03d}.png")
+    project = Project.open(tmp_path / "proj", create=True)
+    import_files(project, [src.parent])
+    with serve(project.root) as srv:
+        c = Client(srv.url, verbose=False, download_files=False)
+        first, _, note, = c.predict("a", api_name="/browse")
+        assert len(first) == BROWSE_LIMIT == 60 and "60 newest of 150" in note
+        more = c.predict("a", "", api_name="/browse_more")[0]
+        assert len(more) == 120 and [g["caption"] for g in more[:60]] == [g["caption"] for g in first]
+        assert len({g["caption"] for g in more}) == 120  # the next pictures, none twice
+        rest = c.predict("a", "", api_name="/browse_more")[0]
+        assert len(rest) == 150
+        newest_first = [it.display_name for it in project.items(newest=150)]
+        assert [g["caption"].split(" ", 1)[1] for g in rest] == newest_first
+
+        page = c.predict(ALL, "", "", "strict", None, api_name="/review")[2]
+        assert len(page) == SHOWN and all(g["caption"].endswith("poor picture") for g in page)
+        two = c.predict(ALL, "", "", "strict", None, "", api_name="/review_more")[2]
+        assert len(two) == 2 * SHOWN and [g["caption"] for g in two[:SHOWN]] == [g["caption"] for g in page]
+        assert len({g["caption"] for g in two}) == 2 * SHOWN
