@@ -568,6 +568,25 @@ class Project:
         with self._read() as con:
             return [Item._from_row(r) for r in con.execute(q, args)]
 
+    def iter_items(self, *, label: str | None = None, status: str = "active", page: int = 1000) -> Iterator[Item]:
+        """Items as :meth:`items` lists them (oldest first), read a page at a time: a listing of 50,000
+        starts at once and holds one page in memory."""
+        after: tuple = (-1.0, "")
+        while True:
+            q = "SELECT * FROM items WHERE status=? AND (added > ? OR (added = ? AND id > ?))"
+            args: list = [status, after[0], after[0], after[1]]
+            if label is not None:
+                q += " AND label=?"
+                args.append(label)
+            q += " ORDER BY added, id LIMIT ?"
+            args.append(page)
+            with self._read() as con:
+                rows = [Item._from_row(r) for r in con.execute(q, args)]
+            yield from rows
+            if len(rows) < page:
+                return
+            after = (rows[-1].added, rows[-1].id)
+
     def items_by_id(self, ids: Iterable[str]) -> dict[str, Item]:
         """The items with these ids that exist (any status), by id: a page of a gallery without reading them all."""
         ids = [i for i in dict.fromkeys(ids) if isinstance(i, str) and _ITEM_RE.match(i)]
