@@ -103,10 +103,26 @@ def _restore_project(args) -> int:
 
 
 def cmd_list(args) -> int:
+    # Streamed: rows are printed as the project is read, a page at a time (50,000 pictures start at once);
+    # --json still prints one JSON array.
     project = _project(args)
-    rows = [{"item": it.id, "path": str(project.path_of(it)), "label": it.label, "source": it.source}
-            for it in project.items(label=args.label)]
-    _emit(args, rows, lambda: "\n".join(f"{r['item']}  {r['label']:<20} {r['source']}" for r in rows) or "(no images)")
+    n = 0
+    if args.json:
+        sys.stdout.write("[")
+    for it in project.iter_items(label=args.label):
+        if args.json:
+            row = {"item": it.id, "path": str(project.path_of(it)), "label": it.label, "source": it.source}
+            sys.stdout.write(("," if n else "") + json.dumps(row, ensure_ascii=False))
+        else:
+            sys.stdout.write(f"{it.id}  {it.label:<20} {it.source}\n")
+        n += 1
+        if n % 1000 == 0:
+            sys.stdout.flush()
+    if args.json:
+        sys.stdout.write("]\n")
+    elif not n:
+        sys.stdout.write("(no images)\n")
+    sys.stdout.flush()
     return 0
 
 

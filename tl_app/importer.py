@@ -2,13 +2,15 @@
 
 Every file goes through :func:`tl_app.images.normalize`; a refused file gets a
 reason in the report and the import goes on. Decoding runs on a small thread
-pool (Pillow releases the GIL while it decodes); the database writes stay on
-the calling thread.
+pool (Pillow releases the GIL while it decodes), which also writes each
+picture to a temporary file; the database writes stay on the calling thread,
+one transaction per batch of pictures.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +22,11 @@ from . import config
 from .errors import ImageRejected, InvalidLabel, TLError
 from .images import normalize
 from .jobs import Progress, ProgressFn, StopToken, no_progress
-from .project import Project, validate_label
+from .project import NewImage, Project, validate_label
 
+#: Most pictures added per database transaction (the first batches are smaller), and the longest a decoded picture waits for its batch (seconds).
+_BATCH = 256
+_BATCH_SECONDS = 1.0
 _NO_CLASS = "no class given for this file (choose a class, or --label NAME)"
 _JUNK = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
 _UNPACK_ERRORS: tuple[type[BaseException], ...] = (zlib.error,)
@@ -433,14 +438,40 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
         try:
             if e.label is not None:
                 validate_label(e.label)
-            return normalize(e.read())
+            img = normalize(e.read())
         except (ImageRejected, InvalidLabel) as err:
             return err
         except (OSError, zipfile.BadZipFile, RuntimeError, ValueError, EOFError) as err:
             return ImageRejected(f"cannot be read ({err})")
+        return img, project.stage(img)  # written from this thread; synced to disk a batch at a time
+
+    def flush(batch: list) -> None:
+        """Add a batch of decoded pictures in one transaction and count what became of each."""
+        if not batch:
+            return
+        results = project.add_images([NewImage(img, e.label, source=names.get(e.name, e.name), staged=tmp)
+                                      for e, (img, tmp) in batch])
+        for (e, _), res in zip(batch, results):
+            shown = names.get(e.name, e.name)
+            if res.error is not None:
+                report.rejected.append(Rejected(shown, str(res.error)))
+            elif res.duplicate:
+                report.duplicates += 1
+                old = res.item
+                if (old is not None and old.status == "active"
+                        and old.label.casefold() != validate_label(e.label).casefold()):
+                    report.elsewhere[old.id] = project.find_label(e.label) or validate_label(e.label)
+                    report.elsewhere_from[old.id] = old.label
+            else:
+                report.imported += 1
+                report.items.append(res.item.id)
+        batch.clear()
 
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     done = 0
+    batch: list = []
+    limit = 8
+    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # Submit in small windows so that Stop takes effect quickly and memory stays bounded.
         window = workers * 4
@@ -458,30 +489,29 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
             result = fut.result()
             shown = names.get(e.name, e.name)
             if isinstance(result, (ImageRejected, InvalidLabel)):
+                flush(batch)  # listed in order
                 reason = result.reason if isinstance(result, ImageRejected) else str(result)
                 report.rejected.append(Rejected(shown, reason))
             else:
-                try:
-                    res = project.add_image(result, e.label, source=shown)
-                except TLError as err:
-                    report.rejected.append(Rejected(shown, str(err)))
-                else:
-                    if res.duplicate:
-                        report.duplicates += 1
-                        old = res.item
-                        if (old is not None and old.status == "active"
-                                and old.label.casefold() != validate_label(e.label).casefold()):
-                            report.elsewhere[old.id] = project.find_label(e.label) or validate_label(e.label)
-                            report.elsewhere_from[old.id] = old.label
-                    else:
-                        report.imported += 1
-                        report.items.append(res.item.id)
+                batch.append((e, result))
+                # One transaction per batch: a commit per picture cost more than decoding it. Batches
+                # start small and double, so the first pictures are in the project at once.
+                if len(batch) >= limit or time.monotonic() - started > _BATCH_SECONDS:
+                    flush(batch)
+                    started = time.monotonic()
+                    limit = min(_BATCH, limit * 2)
             done += 1
             progress(Progress(done, total, shown, failed=len(report.rejected)))
             if stop is not None and stop.is_set():
                 report.stopped = True
                 for _, f in pending:
                     f.cancel()
+                for _, f in pending:  # pictures staged meanwhile are not kept
+                    if not f.cancelled():
+                        r = f.result()
+                        if isinstance(r, tuple):
+                            r[1].unlink(missing_ok=True)
                 break
+        flush(batch)  # what was decoded before a stop is kept
     report.labels = project.label_counts()
     return report

@@ -29,14 +29,16 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from . import config
-from .errors import InputError, InvalidLabel, LabelExists, ItemNotFound, NothingToUndo, OutsideProject, ProjectNotFound
+from .errors import (InputError, InvalidLabel, LabelExists, ItemNotFound, NothingToUndo, OutsideProject,
+                     ProjectNotFound, TLError)
 from .images import NormalizedImage
 
 SCHEMA_VERSION = 1
 _ITEM_RE = re.compile(r"^[0-9a-f]{8,64}$")
+_STORED_NAME = re.compile(r"^[0-9a-f]{8,64}" + re.escape(config.STORED_EXT) + "$")
 _FORBIDDEN_LABEL_CHARS = set('/\\<>:"|?*')
 _PICTURE_SUFFIXES = {"jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "dib"}
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
@@ -230,6 +232,26 @@ def class_steps(kind: str, payload: dict) -> tuple[dict, dict]:
     return dict(names), back
 
 
+def _sync_files(paths: Sequence[Path]) -> None:
+    """fsync every file, several at once: the file system commits concurrent syncs together
+    (256 files: about 0.01-0.04 s on 8 threads here, against 0.3 s one after another)."""
+    def one(p: Path) -> None:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    if len(paths) <= 2:
+        for p in paths:
+            one(p)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(paths))) as pool:
+        list(pool.map(one, paths))
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -263,7 +285,8 @@ class Item:
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> "Item":
         d = dict(row)
-        d["meta"] = json.loads(d.get("meta") or "{}")
+        meta = d.get("meta")
+        d["meta"] = json.loads(meta) if meta and meta != "{}" else {}  # most have none: 50,000 rows add up
         return cls(**d)
 
     @property
@@ -336,6 +359,22 @@ class AddResult:
     item: Item | None
     duplicate: bool = False
     reason: str = ""
+    #: set when the picture was refused for another reason than a duplicate (a bad class name)
+    error: TLError | None = None
+
+
+@dataclass
+class NewImage:
+    """One picture for :meth:`Project.add_images`: the image, its class, where it came from.
+
+    ``staged`` is the temporary file :meth:`Project.stage` wrote it to, if it was staged already.
+    """
+
+    image: NormalizedImage
+    label: str
+    source: str = ""
+    meta: dict | None = None
+    staged: Path | None = None
 
 
 @dataclass
@@ -365,6 +404,7 @@ class Project:
         self.cache_dir = self.root / "cache"
         self.tmp_dir = self.root / "tmp"
         self.db_path = self.root / "project.db"
+        self._folders: dict[str, Path] = {}  # class folder name -> its checked absolute path (see path_of)
 
     # --- opening ------------------------------------------------------------
     @classmethod
@@ -425,11 +465,34 @@ class Project:
         finally:
             con.close()
 
+    def revision(self) -> tuple:
+        """A value that changes whenever the pictures, their classes, decisions, runs or the run in use
+        change (an import, an undoable action, its undo or redo, a keep, a training): what derived
+        views (the review queue) are cached by. A few milliseconds at 50,000 pictures."""
+        with self._read() as con:
+            return tuple(con.execute(
+                "SELECT (SELECT COUNT(*) FROM items), (SELECT MAX(rowid) FROM items),"
+                " (SELECT COUNT(*) FROM items WHERE status='active'),"
+                " (SELECT MAX(id) FROM actions), (SELECT COUNT(*) FROM actions WHERE state='done'),"
+                " (SELECT COUNT(*) FROM actions WHERE state='undone'),"
+                " (SELECT COUNT(*) FROM decisions), (SELECT MAX(rowid) FROM decisions),"
+                " (SELECT COUNT(*) FROM labels), (SELECT COUNT(*) FROM runs), (SELECT MAX(finished) FROM runs),"
+                " (SELECT group_concat(key || '=' || value, ';') FROM meta WHERE key IN ('active_run', 'in_use'))"
+            ).fetchone())
+
     # --- paths --------------------------------------------------------------
     def path_of(self, item: Item) -> Path:
         """Absolute path of an item's file (in images/ when active, in the trash when deleted)."""
         if item.status == "deleted" and item.trash_file:
             return inside(self.root, item.trash_file)
+        folder, _, name = item.file.rpartition("/")
+        if folder and "/" not in folder and _STORED_NAME.match(name):
+            # The usual "class/<hex id>.jpg": the class folder is checked once (resolving it, symlinks
+            # included) and remembered; a hex name cannot lead anywhere. Review lists 50,000 of these.
+            base = self._folders.get(folder)
+            if base is None:
+                base = self._folders[folder] = inside(self.images_dir, folder)
+            return base / name
         return inside(self.images_dir, item.file)
 
     @property
@@ -487,16 +550,53 @@ class Project:
             return self._ensure_label(con, name)
 
     # --- items --------------------------------------------------------------
-    def items(self, *, label: str | None = None, status: str = "active") -> list[Item]:
-        """Items with the given status (``"active"`` by default), optionally of one class."""
+    def items(self, *, label: str | None = None, status: str = "active", newest: int | None = None) -> list[Item]:
+        """Items with the given status (``"active"`` by default), optionally of one class, oldest first.
+
+        With ``newest``, only the ``newest`` most recently added, newest first (a gallery's page).
+        """
         q = "SELECT * FROM items WHERE status=?"
         args: list = [status]
         if label is not None:
             q += " AND label=?"
             args.append(label)
-        q += " ORDER BY added, id"
+        if newest is not None:
+            q += " ORDER BY added DESC, id DESC LIMIT ?"
+            args.append(max(0, int(newest)))
+        else:
+            q += " ORDER BY added, id"
         with self._read() as con:
             return [Item._from_row(r) for r in con.execute(q, args)]
+
+    def iter_items(self, *, label: str | None = None, status: str = "active", page: int = 1000) -> Iterator[Item]:
+        """Items as :meth:`items` lists them (oldest first), read a page at a time: a listing of 50,000
+        starts at once and holds one page in memory."""
+        after: tuple = (-1.0, "")
+        while True:
+            q = "SELECT * FROM items WHERE status=? AND (added > ? OR (added = ? AND id > ?))"
+            args: list = [status, after[0], after[0], after[1]]
+            if label is not None:
+                q += " AND label=?"
+                args.append(label)
+            q += " ORDER BY added, id LIMIT ?"
+            args.append(page)
+            with self._read() as con:
+                rows = [Item._from_row(r) for r in con.execute(q, args)]
+            yield from rows
+            if len(rows) < page:
+                return
+            after = (rows[-1].added, rows[-1].id)
+
+    def items_by_id(self, ids: Iterable[str]) -> dict[str, Item]:
+        """The items with these ids that exist (any status), by id: a page of a gallery without reading them all."""
+        ids = [i for i in dict.fromkeys(ids) if isinstance(i, str) and _ITEM_RE.match(i)]
+        out: dict[str, Item] = {}
+        with self._read() as con:
+            for s in range(0, len(ids), 500):
+                chunk = ids[s:s + 500]
+                for r in con.execute(f"SELECT * FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                    out[r["id"]] = Item._from_row(r)
+        return out
 
     def item(self, item_id: str) -> Item:
         """The item with this id (any status); raises :class:`ItemNotFound`."""
@@ -517,42 +617,98 @@ class Project:
         """Store a normalised image under ``label``; exact duplicates are refused.
 
         The bytes go to ``tmp/`` first and are renamed into the class folder
-        inside the transaction that inserts the row.
+        inside the transaction that inserts the row. Raises the error of a
+        refused picture (a bad class name); see :meth:`add_images` for many.
+        """
+        res = self.add_images([NewImage(image, label, source=source, meta=meta)])[0]
+        if res.error is not None:
+            raise res.error
+        return res
+
+    def stage(self, image: NormalizedImage) -> Path:
+        """Write ``image`` to a temporary file in ``tmp/``, ready for :meth:`add_images` (which syncs it to disk).
+
+        Thread-safe: an import stages pictures on its worker threads, while it decodes the next ones.
         """
         tmp = self.temp_path()
-        with open(tmp, "wb") as f:
-            f.write(image.data)
-            f.flush()
-            os.fsync(f.fileno())
         try:
-            with self._write() as con:
-                validate_label(label)
-                row = con.execute("SELECT * FROM items WHERE sha256=?", (image.sha256,)).fetchone()
-                # A duplicate creates no class: an import of pictures already here leaves no empty classes behind.
-                if row is not None:
-                    old = Item._from_row(row)
-                    if old.status == "deleted":
-                        return AddResult(None, duplicate=True,
-                                         reason=f"the same image was deleted earlier (item {old.id}; Undo restores it)")
-                    return AddResult(old, duplicate=True, reason=f"the same image is already in '{old.label}' (item {old.id})")
-                label = self._ensure_label(con, label)
-                iid = self._new_id(con, image.sha256)
-                rel = f"{label}/{iid}{config.STORED_EXT}"
-                dest = inside(self.images_dir, rel)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                now = time.time()
-                con.execute(
-                    "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
-                    " VALUES(?,?,?,?,?,?,?,?, 'active', ?)",
-                    (iid, label, rel, image.sha256, image.width, image.height, source, now,
-                     json.dumps(meta or {}, ensure_ascii=False)))
-                os.replace(tmp, dest)
-                item = Item(iid, label, rel, image.sha256, image.width, image.height, source, now, "active",
-                            None, dict(meta or {}))
-            return AddResult(item)
-        finally:
-            if tmp.exists():
+            with open(tmp, "wb") as f:
+                f.write(image.data)
+        except BaseException:
+            with contextlib.suppress(OSError):
                 tmp.unlink()
+            raise
+        return tmp
+
+    def add_images(self, new: Sequence["NewImage"]) -> list[AddResult]:
+        """Store many normalised images in one transaction (what an import does, a batch at a time).
+
+        Each picture is checked as :meth:`add_image` checks one: an exact
+        duplicate (of a stored picture or of an earlier one in the batch) is
+        refused with a reason, a bad class name gives a result with ``error``
+        set; the others are renamed into their class folders inside the
+        transaction that inserts their rows. Staged files (:meth:`stage`) are
+        used as they are; the others are written here. Returns one
+        :class:`AddResult` per picture, in order.
+        """
+        staged: list[Path | None] = [None] * len(new)
+        try:
+            for i, n in enumerate(new):
+                staged[i] = n.staged if n.staged is not None else self.stage(n.image)
+            _sync_files([t for t in staged if t is not None])  # on disk before any row says they are there
+            out: list[AddResult] = []
+            with self._write() as con:
+                labels: dict[str, str] = {}   # casefolded name -> stored name, for this batch
+                batch: dict[str, Item] = {}   # sha256 -> item added earlier in this batch
+                for i, n in enumerate(new):
+                    try:
+                        want = validate_label(n.label)
+                    except InvalidLabel as err:
+                        out.append(AddResult(None, error=err, reason=str(err)))
+                        continue
+                    sha = n.image.sha256
+                    if sha in batch:
+                        old = batch[sha]
+                        out.append(AddResult(old, duplicate=True,
+                                             reason=f"the same image is already in '{old.label}' (item {old.id})"))
+                        continue
+                    row = con.execute("SELECT * FROM items WHERE sha256=?", (sha,)).fetchone()
+                    # A duplicate creates no class: an import of pictures already here leaves no empty classes behind.
+                    if row is not None:
+                        old = Item._from_row(row)
+                        if old.status == "deleted":
+                            out.append(AddResult(None, duplicate=True, reason="the same image was deleted earlier "
+                                                 f"(item {old.id}; Undo restores it)"))
+                        else:
+                            out.append(AddResult(old, duplicate=True,
+                                                 reason=f"the same image is already in '{old.label}' (item {old.id})"))
+                        continue
+                    key = want.casefold()
+                    if key not in labels:
+                        labels[key] = self._ensure_label(con, want)
+                        inside(self.images_dir, labels[key]).mkdir(parents=True, exist_ok=True)
+                    label = labels[key]
+                    iid = self._new_id(con, sha)
+                    rel = f"{label}/{iid}{config.STORED_EXT}"
+                    now = time.time()
+                    meta = json.dumps(n.meta or {}, ensure_ascii=False)
+                    con.execute(
+                        "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
+                        " VALUES(?,?,?,?,?,?,?,?, 'active', ?)",
+                        (iid, label, rel, sha, n.image.width, n.image.height, n.source, now, meta))
+                    # The class folder was made safe above; the item id is hex, so the file stays inside it.
+                    os.replace(staged[i], self.images_dir / label / f"{iid}{config.STORED_EXT}")
+                    staged[i] = None
+                    item = Item(iid, label, rel, sha, n.image.width, n.image.height, n.source, now, "active",
+                                None, dict(n.meta or {}))
+                    batch[sha] = item
+                    out.append(AddResult(item))
+            return out
+        finally:
+            for t in staged:
+                if t is not None:
+                    with contextlib.suppress(OSError):
+                        t.unlink()
 
     def add_undoable(self, image: NormalizedImage, label: str, *, source: str = "",
                      meta: dict | None = None) -> Action:

@@ -166,8 +166,14 @@ class QualityStore:
 
 def item_quality(project, items: list) -> dict[str, Quality]:
     """Quality per item id, measured once per content hash (a failure is measured again next time)."""
+    # Measures per content hash never change (a new VERSION is a new program), so they are also kept in memory:
+    # Review asks for 50,000 of them several times per view.
+    memo = _MEMO.setdefault(str(project.cache_dir), {})
+    if all(it.sha256 in memo for it in items):
+        return {it.id: memo[it.sha256] for it in items}
     store = QualityStore(project)
-    known = store.get(sorted({it.sha256 for it in items}))
+    known = store.get(sorted({it.sha256 for it in items} - memo.keys()))
+    known.update(memo)
     out, new = {}, []
     for it in items:
         q = known.get(it.sha256)
@@ -178,7 +184,11 @@ def item_quality(project, items: list) -> dict[str, Quality]:
                 known[it.sha256] = q
         out[it.id] = q
     store.put(new)
+    memo.update((sha, q) for sha, q in known.items() if not q.error)
     return out
+
+
+_MEMO: dict[str, dict] = {}  # cache folder -> {sha256: Quality}, measures without an error
 
 
 def problems(project, items: list) -> dict[str, Problem]:

@@ -338,6 +338,7 @@ class Evidence:
     noise: object = None                                          # noise[true, label] (see label_noise) or None
     clean: dict = field(default_factory=dict)                     # item -> probabilities with the noise taken out
     classes: Optional[ClassMap] = None                            # the model's classes -> ``vocab`` (named as now)
+    _judged: dict = field(default_factory=dict, repr=False)       # (item, label) -> judge()'s answer
 
     def is_class(self, name: Optional[str]) -> bool:
         """Whether ``name`` (of ``vocab``) is a class of the project, not one deleted or split since the run."""
@@ -353,14 +354,17 @@ class Evidence:
         """Take the dataset's label noise out of every item's probabilities (see clean_probs), once."""
         import numpy as np
 
-        ids = [i for i in self.probs if i not in self.clean]
-        if not ids:
+        if len(self.clean) >= len(self.probs):  # every item settled (asked once per row: keep it O(1))
             return
+        ids = [i for i in self.probs if i not in self.clean]
         P = np.asarray([self.probs[i] for i in ids], dtype=np.float64)
         self.clean.update(zip(ids, clean_probs(P, self.noise) if self.noise is not None else P))
 
     def judge(self, item: str, label: str) -> tuple[float, bool]:
         """``(probability that label is wrong for item, whether the app can tell)``: see judge_labels."""
+        got = self._judged.get((item, label))
+        if got is not None:
+            return got
         j = self.vocab.index(label)
         if self.noise is None:  # a run recorded before the noise estimate
             return 1.0 - float(self.probs[item][j]), True
@@ -368,12 +372,45 @@ class Evidence:
         wrong, _, apart = judge_labels([self.clean[item]], [j], self.noise)
         return float(wrong[0]), bool(apart[0] >= TELL_APART)
 
+    def judge_many(self, pairs: list[tuple[str, str]]) -> None:
+        """Judge many ``(item, label)`` pairs at once (one array operation, not one per item) and
+        remember the answers for :meth:`judge`: a queue of 50,000 pictures asks three times per row."""
+        import numpy as np
+
+        if self.noise is None:
+            return
+        at = {v: i for i, v in enumerate(self.vocab)}
+        pairs = [(i, lab) for i, lab in pairs if i in self.probs and lab in at and (i, lab) not in self._judged]
+        if not pairs:
+            return
+        self.settle()
+        clean = np.asarray([self.clean[i] for i, _ in pairs], dtype=np.float64)
+        wrong, _, apart = judge_labels(clean, [at[lab] for _, lab in pairs], self.noise)
+        self._judged.update({p: (float(w), bool(a >= TELL_APART)) for p, w, a in zip(pairs, wrong, apart)})
+
+
+_SCORES: dict = {}  # the last scores.json read: (path, time, size) -> its content
+
+
+def _scores(project: Project, run_id: str) -> Optional[dict]:
+    """A run's ``scores.json``, read once while it stays the same file (50,000 rows take seconds to parse)."""
+    f = runs.run_dir(project, run_id) / "scores.json"
+    try:
+        st = f.stat()
+    except OSError:
+        return None
+    key = (str(f), st.st_mtime_ns, st.st_size)
+    if key not in _SCORES:
+        _SCORES.clear()
+        _SCORES[key] = runs.read_json(project, run_id, "scores.json")
+    return _SCORES[key]
+
 
 def load_evidence(project: Project, run: runs.Run) -> Evidence:
     """Read a run's review evidence; items the run never saw are scored by its model on the spot."""
     import numpy as np
 
-    scores = runs.read_json(project, run.id, "scores.json") or {"vocab": [], "items": []}
+    scores = _scores(project, run.id) or {"vocab": [], "items": []}
     ev = Evidence(run=run, vocab=list(scores["vocab"]))
     if scores.get("noise"):
         ev.noise = np.asarray(scores["noise"], dtype=np.float64)
@@ -420,12 +457,12 @@ def _complete(project: Project, ev: Evidence, items: list[Item]) -> None:
     import numpy as np
 
     unscored = [it.id for it in items if it.id not in ev.probs]
-    need_emb = ev.embeddings is not None and any(it.id not in set(ev.emb_items) for it in items)
+    known = set(ev.emb_items)
+    need_emb = ev.embeddings is not None and any(it.id not in known for it in items)
     if not unscored and not need_emb:
         return
     from .predict import embed_items
 
-    known = set(ev.emb_items)
     todo = sorted(set(unscored) | ({it.id for it in items if it.id not in known} if need_emb else set()))
     probs, emb, vocab = embed_items(project, todo, run_id=ev.run.id)
     if ev.classes is None:  # the run recorded no scores: its model's own classes, named as now
@@ -494,9 +531,29 @@ def _ordered(rows: list[ReviewRow], *, once: bool) -> list[ReviewRow]:
     return rows
 
 
+_ROWS: dict = {}  # the last rows computed, by what they depend on (see _rows)
+
+
 def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional[str],
           include_kept: bool = False, loose: bool = False) -> list[ReviewRow]:
-    """Every row for the given reasons (an item may have several), in no particular order."""
+    """Every row for the given reasons (an item may have several), in no particular order.
+
+    The last answer is kept for as long as nothing in the project's database changed: the
+    Review tab asks again on every view, and at 50,000 pictures an answer takes seconds.
+    """
+    key = (str(project.root), project.revision(), run.id if run else None, tuple(reasons), label, include_kept,
+           loose)
+    if _ROWS.get("key") == key:
+        return list(_ROWS["rows"])
+    rows = _compute_rows(project, run, reasons, label=label, include_kept=include_kept, loose=loose)
+    if project.revision() == key[1]:  # nothing was written meanwhile
+        _ROWS.clear()
+        _ROWS.update(key=key, rows=rows)
+    return list(rows)
+
+
+def _compute_rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional[str],
+                  include_kept: bool = False, loose: bool = False) -> list[ReviewRow]:
     kept = set() if include_kept else project.kept()
     every = [it for it in project.items() if it.id not in kept]
     shown = [it for it in every if label in (None, "", it.label)]
@@ -506,6 +563,7 @@ def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional
     if run is not None:
         ev = load_evidence(project, run)
         _complete(project, ev, every)
+        ev.judge_many([(it.id, it.label) for it in every])
     ids = {it.id for it in shown}
     rows: list[ReviewRow] = []
     if "label" in reasons and ev is not None:
@@ -626,7 +684,48 @@ class DuplicateGroup:
         return [self.first, *self.others]
 
 
-_MATCHES: dict = {}  # the last matches found, by fingerprints and looseness
+#: looseness -> (content hashes of the pictures compared, their matches, those of the pictures offered): the last search
+_MATCHES: dict = {}
+
+
+def _known_matches(shas: tuple, prints: list, loose: bool) -> list:
+    """:func:`tl_app.dupes.find_matches` on these pictures, reusing the last search where it can.
+
+    The Review tab asks twice per view (queue and groups), and after each delete or keep
+    the pictures are those of the last search less a few: at 50,000 pictures a new search
+    takes most of a minute, so then the last matches are kept for the pictures still here
+    and only the groups that lost a picture are searched again (a deleted picture may have
+    been what joined two others). New pictures need a new search.
+    """
+    from . import dupes
+
+    last = _MATCHES.get(loose)
+    if last is not None and last[0] == shas:
+        return last[1]
+    pos = {sha: i for i, sha in enumerate(shas)}
+    if last is None or len(pos) != len(shas) or not set(shas) <= set(last[0]) or len(shas) < 2:
+        matches = dupes.find_matches(prints, mirrored=loose)
+    else:
+        old, old_matches = last[0], last[1]
+        found = {}
+        for m in old_matches:
+            a, b = pos.get(old[m.a]), pos.get(old[m.b])
+            if a is not None and b is not None:  # the pictures keep their order: a < b still
+                found[(a, b)] = dupes.Match(a, b, m.kind, m.difference, m.identical)
+        for g in dupes.groups(len(old), old_matches, (dupes.SAME, dupes.OVERLAY, dupes.MIRRORED, dupes.POSSIBLE)):
+            rest = [pos[old[j]] for j in g if old[j] in pos]
+            if len(rest) == len(g) or len(rest) < 2:
+                continue
+            for m in dupes.find_matches([prints[j] for j in rest], mirrored=loose):
+                a, b = rest[m.a], rest[m.b]
+                if (a, b) not in found or _STRENGTH[m.kind] > _STRENGTH[found[(a, b)].kind]:
+                    found[(a, b)] = dupes.Match(a, b, m.kind, m.difference, m.identical)
+        matches = sorted(found.values(), key=lambda m: (m.a, m.b))
+    _MATCHES[loose] = (shas, matches, None)
+    return matches
+
+
+_STRENGTH = {"same": 3, "overlay": 2, "mirrored": 1, "possible": 0}
 #: How sure a duplicate row is, by the kind of copy and whether the two are in one class.
 _DUP_SCORE = {"same": (0.85, 0.97), "overlay": (0.83, 0.95), "mirrored": (0.55, 0.6), "possible": (0.35, 0.4)}
 
@@ -648,16 +747,22 @@ def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, lo
         items = [it for it in project.items() if it.id not in kept]
     bad = {iid for iid, p in problems(project, items).items() if p.kind in ("broken", "flat")}
     items = sorted((it for it in items if it.id not in bad), key=lambda it: (it.added, it.id))
-    prints = dupes.item_fingerprints(project, items)
-    items = [it for it in items if it.id in prints]
+    offered = tuple(it.sha256 for it in items)
+    last = _MATCHES.get(loose)
+    if last is not None and last[2] == offered:  # the same pictures as last time: not a fingerprint read
+        compared = set(last[0])
+        items = [it for it in items if it.sha256 in compared]
+        matches = last[1]
+    else:
+        prints = dupes.item_fingerprints(project, items)
+        items = [it for it in items if it.id in prints]
+        if len(items) < 2:
+            return []
+        shas = tuple(it.sha256 for it in items)
+        matches = _known_matches(shas, [prints[it.id] for it in items], loose)
+        _MATCHES[loose] = (shas, matches, offered)
     if len(items) < 2:
         return []
-    key = (tuple(it.sha256 for it in items), loose)
-    matches = _MATCHES.get(key)
-    if matches is None:  # the Review tab asks twice per view (queue and groups): once is enough
-        matches = dupes.find_matches([prints[it.id] for it in items], mirrored=loose)
-        _MATCHES.clear()
-        _MATCHES[key] = matches
     # Confirmed copies (and, loose, mirrored ones) join groups; a possible near copy only ever pairs two
     # pictures, so that look-alikes never chain into a group whose "keep one" would trash them all.
     kinds = tuple(dupes.COPY_KINDS) + ((dupes.MIRRORED,) if loose else ())
@@ -798,6 +903,8 @@ class Queue:
     labels: list[str] = field(default_factory=list)
     matrix: list[list[int]] = field(default_factory=list)
     cells: dict = field(default_factory=dict)
+    #: rows in the whole filtered queue (``rows`` holds the ``top`` first of them)
+    total: int = 0
 
     def summary(self) -> str:
         """One sentence on what needs a look."""
@@ -842,7 +949,7 @@ def queue(project: Project, *, label: Optional[str] = None, reason: Optional[str
     q = Queue(run=run, rows=[], counts=counts)
     label_rows = _ordered([r for r in rows if r.reason == "label"], once=False)
     if run is not None:
-        vocab = (runs.read_json(project, run.id, "scores.json") or {}).get("vocab", [])
+        vocab = (_scores(project, run.id) or {}).get("vocab", [])
         q.labels, q.matrix, q.cells = confusion(label_rows, class_map(project, run, vocab).classes if vocab else [])
     if cell is not None:
         by = {r.item: r for r in label_rows}
@@ -852,4 +959,5 @@ def queue(project: Project, *, label: Optional[str] = None, reason: Optional[str
     else:
         picked = everything
     q.rows = picked[:top] if top else picked
+    q.total = len(picked)
     return q

@@ -26,6 +26,8 @@ EVERY_REASON = "Every reason"
 REASON_CHOICES = [(EVERY_REASON, ""), ("Wrong class?", "label"), ("Duplicates", "duplicate"),
                   ("Outliers", "outlier"), ("Poor pictures", "quality")]
 SHOWN = 48
+#: From this many pictures the tab first says it is looking, then shows the queue (which takes seconds).
+LARGE = 5000
 TICK = "☑ "
 KEEP = "✓ keep · "
 #: The strict/loose control of duplicates: (what a person reads, loose?).
@@ -126,6 +128,12 @@ def _group_view(ctx, groups: list[review.DuplicateGroup], chosen: str | None, ke
     return gallery, ",".join(it.id for it in g.items), keep, note, gr.Column(visible=True)
 
 
+def _more_button(left: int):
+    """The gallery's "Show more" button: there while the queue holds pictures the gallery does not show."""
+    return gr.Button(f"Show {min(SHOWN, left)} more (of {left:,} not shown)" if left > 0 else "Show more",
+                     visible=left > 0)
+
+
 def _matrix(q: review.Queue) -> pd.DataFrame:
     if not q.labels:
         return pd.DataFrame()
@@ -161,6 +169,7 @@ def create_review_tab(ctx: UIContext) -> dict:
         with gr.Column(scale=3):
             c["gallery"] = gr.Gallery(label="Most suspicious first", columns=6, height="auto", allow_preview=False,
                                       elem_id="review-gallery")
+            c["more"] = gr.Button("Show more", visible=False, size="sm", elem_id="review-more")
             gr.Markdown(SHORTCUT_HELP, elem_id="review-keys")
         with gr.Column(scale=1):
             c["details"] = gr.Markdown(_details([], [], None), elem_id="review-details")
@@ -200,15 +209,18 @@ def create_review_tab(ctx: UIContext) -> dict:
         c["cell_note"] = gr.Markdown(elem_id="review-cell-note")
 
     def _gallery(rows: list[dict], selected: set[str]):
-        by_id = {it.id: it for it in ctx.project.items()}
+        by_id = ctx.project.items_by_id(r["item"] for r in rows)
         return [(str(ctx.project.thumbnail(by_id[r["item"]])), _caption(r, selected))
                 for r in rows if r["item"] in by_id]
 
-    def view(label, reason, cell, mode="strict", group=None, status=""):
-        """Everything the tab shows, recomputed: after any action the queue is current."""
+    def view(label, reason, cell, mode="strict", group=None, status="", *, top=SHOWN):
+        """Everything the tab shows, recomputed: after any action the queue is current.
+
+        The gallery holds the ``top`` most suspicious pictures; "Show more" asks for the next ones.
+        """
         cls = None if label in (None, "", ALL) else label
         loose = mode == "loose"
-        q = review.queue(ctx.project, label=cls, reason=reason or None, cell=_cell_value(cell), top=SHOWN,
+        q = review.queue(ctx.project, label=cls, reason=reason or None, cell=_cell_value(cell), top=top,
                          loose=loose)
         groups = review.duplicate_groups(ctx.project, loose=loose)
         g_gallery, g_ids, g_keep, g_note, g_box = _group_view(ctx, groups, group, None)
@@ -226,19 +238,36 @@ def create_review_tab(ctx: UIContext) -> dict:
         chosen = g_ids.split(",")[0] if g_ids else None
         return (note, rows, "", None, _gallery(rows, set()), _details(rows, [], None),
                 gr.Dropdown(choices=[ALL, *labels]), gr.Dropdown(choices=labels), status, _matrix(q), cell_note,
-                gr.Dropdown(choices=_group_choices(groups), value=chosen), g_gallery, g_ids, g_keep, g_note, g_box)
+                gr.Dropdown(choices=_group_choices(groups), value=chosen), g_gallery, g_ids, g_keep, g_note, g_box,
+                _more_button(q.total - len(rows)))
 
     # Outputs of every view (new ones at the end: API callers read them by position).
     outs = [c["note"], c["rows"], c["selected"], c["last"], c["gallery"], c["details"], c["filter"], c["move_to"],
             c["status"], c["matrix"], c["cell_note"], c["group"], c["group_gallery"], c["group_ids"],
-            c["group_choice"], c["group_note"], c["group_box"]]
+            c["group_choice"], c["group_note"], c["group_box"], c["more"]]
     filters = [c["filter"], c["reason"], c["cell"], c["dup_mode"], c["group"]]
 
     @owner_only(ctx, "review the pictures", quiet=True)
     def refresh(label, reason, cell, mode="strict", group=None):
-        return view(label, reason, cell, mode, group)
+        n = sum(ctx.project.label_counts().values())
+        if n >= LARGE:  # the tab paints at once; the queue of a large project follows when it is ready
+            yield (f"Looking through {n:,} pictures for the ones that need a look…",
+                   *[gr.skip()] * (len(outs) - 1))
+        yield view(label, reason, cell, mode, group)
 
     c["refresh"].click(refresh, filters, outs, api_name="review")
+
+    @owner_only(ctx, "review the pictures")
+    def more(label, reason, cell, mode, group, rows, selected):
+        """The next pictures of the queue below those shown (the selection stays)."""
+        out = list(view(label, reason, cell, mode, group, top=len(rows or []) + SHOWN))
+        shown = {r["item"] for r in out[1]}
+        ids = [i for i in _ids(selected) if i in shown]
+        out[2], out[4], out[5] = ",".join(ids), _gallery(out[1], set(ids)), _details(out[1], ids, None)
+        out[11] = gr.skip()  # the group chosen below stays
+        return tuple(out)
+
+    c["more"].click(more, [*filters, c["rows"], c["selected"]], outs, api_name="review_more")
 
     @owner_only(ctx, "review the pictures")
     def refilter(label, reason, mode, group):

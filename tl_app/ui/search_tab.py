@@ -49,12 +49,21 @@ def report_markdown(rep: ImportReport) -> str:
 
 
 # --- browsing and selecting pictures ------------------------------------------------------------
-def shown_items(ctx: UIContext, label: str | None) -> list[dict]:
-    """The pictures the gallery shows for a class (newest first): id, thumbnail and a name a person knows."""
+def shown_items(ctx: UIContext, label: str | None, limit: int = BROWSE_LIMIT) -> list[dict]:
+    """The pictures the gallery shows for a class (the ``limit`` newest, newest first): id, thumbnail and a
+    name a person knows. Only those are read from the project, so a class of 50,000 opens at once."""
     if not label:
         return []
-    items: list[Item] = ctx.project.items(label=label)[-BROWSE_LIMIT:]
-    return [{"id": it.id, "thumb": str(ctx.project.thumbnail(it)), "name": it.display_name} for it in reversed(items)]
+    items: list[Item] = ctx.project.items(label=label, newest=limit)
+    return [{"id": it.id, "thumb": str(ctx.project.thumbnail(it)), "name": it.display_name} for it in items]
+
+
+def more_button(ctx: UIContext, label: str | None, shown: list[dict]):
+    """The gallery's "Show more" button: there while the class holds pictures the gallery does not show."""
+    total = ctx.project.label_counts().get(label, 0) if label else 0
+    left = total - len(shown)
+    return gr.Button(f"Show {min(BROWSE_LIMIT, left)} more (of {left} not shown)" if left > 0 else "Show more",
+                     visible=left > 0)
 
 
 def gallery_value(shown: list[dict], selected: set[str]) -> list[tuple[str, str]]:
@@ -172,6 +181,7 @@ def create_search_tab(ctx: UIContext) -> dict:
     # which has no gallery to click, can name them too. The project checks every id it is given.
     c["gallery"] = gr.Gallery(label="Pictures (newest first; click to select)", columns=8, height="auto",
                               allow_preview=False, object_fit="cover", elem_id="browse-gallery")
+    c["browse_more"] = gr.Button("Show more", visible=False, size="sm", elem_id="browse-more")
     c["browse_shown"] = gr.State([])
     c["browse_selected"] = gr.Textbox(visible=False, label="Selected pictures", elem_id="browse-selected")
     c["browse_note"] = gr.Markdown(elem_id="browse-selection")
@@ -199,7 +209,7 @@ def create_search_tab(ctx: UIContext) -> dict:
     c["status"] = gr.Markdown(elem_id="pictures-status")
 
     view = [c["classes"], c["target"], c["browse_class"], c["gallery"], c["browse_shown"], c["browse_selected"],
-            c["browse_note"], c["manage_pick"], c["move_to"]]
+            c["browse_note"], c["manage_pick"], c["move_to"], c["browse_more"]]
     c["view_outs"] = view
     def refreshed(label=None, *, target=FOLLOW, pick=None):
         """Every view of the classes and the gallery, showing class ``label`` (selection cleared).
@@ -215,7 +225,7 @@ def create_search_tab(ctx: UIContext) -> dict:
         return (classes_table(ctx), tgt, gr.Dropdown(choices=labels, value=label),
                 gallery_value(shown, set()), shown, "", selection_note(ctx, label, shown, set()),
                 gr.Dropdown(choices=labels, value=[p for p in (pick or []) if p in labels]),
-                gr.Dropdown(choices=labels, value=None))
+                gr.Dropdown(choices=labels, value=None), more_button(ctx, label, shown))
 
     # --- classes and uploads ---
     @owner_only(ctx, "add classes")
@@ -329,10 +339,26 @@ def create_search_tab(ctx: UIContext) -> dict:
     # --- the gallery: browse, select, move, delete ---
     @owner_only(ctx, "see the project's pictures")
     def show_class(label):
-        return refreshed(label, target=SAME)[3:7]
+        out = refreshed(label, target=SAME)
+        return (*out[3:7], out[-1])
 
-    browse_outs = [c["gallery"], c["browse_shown"], c["browse_selected"], c["browse_note"]]
+    browse_outs = [c["gallery"], c["browse_shown"], c["browse_selected"], c["browse_note"], c["browse_more"]]
     c["browse_class"].change(show_class, [c["browse_class"]], browse_outs, api_name="browse")
+
+    @owner_only(ctx, "see the project's pictures")
+    def show_more(label, shown: list[dict], selected: str):
+        """The next page of the class's pictures below those shown (the selection stays)."""
+        labels = ctx.project.labels()
+        if label not in labels:
+            return show_class(label)
+        shown = shown_items(ctx, label, limit=len(shown or []) + BROWSE_LIMIT)
+        chosen = set(parse_ids(selected)) & {s["id"] for s in shown}
+        ordered = [s["id"] for s in shown if s["id"] in chosen]
+        return (gallery_value(shown, chosen), shown, ",".join(ordered), selection_note(ctx, label, shown, chosen),
+                more_button(ctx, label, shown))
+
+    c["browse_more"].click(show_more, [c["browse_class"], c["browse_shown"], c["browse_selected"]], browse_outs,
+                           api_name="browse_more")
 
     @owner_only(ctx, "select pictures")
     def toggle(label, shown: list[dict], selected: str, evt: gr.SelectData):

@@ -1,0 +1,341 @@
+"""How the app holds up on a large project: import, quick-mode features, Review and first paint.
+
+Makes a synthetic project itself (photo-like scenes of at least 64 px in 10 classes, one
+picture in 50 a cropped copy of another) and prints, each against a baseline measured in
+the same run on the same cores:
+
+- import: pictures per second of ``import_files`` against a plain decode-resize-encode
+  loop (Pillow: open, RGB, fit in 1024 px, JPEG at the app's quality, sha256) on as many
+  threads as the import uses (goal: at least 0.7x);
+- quick-mode features: pictures per second from the start of a quick training until
+  its features are computed (pictures read and decoded included) against a plain torch
+  forward of the same network body on random tensors (goal: at least 0.8x);
+- review: the whole queue (every reason) once with nothing cached (fingerprints and
+  quality measured), then from the caches on disk (goal: at most 60 s), then again in
+  the same process (what the Review tab's next view costs);
+- first paint through the HTTP API (gradio_client on loopback): the page itself, the
+  Search tab's gallery of a class, the Review tab's first answer and its whole queue,
+  the Classify tab's model card;
+- peak resident memory of each stage (each runs in its own process).
+
+Usage: ``python bench/scale.py [--n 50000] [--side 96] [--size 224] [--work DIR] [--keep]``
+(``--n 5000`` finishes in a few minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+CLASSES = [f"class{i}" for i in range(10)]
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+# --- the synthetic pictures ----------------------------------------------------------------------
+def _make_chunk(args) -> int:
+    start, stop, side, src = args
+    import imagegen
+
+    size = (side, side * 3 // 4) if side * 3 // 4 >= 64 else (side * 4 // 3, side)
+    for i in range(start, stop):
+        if i % 50 == 49:  # a copy of the one before, cropped a little
+            im = imagegen.scene(i - 1, size=size)
+            w, h = im.size
+            im = im.crop((w // 30, h // 30, w - w // 30, h - h // 30))
+        else:
+            im = imagegen.scene(i, size=size)
+        d = Path(src) / CLASSES[i % len(CLASSES)]
+        im.save(d / f"picture {i:06d}.jpg", quality=90)
+    return stop - start
+
+
+def make_source(src: Path, n: int, side: int) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    for c in CLASSES:
+        (src / c).mkdir(parents=True, exist_ok=True)
+    step = 1000
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(_make_chunk, [(s, min(n, s + step), side, str(src)) for s in range(0, n, step)]))
+
+
+# --- stages (each in its own process) -------------------------------------------------------------
+def stage_import(work: Path) -> dict:
+    """Plain decode-resize-encode loop, then the app's import of the same files."""
+    import hashlib
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from tl_app import config
+    from tl_app.importer import import_files
+    from tl_app.project import Project
+
+    files = sorted((work / "src").rglob("*.jpg"))
+    workers = max(1, min(4, os.cpu_count() or 1))  # what import_files uses
+
+    def plain(f: Path) -> str:
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            im.thumbnail((config.MAX_STORED_SIDE, config.MAX_STORED_SIDE))
+            out = io.BytesIO()
+            im.save(out, format="JPEG", quality=config.JPEG_QUALITY)
+        return hashlib.sha256(out.getvalue()).hexdigest()
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(plain, files, chunksize=64))
+    plain_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for f in files[: max(1, len(files) // 10)]:
+        plain(f)
+    loop_rate = max(1, len(files) // 10) / (time.perf_counter() - t)
+    # The same, each picture also written to a file of its own (what any import must at least do).
+    out_dir = work / "plain-out"
+    out_dir.mkdir(exist_ok=True)
+
+    def plain_write(f: Path) -> None:
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            im.thumbnail((config.MAX_STORED_SIDE, config.MAX_STORED_SIDE))
+            out = io.BytesIO()
+            im.save(out, format="JPEG", quality=config.JPEG_QUALITY)
+        (out_dir / f"{hashlib.sha256(out.getvalue()).hexdigest()}.jpg").write_bytes(out.getvalue())
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(plain_write, files, chunksize=64))
+    write_rate = len(files) / (time.perf_counter() - t)
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+    proj = work / "project"
+    shutil.rmtree(proj, ignore_errors=True)
+    t = time.perf_counter()
+    rep = import_files(Project.open(proj, create=True), [work / "src"])
+    import_s = time.perf_counter() - t
+    return {"pictures": len(files), "imported": rep.imported, "duplicates": rep.duplicates,
+            "refused": len(rep.rejected), "import_s": import_s, "import_rate": rep.imported / import_s,
+            "plain_s": plain_s, "plain_rate": len(files) / plain_s, "plain_one_thread_rate": loop_rate,
+            "plain_write_rate": write_rate,
+            "workers": workers, "peak_mb": _peak_mb()}
+
+
+def stage_features(work: Path, size: int) -> dict:
+    """A plain torch forward of the network body, then a quick training (its features phase timed)."""
+    import torch
+    import torchvision
+
+    from tl_app import config
+    from tl_app.project import Project
+    from tl_app.train import TrainConfig, train
+
+    # Quick mode needs pretrained weights: offline, random ones under torchvision's file name (as the tests do;
+    # the speed is the same).
+    ckpt = Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth"
+    if not ckpt.exists():
+        home = work / "torch_home"
+        (home / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(torchvision.models.resnet18().state_dict(), home / "hub" / "checkpoints" / ckpt.name)
+        os.environ["TORCH_HOME"] = str(home)
+        torch.hub.set_dir(str(home / "hub"))
+    body = torch.nn.Sequential(*list(torchvision.models.resnet18().children())[:-2]).eval()
+    body = body.to(memory_format=torch.channels_last)
+    x = torch.randn(32, 3, size, size).contiguous(memory_format=torch.channels_last)
+
+    def forward_rate() -> float:
+        with torch.inference_mode():
+            body(x)  # warm-up
+            t, done = time.perf_counter(), 0
+            while done < 256:
+                body(x)
+                done += 32
+            return done / (time.perf_counter() - t)
+
+    plain_before = forward_rate()
+
+    project = Project.open(work / "project")
+    n = len(project.items())
+    marks: dict = {}
+
+    def events(e: dict) -> None:
+        if e.get("type") == "phase" and e.get("phase") == "features":
+            marks.setdefault("first", time.perf_counter())
+            if e.get("done") == e.get("total"):
+                marks["done"] = time.perf_counter()
+                marks["total"] = e.get("total")
+
+    t0 = time.perf_counter()
+    rep = train(project, TrainConfig(arch=config.DEFAULT_ARCH, quick=True, pretrained=True, size=size, epochs=2),
+                events=events)
+    total_s = time.perf_counter() - t0
+    plain_rate = max(plain_before, forward_rate())  # before and after: the better, on a machine others share
+    feats = marks.get("total") or n
+    to_features = (marks.get("done", t0) - t0) or float("nan")
+    return {"pictures": n, "status": rep.status, "train_s": total_s, "features_s": to_features,
+            "features_rate": feats / to_features, "plain_forward_rate": plain_rate,
+            "forward_only_rate": (feats / (marks["done"] - marks["first"])) if "first" in marks else None,
+            "peak_mb": _peak_mb()}
+
+
+def stage_review(work: Path) -> dict:
+    """The whole review queue: nothing cached, then from the caches on disk, then again in this process."""
+    from tl_app import quality, review
+    from tl_app.project import Project
+
+    project = Project.open(work / "project")
+    out = {"pictures": len(project.items())}
+    for name in ("cold", "disk", "memory"):
+        if name == "cold":
+            shutil.rmtree(project.cache_dir / "fingerprints.db", ignore_errors=True)
+            for f in project.cache_dir.glob("*.db*"):
+                if f.name.startswith(("fingerprints", "quality")):
+                    f.unlink()
+        if name in ("cold", "disk"):  # the caches in memory go; those on disk stay after "cold"
+            review._MATCHES.clear()
+            review._ROWS.clear()
+            review._SCORES.clear()
+            quality._MEMO.clear()
+        t = time.perf_counter()
+        q = review.queue(project, top=48)
+        groups = review.duplicate_groups(project)  # the Review tab asks for both
+        out[f"{name}_s"] = time.perf_counter() - t
+    out.update(summary=q.summary(), rows=q.total, groups=len(groups), peak_mb=_peak_mb())
+    return out
+
+
+def stage_paint(work: Path) -> dict:
+    """First paint of each tab through the HTTP API, against a server on loopback."""
+    import socket
+    import urllib.request
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from gradio_client import Client
+
+    from tl_app.ui.app import launch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.perf_counter()
+    demo = launch(work / "project", host="127.0.0.1", port=port, block=False)
+    out = {"start_s": time.perf_counter() - t}
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        t = time.perf_counter()
+        urllib.request.urlopen(url, timeout=60).read()
+        out["page_s"] = time.perf_counter() - t
+        client = Client(url, verbose=False, download_files=False)  # what the page gets: links, not files
+        t = time.perf_counter()
+        gallery = client.predict(CLASSES[0], api_name="/browse")[0]
+        out["search_gallery_s"], out["search_gallery_pictures"] = time.perf_counter() - t, len(gallery)
+        t = time.perf_counter()
+        more = client.predict(CLASSES[0], "", api_name="/browse_more")[0]
+        out["search_more_s"], out["search_more_pictures"] = time.perf_counter() - t, len(more)
+        t = time.perf_counter()
+        job = client.submit("All classes", "", "", "strict", None, api_name="/review")
+        while not job.outputs() and not job.done():
+            time.sleep(0.02)
+        out["review_first_s"] = time.perf_counter() - t
+        job.result()
+        out["review_full_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        client.predict("All classes", "", "", "strict", None, api_name="/review")
+        out["review_again_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        client.predict(api_name="/model_card")
+        out["classify_s"] = time.perf_counter() - t
+    finally:
+        demo.close()
+    out["peak_mb"] = _peak_mb()
+    return out
+
+
+STAGES = {"import": stage_import, "features": stage_features, "review": stage_review, "paint": stage_paint}
+
+
+def _run_stage(name: str, work: Path, args) -> dict:
+    cmd = [sys.executable, __file__, "--stage", name, "--work", str(work), "--size", str(args.size)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode != 0 or not lines:
+        sys.stderr.write(res.stdout[-3000:] + res.stderr[-3000:])
+        raise SystemExit(f"stage {name} failed")
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=50_000, help="pictures in the project (default 50,000)")
+    ap.add_argument("--side", type=int, default=96, help="longer side of the pictures in px (at least 86)")
+    ap.add_argument("--size", type=int, default=224, help="picture size of the quick training's network")
+    ap.add_argument("--work", type=Path, default=None, help="folder for the pictures and the project")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--skip", default="", help="stages to skip, comma-separated (import,features,review,paint)")
+    ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.stage:  # a child process: one stage, its figures as one line of JSON
+        fn = STAGES[args.stage]
+        print(json.dumps(fn(args.work, args.size) if args.stage == "features" else fn(args.work)), flush=True)
+        return
+    work = args.work or Path(tempfile.mkdtemp(prefix="tl-scale-"))
+    skip = set(filter(None, args.skip.split(",")))
+    print(f"{args.n:,} pictures of {args.side} px in {work} ({os.cpu_count()} cores)", flush=True)
+    try:
+        if not (work / "src").is_dir():
+            t = time.perf_counter()
+            make_source(work / "src", args.n, args.side)
+            print(f"made the pictures in {time.perf_counter() - t:.0f} s", flush=True)
+        if "import" not in skip:
+            r = _run_stage("import", work, args)
+            print(f"import: {r['import_rate']:.0f} pictures/s ({r['imported']:,} in {r['import_s']:.1f} s, "
+                  f"{r['duplicates']} exact duplicates) against a plain decode-resize-encode loop on "
+                  f"{r['workers']} threads {r['plain_rate']:.0f}/s ({r['plain_s']:.1f} s; one thread "
+                  f"{r['plain_one_thread_rate']:.0f}/s): {r['import_rate'] / r['plain_rate']:.2f}x (goal >= 0.7x); "
+                  f"the same loop writing each picture to a file {r['plain_write_rate']:.0f}/s: "
+                  f"{r['import_rate'] / r['plain_write_rate']:.2f}x; peak memory {r['peak_mb']:.0f} MB", flush=True)
+        if "features" not in skip:
+            r = _run_stage("features", work, args)
+            fwd = f", forward phase alone {r['forward_only_rate']:.1f}/s" if r.get("forward_only_rate") else ""
+            print(f"quick-mode features at {args.size} px: {r['features_rate']:.1f} pictures/s from the start of "
+                  f"training (reading and decoding included{fwd}) against a plain torch forward "
+                  f"{r['plain_forward_rate']:.1f}/s: {r['features_rate'] / r['plain_forward_rate']:.2f}x "
+                  f"(goal >= 0.8x); whole quick training {r['train_s']:.0f} s ({r['status']}); "
+                  f"peak memory {r['peak_mb']:.0f} MB", flush=True)
+        if "review" not in skip:
+            r = _run_stage("review", work, args)
+            print(f"review queue of {r['pictures']:,} pictures (every reason; {r['summary']}; {r['groups']} "
+                  f"duplicate groups): nothing cached {r['cold_s']:.1f} s, from the caches on disk "
+                  f"{r['disk_s']:.1f} s (goal <= 60 s), again in the same process {r['memory_s']:.2f} s; "
+                  f"peak memory {r['peak_mb']:.0f} MB", flush=True)
+        if "paint" not in skip:
+            r = _run_stage("paint", work, args)
+            print(f"first paint through the HTTP API: app start {r['start_s']:.1f} s, page {r['page_s']:.2f} s, "
+                  f"Search gallery {r['search_gallery_s']:.2f} s ({r['search_gallery_pictures']} pictures; "
+                  f"'more' {r['search_more_s']:.2f} s, {r['search_more_pictures']}), Review first answer "
+                  f"{r['review_first_s']:.2f} s (whole queue {r['review_full_s']:.1f} s, next view "
+                  f"{r['review_again_s']:.2f} s), Classify {r['classify_s']:.2f} s; peak memory "
+                  f"{r['peak_mb']:.0f} MB", flush=True)
+    finally:
+        if not args.keep and args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
