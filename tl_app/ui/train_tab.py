@@ -222,7 +222,7 @@ def run_view(ctx: UIContext, run_id: str | None) -> RunView:
         text += " Stopped early: the validation loss no longer improved."
     if rep.get("restored_best") and rep.get("best_epoch"):
         text += f" Kept the weights of {_kept_epoch(rep, run.mode)}, which had the lowest validation loss."
-    text += f"  \n<small>Run id `{run.id}`</small>"
+    text += f"  \n<small>On the command line this run is `--run {run.id}`.</small>"
     conf = rep.get("confusion")
     cm = empty
     if conf:
