@@ -93,23 +93,15 @@ def main() -> None:
 
     import numpy as np
     import torch
-    import torchvision
 
-    from train import make_pictures
+    from train import make_pictures, random_weights, shapes_project
     from tl_app.classify import classify_many, gather
     from tl_app.explain import explain
-    from tl_app.importer import import_files
     from tl_app.predict import model_for, picture_pixels, predict_files
-    from tl_app.project import Project
     from tl_app.train import TrainConfig, train
 
-    ckpt = tmp / "torch_home" / "hub" / "checkpoints"
-    ckpt.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18().state_dict(), ckpt / "resnet18-f37072fd.pth")
-    make_pictures(tmp / "train", 60, seed=1)
-    project = Project.open(tmp / "project", create=True)
-    import_files(project, [tmp / "train"])
+    random_weights(tmp / "torch_home")
+    project = shapes_project(tmp, 60, seed=1)
     rep = train(project, TrainConfig(quick=True, size=args.size))
     assert rep.status == "finished", rep
     make_pictures(tmp / "bulk", args.images, seed=2)
