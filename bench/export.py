@@ -37,23 +37,15 @@ def main() -> None:
 
     import numpy as np
     import torch
-    import torchvision
 
-    from train import make_pictures
+    from train import random_weights, shapes_project
     from tl_app import runs
-    from tl_app.importer import import_files
     from tl_app.predict import model_for, probs_for_files
-    from tl_app.project import Project
     from tl_app.share.bundle import export_bundle, load_standalone, parity_pictures
     from tl_app.train import TrainConfig, load_image_for_model, predict_pixels, train
 
-    ckpt = tmp / "torch_home" / "hub" / "checkpoints"
-    ckpt.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18().state_dict(), ckpt / "resnet18-f37072fd.pth")
-    make_pictures(tmp / "pictures", args.images)
-    project = Project.open(tmp / "project", create=True)
-    import_files(project, [tmp / "pictures"])
+    random_weights(tmp / "torch_home")
+    project = shapes_project(tmp, args.images)
     rep = train(project, TrainConfig(size=args.size, quick=True))
     assert rep.status == "finished", rep
     print(f"{args.images} pictures (320-640 px JPEGs), quick run of resnet18 at {args.size} px; "

@@ -30,22 +30,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tl_bench_choice_"))
     os.environ.update(TL_OFFLINE="1", TORCH_HOME=str(tmp / "torch_home"), PYTHONWARNINGS="ignore")
 
-    import torch
-    import torchvision
-
-    from train import make_pictures
+    from train import random_weights, shapes_project
     from tl_app import runs
-    from tl_app.importer import import_files
-    from tl_app.project import Project
     from tl_app.train import TrainConfig, train
 
-    ckpt = tmp / "torch_home" / "hub" / "checkpoints"
-    ckpt.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18().state_dict(), ckpt / "resnet18-f37072fd.pth")
-    make_pictures(tmp / "pictures", args.images)
-    project = Project.open(tmp / "project", create=True)
-    import_files(project, [tmp / "pictures"])
+    random_weights(tmp / "torch_home")
+    project = shapes_project(tmp, args.images)
 
     print(f"{args.images} pictures at {args.size} px; comparing = scoring both models on the same held-out pictures")
     print(f"{'run':<28} {'training':>9} {'comparing':>10} {'share':>6}  choice")

@@ -43,6 +43,29 @@ print("error_rate", float(learn.validate()[1]))
 '''
 
 
+def random_weights(torch_home: Path) -> None:
+    """resnet18 with random weights where torchvision looks for its pretrained file (the machine is
+    offline): quick mode runs its real loading path; time does not depend on the values."""
+    import torch
+    import torchvision
+
+    ckpt = Path(torch_home) / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt / "resnet18-f37072fd.pth")
+
+
+def shapes_project(work: Path, n: int, seed: int = 0):
+    """A project of ``n`` drawn-shape pictures (see :func:`make_pictures`) in ``work/project``."""
+    from tl_app.importer import import_files
+    from tl_app.project import Project
+
+    make_pictures(work / "pictures", n, seed=seed)
+    project = Project.open(work / "project", create=True)
+    import_files(project, [work / "pictures"])
+    return project
+
+
 def make_pictures(root: Path, n: int, seed: int = 0) -> None:
     """n photo-sized JPEGs in 3 classes of drawn shapes on noisy backgrounds."""
     import numpy as np
@@ -86,16 +109,12 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    import torchvision
 
     from tl_app.importer import import_files
     from tl_app.project import Project
 
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    ckpt = work / "torch_home" / "hub" / "checkpoints"
-    ckpt.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18().state_dict(), ckpt / "resnet18-f37072fd.pth")
+    random_weights(work / "torch_home")
     env = dict(os.environ, TORCH_HOME=str(work / "torch_home"), TL_OFFLINE="1", PYTHONPATH=str(ROOT),
                PYTHONWARNINGS="ignore", GRADIO_ANALYTICS_ENABLED="False")
     make_pictures(work / "src", args.images)

@@ -18,7 +18,7 @@ from tl_app.errors import ModelFileInvalid, PreflightError, TrainerBusy, Weights
 from tl_app.importer import import_files
 from tl_app.jobs import StopToken
 from tl_app.predict import predict_files
-from tl_app.review import rank
+from tl_app.review import queue as review_queue, rank
 from tl_app.train import TrainConfig, split_valid, take_snapshot, train, trainer_lock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -286,6 +286,11 @@ def test_stop_after_an_epoch_keeps_the_model_and_skips_the_pass_over_every_pictu
     scores = runs.read_json(project, rep.run, "scores.json")
     assert scores["items"] and not any("review" in s for s in scores["items"])
     assert not (runs.run_dir(project, rep.run) / "embeddings.npy").exists()
-    # The kept model answers, and Review still ranks every picture by it.
+    # The kept model answers, and Review still ranks every picture by it, but flags none and says why.
     ranked = rank(project, run_id=rep.run, kind="label")
     assert len(ranked) == len(list(project.items()))
+    assert not any(r.flagged for r in ranked)
+    runs.set_active_run(project, rep.run)
+    q = review_queue(project)
+    assert q.partial and q.counts["label"] == 0 and q.counts["outlier"] == 0
+    assert all("stopped" in r.detail for r in q.rows if r.reason == "label")

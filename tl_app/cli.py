@@ -275,10 +275,15 @@ def cmd_runs(args) -> int:
 
 
 def cmd_review(args) -> int:
-    from .review import REASON_NAMES, rank
+    from . import runs
+    from .review import REASON_NAMES, rank, stopped_early
 
-    rows = [r.to_dict() for r in rank(_project(args), top=args.top, label=args.label, kind=args.kind,
-                                      loose=args.loose)]
+    project = _project(args)
+    rows = [r.to_dict() for r in rank(project, top=args.top, label=args.label, kind=args.kind, loose=args.loose)]
+    run = runs.active_run(project)
+    if stopped_early(project, run):
+        _err(f"note: {run.name} was stopped before it checked every picture: it cannot tell which pictures are "
+             "in the wrong class or outliers, so none is flagged. Train to the end to find them.")
 
     def line(r: dict) -> str:
         guess = f"-> {r['predicted']:<14} {r['confidence']:.0%}" if r["predicted"] else ""

@@ -338,6 +338,9 @@ class Evidence:
     noise: object = None                                          # noise[true, label] (see label_noise) or None
     clean: dict = field(default_factory=dict)                     # item -> probabilities with the noise taken out
     classes: Optional[ClassMap] = None                            # the model's classes -> ``vocab`` (named as now)
+    #: a run stopped before its check of every picture: its probabilities come from pictures it was
+    #: learning, so it cannot tell a wrong label (nothing is flagged; see :func:`stopped_early`)
+    partial: bool = False
     _judged: dict = field(default_factory=dict, repr=False)       # (item, label) -> judge()'s answer
 
     def is_class(self, name: Optional[str]) -> bool:
@@ -366,6 +369,8 @@ class Evidence:
         if got is not None:
             return got
         j = self.vocab.index(label)
+        if self.partial:  # a model that learned the picture: a ranking, never a judgment
+            return 1.0 - float(self.probs[item][j]), False
         if self.noise is None:  # a run recorded before the noise estimate
             return 1.0 - float(self.probs[item][j]), True
         self.settle()
@@ -377,7 +382,7 @@ class Evidence:
         remember the answers for :meth:`judge`: a queue of 50,000 pictures asks three times per row."""
         import numpy as np
 
-        if self.noise is None:
+        if self.noise is None or self.partial:
             return
         at = {v: i for i, v in enumerate(self.vocab)}
         pairs = [(i, lab) for i, lab in pairs if i in self.probs and lab in at and (i, lab) not in self._judged]
@@ -406,12 +411,18 @@ def _scores(project: Project, run_id: str) -> Optional[dict]:
     return _SCORES[key]
 
 
+def stopped_early(project: Project, run: Optional[runs.Run]) -> bool:
+    """Whether ``run`` was stopped before its check of every picture: Review can rank by it but
+    cannot tell which pictures are in the wrong class, nor which are outliers."""
+    return run is not None and (_scores(project, run.id) or {}).get("review_pass") == "skipped"
+
+
 def load_evidence(project: Project, run: runs.Run) -> Evidence:
     """Read a run's review evidence; items the run never saw are scored by its model on the spot."""
     import numpy as np
 
     scores = _scores(project, run.id) or {"vocab": [], "items": []}
-    ev = Evidence(run=run, vocab=list(scores["vocab"]))
+    ev = Evidence(run=run, vocab=list(scores["vocab"]), partial=scores.get("review_pass") == "skipped")
     if scores.get("noise"):
         ev.noise = np.asarray(scores["noise"], dtype=np.float64)
     for s in scores["items"]:
@@ -646,7 +657,12 @@ def _label_rows(project: Project, ev: Evidence, items: list[Item]) -> list[Revie
             # Judged against the current label, so a relabel counts at once.
             score, wrong, apart = _label_score(ev, it)
             flag = score > FLAG_WRONG
-            if flag and predicted != it.label:
+            if ev.partial and predicted != it.label:
+                detail = (f"Unsure: it looks somewhat like '{predicted}' ({confidence:.0%}) to a model that was "
+                          "stopped while it learned these pictures; train to the end to judge its class.")
+            elif ev.partial:
+                detail = f"Looks like '{it.label}' ({confidence:.0%}) to a model that was stopped early."
+            elif flag and predicted != it.label:
                 detail = f"Looks like '{predicted}' ({confidence:.0%}), not '{it.label}'."
             elif flag:
                 detail = (f"Probably not '{it.label}' ({wrong:.0%}): pictures like it that are filed as "
@@ -905,6 +921,8 @@ class Queue:
     cells: dict = field(default_factory=dict)
     #: rows in the whole filtered queue (``rows`` holds the ``top`` first of them)
     total: int = 0
+    #: the run was stopped before its check of every picture (see :func:`stopped_early`)
+    partial: bool = False
 
     def summary(self) -> str:
         """One sentence on what needs a look."""
@@ -946,7 +964,7 @@ def queue(project: Project, *, label: Optional[str] = None, reason: Optional[str
         if flagged(r):
             counts[r.reason] += 1
     everything = _ordered(rows, once=True)
-    q = Queue(run=run, rows=[], counts=counts)
+    q = Queue(run=run, rows=[], counts=counts, partial=stopped_early(project, run))
     label_rows = _ordered([r for r in rows if r.reason == "label"], once=False)
     if run is not None:
         vocab = (_scores(project, run.id) or {}).get("vocab", [])

@@ -632,8 +632,11 @@ def _follow(project: Project, cfg: TrainConfig, *, stop: StopToken) -> TrainRepo
 
 
 def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, out_of_fold: bool,
-                  evidence=None, embeddings=None, outliers=None) -> None:
+                  evidence=None, embeddings=None, outliers=None, partial: bool = False) -> None:
     """Probabilities per item for Review; rows that hold NaN (never scored) are left out.
+
+    ``partial``: a stopped run's probabilities from its training batches only (no clean pass,
+    no evidence): Review then ranks by them but flags nothing (``"review_pass": "skipped"``).
 
     ``evidence`` (a :class:`~tl_app.review.LabelEvidence`) gives each item's ``review``
     probabilities (what it looks like, judged by evidence that never learned its label; the
@@ -666,6 +669,8 @@ def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, ou
         np.save(tmp, np.asarray(embeddings, dtype=np.float16), allow_pickle=False)
         os.replace(tmp, rdir / "embeddings.npy")
     doc = {"vocab": snap.vocab, "out_of_fold": out_of_fold, "items": rows}
+    if partial:
+        doc["review_pass"] = "skipped"
     if evidence is not None:
         doc["noise"] = [[round(float(v), 6) for v in row] for row in evidence.noise]
     runs.write_json(rdir, "scores.json", doc)
@@ -893,7 +898,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
         metrics = classification_metrics(scores[seen_valid], [targets[i] for i in seen_valid], snap.vocab)
         metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
                         "device": describe_device(device), "review_pass": "skipped", **info})
-        _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False)
+        _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, partial=True)
         _write_losses(rdir, snap, item_probs)
         result["note"] = (f"the model after epoch {info.get('best_epoch') if info.get('restored_best') else epochs_done}"
                           f" of {cfg.epochs + 1} is kept; the check of every picture for Review and the "

@@ -83,3 +83,18 @@ def test_many_pictures_give_a_table_and_a_csv_download(browser, trained_project,
                     app.page.locator("#bulk-zip").click()
                 with zipfile.ZipFile(dl.value.path()) as zf:
                     assert len([n for n in zf.namelist() if n.endswith(".png")]) == 6
+
+                # A row of the table: that picture (a zip member) becomes the one the actions act on.
+                table.get_by_text("more blues.zip!blue/1.png").click()
+                expect(app.page.locator("#classify-label")).to_contain_text(
+                    "Prediction for more blues.zip!blue/1.png")
+                expect(app.page.locator("#picture-actions")).to_be_visible()
+                app.page.locator("#classify-why").click()
+                app.wait_idle(60_000)
+                expect(app.page.locator("#classify-heatmap")).to_contain_text("in more blues.zip!blue/1.png")
+                app.choose("classify-add-as", "blue")
+                app.page.locator("#classify-add").click()
+                app.wait_text("classify-add-note", r"Added more blues\.zip!blue/1\.png to 'blue'")
+                added = [it for it in srv.project.items(label="blue") if it.meta.get("provenance") == "classified"]
+                assert len(added) == 1 and added[0].meta["name"] == "more blues.zip!blue/1.png"
+                _shot(app, "classify-bulk-row-1280.png")

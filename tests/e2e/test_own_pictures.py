@@ -53,6 +53,20 @@ def test_a_zip_with_a_folder_per_class_is_told_then_imported_as_its_classes(app,
     expect(page.locator("#add-files")).to_have_text("Add these pictures")
 
 
+def test_a_folder_of_this_computer_is_told_then_imported(app, server, tmp_path):
+    folder = imagegen.class_folder(tmp_path / "pics", per_class=3, classes=("red", "blue"))
+    page = app.page
+    page.get_by_text("Import a folder from this computer").click()
+    page.locator("#import-folder-path textarea, #import-folder-path input").first.fill(str(folder))
+    page.keyboard.press("Tab")
+    app.wait_text("folder-plan", r"\bblue \(3\), red \(3\)")
+    expect(page.locator("#import-folder")).to_have_text("Import 6 pictures to 2 classes")
+    assert server.project.labels() == []  # told, not done
+    page.locator("#import-folder").click()
+    app.wait_text("import-result", r"6 imported")
+    assert server.project.label_counts() == {"blue": 3, "red": 3}
+
+
 def test_pictures_moved_from_the_gallery_and_classes_renamed_merged_deleted_with_undo(app, server, tmp_path):
     import_files(server.project, [imagegen.class_folder(tmp_path / "pics", per_class=4,
                                                         classes=("red", "blue", "green"))])

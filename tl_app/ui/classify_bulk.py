@@ -65,12 +65,16 @@ def create_bulk_section(ctx: UIContext) -> dict:
         b["summary"] = gr.Markdown(elem_id="bulk-summary")
         with gr.Column(visible=False) as b["result_box"]:
             b["table"] = gr.Dataframe(bulk_table(None), interactive=False, wrap=True, max_height=480,
-                                      label="Every file (click a column's name to sort)", elem_id="bulk-table")
+                                      label="Every file (click a column's name to sort; click a row to see that "
+                                            "picture above, with Why? and Add to the dataset)",
+                                      elem_id="bulk-table")
             with gr.Row():
                 b["csv"] = gr.DownloadButton("Download the table (CSV)", elem_id="bulk-csv")
                 b["zip"] = gr.DownloadButton("Download the pictures sorted into a folder per class (zip)",
                                              elem_id="bulk-zip")
-    outs = [b["summary"], b["table"], b["csv"], b["zip"], b["result_box"]]
+    # The result itself, kept for this page (server side): a click on a row brings up that picture.
+    b["result"] = gr.State(None)
+    outs = [b["summary"], b["table"], b["csv"], b["zip"], b["result_box"], b["result"]]
 
     def show(pictures, progress) -> tuple:
         def report(p: Progress) -> None:
@@ -81,13 +85,13 @@ def create_bulk_section(ctx: UIContext) -> dict:
         csv_path = write_csv(result, folder / "classified.csv")
         zip_path = write_sorted_zip(result, folder / "sorted.zip")
         text = result.summary() + f" Model: {result.run}."
-        return text, bulk_table(result), str(csv_path), str(zip_path), gr.Column(visible=True)
+        return text, bulk_table(result), str(csv_path), str(zip_path), gr.Column(visible=True), (result, folder)
 
     @for_anyone
     def classify_files(files, request: gr.Request = None, progress=gr.Progress()):
         paths, names = upload_paths(files)
         if not paths:
-            return "", bulk_table(None), None, None, gr.Column(visible=False)
+            return "", bulk_table(None), None, None, gr.Column(visible=False), None
         pictures = gather(paths, names=names, folders=False)
         visitor = ctx.visitor(request)
         if ctx.classify_allowance is not None and not visitor.is_owner:
@@ -111,3 +115,34 @@ def create_bulk_section(ctx: UIContext) -> dict:
         b["folder_go"].click(classify_folder, [b["folder"]], outs, api_name="classify_folder")
         b["folder"].submit(classify_folder, [b["folder"]], outs, api_visibility="private")
     return b
+
+
+def picked_row(kept, row: list | None) -> tuple[dict, str] | None:
+    """The prediction and a served copy of the picture of a clicked table row, or None (refused file, no result).
+
+    ``row`` holds the row's values as shown (the table may be sorted); the first row with the
+    same file, class and confidence is the one. The picture is copied into the result's own
+    folder, so that the page can show it and the actions can read it, wherever it came from
+    (an upload, a zip member, a folder of the owner's computer).
+    """
+    if not kept or not row:
+        return None
+    result, folder = kept
+    shown = bulk_table(result).astype(str).values.tolist()
+    want = [str(v) for v in row[:len(COLUMNS)]]
+    for i, values in enumerate(shown):
+        if values[:3] != want[:3]:
+            continue
+        pred, pic = result.predictions[i], result.pictures[i]
+        if pred.error:
+            return None
+        data = pic.read()
+        name = Path(pred.file).name or f"picture-{i}"
+        out = Path(folder) / "picked" / f"{i}-{name}"
+        out.parent.mkdir(exist_ok=True)
+        if isinstance(data, (bytes, bytearray)):
+            out.write_bytes(data)
+        else:
+            shutil.copyfile(data, out)
+        return pred.to_dict(), str(out)
+    return None

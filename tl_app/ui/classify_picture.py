@@ -33,15 +33,18 @@ def _path_of(item) -> str | None:
 
 def picture_choice(ctx: UIContext, preds: list[dict], gallery, index: int):
     """The outputs that make picture ``index`` the one the actions below act on."""
-    labels = ctx.project.labels()
     if not preds or gallery is None or index is None or index >= len(preds) or index >= len(gallery):
-        return (gr.Column(visible=False), None, "", None, gr.Dropdown(choices=labels, value=None),
-                gr.Image(value=None, visible=False), "")
-    p = preds[index]
-    path = _path_of(gallery[index])
+        return (gr.Column(visible=False), None, "", None, gr.Dropdown(choices=ctx.project.labels(), value=None),
+                gr.Image(value=None, visible=False), "", "")
+    return chosen_picture(ctx, preds[index], _path_of(gallery[index]))
+
+
+def chosen_picture(ctx: UIContext, p: dict, path: str):
+    """The outputs that make the picture at ``path``, with prediction ``p``, the one the actions act on."""
     guess = None if p.get("unknown") else p.get("label")
-    return (gr.Column(visible=True), path, p["file"], p, gr.Dropdown(choices=labels, value=guess, info=ADD_INFO),
-            gr.Image(value=None, visible=False), "")
+    return (gr.Column(visible=True), path, p["file"], p,
+            gr.Dropdown(choices=ctx.project.labels(), value=guess, info=ADD_INFO),
+            gr.Image(value=None, visible=False), "", f"**{p['file']}**: why, and add it to the dataset")
 
 
 def create_picture_actions(ctx: UIContext, c: dict) -> dict:
@@ -69,7 +72,8 @@ def create_picture_actions(ctx: UIContext, c: dict) -> dict:
     a["picked"] = gr.File(visible=False, elem_id="classify-picked")
     a["picked_name"] = gr.Textbox(visible=False)
     a["picked_pred"] = gr.State(None)
-    chosen = [a["box"], a["picked"], a["picked_name"], a["picked_pred"], a["add_as"], a["heat"], a["note"]]
+    chosen = [a["box"], a["picked"], a["picked_name"], a["picked_pred"], a["add_as"], a["heat"], a["note"], a["title"]]
+    a["chosen"] = chosen
 
     @for_anyone
     def show_first(preds, gallery):
@@ -135,3 +139,4 @@ def create_picture_actions(ctx: UIContext, c: dict) -> dict:
 
         a["on_load"] = (show_add_row, [], [a["add_row"]])
     return a
+

@@ -16,8 +16,8 @@ from .. import runs
 from ..model_card import OWN, UNKNOWN, WEB, ModelCard, model_card
 from ..predict import predict_files
 from .adapters import UIContext, for_anyone, pct, upload_paths, visitor_id
-from .classify_bulk import create_bulk_section
-from .classify_picture import create_picture_actions
+from .classify_bulk import create_bulk_section, picked_row
+from .classify_picture import chosen_picture, create_picture_actions
 
 
 def model_note(ctx: UIContext) -> str:
@@ -188,4 +188,22 @@ def create_classify_tab(ctx: UIContext) -> dict:
         c["picture"] = create_picture_actions(ctx, c)
     with c["bulk_slot"]:
         c["bulk"] = create_bulk_section(ctx)
+    wire_table_rows(ctx, c, c["picture"], c["bulk"])
     return c
+
+
+def wire_table_rows(ctx: UIContext, c: dict, a: dict, b: dict) -> None:
+    """A click on a row of the bulk table: that picture's prediction in the Prediction box, and the
+    actions (Why?, Add to the dataset) act on it; the page scrolls up to them."""
+
+    @for_anyone
+    def pick(kept, evt: gr.SelectData):
+        got = picked_row(kept, evt.row_value)
+        if got is None:  # a refused file (its row says why), or no result
+            return (gr.skip(),) * (1 + len(a["chosen"]))
+        pred, path = got
+        box = gr.Label(value=label_value(pred), label=f"Prediction for {pred['file']} (a row of the table below)")
+        return (box, *chosen_picture(ctx, pred, path))
+
+    b["table"].select(pick, [b["result"]], [c["label"], *a["chosen"]], api_visibility="private").then(
+        None, js="() => document.getElementById('picture-actions')?.scrollIntoView({block: 'center'})")

@@ -229,6 +229,11 @@ def create_review_tab(ctx: UIContext) -> dict:
             note = ("No trained model yet: showing duplicates and poor pictures only. Train a model to find "
                     "pictures in the wrong class.") if rows else \
                 "Train a model first; then the pictures most likely to be wrong appear here."
+        elif q.partial:
+            note = (f"Ranked with {q.run.name}: {q.summary()}. That training was stopped before it checked "
+                    "every picture, so it cannot tell which pictures are in the wrong class or which are "
+                    "outliers: none is flagged, and the pictures are in order of how hard the model found "
+                    "them. Train to the end (or choose a finished run in the Train tab) to find them.")
         else:
             note = (f"Ranked with {q.run.name}: {q.summary()}. Every picture was judged by pictures like it, "
                     "not by a model that learned it.")

@@ -133,6 +133,19 @@ def class_change_note(ctx: UIContext, picked: list[str] | None, name: str | None
     return "  \n".join(lines)
 
 
+FOLDER_LABEL = "Import folder"
+
+
+def _button_text(plan, verb: str, default: str) -> str:
+    """"Add 12 pictures to 'cat'" / "Import 40 pictures to 3 classes": what the button will do."""
+    n, k = plan.pictures - plan.unlabelled, len(plan.classes)
+    if k > 1:
+        return f"{verb} {n} picture{'s' if n != 1 else ''} to {k} classes"
+    if k == 1:
+        return f"{verb} {n} picture{'s' if n != 1 else ''} to '{next(iter(plan.classes))}'"
+    return default
+
+
 def create_search_tab(ctx: UIContext) -> dict:
     """Widgets and events of the Search & download tab."""
     c: dict = {}
@@ -165,9 +178,10 @@ def create_search_tab(ctx: UIContext) -> dict:
         with gr.Column(scale=1):
             if not ctx.shared:
                 with gr.Accordion("Import a folder from this computer", open=False):
-                    c["folder"] = gr.Textbox(label="Folder", placeholder="/home/me/pictures/animals",
+                    c["folder"] = gr.Textbox(label="Folder", placeholder="/home/me/pictures/animals", elem_id="import-folder-path",
                                              info="A folder with a sub-folder per class (the sub-folder names become the classes).")
-                    c["import_folder"] = gr.Button("Import folder", elem_id="import-folder")
+                    c["folder_plan"] = gr.Markdown(elem_id="folder-plan")
+                    c["import_folder"] = gr.Button(FOLDER_LABEL, elem_id="import-folder")
             c["result"] = gr.Markdown(elem_id="import-result")
             c["elsewhere"] = gr.State({})
             c["move_elsewhere"] = gr.Button("Move them", visible=False, elem_id="import-move-elsewhere")
@@ -259,11 +273,8 @@ def create_search_tab(ctx: UIContext) -> dict:
         plan = got[0]
         has_folders = any(s.folders for s in plan.sources) or (into and any(s.kind != "pictures"
                                                                              for s in plan.sources))
-        n, k = plan.pictures - plan.unlabelled, len(plan.classes)
-        button = (f"Add {n} picture{'s' if n != 1 else ''} to {k} classes" if k > 1
-                  else f"Add {n} picture{'s' if n != 1 else ''} to '{next(iter(plan.classes))}'" if k == 1
-                  else ADD_LABEL)
-        return plan.summary() or "Nothing to import.", gr.Checkbox(visible=bool(has_folders)), gr.Button(button)
+        return (plan.summary() or "Nothing to import.", gr.Checkbox(visible=bool(has_folders)),
+                gr.Button(_button_text(plan, "Add", ADD_LABEL)))
 
     plan_outs = [c["plan"], c["into_target"], c["add_files"]]
     plan_ins = [c["files"], c["target"], c["into_target"]]
@@ -335,6 +346,21 @@ def create_search_tab(ctx: UIContext) -> dict:
 
         c["import_folder"].click(import_folder, [c["folder"]], [*view, c["result"], c["elsewhere"],
                                                                 c["move_elsewhere"]], api_name="import_folder")
+
+        @owner_only(ctx, "import folders", quiet=True)
+        def show_folder_plan(folder: str):
+            """What the typed folder will become (its classes and pictures), said before anything is imported."""
+            p = Path((folder or "").strip()).expanduser()
+            if not (folder or "").strip():
+                return "", gr.Button(FOLDER_LABEL)
+            if not p.is_dir():
+                return f"{p} is not a folder on this computer.", gr.Button(FOLDER_LABEL)
+            plan = plan_import([p], project=ctx.project)
+            return plan.summary() or "No pictures in this folder.", gr.Button(_button_text(plan, "Import",
+                                                                                          FOLDER_LABEL))
+
+        c["folder"].blur(show_folder_plan, [c["folder"]], [c["folder_plan"], c["import_folder"]],
+                         api_visibility="private", show_progress="hidden")
 
     # --- the gallery: browse, select, move, delete ---
     @owner_only(ctx, "see the project's pictures")

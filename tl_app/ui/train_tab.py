@@ -222,7 +222,7 @@ def run_view(ctx: UIContext, run_id: str | None) -> RunView:
         text += " Stopped early: the validation loss no longer improved."
     if rep.get("restored_best") and rep.get("best_epoch"):
         text += f" Kept the weights of {_kept_epoch(rep, run.mode)}, which had the lowest validation loss."
-    text += f"  \n<small>Run id `{run.id}`</small>"
+    text += f"  \n<small>On the command line this run is `--run {run.id}`.</small>"
     conf = rep.get("confusion")
     cm = empty
     if conf:
@@ -325,23 +325,26 @@ def create_train_tab(ctx: UIContext) -> dict:
     # The one line of progress (no progress bar besides it), then how the run ended.
     c["status"] = gr.Markdown(elem_id="train-status")
     c["device"] = gr.Markdown(elem_id="train-device")
-    c["plot"] = gr.LinePlot(None, x="epoch", y="value", color="metric", title="Loss and accuracy per epoch",
-                            height=260, x_axis_format="d", elem_id="train-plot")
-    c["in_use"] = gr.Markdown(elem_id="train-in-use")
-    # allow_custom_value: runs made after the app started are not in an API caller's choices;
-    # set_active_run checks the id.
-    c["use_run"] = gr.Dropdown(choices=[], value=None, label="Model used by Review and Classify",
-                               allow_custom_value=True, elem_id="use-run")
-    c["report"] = gr.Markdown(elem_id="train-report")
-    with gr.Row(equal_height=False):
-        c["confusion_plot"] = gr.Plot(label="Confusion matrix", elem_id="train-confusion-plot", format="png")
-        c["per_class"] = gr.Dataframe(label="Per class", interactive=False, elem_id="train-per-class")
-    c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class; columns: predicted class)",
-                                  interactive=False, wrap=True, elem_id="train-confusion")
-    # Filled when the tab opens; empty in the page where visitors may look (a failure's reason can name a file).
-    c["runs"] = gr.Dataframe(value=runs_table(ctx) if ctx.access.everyone_owner else
-                             pd.DataFrame(columns=RUN_COLUMNS), label="Runs", interactive=False,
-                             elem_id="runs-table")
+    # The chart, the runs and their details: hidden until there is a run (empty boxes before that).
+    has_runs = ctx.access.everyone_owner and bool(runs.list_runs(ctx.project))
+    with gr.Column(visible=has_runs, elem_id="train-results") as c["results"]:
+        c["plot"] = gr.LinePlot(None, x="epoch", y="value", color="metric", title="Loss and accuracy per epoch",
+                                height=260, x_axis_format="d", elem_id="train-plot")
+        c["in_use"] = gr.Markdown(elem_id="train-in-use")
+        # allow_custom_value: runs made after the app started are not in an API caller's choices;
+        # set_active_run checks the id.
+        c["use_run"] = gr.Dropdown(choices=[], value=None, label="Model used by Review and Classify",
+                                   allow_custom_value=True, elem_id="use-run")
+        c["report"] = gr.Markdown(elem_id="train-report")
+        with gr.Row(equal_height=False):
+            c["confusion_plot"] = gr.Plot(label="Confusion matrix", elem_id="train-confusion-plot", format="png")
+            c["per_class"] = gr.Dataframe(label="Per class", interactive=False, elem_id="train-per-class")
+        c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class; columns: predicted class)",
+                                      interactive=False, wrap=True, elem_id="train-confusion")
+        # Filled when the tab opens; empty in the page where visitors may look (a failure's reason can name a file).
+        c["runs"] = gr.Dataframe(value=runs_table(ctx) if ctx.access.everyone_owner else
+                                 pd.DataFrame(columns=RUN_COLUMNS), label="Runs", interactive=False,
+                                 elem_id="runs-table")
     c.update(create_export_panel(ctx))
 
     def details(run_id: str | None) -> dict:
@@ -350,7 +353,8 @@ def create_train_tab(ctx: UIContext) -> dict:
         choices, active = run_choices(ctx)
         return {c["report"]: v.text, c["confusion_plot"]: v.figure, c["confusion"]: v.confusion,
                 c["per_class"]: v.per_class, c["runs"]: runs_table(ctx), c["in_use"]: in_use_text(ctx),
-                c["use_run"]: gr.Dropdown(choices=choices, value=active)}
+                c["use_run"]: gr.Dropdown(choices=choices, value=active),
+                c["results"]: gr.Column(visible=bool(runs.list_runs(ctx.project)) or current_job(ctx.project) is not None)}
 
     def follow(job, visitor: Visitor) -> Iterator[dict]:
         """Follow a job from its first event to its end; the last update shows how it ended.
@@ -372,8 +376,10 @@ def create_train_tab(ctx: UIContext) -> dict:
                         out[c["plot"]] = history_frame(watch.history, watch.mode)
                     if ev.get("type") == "start":
                         out[c["runs"]] = runs_table(ctx)
-                if first and same and job.kind == "training" and c["plot"] not in out:
-                    out[c["plot"]] = history_frame(watch.history, watch.mode)
+                if first and same and job.kind == "training":
+                    out[c["results"]] = gr.Column(visible=True)
+                    if c["plot"] not in out:
+                        out[c["plot"]] = history_frame(watch.history, watch.mode)
                 if new or first:
                     status = watch.status
                     if job.stop_requested:
@@ -424,7 +430,7 @@ def create_train_tab(ctx: UIContext) -> dict:
             yield {k: v for k, v in u.items() if k in keep}
 
     train_outs = [c["status"], c["device"], c["plot"], c["report"], c["confusion_plot"], c["confusion"],
-                  c["per_class"], c["runs"], c["use_run"], c["mode"], c["in_use"], c["cpu_train"]]
+                  c["per_class"], c["runs"], c["use_run"], c["mode"], c["in_use"], c["cpu_train"], c["results"]]
     lr_outs = [c["status"], c["lr"], c["device"]]
     watch_outs = [*train_outs, c["lr"]]
     form_fields = ("mode", "arch", "size", "pretrained", "weights", "epochs", "lr", "patience")
@@ -528,7 +534,7 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["use_run"].input(use_run, [c["use_run"]], use_outs, api_name="use_run")
 
     refresh_outs = [c["status"], c["device"], c["plot"], c["report"], c["confusion_plot"], c["confusion"],
-                    c["per_class"], c["runs"], c["use_run"], c["in_use"]]
+                    c["per_class"], c["runs"], c["use_run"], c["in_use"], c["results"]]
 
     @owner_only(ctx, "see the runs", quiet=True)
     def refresh():
@@ -548,6 +554,7 @@ def create_train_tab(ctx: UIContext) -> dict:
         return default_mode(ctx)
 
     c["on_select"] = (refresh, [], refresh_outs)
+    c["select_opts"] = dict(show_progress="hidden")  # quick; no loading boxes over the chart and tables
     c["on_load"] = (mode_now, [], [c["mode"]])
     c["then"] = (watch, [], watch_outs, follow_opts)
     c.update(create_share_panel(ctx))
