@@ -18,7 +18,8 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from loopback import JsonHandler, LoopbackServer
 
 TOKEN = "hf_standin_write_token"
 USER = "ann"
@@ -44,45 +45,29 @@ class HubStandIn:
         self.lock = threading.Lock()
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # quiet
-                pass
-
-            def _send(self, status: int, body: dict, headers: dict | None = None):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
+        class Handler(JsonHandler):
             def _authorised(self) -> bool:
                 if self.headers.get("Authorization") == f"Bearer {TOKEN}":
                     return True
-                self._send(401, {"error": "Invalid credentials in Authorization header"})
+                self.send_json(401, {"error": "Invalid credentials in Authorization header"})
                 return False
 
             def do_GET(self):
                 with hub.lock:
                     hub.requests.append(("GET", self.path))
                 if self.path.startswith("/api/agent-harnesses"):
-                    self._send(200, {"standardEnvVars": [], "harnesses": {}})
+                    self.send_json(200, {"standardEnvVars": [], "harnesses": {}})
                     return
                 if self.path.startswith("/api/whoami-v2"):
                     if self._authorised():
-                        self._send(200, {"type": "user", "name": USER, "auth": {"accessToken": {"role": "write"}}})
+                        self.send_json(200, {"type": "user", "name": USER, "auth": {"accessToken": {"role": "write"}}})
                     return
-                self._send(404, {"error": "not found"})
+                self.send_json(404, {"error": "not found"})
 
             def do_POST(self):
                 with hub.lock:
                     hub.requests.append(("POST", self.path))
-                body = self._body()
+                body = self.body()
                 if not self._authorised():
                     return
                 base = f"http://{self.headers.get('Host')}"
@@ -98,9 +83,9 @@ class HubStandIn:
                     with hub.lock:
                         hub.readmes.append(text)
                     if ok:
-                        self._send(200, {"errors": [], "warnings": []})
+                        self.send_json(200, {"errors": [], "warnings": []})
                     else:
-                        self._send(400, {"errors": [{"message": "the front matter is not a YAML mapping"}]})
+                        self.send_json(400, {"errors": [{"message": "the front matter is not a YAML mapping"}]})
                     return
                 if self.path == "/api/repos/create":
                     p = json.loads(body)
@@ -110,26 +95,26 @@ class HubStandIn:
                     url = f"{base}/{prefix}{repo_id}"
                     with hub.lock:
                         if (kind, repo_id) in hub.repos:
-                            self._send(409, {"error": "You already created this repo", "url": url})
+                            self.send_json(409, {"error": "You already created this repo", "url": url})
                             return
                         private = p.get("visibility", None)
                         hub.repos[(kind, repo_id)] = Repo(repo_id, kind, None if private is None else private == "private",
                                                           p.get("sdk"))
-                    self._send(200, {"url": url, "name": repo_id})
+                    self.send_json(200, {"url": url, "name": repo_id})
                     return
                 m = re.match(r"^/api/(model|dataset|space)s/([^/]+/[^/]+)/(preupload|commit)/([^/?]+)", self.path)
                 if not m:
-                    self._send(404, {"error": "not found"})
+                    self.send_json(404, {"error": "not found"})
                     return
                 kind, repo_id, what, _rev = m.groups()
                 with hub.lock:
                     repo = hub.repos.get((kind, repo_id))
                 if repo is None:
-                    self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                    self.send_json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
                     return
                 if what == "preupload":
                     files = json.loads(body)["files"]
-                    self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                    self.send_json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
                                                 "oid": None} for f in files]})
                     return
                 lines = [json.loads(x) for x in body.splitlines() if x.strip()]
@@ -137,24 +122,22 @@ class HubStandIn:
                 with hub.lock:
                     for ln in lines[1:]:
                         if ln["key"] != "file":  # lfsFile would need an LFS or Xet upload: not stood in for
-                            self._send(400, {"error": f"unsupported operation {ln['key']}"})
+                            self.send_json(400, {"error": f"unsupported operation {ln['key']}"})
                             return
                         repo.files[ln["value"]["path"]] = base64.b64decode(ln["value"]["content"])
                         commit["files"].append(ln["value"]["path"])
                     repo.commits.append(commit)
                     oid = f"{len(repo.commits):040x}"
                 prefix = "" if kind == "model" else f"{kind}s/"
-                self._send(200, {"commitUrl": f"{base}/{prefix}{repo_id}/commit/{oid}", "commitOid": oid,
+                self.send_json(200, {"commitUrl": f"{base}/{prefix}{repo_id}/commit/{oid}", "commitOid": oid,
                                  "pullRequestUrl": None})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.server = LoopbackServer(Handler)
+        self.url = self.server.url
 
     def __enter__(self) -> "HubStandIn":
-        self.thread.start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()

@@ -14,12 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+from loopback import JsonHandler, LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,46 +38,31 @@ class ZeroGpuApi:
     def __post_init__(self):
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self):
                 url = urlparse(self.path)
                 params = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 api.requests.append((url.path, params))
                 if url.path == "/schedule":
                     if api.mode == NO_GPU:
-                        return self._answer(503, {})
+                        return self.send_json(503, {})
                     wait = -1 if api.mode == TOO_LONG else api.wait
-                    return self._answer(429, {"left": api.left, "wait": wait},
+                    return self.send_json(429, {"left": api.left, "wait": wait},
                                         {"X-Authenticated": "regular"} if "token" in params else {})
-                return self._answer(200, {})  # /startup-report, /release
+                return self.send_json(200, {})  # /startup-report, /release
 
-            def _answer(self, status: int, body: dict, headers: dict | None = None):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = LoopbackServer(Handler).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     def schedules(self) -> list[dict]:
         """The parameters of every GPU request so far (``durationSeconds``, ``token``...)."""
         return [p for path, p in self.requests if path == "/schedule"]
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
     def __enter__(self) -> "ZeroGpuApi":
         return self
