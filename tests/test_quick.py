@@ -274,3 +274,28 @@ def test_head_fit_matches_plain_softmax_regression():
     fit = quick.fit_quick_head(X, y, 3, np.arange(0, 60, 2), np.arange(1, 60, 2))
     assert fit.l2 in quick.L2_GRID and fit.oof.shape == (60, 3)
     assert np.allclose(fit.oof.sum(1), 1) and fit.trace and fit.trace[-1]["accuracy"] is not None
+
+
+def test_a_failed_download_of_weights_is_said_in_words_not_the_library_s():
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from tl_app.models import _missing, download_failure
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/resnet18-f37072fd.pth", timeout=5)
+    except Exception as e:  # noqa: BLE001 - what torchvision's download raises, as it raises it
+        refused = e
+    assert download_failure(refused) == "the connection to the download server failed"
+    no_dns = urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+    assert "connected to the internet" in download_failure(no_dns)
+    assert download_failure(urllib.error.HTTPError("http://127.0.0.1/x", 403, "Forbidden", {}, None)) == \
+        "the server answered with error 403"
+    assert download_failure(urllib.error.URLError(socket.timeout("timed out"))) == "the download timed out"
+    assert "damaged" in download_failure(RuntimeError('invalid hash value (expected "f37072fd", got "00")'))
+    text = str(_missing("resnet18", download_failure(no_dns)))
+    assert "URLError" not in text and "Errno" not in text and "resnet18-f37072fd.pth" in text

@@ -123,6 +123,26 @@ def weights_help(arch_name: str) -> str:
             f"{constants.HF_HUB_CACHE}, for example with `huggingface-cli download timm/{arch.timm_name}`")
 
 
+def download_failure(e: BaseException) -> str:
+    """Why a download of weights failed, in words (not the library's exception text)."""
+    import urllib.error
+
+    reason = getattr(e, "reason", None)
+    if isinstance(e, urllib.error.HTTPError):
+        return f"the server answered with error {e.code}"
+    if isinstance(e, (socket.timeout, TimeoutError)) or isinstance(reason, (socket.timeout, TimeoutError)):
+        return "the download timed out"
+    if isinstance(reason, socket.gaierror) or isinstance(e, socket.gaierror):
+        return "the download server could not be found: is this computer connected to the internet?"
+    if isinstance(e, (ConnectionError, urllib.error.URLError)) or isinstance(reason, ConnectionError):
+        return "the connection to the download server failed"
+    if "hash" in str(e).lower():
+        return "the downloaded file was damaged (its checksum did not match)"
+    if "offline" in str(e).lower():
+        return "the app is in offline mode"
+    return "the download failed"
+
+
 def _missing(arch_name: str, why: str) -> WeightsMissing:
     return WeightsMissing(
         f"The pretrained weights for {arch_name} are not on this computer and could not be downloaded ({why}). "
@@ -281,7 +301,7 @@ def create_body(arch_name: str, *, pretrained: bool, weights: Path | None = None
         except Exception as e:  # noqa: BLE001 - URLError, HTTPError, timeouts, hash mismatches
             if tv_w is None:
                 raise
-            raise _missing(arch.name, f"{type(e).__name__}: {e}") from None
+            raise _missing(arch.name, download_failure(e)) from None
         if weights is not None:
             _load_into(net, load_state_dict_file(weights), Path(weights).name, arch.name, skip=("fc.",))
         body = nn.Sequential(*list(net.children())[:-2])
@@ -299,7 +319,7 @@ def create_body(arch_name: str, *, pretrained: bool, weights: Path | None = None
         except Exception as e:  # noqa: BLE001
             if not kw:
                 raise
-            raise _missing(arch.name, f"{type(e).__name__}: {str(e)[:200]}") from None
+            raise _missing(arch.name, download_failure(e)) from None
         if weights is not None:  # our weights-only reader, not timm's file loader
             _load_into(body, load_state_dict_file(weights), Path(weights).name, arch.name,
                        skip=("classifier.", "head.fc.", "fc."))

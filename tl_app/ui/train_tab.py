@@ -326,21 +326,24 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["status"] = gr.Markdown(elem_id="train-status")
     c["device"] = gr.Markdown(elem_id="train-device")
     # The chart, the runs and their details: hidden until there is a run (empty boxes before that).
-    has_runs = ctx.access.everyone_owner and bool(runs.list_runs(ctx.project))
+    every_run = runs.list_runs(ctx.project) if ctx.access.everyone_owner else []
+    has_runs, has_model = bool(every_run), any(r.has_model for r in every_run)
     with gr.Column(visible=has_runs, elem_id="train-results") as c["results"]:
-        c["plot"] = gr.LinePlot(None, x="epoch", y="value", color="metric", title="Loss and accuracy per epoch",
-                                height=260, x_axis_format="d", elem_id="train-plot")
+        with gr.Column(visible=has_model, elem_id="train-chart-box") as c["chart_box"]:  # a run with a model
+            c["plot"] = gr.LinePlot(None, x="epoch", y="value", color="metric", title="Loss and accuracy per epoch",
+                                    height=260, x_axis_format="d", elem_id="train-plot")
         c["in_use"] = gr.Markdown(elem_id="train-in-use")
         # allow_custom_value: runs made after the app started are not in an API caller's choices;
         # set_active_run checks the id.
         c["use_run"] = gr.Dropdown(choices=[], value=None, label="Model used by Review and Classify",
-                                   allow_custom_value=True, elem_id="use-run")
+                                   allow_custom_value=True, elem_id="use-run", visible=has_model)
         c["report"] = gr.Markdown(elem_id="train-report")
-        with gr.Row(equal_height=False):
-            c["confusion_plot"] = gr.Plot(label="Confusion matrix", elem_id="train-confusion-plot", format="png")
-            c["per_class"] = gr.Dataframe(label="Per class", interactive=False, elem_id="train-per-class")
-        c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class; columns: predicted class)",
-                                      interactive=False, wrap=True, elem_id="train-confusion")
+        with gr.Column(visible=has_model, elem_id="train-matrix-box") as c["matrix_box"]:  # the run shown has one
+            with gr.Row(equal_height=False):
+                c["confusion_plot"] = gr.Plot(label="Confusion matrix", elem_id="train-confusion-plot", format="png")
+                c["per_class"] = gr.Dataframe(label="Per class", interactive=False, elem_id="train-per-class")
+            c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class; columns: predicted class)",
+                                          interactive=False, wrap=True, elem_id="train-confusion")
         # Filled when the tab opens; empty in the page where visitors may look (a failure's reason can name a file).
         c["runs"] = gr.Dataframe(value=runs_table(ctx) if ctx.access.everyone_owner else
                                  pd.DataFrame(columns=RUN_COLUMNS), label="Runs", interactive=False,
@@ -351,10 +354,13 @@ def create_train_tab(ctx: UIContext) -> dict:
         """The run in use (or the given run), the choice and the runs: everything but the progress."""
         v = run_view(ctx, run_id)
         choices, active = run_choices(ctx)
+        running = current_job(ctx.project) is not None
         return {c["report"]: v.text, c["confusion_plot"]: v.figure, c["confusion"]: v.confusion,
                 c["per_class"]: v.per_class, c["runs"]: runs_table(ctx), c["in_use"]: in_use_text(ctx),
-                c["use_run"]: gr.Dropdown(choices=choices, value=active),
-                c["results"]: gr.Column(visible=bool(runs.list_runs(ctx.project)) or current_job(ctx.project) is not None)}
+                c["use_run"]: gr.Dropdown(choices=choices, value=active, visible=bool(choices)),
+                c["results"]: gr.Column(visible=bool(runs.list_runs(ctx.project)) or running),
+                c["chart_box"]: gr.Column(visible=bool(choices) or running),
+                c["matrix_box"]: gr.Column(visible=v.figure is not None)}
 
     def follow(job, visitor: Visitor) -> Iterator[dict]:
         """Follow a job from its first event to its end; the last update shows how it ended.
@@ -377,7 +383,7 @@ def create_train_tab(ctx: UIContext) -> dict:
                     if ev.get("type") == "start":
                         out[c["runs"]] = runs_table(ctx)
                 if first and same and job.kind == "training":
-                    out[c["results"]] = gr.Column(visible=True)
+                    out[c["results"]] = out[c["chart_box"]] = gr.Column(visible=True)
                     if c["plot"] not in out:
                         out[c["plot"]] = history_frame(watch.history, watch.mode)
                 if new or first:
@@ -430,7 +436,8 @@ def create_train_tab(ctx: UIContext) -> dict:
             yield {k: v for k, v in u.items() if k in keep}
 
     train_outs = [c["status"], c["device"], c["plot"], c["report"], c["confusion_plot"], c["confusion"],
-                  c["per_class"], c["runs"], c["use_run"], c["mode"], c["in_use"], c["cpu_train"], c["results"]]
+                  c["per_class"], c["runs"], c["use_run"], c["mode"], c["in_use"], c["cpu_train"], c["results"],
+                  c["chart_box"], c["matrix_box"]]
     lr_outs = [c["status"], c["lr"], c["device"]]
     watch_outs = [*train_outs, c["lr"]]
     form_fields = ("mode", "arch", "size", "pretrained", "weights", "epochs", "lr", "patience")
@@ -521,7 +528,8 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["mode"].input(on_mode, [c["mode"], c["pretrained"], c["weights"]],
                     [c["pretrained"], c["mode_note"], c["full_options"]], api_visibility="private")
 
-    use_outs = [c["report"], c["plot"], c["confusion_plot"], c["confusion"], c["per_class"], c["runs"], c["in_use"]]
+    use_outs = [c["report"], c["plot"], c["confusion_plot"], c["confusion"], c["per_class"], c["runs"], c["in_use"],
+                c["matrix_box"]]
 
     @owner_only(ctx, "choose the model in use")
     def use_run(run_id):
@@ -534,7 +542,7 @@ def create_train_tab(ctx: UIContext) -> dict:
     c["use_run"].input(use_run, [c["use_run"]], use_outs, api_name="use_run")
 
     refresh_outs = [c["status"], c["device"], c["plot"], c["report"], c["confusion_plot"], c["confusion"],
-                    c["per_class"], c["runs"], c["use_run"], c["in_use"], c["results"]]
+                    c["per_class"], c["runs"], c["use_run"], c["in_use"], c["results"], c["chart_box"], c["matrix_box"]]
 
     @owner_only(ctx, "see the runs", quiet=True)
     def refresh():
