@@ -138,7 +138,7 @@ def test_import_folder_and_train_tab(tmp_path, colour_folder, fake_pretrained):
         assert "Review and Classify use it now." in status and quick_run.id not in status
         assert "Full fine-tuning is now selected" in status and mode == "full"  # to fine-tune further
         assert device.startswith("**Device:** CPU")
-        assert f"**{quick_run.name}** (finished, in use)" in report and f"`{quick_run.id}`" in report  # id: details
+        assert f"**{quick_run.name}** (finished, in use)" in report and f"`--run {quick_run.id}`" in report  # for the CLI
         assert figure["type"] == "matplotlib" and figure["plot"].startswith("data:image/png;base64,")
         assert [r[0] for r in _table(confusion)] == ["blue", "red"]
         assert {r[0] for r in _table(per_class)} == {"blue", "red"}
@@ -220,7 +220,7 @@ def test_new_classes_and_runs_reach_every_caller(tmp_path, colour_folder):
         item = srv.project.items(label="blue")[0].id
         assert _review(later, item, "red", "blue", "", "", api_name="/relabel")["status"] == "Moved 1 image to 'red'."
         report, *_ = later.predict(rep.run, api_name="/use_run")
-        assert f"`{rep.run}`" in report and runs.active_run(srv.project).id == rep.run
+        assert f"`--run {rep.run}`" in report and runs.active_run(srv.project).id == rep.run
         assert later.predict("nobody", api_name="/browse")[0] == []
 
 
