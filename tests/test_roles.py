@@ -32,7 +32,8 @@ from tl_app.ui.review_tab import ALL
 REFUSED = "Only the owner of this app may"
 #: Everything a visitor may call: classify (one picture or many, and why), the model card, and the page's own workings.
 VISITOR_SAFE = {"classify", "model_card", "select", "refresh_3", "page_for", "fit_columns", "_check_login_status",
-                "classify_many", "explain", "show_first", "show_picked"}
+                "classify_many", "explain", "show_first", "show_picked",
+                "pick_table_row"}
 
 
 def _client(url: str, **kw) -> Client:

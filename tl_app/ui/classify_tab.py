@@ -197,7 +197,7 @@ def wire_table_rows(ctx: UIContext, c: dict, a: dict, b: dict) -> None:
     actions (Why?, Add to the dataset) act on it; the page scrolls up to them."""
 
     @for_anyone
-    def pick(kept, evt: gr.SelectData):
+    def pick_table_row(kept, evt: gr.SelectData):
         got = picked_row(kept, evt.row_value)
         if got is None:  # a refused file (its row says why), or no result
             return (gr.skip(),) * (1 + len(a["chosen"]))
@@ -205,5 +205,5 @@ def wire_table_rows(ctx: UIContext, c: dict, a: dict, b: dict) -> None:
         box = gr.Label(value=label_value(pred), label=f"Prediction for {pred['file']} (a row of the table below)")
         return (box, *chosen_picture(ctx, pred, path))
 
-    b["table"].select(pick, [b["result"]], [c["label"], *a["chosen"]], api_visibility="private").then(
+    b["table"].select(pick_table_row, [b["result"]], [c["label"], *a["chosen"]], api_visibility="private").then(
         None, js="() => document.getElementById('picture-actions')?.scrollIntoView({block: 'center'})")
