@@ -10,17 +10,30 @@ the line says "warm-up", then "epoch 1 of 2".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
+from ..jobs import Progress, ProgressLine, time_left_words
 from .adapters import pct
 
 
 def seconds_left(s: float | None) -> str:
-    """"about 1 min 05 s left" (empty when unknown)."""
-    if s is None:
-        return ""
-    s = int(round(s))
-    return f"about {s // 60} min {s % 60:02d} s left" if s >= 60 else f"about {s} s left"
+    """"about 3 min left" (empty when unknown): the core's words, the same as the CLI's."""
+    return time_left_words(s)
+
+
+def gr_progress(progress, desc: str, unit: str = "") -> Callable[[Progress], None]:
+    """A core progress callback that drives a ``gr.Progress``: "Importing: 120 of 500 pictures, about 2 min left".
+
+    The time left is the core's estimate (:class:`tl_app.jobs.ProgressLine`), as on the CLI.
+    """
+    line = ProgressLine(unit)
+
+    def report(p: Progress) -> None:
+        words = line(p)
+        progress((min(p.done, p.total), max(p.total, 1)), desc=f"{desc}: {words}" if p.total else desc)
+
+    report.line = line  # the latest words, for a status line beside the bar
+    return report
 
 
 def duration(s: float | None) -> str:
@@ -95,7 +108,7 @@ class JobWatch:
             return (f"{self.title}: {ev['cached']} of {ev['total']} pictures' features are cached; "
                     f"{todo} to compute." if todo else f"{self.title}: every picture's features are cached.")
         if phase == "scoring":
-            return f"{self.title}: scoring every picture for Review, {ev['done']} of {ev['total']}."
+            return f"{self.title}: scoring every picture for Review, {ev['done']} of {ev['total']}" + tail
         if phase in ("head", "model", "lr_find", "compare"):
             return f"{self.title}: {ev.get('message', '')}…"
         if phase == "gpu_wait":
