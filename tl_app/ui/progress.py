@@ -9,10 +9,12 @@ the line says "warm-up", then "epoch 1 of 2".
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
-from ..jobs import Progress, ProgressLine, time_left_words
+from ..errors import InputError
+from ..jobs import Progress, ProgressLine, StopToken, time_left_words
 from .adapters import pct
 
 
@@ -32,8 +34,39 @@ def gr_progress(progress, desc: str, unit: str = "") -> Callable[[Progress], Non
         words = line(p)
         progress((min(p.done, p.total), max(p.total, 1)), desc=f"{desc}: {words}" if p.total else desc)
 
-    report.line = line  # the latest words, for a status line beside the bar
     return report
+
+
+@contextlib.contextmanager
+def session_stop(ctx, kind: str, request) -> Iterator[StopToken]:
+    """The stop token of this browser session's ``kind`` of work (an import, an export) while it runs.
+
+    Kept per session, so a Stop ends only this window's work; a second one of the same kind in
+    the same window is refused with a plain message. See :func:`stop_session`.
+    """
+    key = (kind, getattr(request, "session_hash", None) or "api")
+    token = StopToken()
+    with ctx.lock:
+        if key in ctx.stops:
+            raise InputError(f"An {kind} is already running in this window: wait for it, or Stop it first."
+                             if kind[0] in "aeiou" else f"A {kind} is already running in this window: wait for it, "
+                             "or Stop it first.")
+        ctx.stops[key] = token
+    try:
+        yield token
+    finally:
+        with ctx.lock:
+            if ctx.stops.get(key) is token:
+                del ctx.stops[key]
+
+
+def stop_session(ctx, kind: str, request) -> bool:
+    """Ask this session's running ``kind`` of work to stop; False when none runs."""
+    token = ctx.stops.get((kind, getattr(request, "session_hash", None) or "api"))
+    if token is None:
+        return False
+    token.set()
+    return True
 
 
 def duration(s: float | None) -> str:

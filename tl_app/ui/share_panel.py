@@ -18,9 +18,10 @@ from typing import Optional
 
 import gradio as gr
 
-from ..errors import InputError
+from ..errors import InputError, Stopped
 from ..project import Project
 from .adapters import UIContext, owner_only
+from .progress import gr_progress, session_stop, stop_session
 
 TARGETS = [("The model (ONNX bundle and card)", "model"), ("A classify-only Space", "space"),
            ("The dataset (pictures and metadata.csv)", "dataset")]
@@ -55,6 +56,7 @@ def create_share_panel(ctx: UIContext) -> dict:
         with gr.Row():
             c["share_dataset"] = gr.Button("Dataset zip", elem_id="share-dataset-button")
             c["share_project"] = gr.Button("Whole project zip", elem_id="share-project-button")
+            c["share_stop"] = gr.Button("Stop", variant="stop", visible=False, elem_id="share-stop")
         c["share_file"] = gr.File(label="Your download", interactive=False, elem_id="share-file")
         c["share_note"] = gr.Markdown(elem_id="share-note")
         gr.Markdown("**Restore a project zip.** Into this app's project when it is still empty; otherwise as a new "
@@ -75,23 +77,46 @@ def create_share_panel(ctx: UIContext) -> dict:
         c["share_publish"] = gr.Button("Publish", variant="primary", elem_id="share-publish-button")
         c["share_status"] = gr.Markdown(elem_id="share-status")
 
+    def _zip(write, desc: str, unit: str, after: str, request, progress):
+        """Write a zip with progress and a Stop (nothing is left behind when stopped); yields the panel's outputs."""
+        try:
+            with session_stop(ctx, "export", request) as stop:
+                yield gr.skip(), gr.skip(), gr.Button(visible=True)
+                rep = write(progress=gr_progress(progress, desc, unit), stop=stop)
+        except Stopped:
+            yield None, "**Stopped.** No zip was written.", gr.Button(visible=False)
+            return
+        yield str(rep.out), rep.summary() + after, gr.Button(visible=False)
+
     @owner_only(ctx, "export the dataset")
-    def export_dataset_zip():
+    def export_dataset_zip(request: gr.Request = None, progress=gr.Progress()):
         from ..share.archive import export_dataset
 
-        rep = export_dataset(ctx.project, _export_dir() / f"{ctx.project.root.name or 'project'}-dataset.zip")
-        return str(rep.out), rep.summary()
+        out = _export_dir() / f"{ctx.project.root.name or 'project'}-dataset.zip"
+        yield from _zip(lambda **kw: export_dataset(ctx.project, out, **kw), "Writing the dataset zip", "pictures",
+                        "", request, progress)
 
     @owner_only(ctx, "export the project")
-    def export_project_zip():
+    def export_project_zip(request: gr.Request = None, progress=gr.Progress()):
         from ..share.archive import export_project
 
-        rep = export_project(ctx.project, _export_dir() / f"{ctx.project.root.name or 'project'}-project.zip")
-        return str(rep.out), rep.summary() + " Restore it with the panel below, or `python -m tl_app import "\
-            "ZIP --as FOLDER`."
+        out = _export_dir() / f"{ctx.project.root.name or 'project'}-project.zip"
+        yield from _zip(lambda **kw: export_project(ctx.project, out, **kw), "Writing the project zip", "files",
+                        " Restore it with the panel below, or `python -m tl_app import ZIP --as FOLDER`.",
+                        request, progress)
 
-    c["share_dataset"].click(export_dataset_zip, None, [c["share_file"], c["share_note"]], api_name="export_dataset")
-    c["share_project"].click(export_project_zip, None, [c["share_file"], c["share_note"]], api_name="export_project")
+    zip_outs = [c["share_file"], c["share_note"], c["share_stop"]]
+    c["share_dataset"].click(export_dataset_zip, None, zip_outs, api_name="export_dataset",
+                             show_progress_on=[c["share_note"]])
+    c["share_project"].click(export_project_zip, None, zip_outs, api_name="export_project",
+                             show_progress_on=[c["share_note"]])
+
+    @owner_only(ctx, "stop exports")
+    def stop_zip(request: gr.Request = None):
+        return "**Stopping…** No half-written zip is left." if stop_session(ctx, "export", request) \
+            else "Nothing is being written."
+
+    c["share_stop"].click(stop_zip, None, [c["share_note"]], api_name="stop_zip", queue=False)
 
     @owner_only(ctx, "restore a project")
     def restore(path: Optional[str]):
