@@ -175,6 +175,25 @@ def test_an_export_is_refused_for_an_existing_folder_and_without_a_model(trained
     assert not (tmp_path / "x").exists()
 
 
+def test_an_export_reports_its_stages_and_a_stop_leaves_nothing_behind(trained_project, tmp_path):
+    from tl_app.errors import Stopped
+    from tl_app.jobs import StopToken
+
+    stop = StopToken()
+    stages: list[str] = []
+
+    def stop_at_onnx(message: str) -> None:
+        stages.append(message)
+        if message.startswith("Converting"):  # asked during the conversion: ends before the parity check
+            stop.set()
+
+    out = tmp_path / "bundle"
+    with pytest.raises(Stopped, match="The export was stopped; nothing was written."):
+        bundle.export_bundle(trained_project, out, progress=stop_at_onnx, stop=stop)
+    assert stages[0].startswith("Loading ") and stages[-1] == "Converting the model to ONNX"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["trained"]  # no partial folder either
+
+
 # --- the parity check ---------------------------------------------------------------------------
 def test_an_export_whose_preprocessing_differs_from_the_apps_is_refused_and_leaves_nothing(
         trained_project, tmp_path, monkeypatch):

@@ -298,10 +298,27 @@ def cmd_runs(args) -> int:
 
 
 def cmd_review(args) -> int:
+    from .errors import Stopped
     from .review import REASON_NAMES, rank
 
-    rows = [r.to_dict() for r in rank(_project(args), top=args.top, label=args.label, kind=args.kind,
-                                      loose=args.loose)]
+    from .jobs import ProgressLine
+
+    stage_line = ProgressLine("stages done")
+
+    def progress(p) -> None:  # "  finding copies (2 of 5 stages done, about 20 s left)"
+        words = stage_line(p)
+        if p.done < p.total:
+            _err(f"  {p.message} ({words})")
+
+    try:
+        rows = [r.to_dict() for r in rank(_project(args), top=args.top, label=args.label, kind=args.kind,
+                                          loose=args.loose, progress=progress,
+                                          stop=_stoppable("at the next stage; nothing is shown half-judged"))]
+    except Stopped as e:
+        _err(f"stopped: {e}")
+        if args.json:
+            print(json.dumps({"stopped": True, "error": str(e)}, ensure_ascii=False))
+        return 130
 
     def line(r: dict) -> str:
         guess = f"-> {r['predicted']:<14} {r['confidence']:.0%}" if r["predicted"] else ""
