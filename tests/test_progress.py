@@ -143,17 +143,18 @@ def test_the_ui_import_shows_the_time_left_and_its_stop_ends_it_keeping_what_is_
     with serve(tmp_path / "proj") as srv:
         c = Client(srv.url, verbose=False, download_files=False)
         job = c.submit(str(src.parent), api_name="/import_folder")
-        seen: list[str] = []
+        seen: list[tuple] = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not job.done():
             st = job.status()
             for pu in (getattr(st, "progress_data", None) or []):
-                if pu.desc:
-                    seen.append(pu.desc)
-            if any(" left" in d for d in seen):
+                seen.append((pu.index, pu.length, pu.unit, pu.desc))
+            if any(" left" in (d or "") for *_, d in seen):
                 break
             time.sleep(0.2)
-        assert any(d.startswith("Importing: ") and " of 60 files, " in d and d.endswith(" left") for d in seen), seen
+        # The page's progress bar: "24/60 files", and the words "Importing, about 10 s left".
+        assert any(n == 60 and unit == "files" and d.startswith("Importing, ") and d.endswith(" left")
+                   for _, n, unit, d in seen), seen
         assert c.predict(api_name="/stop_import").startswith("**Stopping the import")
         out = job.result(timeout=60)
         result = out[-1]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from ..errors import InputError
-from ..jobs import Progress, ProgressLine, StopToken, time_left_words
+from ..jobs import Progress, StopToken, TimeLeft, time_left_words
 from .adapters import pct
 
 
@@ -23,16 +23,17 @@ def seconds_left(s: float | None) -> str:
     return time_left_words(s)
 
 
-def gr_progress(progress, desc: str, unit: str = "") -> Callable[[Progress], None]:
-    """A core progress callback that drives a ``gr.Progress``: "Importing: 120 of 500 pictures, about 2 min left".
+def gr_progress(progress, desc: str, unit: str = "steps") -> Callable[[Progress], None]:
+    """A core progress callback that drives a ``gr.Progress``: "120/500 files · Importing, about 2 min left".
 
-    The time left is the core's estimate (:class:`tl_app.jobs.ProgressLine`), as on the CLI.
+    Gradio's bar counts ``done/total unit`` itself; the words add the time left, the core's
+    estimate (:class:`tl_app.jobs.TimeLeft`), the same as the CLI prints.
     """
-    line = ProgressLine(unit)
+    eta = TimeLeft()
 
     def report(p: Progress) -> None:
-        words = line(p)
-        progress((min(p.done, p.total), max(p.total, 1)), desc=f"{desc}: {words}" if p.total else desc)
+        left = time_left_words(eta.update(p.done, p.total)) if p.done < p.total else ""
+        progress((min(p.done, p.total), max(p.total, 1)), desc=f"{desc}, {left}" if left else desc, unit=unit)
 
     return report
 

@@ -166,6 +166,10 @@ def create_search_tab(ctx: UIContext) -> dict:
                 # There while an import runs: it ends at the next picture, and what is in stays (undoable).
                 c["import_stop"] = gr.Button("Stop import", variant="stop", visible=False, elem_id="import-stop",
                                              scale=1, min_width=120)
+            # An empty line under the buttons while an import runs: Gradio draws its progress bar there
+            # (a column, not the line itself, is the event's output, so API callers get no extra value).
+            with gr.Column(visible=False, elem_id="import-progress") as c["import_progress"]:
+                c["import_bar"] = gr.Markdown(min_height=72)
         with gr.Column(scale=1):
             if not ctx.shared:
                 with gr.Accordion("Import a folder from this computer", open=False):
@@ -175,6 +179,8 @@ def create_search_tab(ctx: UIContext) -> dict:
                         c["import_folder"] = gr.Button("Import folder", elem_id="import-folder", scale=3)
                         c["folder_stop"] = gr.Button("Stop import", variant="stop", visible=False,
                                                      elem_id="import-folder-stop", scale=1, min_width=120)
+                    with gr.Column(visible=False, elem_id="import-folder-progress") as c["folder_progress"]:
+                        c["folder_bar"] = gr.Markdown(min_height=72)
             c["result"] = gr.Markdown(elem_id="import-result")
             c["elsewhere"] = gr.State({})
             c["move_elsewhere"] = gr.Button("Move them", visible=False, elem_id="import-move-elsewhere")
@@ -297,17 +303,20 @@ def create_search_tab(ctx: UIContext) -> dict:
             raise InputError(f"Choose the class {'this picture belongs' if n == 1 else f'these {n} pictures belong'} "
                              "to (or type a new class name). A zip file with a folder per class needs none.")
         with session_stop(ctx, "import", request) as stop:
-            yield (*[gr.skip()] * len(import_outs), gr.Button(visible=True))  # the Stop button, while it runs
+            # While it runs: the Stop button, and a line of its own for the progress bar.
+            yield (*[gr.skip()] * len(import_outs), gr.Button(visible=True),
+                   gr.Column(visible=True))
             rep = import_files(ctx.project, paths, label=label if into else None, loose_label=label, names=names,
                                progress=gr_progress(progress, "Importing", "files"), stop=stop)
         got_classes = [k for k in plan.classes if rep.labels.get(k)]
         shown = label if label and ctx.project.find_label(label) in got_classes else next(iter(got_classes), None)
         shown = ctx.project.find_label(shown) if shown else None
         yield (*refreshed(shown, target=ctx.project.find_label(label) if label else None), report_markdown(rep),
-               None, *_elsewhere_outs(rep), gr.Button(visible=False))
+               None, *_elsewhere_outs(rep), gr.Button(visible=False), gr.Column(visible=False))
 
-    c["add_files"].click(add_files, [c["target"], c["files"], c["into_target"]], [*import_outs, c["import_stop"]],
-                         api_name="add_files", show_progress_on=[c["result"]])
+    c["add_files"].click(add_files, [c["target"], c["files"], c["into_target"]],
+                         [*import_outs, c["import_stop"], c["import_progress"]], api_name="add_files",
+                         show_progress_on=[c["import_bar"]])
 
     @owner_only(ctx, "stop imports")
     def stop_import(request: gr.Request = None):
@@ -344,13 +353,15 @@ def create_search_tab(ctx: UIContext) -> dict:
             if not p.is_dir():
                 raise InputError(f"{p} is not a folder on this computer.")
             with session_stop(ctx, "import", request) as stop:
-                yield (*[gr.skip()] * len(folder_outs), gr.Button(visible=True))
+                yield (*[gr.skip()] * len(folder_outs), gr.Button(visible=True),
+                       gr.Column(visible=True))
                 rep = import_files(ctx.project, [p], progress=gr_progress(progress, "Importing", "files"), stop=stop)
             first = next(iter(rep.labels), None)
-            yield (*refreshed(first), report_markdown(rep), *_elsewhere_outs(rep), gr.Button(visible=False))
+            yield (*refreshed(first), report_markdown(rep), *_elsewhere_outs(rep), gr.Button(visible=False),
+                   gr.Column(visible=False))
 
-        c["import_folder"].click(import_folder, [c["folder"]], [*folder_outs, c["folder_stop"]],
-                                 api_name="import_folder", show_progress_on=[c["result"]])
+        c["import_folder"].click(import_folder, [c["folder"]], [*folder_outs, c["folder_stop"], c["folder_progress"]],
+                                 api_name="import_folder", show_progress_on=[c["folder_bar"]])
         c["folder_stop"].click(stop_import, None, [c["result"]], api_visibility="private", queue=False)
 
     # --- the gallery: browse, select, move, delete ---
