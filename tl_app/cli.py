@@ -21,6 +21,10 @@ from .config import HELP
 from .errors import InputError, TLError
 
 
+#: Work that ends sooner than this prints no progress (Review: its stages).
+QUIET_SECONDS = 5.0
+
+
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -304,10 +308,12 @@ def cmd_review(args) -> int:
     from .jobs import ProgressLine
 
     stage_line = ProgressLine("stages done")
+    started = time.monotonic()
 
     def progress(p) -> None:  # "  finding copies (2 of 5 stages done, about 20 s left)"
         words = stage_line(p)
-        if p.done < p.total:
+        # Quiet when it is quick (most projects); a review that takes a while says where it is.
+        if p.done < p.total and time.monotonic() - started >= QUIET_SECONDS:
             _err(f"  {p.message} ({words})")
 
     try:

@@ -19,7 +19,7 @@ from ..errors import Stopped
 from ..jobs import StopToken
 from ..share.bundle import STAGES, ExportResult, export_bundle, export_space, zip_folder
 from .adapters import UIContext, owner_only, pct
-from .progress import session_stop, stop_session
+from .progress import progress_slot, session_stop, stop_session
 
 WHAT = {"bundle": "Model bundle", "space": "Space"}
 #: Zips older than this are removed at the next export (Gradio serves its own copy of each).
@@ -93,6 +93,7 @@ def create_export_panel(ctx: UIContext) -> dict:
             c["export_bundle"] = gr.Button("Export bundle (zip)", elem_id="export-bundle-button")
             c["export_space"] = gr.Button("Export Space (zip)", elem_id="export-space-button")
             c["export_stop"] = gr.Button("Stop export", variant="stop", visible=False, elem_id="export-stop")
+        c["export_progress"], c["export_bar"] = progress_slot("export-progress")
         c["export_status"] = gr.Markdown(elem_id="export-status")
         c["export_file"] = gr.File(label="Download", visible=False, interactive=False, elem_id="export-file")
 
@@ -114,18 +115,24 @@ def create_export_panel(ctx: UIContext) -> dict:
 
             try:
                 with session_stop(ctx, "export", request) as stop:
-                    yield gr.skip(), gr.skip(), gr.Button(visible=True)
+                    yield "", gr.File(visible=False), gr.Button(visible=True), gr.Column(visible=True)
                     path, rep = export_zip(ctx, fmt, run_id, progress=stage, stop=stop)
             except Stopped:
-                yield "**Export stopped.** Nothing was written.", gr.File(visible=False), gr.Button(visible=False)
+                yield ("**Export stopped.** Nothing was written.", gr.File(visible=False), gr.Button(visible=False),
+                       gr.Column(visible=False))
                 return
-            yield result_text(rep), gr.File(value=str(path), visible=True), gr.Button(visible=False)
+            except Exception:
+                # An export refused (or failed) says so in its message; the progress line and Stop go.
+                yield gr.skip(), gr.skip(), gr.Button(visible=False), gr.Column(visible=False)
+                raise
+            yield (result_text(rep), gr.File(value=str(path), visible=True), gr.Button(visible=False),
+                   gr.Column(visible=False))
 
         export.__name__ = f"export_{fmt}"
         return export
 
-    outs = [c["export_status"], c["export_file"], c["export_stop"]]
-    opts = dict(concurrency_id="export", concurrency_limit=1, show_progress_on=[c["export_status"]])
+    outs = [c["export_status"], c["export_file"], c["export_stop"], c["export_progress"]]
+    opts = dict(concurrency_id="export", concurrency_limit=1, show_progress_on=[c["export_bar"]])
     c["export_bundle"].click(make("bundle"), [c["export_run"]], outs, api_name="export_bundle", **opts)
     c["export_space"].click(make("space"), [c["export_run"]], outs, api_name="export_space", **opts)
 

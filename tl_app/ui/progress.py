@@ -38,6 +38,19 @@ def gr_progress(progress, desc: str, unit: str = "steps") -> Callable[[Progress]
     return report
 
 
+def progress_slot(elem_id: str):
+    """An empty line, hidden until a long step runs, for Gradio to draw that step's progress bar on.
+
+    Returns ``(column, line)``: show the column (an event output: not among the API's values, unlike
+    a Markdown) while the work runs, and point the event's ``show_progress_on`` at the line.
+    """
+    import gradio as gr
+
+    with gr.Column(visible=False, elem_id=elem_id) as column:
+        line = gr.Markdown(min_height=72)
+    return column, line
+
+
 @contextlib.contextmanager
 def session_stop(ctx, kind: str, request) -> Iterator[StopToken]:
     """The stop token of this browser session's ``kind`` of work (an import, an export) while it runs.

@@ -18,7 +18,7 @@ from ..errors import InputError, InvalidLabel, ItemNotFound, NothingToUndo
 from ..importer import ImportReport, import_files, plan_import
 from ..project import Item
 from .adapters import UIContext, for_anyone, owner_only, upload_paths
-from .progress import gr_progress, session_stop, stop_session
+from .progress import gr_progress, progress_slot, session_stop, stop_session
 from .web_search import create_web_search, wire_web_search
 
 BROWSE_LIMIT = 60
@@ -166,10 +166,8 @@ def create_search_tab(ctx: UIContext) -> dict:
                 # There while an import runs: it ends at the next picture, and what is in stays (undoable).
                 c["import_stop"] = gr.Button("Stop import", variant="stop", visible=False, elem_id="import-stop",
                                              scale=1, min_width=120)
-            # An empty line under the buttons while an import runs: Gradio draws its progress bar there
-            # (a column, not the line itself, is the event's output, so API callers get no extra value).
-            with gr.Column(visible=False, elem_id="import-progress") as c["import_progress"]:
-                c["import_bar"] = gr.Markdown(min_height=72)
+            # An empty line under the buttons while an import runs: Gradio draws its progress bar there.
+            c["import_progress"], c["import_bar"] = progress_slot("import-progress")
         with gr.Column(scale=1):
             if not ctx.shared:
                 with gr.Accordion("Import a folder from this computer", open=False):
@@ -179,8 +177,7 @@ def create_search_tab(ctx: UIContext) -> dict:
                         c["import_folder"] = gr.Button("Import folder", elem_id="import-folder", scale=3)
                         c["folder_stop"] = gr.Button("Stop import", variant="stop", visible=False,
                                                      elem_id="import-folder-stop", scale=1, min_width=120)
-                    with gr.Column(visible=False, elem_id="import-folder-progress") as c["folder_progress"]:
-                        c["folder_bar"] = gr.Markdown(min_height=72)
+                    c["folder_progress"], c["folder_bar"] = progress_slot("import-folder-progress")
             c["result"] = gr.Markdown(elem_id="import-result")
             c["elsewhere"] = gr.State({})
             c["move_elsewhere"] = gr.Button("Move them", visible=False, elem_id="import-move-elsewhere")
@@ -304,10 +301,13 @@ def create_search_tab(ctx: UIContext) -> dict:
                              "to (or type a new class name). A zip file with a folder per class needs none.")
         with session_stop(ctx, "import", request) as stop:
             # While it runs: the Stop button, and a line of its own for the progress bar.
-            yield (*[gr.skip()] * len(import_outs), gr.Button(visible=True),
-                   gr.Column(visible=True))
-            rep = import_files(ctx.project, paths, label=label if into else None, loose_label=label, names=names,
-                               progress=gr_progress(progress, "Importing", "files"), stop=stop)
+            yield (*[gr.skip()] * len(import_outs), gr.Button(visible=True), gr.Column(visible=True))
+            try:
+                rep = import_files(ctx.project, paths, label=label if into else None, loose_label=label,
+                                   names=names, progress=gr_progress(progress, "Importing", "files"), stop=stop)
+            except Exception:  # said by the handler; the Stop button and the progress line go
+                yield (*[gr.skip()] * len(import_outs), gr.Button(visible=False), gr.Column(visible=False))
+                raise
         got_classes = [k for k in plan.classes if rep.labels.get(k)]
         shown = label if label and ctx.project.find_label(label) in got_classes else next(iter(got_classes), None)
         shown = ctx.project.find_label(shown) if shown else None
@@ -353,9 +353,13 @@ def create_search_tab(ctx: UIContext) -> dict:
             if not p.is_dir():
                 raise InputError(f"{p} is not a folder on this computer.")
             with session_stop(ctx, "import", request) as stop:
-                yield (*[gr.skip()] * len(folder_outs), gr.Button(visible=True),
-                       gr.Column(visible=True))
-                rep = import_files(ctx.project, [p], progress=gr_progress(progress, "Importing", "files"), stop=stop)
+                yield (*[gr.skip()] * len(folder_outs), gr.Button(visible=True), gr.Column(visible=True))
+                try:
+                    rep = import_files(ctx.project, [p], progress=gr_progress(progress, "Importing", "files"),
+                                       stop=stop)
+                except Exception:
+                    yield (*[gr.skip()] * len(folder_outs), gr.Button(visible=False), gr.Column(visible=False))
+                    raise
             first = next(iter(rep.labels), None)
             yield (*refreshed(first), report_markdown(rep), *_elsewhere_outs(rep), gr.Button(visible=False),
                    gr.Column(visible=False))

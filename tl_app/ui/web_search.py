@@ -138,8 +138,8 @@ def progress_note(jobs: list[ClassDownload], seen: dict[str, Progress], stopping
         else:
             state = "done" if p.done >= p.total else ("stopping…" if stopping else "downloading…")
             lines.append(f"| {j.label} | {p.done} | {p.total} | {p.failed} | {state} |")
-    head = "**Stopping…**" if stopping else (f"**Downloading: {overall}.**" if overall else "**Downloading…**") \
-        + " Stop ends it within a second; what arrived stays."
+    head = "**Stopping…**" if stopping else ("**Downloading…** " + (f"{overall}. " if overall else "")
+                                            + "Stop ends it within a second; what arrived stays.")
     return head + "\n\n" + "\n".join(lines)
 
 
