@@ -163,3 +163,30 @@ def test_the_ui_import_shows_the_time_left_and_its_stop_ends_it_keeping_what_is_
         assert c.predict(api_name="/stop_import") == "Nothing is importing."
         # The stopped import is one step of the history.
         assert srv.project.history()[0].kind == "add"
+
+
+# --- Review and export: stopped, nothing half-done is shown -----------------------------------------
+def test_a_stopped_review_says_so_returns_nothing_half_judged_and_the_next_one_is_whole(project, tmp_path):
+    from tl_app import review
+    from tl_app.errors import Stopped
+    from tl_app.importer import import_files
+
+    src = imagegen.class_folder(tmp_path / "src", per_class=30, size=(48, 48))
+    import_files(project, [src])
+    review._ROWS.clear()
+    stop = StopToken()
+    stages: list[str] = []
+
+    def stop_at_copies(p: Progress) -> None:
+        stages.append(p.message)
+        if p.message == "finding copies":  # asked as the copies are being compared (nothing cached yet)
+            stop.set()
+
+    with pytest.raises(Stopped, match="Review was stopped before it judged every picture; nothing is shown"):
+        review.queue(project, progress=stop_at_copies, stop=stop)
+    assert stages == ["reading the pictures", "finding copies"]
+    seen: list[Progress] = []
+    q = review.queue(project, progress=seen.append)  # not the stopped answer: computed whole
+    assert q.run is None and q.counts["quality"] == 60  # every picture judged (48 px: each one "tiny")
+    assert [p.message for p in seen] == ["reading the pictures", "finding copies", "checking picture quality", "done"]
+    assert seen[-1].done == seen[-1].total == 3

@@ -14,7 +14,7 @@ from collections import deque
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from .errors import Stopped
-from .jobs import StopToken, TimeLeft
+from .jobs import StopToken, TimeLeft, stop_requested
 from .models import ModelSpec, resize_for
 
 EventFn = Callable[[dict], None]
@@ -189,7 +189,7 @@ def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device
     left = TimeLeft()
     with torch.inference_mode():
         for batch in batches_of(pixels, batch_size):
-            if stop is not None and stop.is_set():
+            if (stop is not None and stop.is_set()) or stop_requested():
                 raise Stopped("Stopped while scoring images.")
             xb = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
             xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 
 @dataclass
@@ -170,6 +172,27 @@ class StopToken:
 
 def never_stop() -> StopToken:
     return StopToken()
+
+
+# The stop token of the step running in this thread, for helpers deep inside it (caches filled on the
+# way, such as fingerprints and picture quality for Review) that take no token of their own.
+_CURRENT_STOP: contextvars.ContextVar[Optional[StopToken]] = contextvars.ContextVar("tl_app_stop", default=None)
+
+
+@contextlib.contextmanager
+def stop_scope(stop: Optional[StopToken]) -> Iterator[None]:
+    """Within the block, :func:`stop_requested` answers for ``stop`` (in this thread)."""
+    token = _CURRENT_STOP.set(stop)
+    try:
+        yield
+    finally:
+        _CURRENT_STOP.reset(token)
+
+
+def stop_requested() -> bool:
+    """Whether the step running in this thread was asked to stop (see :func:`stop_scope`)."""
+    stop = _CURRENT_STOP.get()
+    return stop is not None and stop.is_set()
 
 
 class FileLock:

@@ -24,6 +24,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from .errors import Stopped
+from .jobs import stop_requested
+
 #: Bump when a measure changes: cached values of another version are measured again.
 VERSION = 2
 #: Side (px) the measures are taken at.
@@ -178,6 +181,9 @@ def item_quality(project, items: list) -> dict[str, Quality]:
     for it in items:
         q = known.get(it.sha256)
         if q is None:
+            if stop_requested():  # the step that asked (Review) was stopped: keep what was measured
+                store.put(new)
+                raise Stopped("Stopped while checking pictures; the ones checked so far are remembered.")
             q = measure(project.path_of(it))
             if not q.error:
                 new.append((it.sha256, q))

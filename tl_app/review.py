@@ -39,7 +39,7 @@ from typing import Optional
 from . import runs
 from .class_map import ClassMap, class_map
 from .errors import RunNotFound, Stopped, TLError
-from .jobs import Progress, ProgressFn, StopToken, no_progress
+from .jobs import Progress, ProgressFn, StopToken, no_progress, stop_scope
 from .project import Action, Item, Project
 
 #: The reasons a row can have, in the order the UI lists them.
@@ -551,12 +551,19 @@ def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional
            loose)
     if _ROWS.get("key") == key:
         return list(_ROWS["rows"])
-    rows = _compute_rows(project, run, reasons, label=label, include_kept=include_kept, loose=loose,
-                         progress=progress, stop=stop)
+    try:
+        with stop_scope(stop):  # the caches filled on the way (fingerprints, quality, scores) stop with it
+            rows = _compute_rows(project, run, reasons, label=label, include_kept=include_kept, loose=loose,
+                                 progress=progress, stop=stop)
+    except Stopped:
+        raise Stopped(REVIEW_STOPPED) from None
     if project.revision() == key[1]:  # nothing was written meanwhile
         _ROWS.clear()
         _ROWS.update(key=key, rows=rows)
     return list(rows)
+
+
+REVIEW_STOPPED = "Review was stopped before it judged every picture; nothing is shown as judged."
 
 
 def review_stages(run: Optional[runs.Run], reasons) -> list[str]:
@@ -577,7 +584,7 @@ def _compute_rows(project: Project, run: Optional[runs.Run], reasons, *, label: 
 
     def stage(name: str) -> None:  # a Stop between stages: nothing half-judged is returned (or kept)
         if stop is not None and stop.is_set():
-            raise Stopped("Review was stopped before it judged every picture; nothing is shown as judged.")
+            raise Stopped(REVIEW_STOPPED)
         progress(Progress(stages.index(name), len(stages), name))
 
     stage("reading the pictures")
@@ -608,7 +615,7 @@ def _compute_rows(project: Project, run: Optional[runs.Run], reasons, *, label: 
         stage("checking picture quality")
         rows += _quality_rows(project, shown, ev)
     if stop is not None and stop.is_set():
-        raise Stopped("Review was stopped before it judged every picture; nothing is shown as judged.")
+        raise Stopped(REVIEW_STOPPED)
     progress(Progress(len(stages), len(stages), "done"))
     return rows
 
