@@ -184,9 +184,14 @@ def test_a_stopped_review_says_so_returns_nothing_half_judged_and_the_next_one_i
 
     with pytest.raises(Stopped, match="Review was stopped before it judged every picture; nothing is shown"):
         review.queue(project, progress=stop_at_copies, stop=stop)
-    assert stages == ["reading the pictures", "finding copies"]
+    # It ended at the first picture the stage would have measured (its first count of pictures, 0 of 60).
+    assert stages == ["reading the pictures", "finding copies", "checking new pictures"]
     seen: list[Progress] = []
     q = review.queue(project, progress=seen.append)  # not the stopped answer: computed whole
     assert q.run is None and q.counts["quality"] == 60  # every picture judged (48 px: each one "tiny")
-    assert [p.message for p in seen] == ["reading the pictures", "finding copies", "checking picture quality", "done"]
+    assert [p.message for p in seen if p.unit == "stages"] == ["reading the pictures", "finding copies",
+                                                                 "checking picture quality", "done"]
     assert seen[-1].done == seen[-1].total == 3
+    # Within "finding copies", the new pictures measured, counted.
+    counts = [(p.message, p.done, p.total) for p in seen if p.unit == "pictures"]
+    assert ("checking new pictures", 50, 60) in counts and ("fingerprinting new pictures", 50, 60) in counts

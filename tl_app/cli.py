@@ -307,13 +307,23 @@ def cmd_review(args) -> int:
 
     from .jobs import ProgressLine
 
-    stage_line = ProgressLine("stages done")
-    started = time.monotonic()
+    stage_line, pictures_line = ProgressLine("stages done"), ProgressLine("pictures")
+    started, last, stage = time.monotonic(), [0.0], [""]
 
-    def progress(p) -> None:  # "  finding copies (2 of 5 stages done, about 20 s left)"
+    def progress(p) -> None:
+        # Quiet when it is quick (most projects); a review that takes a while says where it is:
+        # "  finding copies (1 of 3 stages done)", then "  finding copies: checking new pictures, 1,200 of 3,000
+        # pictures, about 20 s left" at most every second.
+        quiet = time.monotonic() - started < QUIET_SECONDS
+        if p.unit == "pictures":
+            words = pictures_line(p)
+            if not quiet and time.monotonic() - last[0] >= 1:
+                last[0] = time.monotonic()
+                _err(f"  {stage[0]}: {p.message}, {words}")
+            return
+        stage[0] = p.message
         words = stage_line(p)
-        # Quiet when it is quick (most projects); a review that takes a while says where it is.
-        if p.done < p.total and time.monotonic() - started >= QUIET_SECONDS:
+        if p.done < p.total and not quiet:
             _err(f"  {p.message} ({words})")
 
     try:

@@ -20,6 +20,8 @@ class Progress:
     total: int
     message: str = ""
     failed: int = 0
+    #: what is counted, when a step reports more than one kind of count ("stages", "pictures")
+    unit: str = ""
 
 
 ProgressFn = Callable[[Progress], None]
@@ -174,25 +176,36 @@ def never_stop() -> StopToken:
     return StopToken()
 
 
-# The stop token of the step running in this thread, for helpers deep inside it (caches filled on the
-# way, such as fingerprints and picture quality for Review) that take no token of their own.
+# The stop token and progress callback of the step running in this thread, for helpers deep inside it
+# (caches filled on the way, such as fingerprints and picture quality for Review) that take neither.
 _CURRENT_STOP: contextvars.ContextVar[Optional[StopToken]] = contextvars.ContextVar("tl_app_stop", default=None)
+_CURRENT_PROGRESS: contextvars.ContextVar[Optional[ProgressFn]] = contextvars.ContextVar("tl_app_progress",
+                                                                                        default=None)
 
 
 @contextlib.contextmanager
-def stop_scope(stop: Optional[StopToken]) -> Iterator[None]:
-    """Within the block, :func:`stop_requested` answers for ``stop`` (in this thread)."""
-    token = _CURRENT_STOP.set(stop)
+def step_scope(stop: Optional[StopToken], progress: Optional[ProgressFn] = None) -> Iterator[None]:
+    """Within the block (in this thread), :func:`stop_requested` answers for ``stop`` and
+    :func:`step_progress` reports to ``progress``."""
+    tokens = (_CURRENT_STOP.set(stop), _CURRENT_PROGRESS.set(progress))
     try:
         yield
     finally:
-        _CURRENT_STOP.reset(token)
+        _CURRENT_STOP.reset(tokens[0])
+        _CURRENT_PROGRESS.reset(tokens[1])
 
 
 def stop_requested() -> bool:
-    """Whether the step running in this thread was asked to stop (see :func:`stop_scope`)."""
+    """Whether the step running in this thread was asked to stop (see :func:`step_scope`)."""
     stop = _CURRENT_STOP.get()
     return stop is not None and stop.is_set()
+
+
+def step_progress(done: int, total: int, message: str = "") -> None:
+    """Report ``done`` of ``total`` pictures to the step running in this thread, if it listens."""
+    fn = _CURRENT_PROGRESS.get()
+    if fn is not None:
+        fn(Progress(done, total, message, unit="pictures"))
 
 
 class FileLock:

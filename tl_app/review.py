@@ -39,7 +39,7 @@ from typing import Optional
 from . import runs
 from .class_map import ClassMap, class_map
 from .errors import RunNotFound, Stopped, TLError
-from .jobs import Progress, ProgressFn, StopToken, no_progress, stop_scope
+from .jobs import Progress, ProgressFn, StopToken, no_progress, step_scope
 from .project import Action, Item, Project
 
 #: The reasons a row can have, in the order the UI lists them.
@@ -498,8 +498,9 @@ def rank(project: Project, *, top: Optional[int] = None, label: Optional[str] = 
     ``label`` rows need a trained run (:class:`RunNotFound` otherwise), as do
     outliers; duplicates and quality problems do not.
 
-    ``progress`` gets the stages of the work (:func:`review_stages`); ``stop`` ends it
-    between stages with :class:`Stopped`: no ranking is returned half-judged.
+    ``progress`` gets the stages of the work (:func:`review_stages`, ``unit="stages"``) and, within
+    a stage that measures new pictures, their count (``unit="pictures"``); ``stop`` ends it with
+    :class:`Stopped` (what was measured is cached): no ranking is returned half-judged.
     """
     if kind not in KINDS:
         raise TLError(f"Unknown kind '{kind}'; choose one of {', '.join(KINDS)}.")
@@ -552,7 +553,8 @@ def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional
     if _ROWS.get("key") == key:
         return list(_ROWS["rows"])
     try:
-        with stop_scope(stop):  # the caches filled on the way (fingerprints, quality, scores) stop with it
+        # The caches filled on the way (fingerprints, quality) report their pictures and stop with it.
+        with step_scope(stop, progress):
             rows = _compute_rows(project, run, reasons, label=label, include_kept=include_kept, loose=loose,
                                  progress=progress, stop=stop)
     except Stopped:
@@ -585,7 +587,7 @@ def _compute_rows(project: Project, run: Optional[runs.Run], reasons, *, label: 
     def stage(name: str) -> None:  # a Stop between stages: nothing half-judged is returned (or kept)
         if stop is not None and stop.is_set():
             raise Stopped(REVIEW_STOPPED)
-        progress(Progress(stages.index(name), len(stages), name))
+        progress(Progress(stages.index(name), len(stages), name, unit="stages"))
 
     stage("reading the pictures")
     kept = set() if include_kept else project.kept()
@@ -616,7 +618,7 @@ def _compute_rows(project: Project, run: Optional[runs.Run], reasons, *, label: 
         rows += _quality_rows(project, shown, ev)
     if stop is not None and stop.is_set():
         raise Stopped(REVIEW_STOPPED)
-    progress(Progress(len(stages), len(stages), "done"))
+    progress(Progress(len(stages), len(stages), "done", unit="stages"))
     return rows
 
 

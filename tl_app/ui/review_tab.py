@@ -16,7 +16,7 @@ import pandas as pd
 from .. import review, runs
 from ..project import source_name
 from ..errors import GpuUnavailable, InputError, PreflightError, TrainerBusy
-from ..jobs import ProgressLine
+from ..jobs import ProgressLine, TimeLeft, time_left_words
 from ..runner import request_stop, start_training
 from ..train import TrainConfig
 from .adapters import UIContext, owner_only, pct
@@ -250,10 +250,17 @@ def create_review_tab(ctx: UIContext) -> dict:
     filters = [c["filter"], c["reason"], c["cell"], c["dup_mode"], c["group"]]
 
     def _stages(progress):
-        """The queue's stages on the page's progress bar: "Review: finding copies (2 of 5 stages done, …)"."""
-        line = ProgressLine("stages done")
+        """The queue's stages on the page's progress bar: "Review: finding copies (1 of 3 stages done)",
+        and within a stage the pictures it measures: "Review: finding copies, about 20 s left" (1200/3000)."""
+        line, eta, stage = ProgressLine("stages done"), TimeLeft(), [""]
 
         def report(p) -> None:
+            if p.unit == "pictures":
+                left = time_left_words(eta.update(p.done, p.total))
+                progress((p.done, max(p.total, 1)), desc=f"Review: {stage[0]}" + (f", {left}" if left else ""),
+                         unit="pictures")
+                return
+            stage[0] = p.message
             words = line(p)
             if p.done < p.total:
                 progress((p.done, p.total), desc=f"Review: {p.message} ({words})")
