@@ -99,7 +99,7 @@ def build_demo(project_dir: str | Path, *, shared: bool = False, access: Access 
         # Each tab shows the project as it is now when it is opened.
         for tab, comps in ((t_search, search), (t_review, review), (t_train, train), (t_classify, classify)):
             fn, inputs, outputs = comps["on_select"]
-            event = tab.select(fn, inputs, outputs, api_visibility="private")
+            event = tab.select(fn, inputs, outputs, api_visibility="private", **comps.get("select_opts", {}))
             if "then" in comps:  # the Train tab then follows a training that is running (a reload, a second tab)
                 fn, inputs, outputs, opts = comps["then"]
                 event.then(fn, inputs, outputs, api_visibility="private", **opts)

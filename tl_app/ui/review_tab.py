@@ -275,7 +275,8 @@ def create_review_tab(ctx: UIContext) -> dict:
                    *[gr.skip()] * (len(outs) - 1))
         yield view(label, reason, cell, mode, group, progress=progress)
 
-    c["refresh"].click(refresh, filters, outs, api_name="review")
+    # The queue's progress on the gallery it fills (not on every output of the view).
+    c["refresh"].click(refresh, filters, outs, api_name="review", show_progress_on=[c["gallery"]])
 
     @owner_only(ctx, "review the pictures")
     def more(label, reason, cell, mode, group, rows, selected):
@@ -501,4 +502,5 @@ def create_review_tab(ctx: UIContext) -> dict:
     c["retrain_stop"].click(stop_retrain, [c["job"]], [c["status"]], api_visibility="private", queue=False)
 
     c["on_select"] = (refresh, filters, outs)
+    c["select_opts"] = dict(show_progress_on=[c["gallery"]])
     return c
