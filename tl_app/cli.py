@@ -57,7 +57,7 @@ def _progress(unit: str, *, every: float = 1.0, note: Callable[[Any], str] | Non
 
     def progress(p) -> None:
         words = line(p)  # every report feeds the estimate, printed or not
-        if p.total and (time.monotonic() - last[0] >= every or p.done >= p.total):
+        if p.total and p.done and (time.monotonic() - last[0] >= every or p.done >= p.total):
             last[0] = time.monotonic()
             extra = note(p) if note else ""
             _err(f"  {words}" + (f" ({extra})" if extra else ""))
