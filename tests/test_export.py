@@ -370,3 +370,21 @@ def test_the_app_exports_a_bundle_and_a_space_as_zips_with_the_parity_figures(tr
             names = set(z.namelist())
         assert {"app.py", "requirements.txt", "model.onnx", "README.md"} <= names
         assert any(n.startswith("examples/") for n in names) and "model.safetensors" not in names
+
+
+def test_the_apps_stop_export_ends_an_export_and_leaves_no_zip(trained_project):
+    from gradio_client import Client
+
+    from e2e.harness import serve, wait_until
+
+    with serve(trained_project.root) as srv:
+        client = Client(srv.url, verbose=False, download_files=False)
+        assert client.predict(api_name="/stop_export") == "Nothing is being exported."
+        job = client.submit(None, api_name="/export_bundle")
+        # Stop as soon as the export runs (its Stop exists from its first step on).
+        assert wait_until(lambda: client.predict(api_name="/stop_export").startswith("**Stopping the export"),
+                          timeout=60)
+        text, file = job.result(timeout=120)
+        assert text == "**Export stopped.** Nothing was written."
+        assert file is None or (isinstance(file, dict) and not file.get("value") and "path" not in file)  # no zip
+        assert srv.demo.tl_context.stops == {}  # the window may export again

@@ -147,11 +147,12 @@ def create_share_panel(ctx: UIContext) -> dict:
                              api_name="restore_project")
 
     @owner_only(ctx, "publish to the Hugging Face Hub")
-    def publish(target: str, repo: str, private: bool, token: gr.OAuthToken | None = None):
+    def publish(target: str, repo: str, private: bool, token: gr.OAuthToken | None = None, progress=gr.Progress()):
         from ..share.publish import PublishFailed, publish as push
 
         try:
-            rep = push(ctx.project, target, repo, private=bool(private), token=token.token if token else None)
+            rep = push(ctx.project, target, repo, private=bool(private), token=token.token if token else None,
+                       progress=gr_progress(progress, "Preparing the dataset", "pictures"))
         except PublishFailed as e:  # offline, refused: said in the panel, nothing else changes
             return f"Not published. {e}"
         return f"{rep.summary()} [Open it]({rep.url})"
