@@ -56,3 +56,28 @@ def scene(seed: int, size=(240, 180)) -> Image.Image:
         x, y = int(rng.integers(0, w * 3 // 4)), int(rng.integers(0, h * 3 // 4))
         (d.ellipse if rng.random() < 0.5 else d.rectangle)((x, y, x + w // 5, y + h // 5), fill=c)
     return im
+
+
+def slow_pictures(folder: Path, n: int, side: int = 2000) -> Path:
+    """``n`` large PNG files that decode to the same picture (a smooth gradient) but differ in their bytes.
+
+    Each takes a noticeable time to decode and shrink (about 0.2 s here), so an import of a few
+    dozen lasts seconds: long enough to see its progress and to stop it. Written cheaply: the
+    picture is encoded once, and each copy gets its own text chunk. After the first, an import
+    reports them as duplicates (the same pixels), having read every one.
+    """
+    import struct
+    import zlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    x = np.linspace(0, 255, side)
+    arr = np.stack([np.add.outer(x, x) / 2, np.add.outer(x, -x) / 2 + 128, np.full((side, side), 90.0)], -1)
+    buf = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8)).save(buf, format="PNG", compress_level=1)
+    data = buf.getvalue()
+    head, rest = data[:33], data[33:]  # the signature and IHDR, then the rest
+    for i in range(n):
+        body = b"Comment\x00" + f"copy {i}".encode()
+        chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+        (folder / f"big-{i:03d}.png").write_bytes(head + chunk + rest)
+    return folder

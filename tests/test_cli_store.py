@@ -58,8 +58,9 @@ def cli_project(tmp_path):
 def test_import_json_prints_one_document_with_the_report(shared_project):
     proj, src, cp = shared_project
     rep = one_json(cp)
-    assert set(rep) == {"imported", "duplicates", "rejected", "labels", "elsewhere"}
+    assert set(rep) == {"imported", "duplicates", "rejected", "labels", "elsewhere", "stopped", "files", "read"}
     assert rep["elsewhere"] == {}  # no picture of this import was already in another class
+    assert rep["stopped"] is False and rep["files"] == rep["read"] == 10  # every file found was read
     assert rep["imported"] == 8 and rep["duplicates"] == 1
     assert rep["labels"] == {"blue": 4, "red": 4}
     assert rep["rejected"] == [{"file": str(src / "red" / "page.jpg"), "reason": "a web page (HTML), not an image"}]

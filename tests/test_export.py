@@ -175,6 +175,25 @@ def test_an_export_is_refused_for_an_existing_folder_and_without_a_model(trained
     assert not (tmp_path / "x").exists()
 
 
+def test_an_export_reports_its_stages_and_a_stop_leaves_nothing_behind(trained_project, tmp_path):
+    from tl_app.errors import Stopped
+    from tl_app.jobs import StopToken
+
+    stop = StopToken()
+    stages: list[str] = []
+
+    def stop_at_onnx(message: str) -> None:
+        stages.append(message)
+        if message.startswith("Converting"):  # asked during the conversion: ends before the parity check
+            stop.set()
+
+    out = tmp_path / "bundle"
+    with pytest.raises(Stopped, match="The export was stopped; nothing was written."):
+        bundle.export_bundle(trained_project, out, progress=stop_at_onnx, stop=stop)
+    assert stages[0].startswith("Loading ") and stages[-1] == "Converting the model to ONNX"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["trained"]  # no partial folder either
+
+
 # --- the parity check ---------------------------------------------------------------------------
 def test_an_export_whose_preprocessing_differs_from_the_apps_is_refused_and_leaves_nothing(
         trained_project, tmp_path, monkeypatch):
@@ -351,3 +370,21 @@ def test_the_app_exports_a_bundle_and_a_space_as_zips_with_the_parity_figures(tr
             names = set(z.namelist())
         assert {"app.py", "requirements.txt", "model.onnx", "README.md"} <= names
         assert any(n.startswith("examples/") for n in names) and "model.safetensors" not in names
+
+
+def test_the_apps_stop_export_ends_an_export_and_leaves_no_zip(trained_project):
+    from gradio_client import Client
+
+    from e2e.harness import serve, wait_until
+
+    with serve(trained_project.root) as srv:
+        client = Client(srv.url, verbose=False, download_files=False)
+        assert client.predict(api_name="/stop_export") == "Nothing is being exported."
+        job = client.submit(None, api_name="/export_bundle")
+        # Stop as soon as the export runs (its Stop exists from its first step on).
+        assert wait_until(lambda: client.predict(api_name="/stop_export").startswith("**Stopping the export"),
+                          timeout=60)
+        text, file = job.result(timeout=120)
+        assert text == "**Export stopped.** Nothing was written."
+        assert file is None or (isinstance(file, dict) and not file.get("value") and "path" not in file)  # no zip
+        assert srv.demo.tl_context.stops == {}  # the window may export again

@@ -340,3 +340,38 @@ def test_zip_file_name_is_not_trusted_for_the_extension(project, tmp_path):
     assert zipfile.is_zipfile(z)
     rep = import_files(project, [z], label="cat")
     assert rep.imported == 0 and "zip" in rep.rejected[0].reason
+
+
+def test_a_stop_after_the_first_batch_keeps_exactly_those_pictures_and_undo_takes_them_out(project, tmp_path):
+    # A few hundred small pictures; the stop comes once the first batch is in the project.
+    src = imagegen.class_folder(tmp_path / "src", per_class=150, size=(48, 48), classes=("red", "blue"))
+    stop = StopToken()
+    in_project: list[int] = []
+
+    def stop_after_first_batch(p: Progress) -> None:
+        n = len(project.items())
+        if n and not in_project:
+            in_project.append(n)
+            stop.set()
+
+    rep = import_files(project, [src], progress=stop_after_first_batch, stop=stop)
+    first = in_project[0]
+    assert rep.stopped and 0 < first < 300
+    assert rep.imported == first == len(project.items()) == len(rep.items)  # exactly the first batch stays
+    assert rep.files == 300 and rep.read < 300
+    assert f"{first} imported" in rep.summary() and f"stopped after {rep.read} of 300 files" in rep.summary()
+    assert rep.to_dict()["stopped"] is True
+    assert_clean(project)
+
+    # What the stopped import kept is one undoable step: undo moves it to the trash, redo brings it back.
+    a = project.undo()
+    assert a.kind == "add" and str(first) in a.summary and "stopped" in a.summary
+    assert project.items() == [] and project.labels() == []  # the classes the import made leave again
+    project.redo()
+    assert sorted(it.id for it in project.items()) == sorted(rep.items)
+    assert_clean(project)
+
+
+def test_a_finished_import_is_not_an_undo_step(project, colour_folder):
+    import_files(project, [colour_folder])
+    assert not project.can_undo()

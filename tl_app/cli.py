@@ -21,6 +21,10 @@ from .config import HELP
 from .errors import InputError, TLError
 
 
+#: Work that ends sooner than this prints no progress (Review: its stages).
+QUIET_SECONDS = 5.0
+
+
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -40,10 +44,39 @@ def _project(args, create: bool = False):
     return Project.open(args.project, create=create)
 
 
+def _progress(unit: str, *, every: float = 1.0, note: Callable[[Any], str] | None = None):
+    """A progress callback printing "  120 of 500 pictures, about 2 min left" on stderr, at most every ``every`` s.
+
+    The time left is the core's estimate (:class:`tl_app.jobs.ProgressLine`), as in the web app.
+    ``note`` adds words from the report (refused links, ...).
+    """
+    from .jobs import ProgressLine
+
+    line = ProgressLine(unit)
+    last = [0.0]
+
+    def progress(p) -> None:
+        words = line(p)  # every report feeds the estimate, printed or not
+        if p.total and p.done and (time.monotonic() - last[0] >= every or p.done >= p.total):
+            last[0] = time.monotonic()
+            extra = note(p) if note else ""
+            _err(f"  {words}" + (f" ({extra})" if extra else ""))
+
+    return progress
+
+
+def _stoppable(what: str = "after this batch"):
+    """A stop token that Ctrl-C (or a polite kill) sets: the work ends at its next safe point, keeping what is done."""
+    from .jobs import StopToken
+
+    stop = StopToken()
+    _stop_on_signals(stop, what)
+    return stop
+
+
 # --- verbs -----------------------------------------------------------------------
 def cmd_import(args) -> int:
     from .importer import import_files, plan_import
-    from .jobs import Progress
     from .project import Project
 
     if args.as_project:
@@ -57,14 +90,8 @@ def cmd_import(args) -> int:
         _emit(args, plan.to_dict(), lambda: "\n".join(plan.lines()) or "Nothing to import.")
         return 0
     project = _project(args, create=True)
-    last = [0.0]
-
-    def progress(p: Progress) -> None:
-        if time.time() - last[0] > 1 or p.done == p.total:
-            last[0] = time.time()
-            _err(f"  {p.done}/{p.total} files read")
-
-    rep = import_files(project, args.src, label=args.label, progress=progress)
+    stop = _stoppable("after this picture; the pictures imported so far stay")
+    rep = import_files(project, args.src, label=args.label, progress=_progress("files read"), stop=stop)
     for r in rep.rejected:
         _err(f"refused: {r.file}: {r.reason}")
     if rep.elsewhere:
@@ -88,14 +115,8 @@ def _restore_project(args) -> int:
 
     if args.src or args.label or args.dry_run or args.move_duplicates:
         raise TLError("With --as, give only the project zip: import PROJECT_ZIP --as NEW_PROJECT_DIR.")
-    last = [0.0]
-
-    def progress(p) -> None:
-        if time.time() - last[0] > 1:
-            last[0] = time.time()
-            _err(f"  {p.done}/{p.total} {p.message}")
-
-    rep = restore_project(args.project, args.as_project, progress=progress)
+    rep = restore_project(args.project, args.as_project, progress=_progress("steps"),
+                          stop=_stoppable("now; nothing is written"))
     for note in rep.notes:
         _err(f"note: {note}")
     _emit(args, rep.to_dict(), lambda: f"{rep.summary()}\nThe project is in {rep.project.root}.")
@@ -128,7 +149,7 @@ def cmd_list(args) -> int:
 
 def _train_events(args) -> Callable[[dict], None]:
     """Progress lines on stderr, plus the JSON-lines events file the web app follows."""
-    from .jobs import EventsFile
+    from .jobs import EventsFile, progress_words
 
     events_file = EventsFile(Path(args.events)) if getattr(args, "events", None) else None
     last = [0.0]
@@ -153,8 +174,11 @@ def _train_events(args) -> Callable[[dict], None]:
                  f"valid loss {ev['valid_loss']:.4f}" + (f", accuracy {acc:.1%}" if acc is not None else ""))
         elif kind == "batch" and time.time() - last[0] > 2:
             last[0] = time.time()
-            eta = ev.get("eta")
-            _err(f"  {ev['done']}/{ev['total']} batches" + (f", about {eta:.0f} s left" if eta is not None else ""))
+            _err(f"  {progress_words(ev['done'], ev['total'], ev.get('eta'), 'batches')}")
+        elif kind == "phase" and ev.get("phase") in ("features", "scoring") and time.time() - last[0] > 2:
+            last[0] = time.time()
+            what = "computing features" if ev["phase"] == "features" else "scoring every picture for Review"
+            _err(f"  {what}: {progress_words(ev['done'], ev['total'], ev.get('eta'), 'pictures')}")
         elif kind == "phase" and ev.get("phase") == "device":
             _err(f"  training on {ev['device']}")
         elif kind == "end":
@@ -172,8 +196,11 @@ def _train_config(args):
                        cpu=getattr(args, "cpu", False))
 
 
-def _stop_on_signals(stop) -> None:
-    """Ctrl-C (or a polite kill) asks the work to stop at its next batch; a second Ctrl-C aborts."""
+def _stop_on_signals(stop, what: str = "after this batch") -> None:
+    """Ctrl-C (or a polite kill) asks the work to stop at its next batch; a second Ctrl-C aborts.
+
+    ``what`` completes "stopping ...": when the work stops and what it keeps.
+    """
 
     from . import distributed
 
@@ -182,7 +209,7 @@ def _stop_on_signals(stop) -> None:
     def on_signal(signum, frame):
         if stop.is_set() and not follower:
             raise KeyboardInterrupt
-        _err("  stopping after this batch (press Ctrl-C again to abort at once)")
+        _err(f"  stopping {what} (press Ctrl-C again to abort at once)")
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
@@ -276,10 +303,39 @@ def cmd_runs(args) -> int:
 
 def cmd_review(args) -> int:
     from . import runs
+    from .errors import Stopped
+    from .jobs import ProgressLine
     from .review import REASON_NAMES, rank, stopped_early
 
+    stage_line, pictures_line = ProgressLine("stages done"), ProgressLine("pictures")
+    started, last, stage = time.monotonic(), [0.0], [""]
+
+    def progress(p) -> None:
+        # Quiet when it is quick (most projects); a review that takes a while says where it is:
+        # "  finding copies (1 of 3 stages done)", then "  finding copies: checking new pictures, 1,200 of 3,000
+        # pictures, about 20 s left" at most every second.
+        quiet = time.monotonic() - started < QUIET_SECONDS
+        if p.unit == "pictures":
+            words = pictures_line(p)
+            if not quiet and time.monotonic() - last[0] >= 1:
+                last[0] = time.monotonic()
+                _err(f"  {stage[0]}: {p.message}, {words}")
+            return
+        stage[0] = p.message
+        words = stage_line(p)
+        if p.done < p.total and not quiet:
+            _err(f"  {p.message} ({words})")
+
     project = _project(args)
-    rows = [r.to_dict() for r in rank(project, top=args.top, label=args.label, kind=args.kind, loose=args.loose)]
+    try:
+        rows = [r.to_dict() for r in rank(project, top=args.top, label=args.label, kind=args.kind,
+                                          loose=args.loose, progress=progress,
+                                          stop=_stoppable("at the next stage; nothing is shown half-judged"))]
+    except Stopped as e:
+        _err(f"stopped: {e}")
+        if args.json:
+            print(json.dumps({"stopped": True, "error": str(e)}, ensure_ascii=False))
+        return 130
     run = runs.active_run(project)
     if stopped_early(project, run):
         _err(f"note: {run.name} was stopped before it checked every picture: it cannot tell which pictures are "
@@ -386,14 +442,14 @@ def cmd_predict(args) -> int:
 
     project = _project(args)
     pictures = gather(args.images, names={a: a for a in args.images})
-    last = [time.time()]
+    shown = _progress("pictures", every=2.0)
 
     def progress(p: Progress) -> None:
-        if p.total > 64 and (time.time() - last[0] > 2 or p.done == p.total):
-            last[0] = time.time()
-            _err(f"  {p.done}/{p.total} pictures")
+        if p.total > 64:
+            shown(p)
 
-    result = classify_many(project, pictures, run_id=args.run, progress=progress)
+    result = classify_many(project, pictures, run_id=args.run, progress=progress,
+                           stop=_stoppable("after this batch; the pictures classified so far are reported"))
     for p in result.refused:
         _err(f"refused: {p.file}: {p.error}")
     if args.csv:
@@ -422,7 +478,8 @@ def cmd_export(args) -> int:
         from .share.bundle import export_bundle, export_space
 
         fn = export_bundle if args.format == "bundle" else export_space
-        rep = fn(project, out, run_id=args.run, progress=lambda m: _err(f"  {m}"))
+        rep = fn(project, out, run_id=args.run, progress=_export_progress(),
+                 stop=_stoppable("now; nothing is left half-written"))
         p = rep.parity
 
         def text() -> str:
@@ -436,23 +493,28 @@ def cmd_export(args) -> int:
     from .share import archive
 
     fn = archive.export_dataset if args.format == "dataset" else archive.export_project
-    rep = fn(project, out)
+    rep = fn(project, out, progress=_progress("files" if args.format == "project" else "pictures"),
+             stop=_stoppable("now; nothing is left half-written"))
     data = rep.to_dict()
     _emit(args, data, f"Exported the {args.format} ({rep.pictures} pictures) to {data['out']}.")
     return 0
 
 
-def _download_progress():
-    from .jobs import Progress
+def _export_progress():
+    """An export's progress: its stages in words, and "N of M pictures, about X left" while it checks them."""
+    counted = _progress("pictures checked")
 
-    last = [0.0]
-
-    def progress(p: Progress) -> None:
-        if time.time() - last[0] > 1 or p.done == p.total:
-            last[0] = time.time()
-            _err(f"  {p.done}/{p.total} links done, {p.failed} refused")
+    def progress(p) -> None:
+        if isinstance(p, str):
+            _err(f"  {p}")
+        else:
+            counted(p)
 
     return progress
+
+
+def _download_progress():
+    return _progress("links", note=lambda p: f"{p.failed} refused" if p.failed else "")
 
 
 def _report_download(args, rep, extra: dict | None = None) -> None:
@@ -470,7 +532,8 @@ def cmd_download(args) -> int:
     except OSError as e:
         raise TLError(f"Cannot read the list of links {args.urls}: {e.strerror or e}") from None
     project = _project(args, create=True)
-    rep = download_to_project(project, args.label, tasks_from_urls(lines), progress=_download_progress())
+    rep = download_to_project(project, args.label, tasks_from_urls(lines), progress=_download_progress(),
+                              stop=_stoppable("now; the pictures downloaded so far stay"))
     _report_download(args, rep)
     return 0
 
@@ -492,7 +555,7 @@ def cmd_search(args) -> int:
         Path(args.save_results).write_text(json.dumps([r.to_dict() for r in results], indent=1), encoding="utf-8")
     _err(f"  {len(results)} pictures found; downloading into '{label}'")
     rep = download_to_project(project, label, tasks_from_results(results, query=query, engine=provider.name),
-                              progress=_download_progress())
+                              progress=_download_progress(), stop=_stoppable("now; the pictures downloaded so far stay"))
     _report_download(args, rep, {"query": query, "found": len(results)})
     return 0
 

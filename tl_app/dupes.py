@@ -55,6 +55,9 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
+from .errors import Stopped
+from .jobs import step_progress, stop_requested
+
 #: Side of the stored colour thumbnail, of the grey one kept for fine detail, and the least a stored
 #: JPEG is decoded at to make them.
 THUMB = 32
@@ -1408,9 +1411,15 @@ def item_fingerprints(project, items: Optional[Iterable] = None) -> dict[str, Fi
     store = FingerprintStore(project)
     known = store.get(sorted({it.sha256 for it in items}))
     out, new = {}, []
+    missing = sum(1 for it in items if it.sha256 not in known)
     for it in items:
         fp = known.get(it.sha256)
         if fp is None:
+            if len(new) % 50 == 0:
+                step_progress(len(new), missing, "fingerprinting new pictures")
+            if stop_requested():  # the step that asked (Review) was stopped: keep what was measured
+                store.put(new)
+                raise Stopped("Stopped while comparing pictures; the ones compared so far are remembered.")
             try:
                 fp = fingerprint_stored(project.path_of(it))
             except (OSError, ValueError, SyntaxError):

@@ -14,7 +14,7 @@ from collections import deque
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from .errors import Stopped
-from .jobs import StopToken
+from .jobs import StopToken, TimeLeft, stop_requested
 from .models import ModelSpec, resize_for
 
 EventFn = Callable[[dict], None]
@@ -186,9 +186,10 @@ def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device
     body, pool, rest = model[0], model[1][:2], model[1][2:]
     logits, feats = [], []
     n, done = len(pixels), 0
+    left = TimeLeft()
     with torch.inference_mode():
         for batch in batches_of(pixels, batch_size):
-            if stop is not None and stop.is_set():
+            if (stop is not None and stop.is_set()) or stop_requested():
                 raise Stopped("Stopped while scoring images.")
             xb = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
             xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
@@ -196,7 +197,9 @@ def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device
             logits.append(rest(f).float().cpu())
             feats.append(f.cpu())
             done += len(batch)
-            events({"type": "phase", "phase": phase, "done": done, "total": n})
+            eta = left.update(done, n)
+            events({"type": "phase", "phase": phase, "done": done, "total": n,
+                    "eta": None if eta is None else round(eta, 1)})
     if not logits:
         return np.zeros((0, len(spec.vocab)), np.float32), np.zeros((0, 0), np.float32)
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()

@@ -64,11 +64,15 @@ class ImportReport:
     elsewhere: dict[str, str] = field(default_factory=dict)
     #: where each of ``elsewhere``'s pictures is now, {item: class}
     elsewhere_from: dict[str, str] = field(default_factory=dict)
+    #: files found, and files read before the end (or the stop)
+    files: int = 0
+    read: int = 0
 
     def to_dict(self) -> dict:
         return {"imported": self.imported, "duplicates": self.duplicates,
                 "rejected": [{"file": r.file, "reason": r.reason} for r in self.rejected],
-                "labels": dict(self.labels), "elsewhere": dict(self.elsewhere)}
+                "labels": dict(self.labels), "elsewhere": dict(self.elsewhere), "stopped": self.stopped,
+                "files": self.files, "read": self.read}
 
     def elsewhere_note(self) -> str:
         """A sentence on the duplicates filed in another class than the import gives them ('' if none)."""
@@ -90,7 +94,9 @@ class ImportReport:
         if self.rejected:
             parts.append(f"{len(self.rejected)} refused")
         if self.stopped:
-            parts.append("stopped")
+            kept = (f"; the {self.imported} imported stay (Undo removes them)" if self.imported > 1 else
+                    "; the one imported stays (Undo removes it)" if self.imported else "")
+            return ", ".join(parts) + f", stopped after {self.read} of {self.files} files" + kept
         return ", ".join(parts)
 
 
@@ -429,7 +435,8 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     names = names or {}
     report = ImportReport()
     entries = list(_entries(sources, label, loose_label))
-    total = len(entries)
+    total = report.files = len(entries)
+    classes_before = {n.casefold() for n in project.labels()}
     progress(Progress(0, total, "Reading images"))
 
     def work(e: _Entry):
@@ -501,8 +508,9 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
                     started = time.monotonic()
                     limit = min(_BATCH, limit * 2)
             done += 1
+            report.read = done
             progress(Progress(done, total, shown, failed=len(report.rejected)))
-            if stop is not None and stop.is_set():
+            if stop is not None and stop.is_set() and done < total:
                 report.stopped = True
                 for _, f in pending:
                     f.cancel()
@@ -513,5 +521,10 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
                             r[1].unlink(missing_ok=True)
                 break
         flush(batch)  # what was decoded before a stop is kept
+    if report.stopped and report.items:
+        # What a stopped import keeps is one step of the history: Undo takes it out again.
+        n = len(report.items)
+        project.record_added(report.items, f"imported {n} picture{'s' if n != 1 else ''} before the import was "
+                             "stopped", new_labels=[c for c in project.labels() if c.casefold() not in classes_before])
     report.labels = project.label_counts()
     return report

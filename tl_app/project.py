@@ -29,7 +29,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 from . import config
 from .errors import (InputError, InvalidLabel, LabelExists, ItemNotFound, NothingToUndo, OutsideProject,
@@ -762,6 +762,29 @@ class Project:
         finally:
             if tmp.exists():
                 tmp.unlink()
+
+    def record_added(self, ids: Sequence[str], summary: str, *, new_labels: Iterable[str] = ()) -> Optional[Action]:
+        """Make pictures already added (by :meth:`add_images`) one undoable action (kind ``"add"``).
+
+        What a stopped import keeps: Undo moves those pictures to the trash, and a class in
+        ``new_labels`` (created by that import) leaves again when it is empty; Redo brings them
+        back. Pictures no longer active are left out; None when none is left.
+        """
+        made = {validate_label(n).casefold() for n in new_labels}
+        with self._write() as con:
+            items = []
+            for iid in ids:
+                row = con.execute("SELECT * FROM items WHERE id=?", (validate_item_id(iid),)).fetchone()
+                if row is not None and row["status"] == "active":
+                    items.append(Item._from_row(row))
+            if not items:
+                return None
+            aid = self._record(con, "add", summary, [])
+            payload = [{"item": it.id, "label": it.label, "file": it.file,
+                        "trash_file": f"trash/{aid}/{it.id}{config.STORED_EXT}",
+                        "new_label": it.label.casefold() in made} for it in items]
+            con.execute("UPDATE actions SET payload=? WHERE id=?", (json.dumps(payload, ensure_ascii=False), aid))
+        return self._action(aid)
 
     @staticmethod
     def _new_id(con: sqlite3.Connection, sha: str) -> str:

@@ -24,6 +24,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from .errors import Stopped
+from .jobs import step_progress, stop_requested
+
 #: Bump when a measure changes: cached values of another version are measured again.
 VERSION = 2
 #: Side (px) the measures are taken at.
@@ -175,9 +178,15 @@ def item_quality(project, items: list) -> dict[str, Quality]:
     known = store.get(sorted({it.sha256 for it in items} - memo.keys()))
     known.update(memo)
     out, new = {}, []
+    missing = sum(1 for it in items if it.sha256 not in known)
     for it in items:
         q = known.get(it.sha256)
         if q is None:
+            if len(new) % 50 == 0:
+                step_progress(len(new), missing, "checking new pictures")
+            if stop_requested():  # the step that asked (Review) was stopped: keep what was measured
+                store.put(new)
+                raise Stopped("Stopped while checking pictures; the ones checked so far are remembered.")
             q = measure(project.path_of(it))
             if not q.error:
                 new.append((it.sha256, q))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import Stopped, TLError
-from .jobs import StopToken
+from .jobs import StopToken, TimeLeft
 from .project import Project, inside
 
 EventFn = Callable[[dict], None]
@@ -164,7 +164,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
 
     out = []
     n, done = len(pixels), 0
-    t0 = time.monotonic()
+    left = TimeLeft()
     with torch.inference_mode():
         for batch in batches_of(pixels, batch_size):
             if stop is not None and stop.is_set():
@@ -175,9 +175,9 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
             feats = torch.cat([torch.amax(fm, dim=(2, 3)), torch.mean(fm, dim=(2, 3))], 1)
             out.append(feats.float().cpu().numpy())
             done += len(batch)
-            el = time.monotonic() - t0
+            eta = left.update(done, n)
             events({"type": "phase", "phase": "features", "done": done, "total": n,
-                    "eta": round(el / done * (n - done), 1)})
+                    "eta": None if eta is None else round(eta, 1)})
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

@@ -38,7 +38,8 @@ from typing import Optional
 
 from . import runs
 from .class_map import ClassMap, class_map
-from .errors import RunNotFound, TLError
+from .errors import RunNotFound, Stopped, TLError
+from .jobs import Progress, ProgressFn, StopToken, no_progress, step_scope
 from .project import Action, Item, Project
 
 #: The reasons a row can have, in the order the UI lists them.
@@ -493,7 +494,7 @@ def _complete(project: Project, ev: Evidence, items: list[Item]) -> None:
 # --- the queue ------------------------------------------------------------------------------
 def rank(project: Project, *, top: Optional[int] = None, label: Optional[str] = None, kind: str = "all",
          reason: Optional[str] = None, run_id: Optional[str] = None, include_kept: bool = False,
-         loose: bool = False) -> list[ReviewRow]:
+         loose: bool = False, progress: ProgressFn = no_progress, stop: Optional[StopToken] = None) -> list[ReviewRow]:
     """Active items that need a look, most suspicious first.
 
     Args:
@@ -507,6 +508,10 @@ def rank(project: Project, *, top: Optional[int] = None, label: Optional[str] = 
     its other reasons in ``also``; ``kind="label"`` ranks every item.
     ``label`` rows need a trained run (:class:`RunNotFound` otherwise), as do
     outliers; duplicates and quality problems do not.
+
+    ``progress`` gets the stages of the work (:func:`review_stages`, ``unit="stages"``) and, within
+    a stage that measures new pictures, their count (``unit="pictures"``); ``stop`` ends it with
+    :class:`Stopped` (what was measured is cached): no ranking is returned half-judged.
     """
     if kind not in KINDS:
         raise TLError(f"Unknown kind '{kind}'; choose one of {', '.join(KINDS)}.")
@@ -514,7 +519,8 @@ def rank(project: Project, *, top: Optional[int] = None, label: Optional[str] = 
     run = runs.get_run(project, run_id) if run_id else runs.active_run(project)
     if run is None and kind == "label":
         raise RunNotFound("Review needs a trained model to judge labels: train one first in the Train tab.")
-    rows = _rows(project, run, reasons, label=label, include_kept=include_kept, loose=loose)
+    rows = _rows(project, run, reasons, label=label, include_kept=include_kept, loose=loose, progress=progress,
+                 stop=stop)
     return _ordered(rows, once=len(reasons) > 1)[:top] if top else _ordered(rows, once=len(reasons) > 1)
 
 
@@ -546,7 +552,8 @@ _ROWS: dict = {}  # the last rows computed, by what they depend on (see _rows)
 
 
 def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional[str],
-          include_kept: bool = False, loose: bool = False) -> list[ReviewRow]:
+          include_kept: bool = False, loose: bool = False, progress: ProgressFn = no_progress,
+          stop: Optional[StopToken] = None) -> list[ReviewRow]:
     """Every row for the given reasons (an item may have several), in no particular order.
 
     The last answer is kept for as long as nothing in the project's database changed: the
@@ -556,15 +563,44 @@ def _rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional
            loose)
     if _ROWS.get("key") == key:
         return list(_ROWS["rows"])
-    rows = _compute_rows(project, run, reasons, label=label, include_kept=include_kept, loose=loose)
+    try:
+        # The caches filled on the way (fingerprints, quality) report their pictures and stop with it.
+        with step_scope(stop, progress):
+            rows = _compute_rows(project, run, reasons, label=label, include_kept=include_kept, loose=loose,
+                                 progress=progress, stop=stop)
+    except Stopped:
+        raise Stopped(REVIEW_STOPPED) from None
     if project.revision() == key[1]:  # nothing was written meanwhile
         _ROWS.clear()
         _ROWS.update(key=key, rows=rows)
     return list(rows)
 
 
+REVIEW_STOPPED = "Review was stopped before it judged every picture; nothing is shown as judged."
+
+
+def review_stages(run: Optional[runs.Run], reasons) -> list[str]:
+    """The stages of computing the queue, in order, as its progress names them."""
+    out = ["reading the pictures"]
+    if run is not None:
+        out += ["reading the model's evidence", "judging every picture's class"]
+    out += [name for reason, name in (("label", "ranking the classes"), ("duplicate", "finding copies"),
+                                      ("outlier", "finding outliers"), ("quality", "checking picture quality"))
+            if reason in reasons and (run is not None or reason in ("duplicate", "quality"))]
+    return out
+
+
 def _compute_rows(project: Project, run: Optional[runs.Run], reasons, *, label: Optional[str],
-                  include_kept: bool = False, loose: bool = False) -> list[ReviewRow]:
+                  include_kept: bool = False, loose: bool = False, progress: ProgressFn = no_progress,
+                  stop: Optional[StopToken] = None) -> list[ReviewRow]:
+    stages = review_stages(run, reasons)
+
+    def stage(name: str) -> None:  # a Stop between stages: nothing half-judged is returned (or kept)
+        if stop is not None and stop.is_set():
+            raise Stopped(REVIEW_STOPPED)
+        progress(Progress(stages.index(name), len(stages), name, unit="stages"))
+
+    stage("reading the pictures")
     kept = set() if include_kept else project.kept()
     every = [it for it in project.items() if it.id not in kept]
     shown = [it for it in every if label in (None, "", it.label)]
@@ -572,19 +608,28 @@ def _compute_rows(project: Project, run: Optional[runs.Run], reasons, *, label: 
         return []
     ev = None
     if run is not None:
+        stage("reading the model's evidence")
         ev = load_evidence(project, run)
         _complete(project, ev, every)
+        stage("judging every picture's class")
         ev.judge_many([(it.id, it.label) for it in every])
     ids = {it.id for it in shown}
     rows: list[ReviewRow] = []
     if "label" in reasons and ev is not None:
+        stage("ranking the classes")
         rows += _label_rows(project, ev, shown)
     if "duplicate" in reasons:
+        stage("finding copies")
         rows += _duplicate_rows(project, every, ids, ev, loose=loose)
     if "outlier" in reasons and ev is not None:
+        stage("finding outliers")
         rows += _outlier_rows(project, ev, every, ids)
     if "quality" in reasons:
+        stage("checking picture quality")
         rows += _quality_rows(project, shown, ev)
+    if stop is not None and stop.is_set():
+        raise Stopped(REVIEW_STOPPED)
+    progress(Progress(len(stages), len(stages), "done", unit="stages"))
     return rows
 
 
@@ -947,18 +992,19 @@ def flagged(row: ReviewRow) -> bool:
 
 
 def queue(project: Project, *, label: Optional[str] = None, reason: Optional[str] = None,
-          cell: Optional[tuple[str, str]] = None, top: Optional[int] = None, loose: bool = False) -> Queue:
+          cell: Optional[tuple[str, str]] = None, top: Optional[int] = None, loose: bool = False,
+          progress: ProgressFn = no_progress, stop: Optional[StopToken] = None) -> Queue:
     """The queue for the Review tab: every reason, filtered by class, reason or confusion cell.
 
     ``cell`` is ``(actual, predicted)``: only the items of that confusion-matrix
     cell, most suspicious first. Without a trained run, the queue holds
     duplicates and poor pictures only. ``counts`` counts each reason on its
-    own: an item both misfiled and a copy counts in both.
+    own: an item both misfiled and a copy counts in both. ``progress`` and ``stop`` as for :func:`rank`.
     """
     if reason not in (None, "", *REASONS):
         raise TLError(f"Unknown reason '{reason}'; choose one of {', '.join(REASONS)}.")
     run = runs.active_run(project)
-    rows = _rows(project, run, REASONS, label=label, loose=loose)
+    rows = _rows(project, run, REASONS, label=label, loose=loose, progress=progress, stop=stop)
     counts = {r: 0 for r in REASONS}
     for r in rows:
         if flagged(r):

@@ -23,7 +23,7 @@ from . import config, runs
 from .errors import PreflightError, Stopped, TLError, TrainerBusy
 from .features import (Pictures, embed_logits, embed_pixels, load_image_for_model, predict_pixels,  # noqa: F401
                        read_ahead, softmax)
-from .jobs import FileLock, StopToken
+from .jobs import FileLock, StopToken, TimeLeft
 from .models import ModelSpec, create_model, get_arch, save_model
 from .project import Project
 
@@ -316,6 +316,7 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
     # batch, validation items from the validation pass. Review uses them; no extra pass is needed.
     item_probs = np.full((n_epochs, len(targets), n_classes), np.nan, dtype=np.float32)
     probes: dict[int, object] = {}
+    left = TimeLeft()
 
     class _Progress(Callback):
         order = 70  # after the Recorder, so that epoch values are ready
@@ -346,8 +347,7 @@ def _fastai_finetune(model, pixels, targets, train_idx, valid_idx, spec: ModelSp
             state["done_batches"] += 1
             done = state["done_batches"]
             total = n_epochs * (len(self.dls.train) + len(self.dls.valid))
-            el = time.time() - state["t0"]
-            eta = el / done * (total - done) if done else None
+            eta = left.update(done, total)
             ev = {"type": "batch", "epoch": state["epoch"], "epochs": n_epochs, "done": done, "total": total,
                   "train": bool(self.training), "eta": None if eta is None else round(max(eta, 0), 1)}
             if self.training:
@@ -453,14 +453,15 @@ def find_lr(project: Project, cfg: TrainConfig, *, stop: Optional[StopToken] = N
         pixels = snapshot_pictures(project, snap, cfg.size)
         train_idx, valid_idx = split_valid(snap, cfg.valid_pct)
         state = {"done": 0, "t0": time.time(), "n": 1}
+        left = TimeLeft()
 
         class _Watch(Callback):
             def after_batch(self):
                 state["done"] += 1
                 done, n = state["done"], state["n"]
-                el = time.time() - state["t0"]
+                eta = left.update(min(done, n), n)
                 events({"type": "batch", "epoch": 0, "epochs": 1, "done": min(done, n), "total": n, "train": True,
-                        "eta": round(max(el / done * (n - done), 0), 1)})
+                        "eta": None if eta is None else round(eta, 1)})
                 if stop.is_set():
                     raise CancelFitException()
 

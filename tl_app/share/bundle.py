@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .. import config, runs
-from ..errors import ExportRefused, InputError, RunNotFound
+from ..errors import ExportRefused, InputError, RunNotFound, Stopped
+from ..jobs import StopToken
 from ..model_card import OWN, UNKNOWN, WEB, ModelCard, model_card
 from ..models import ModelSpec, load_model
 from ..project import Project
@@ -380,8 +381,19 @@ def _export_run(project: Project, run_id: Optional[str]):
     return run
 
 
-def _export(project: Project, out: Path, fmt: str, run_id: Optional[str], progress: ProgressFn) -> ExportResult:
+#: The stages of an export, as its progress counts them (each reported by name as it starts).
+STAGES = 4
+
+
+def _export(project: Project, out: Path, fmt: str, run_id: Optional[str], progress: ProgressFn,
+            stop: Optional[StopToken] = None) -> ExportResult:
     t0 = time.perf_counter()
+
+    def stage(message: str) -> None:  # a Stop takes effect between stages; the partial folder goes
+        if stop is not None and stop.is_set():
+            raise Stopped("The export was stopped; nothing was written.")
+        progress(message)
+
     out = _target(out)
     run = _export_run(project, run_id)
     name = runs.run_names(runs.list_runs(project)).get(run.id, run.name)
@@ -389,7 +401,7 @@ def _export(project: Project, out: Path, fmt: str, run_id: Optional[str], progre
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        progress(f"Loading {name}")
+        stage(f"Loading {name}")
         model, spec = load_model(runs.run_dir(project, run.id), run.model_sha256, project.root)
         pictures = parity_pictures(project, run.id)
         from ..class_map import class_map
@@ -398,9 +410,9 @@ def _export(project: Project, out: Path, fmt: str, run_id: Optional[str], progre
         (tmp / "model.json").write_text(_bundle_spec(spec, names).to_json(), encoding="utf-8")
         _write_stored(project, tmp / "pictures.sha256")
         shutil.copyfile(STANDALONE / "predict.py", tmp / "predict.py")
-        progress("Converting the model to ONNX")
+        stage("Converting the model to ONNX")
         write_onnx(model, spec, tmp / "model.onnx")
-        progress(f"Checking the export against the app on {len(pictures)} pictures")
+        stage(f"Checking the export against the app on {len(pictures)} pictures")
         parity = require_parity(check_export(project, run.id, tmp, pictures))
         report = runs.read_json(project, run.id, "report.json") or {}
         card = model_card(project, run.id)
@@ -408,6 +420,7 @@ def _export(project: Project, out: Path, fmt: str, run_id: Optional[str], progre
 
         if report.get("confusion"):
             confusion_figure(report).savefig(tmp / "confusion.png")
+        stage("Writing the model card and files")
         text = card_text(card, run, report, parity, versions=_versions(), images=card.learned_from + card.heldout)
         if fmt == "bundle":
             from safetensors.torch import save_file
@@ -419,6 +432,8 @@ def _export(project: Project, out: Path, fmt: str, run_id: Optional[str], progre
             (tmp / "README.md").write_text("\n".join(front) + text, encoding="utf-8")
         else:
             _space_files(tmp, card, text, [p for p in pictures if p.heldout] or pictures)
+        if stop is not None and stop.is_set():
+            raise Stopped("The export was stopped; nothing was written.")
         _finish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -470,18 +485,20 @@ def _safe(name: str) -> str:
 
 # --- entry points --------------------------------------------------------------------------------
 def export_bundle(project: Project, out: Path | str, *, run_id: Optional[str] = None,
-                  progress: ProgressFn = _no_progress) -> ExportResult:
+                  progress: ProgressFn = _no_progress, stop: Optional[StopToken] = None) -> ExportResult:
     """Write the bundle of a run (default: the run in use) into the new folder ``out``.
 
     Refused with :class:`ExportRefused` when the parity check fails; nothing is left behind then.
+    ``progress`` gets each of the :data:`STAGES` stages by name as it starts; ``stop`` ends the
+    export before the next stage with :class:`Stopped`, leaving nothing behind either.
     """
-    return _export(project, Path(out), "bundle", run_id, progress)
+    return _export(project, Path(out), "bundle", run_id, progress, stop)
 
 
 def export_space(project: Project, out: Path | str, *, run_id: Optional[str] = None,
-                 progress: ProgressFn = _no_progress) -> ExportResult:
+                 progress: ProgressFn = _no_progress, stop: Optional[StopToken] = None) -> ExportResult:
     """Write a classify-only Gradio Space for a run into the new folder ``out`` (checked like a bundle)."""
-    return _export(project, Path(out), "space", run_id, progress)
+    return _export(project, Path(out), "space", run_id, progress, stop)
 
 
 def zip_folder(folder: Path, dest: Path) -> Path:

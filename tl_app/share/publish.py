@@ -159,7 +159,7 @@ def _build(project: Project, target: str, work: Path, run: Optional[str],
 
     make = bundle.export_bundle if target == "model" else bundle.export_space
     out = work / target
-    return make(project, out, run_id=run, progress=lambda m: None).out  # a folder, checked like any export
+    return make(project, out, run_id=run, progress=lambda m: None, stop=stop).out  # a folder, checked like any export
 
 
 def publish(project: Project, target: str, repo: str, *, run: Optional[str] = None, token: Optional[str] = None,

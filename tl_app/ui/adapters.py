@@ -49,6 +49,8 @@ class UIContext:
     search_provider: Optional[SearchProvider] = None
     search_limiter: Optional[RateLimiter] = None
     downloads: dict = field(default_factory=dict)
+    #: the stop token of each browser session's running import or export, by ``(kind, session)``
+    stops: dict = field(default_factory=dict)
     access: Access = field(default_factory=Access)
     classify_allowance: Optional[Allowance] = None
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)

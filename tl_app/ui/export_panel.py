@@ -15,8 +15,11 @@ from pathlib import Path
 import gradio as gr
 
 from .. import runs
-from ..share.bundle import ExportResult, export_bundle, export_space, zip_folder
+from ..errors import Stopped
+from ..jobs import StopToken
+from ..share.bundle import STAGES, ExportResult, export_bundle, export_space, zip_folder
 from .adapters import UIContext, owner_only, pct
+from .progress import progress_slot, session_stop, stop_session
 
 WHAT = {"bundle": "Model bundle", "space": "Space"}
 #: Zips older than this are removed at the next export (Gradio serves its own copy of each).
@@ -46,13 +49,17 @@ def export_choices(ctx: UIContext) -> tuple[list[tuple[str, str]], str | None]:
     return choices, active.id if active else None
 
 
-def export_zip(ctx: UIContext, fmt: str, run_id: str | None) -> tuple[Path, ExportResult]:
-    """Export a run into a fresh temporary folder and zip it; the zip's path (for a download) and the report."""
+def export_zip(ctx: UIContext, fmt: str, run_id: str | None, *, progress=lambda message: None,
+               stop: StopToken | None = None) -> tuple[Path, ExportResult]:
+    """Export a run into a fresh temporary folder and zip it; the zip's path (for a download) and the report.
+
+    ``progress`` gets each stage's name; ``stop`` ends the export between stages, leaving nothing behind.
+    """
     tmp = _fresh_folder()
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", ctx.project.root.name).strip("-") or "model"
     try:
         fn = export_bundle if fmt == "bundle" else export_space
-        rep = fn(ctx.project, tmp / fmt, run_id=run_id or None)
+        rep = fn(ctx.project, tmp / fmt, run_id=run_id or None, progress=progress, stop=stop)
         dest = zip_folder(rep.out, tmp / f"{stem}-{rep.run}-{fmt}.zip")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -85,6 +92,8 @@ def create_export_panel(ctx: UIContext) -> dict:
         with gr.Row():
             c["export_bundle"] = gr.Button("Export bundle (zip)", elem_id="export-bundle-button")
             c["export_space"] = gr.Button("Export Space (zip)", elem_id="export-space-button")
+            c["export_stop"] = gr.Button("Stop export", variant="stop", visible=False, elem_id="export-stop")
+        c["export_progress"], c["export_bar"] = progress_slot("export-progress")
         c["export_status"] = gr.Markdown(elem_id="export-status")
         c["export_file"] = gr.File(label="Download", visible=False, interactive=False, elem_id="export-file")
 
@@ -97,15 +106,40 @@ def create_export_panel(ctx: UIContext) -> dict:
 
     def make(fmt: str):
         @owner_only(ctx, "export models")
-        def export(run_id: str | None = None):
-            path, rep = export_zip(ctx, fmt, run_id)
-            return result_text(rep), gr.File(value=str(path), visible=True)
+        def export(run_id: str | None = None, request: gr.Request = None, progress=gr.Progress()):
+            stages = [0]
+
+            def stage(message: str) -> None:  # the export's stages, counted: "Converting the model to ONNX (2 of 4)"
+                stages[0] += 1
+                progress((stages[0] - 1, STAGES), desc=f"{message} ({stages[0]} of {STAGES})")
+
+            try:
+                with session_stop(ctx, "export", request) as stop:
+                    yield "", gr.File(visible=False), gr.Button(visible=True), gr.Column(visible=True)
+                    path, rep = export_zip(ctx, fmt, run_id, progress=stage, stop=stop)
+            except Stopped:
+                yield ("**Export stopped.** Nothing was written.", gr.File(visible=False), gr.Button(visible=False),
+                       gr.Column(visible=False))
+                return
+            except Exception:
+                # An export refused (or failed) says so in its message; the progress line and Stop go.
+                yield gr.skip(), gr.skip(), gr.Button(visible=False), gr.Column(visible=False)
+                raise
+            yield (result_text(rep), gr.File(value=str(path), visible=True), gr.Button(visible=False),
+                   gr.Column(visible=False))
 
         export.__name__ = f"export_{fmt}"
         return export
 
-    outs = [c["export_status"], c["export_file"]]
-    opts = dict(concurrency_id="export", concurrency_limit=1)
+    outs = [c["export_status"], c["export_file"], c["export_stop"], c["export_progress"]]
+    opts = dict(concurrency_id="export", concurrency_limit=1, show_progress_on=[c["export_bar"]])
     c["export_bundle"].click(make("bundle"), [c["export_run"]], outs, api_name="export_bundle", **opts)
     c["export_space"].click(make("space"), [c["export_run"]], outs, api_name="export_space", **opts)
+
+    @owner_only(ctx, "stop exports")
+    def stop_export(request: gr.Request = None):
+        return "**Stopping the export…** Nothing is left half-written." if stop_session(ctx, "export", request) \
+            else "Nothing is being exported."
+
+    c["export_stop"].click(stop_export, None, [c["export_status"]], api_name="stop_export", queue=False)
     return c

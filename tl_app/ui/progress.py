@@ -9,18 +9,78 @@ the line says "warm-up", then "epoch 1 of 2".
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
+from ..errors import InputError
+from ..jobs import Progress, StopToken, TimeLeft, time_left_words
 from .adapters import pct
 
 
 def seconds_left(s: float | None) -> str:
-    """"about 1 min 05 s left" (empty when unknown)."""
-    if s is None:
-        return ""
-    s = int(round(s))
-    return f"about {s // 60} min {s % 60:02d} s left" if s >= 60 else f"about {s} s left"
+    """"about 3 min left" (empty when unknown): the core's words, the same as the CLI's."""
+    return time_left_words(s)
+
+
+def gr_progress(progress, desc: str, unit: str = "steps") -> Callable[[Progress], None]:
+    """A core progress callback that drives a ``gr.Progress``: "120/500 files · Importing, about 2 min left".
+
+    Gradio's bar counts ``done/total unit`` itself; the words add the time left, the core's
+    estimate (:class:`tl_app.jobs.TimeLeft`), the same as the CLI prints.
+    """
+    eta = TimeLeft()
+
+    def report(p: Progress) -> None:
+        left = time_left_words(eta.update(p.done, p.total)) if p.done < p.total else ""
+        progress((min(p.done, p.total), max(p.total, 1)), desc=f"{desc}, {left}" if left else desc, unit=unit)
+
+    return report
+
+
+def progress_slot(elem_id: str):
+    """An empty line, hidden until a long step runs, for Gradio to draw that step's progress bar on.
+
+    Returns ``(column, line)``: show the column (an event output: not among the API's values, unlike
+    a Markdown) while the work runs, and point the event's ``show_progress_on`` at the line.
+    """
+    import gradio as gr
+
+    with gr.Column(visible=False, elem_id=elem_id) as column:
+        line = gr.Markdown(min_height=72)
+    return column, line
+
+
+@contextlib.contextmanager
+def session_stop(ctx, kind: str, request) -> Iterator[StopToken]:
+    """The stop token of this browser session's ``kind`` of work (an import, an export) while it runs.
+
+    Kept per session, so a Stop ends only this window's work; a second one of the same kind in
+    the same window is refused with a plain message. See :func:`stop_session`.
+    """
+    key = (kind, getattr(request, "session_hash", None) or "api")
+    token = StopToken()
+    with ctx.lock:
+        if key in ctx.stops:
+            raise InputError(f"An {kind} is already running in this window: wait for it, or Stop it first."
+                             if kind[0] in "aeiou" else f"A {kind} is already running in this window: wait for it, "
+                             "or Stop it first.")
+        ctx.stops[key] = token
+    try:
+        yield token
+    finally:
+        with ctx.lock:
+            if ctx.stops.get(key) is token:
+                del ctx.stops[key]
+
+
+def stop_session(ctx, kind: str, request) -> bool:
+    """Ask this session's running ``kind`` of work to stop; False when none runs."""
+    token = ctx.stops.get((kind, getattr(request, "session_hash", None) or "api"))
+    if token is None:
+        return False
+    token.set()
+    return True
 
 
 def duration(s: float | None) -> str:
@@ -95,7 +155,7 @@ class JobWatch:
             return (f"{self.title}: {ev['cached']} of {ev['total']} pictures' features are cached; "
                     f"{todo} to compute." if todo else f"{self.title}: every picture's features are cached.")
         if phase == "scoring":
-            return f"{self.title}: scoring every picture for Review, {ev['done']} of {ev['total']}."
+            return f"{self.title}: scoring every picture for Review, {ev['done']} of {ev['total']}" + tail
         if phase in ("head", "model", "lr_find", "compare"):
             return f"{self.title}: {ev.get('message', '')}…"
         if phase == "gpu_wait":

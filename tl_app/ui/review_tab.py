@@ -16,6 +16,7 @@ import pandas as pd
 from .. import review, runs
 from ..project import source_name
 from ..errors import GpuUnavailable, InputError, PreflightError, TrainerBusy
+from ..jobs import ProgressLine, TimeLeft, time_left_words
 from ..runner import request_stop, start_training
 from ..train import TrainConfig
 from .adapters import UIContext, owner_only, pct
@@ -213,15 +214,16 @@ def create_review_tab(ctx: UIContext) -> dict:
         return [(str(ctx.project.thumbnail(by_id[r["item"]])), _caption(r, selected))
                 for r in rows if r["item"] in by_id]
 
-    def view(label, reason, cell, mode="strict", group=None, status="", *, top=SHOWN):
+    def view(label, reason, cell, mode="strict", group=None, status="", *, top=SHOWN, progress=None):
         """Everything the tab shows, recomputed: after any action the queue is current.
 
         The gallery holds the ``top`` most suspicious pictures; "Show more" asks for the next ones.
+        ``progress`` (a ``gr.Progress``) shows the stage the queue is at, with the time left.
         """
         cls = None if label in (None, "", ALL) else label
         loose = mode == "loose"
         q = review.queue(ctx.project, label=cls, reason=reason or None, cell=_cell_value(cell), top=top,
-                         loose=loose)
+                         loose=loose, **({"progress": _stages(progress)} if progress is not None else {}))
         groups = review.duplicate_groups(ctx.project, loose=loose)
         g_gallery, g_ids, g_keep, g_note, g_box = _group_view(ctx, groups, group, None)
         rows = [r.to_dict() for r in q.rows]
@@ -252,15 +254,34 @@ def create_review_tab(ctx: UIContext) -> dict:
             c["group_choice"], c["group_note"], c["group_box"], c["more"]]
     filters = [c["filter"], c["reason"], c["cell"], c["dup_mode"], c["group"]]
 
+    def _stages(progress):
+        """The queue's stages on the page's progress bar: "Review: finding copies (1 of 3 stages done)",
+        and within a stage the pictures it measures: "Review: finding copies, about 20 s left" (1200/3000)."""
+        line, eta, stage = ProgressLine("stages done"), TimeLeft(), [""]
+
+        def report(p) -> None:
+            if p.unit == "pictures":
+                left = time_left_words(eta.update(p.done, p.total))
+                progress((p.done, max(p.total, 1)), desc=f"Review: {stage[0]}" + (f", {left}" if left else ""),
+                         unit="pictures")
+                return
+            stage[0] = p.message
+            words = line(p)
+            if p.done < p.total:
+                progress((p.done, p.total), desc=f"Review: {p.message} ({words})")
+
+        return report
+
     @owner_only(ctx, "review the pictures", quiet=True)
-    def refresh(label, reason, cell, mode="strict", group=None):
+    def refresh(label, reason, cell, mode="strict", group=None, progress=gr.Progress()):
         n = sum(ctx.project.label_counts().values())
         if n >= LARGE:  # the tab paints at once; the queue of a large project follows when it is ready
             yield (f"Looking through {n:,} pictures for the ones that need a look…",
                    *[gr.skip()] * (len(outs) - 1))
-        yield view(label, reason, cell, mode, group)
+        yield view(label, reason, cell, mode, group, progress=progress)
 
-    c["refresh"].click(refresh, filters, outs, api_name="review")
+    # The queue's progress on the gallery it fills (not on every output of the view).
+    c["refresh"].click(refresh, filters, outs, api_name="review", show_progress_on=[c["gallery"]])
 
     @owner_only(ctx, "review the pictures")
     def more(label, reason, cell, mode, group, rows, selected):
@@ -486,4 +507,5 @@ def create_review_tab(ctx: UIContext) -> dict:
     c["retrain_stop"].click(stop_retrain, [c["job"]], [c["status"]], api_visibility="private", queue=False)
 
     c["on_select"] = (refresh, filters, outs)
+    c["select_opts"] = dict(show_progress_on=[c["gallery"]])
     return c

@@ -16,9 +16,9 @@ import pandas as pd
 
 from ..errors import InputError, InvalidLabel, ItemNotFound, NothingToUndo
 from ..importer import ImportReport, import_files, plan_import
-from ..jobs import Progress
 from ..project import Item
 from .adapters import UIContext, for_anyone, owner_only, upload_paths
+from .progress import gr_progress, progress_slot, session_stop, stop_session
 from .web_search import create_web_search, wire_web_search
 
 BROWSE_LIMIT = 60
@@ -174,14 +174,24 @@ def create_search_tab(ctx: UIContext) -> dict:
             c["into_target"] = gr.Checkbox(False, visible=False, elem_id="import-into-target",
                                            label="Put every picture into the chosen class instead (the zip's "
                                                  "folders do not become classes)")
-            c["add_files"] = gr.Button(ADD_LABEL, variant="primary", elem_id="add-files")
+            with gr.Row():
+                c["add_files"] = gr.Button(ADD_LABEL, variant="primary", elem_id="add-files", scale=3)
+                # There while an import runs: it ends at the next picture, and what is in stays (undoable).
+                c["import_stop"] = gr.Button("Stop import", variant="stop", visible=False, elem_id="import-stop",
+                                             scale=1, min_width=120)
+            # An empty line under the buttons while an import runs: Gradio draws its progress bar there.
+            c["import_progress"], c["import_bar"] = progress_slot("import-progress")
         with gr.Column(scale=1):
             if not ctx.shared:
                 with gr.Accordion("Import a folder from this computer", open=False):
                     c["folder"] = gr.Textbox(label="Folder", placeholder="/home/me/pictures/animals", elem_id="import-folder-path",
                                              info="A folder with a sub-folder per class (the sub-folder names become the classes).")
                     c["folder_plan"] = gr.Markdown(elem_id="folder-plan")
-                    c["import_folder"] = gr.Button(FOLDER_LABEL, elem_id="import-folder")
+                    with gr.Row():
+                        c["import_folder"] = gr.Button(FOLDER_LABEL, elem_id="import-folder", scale=3)
+                        c["folder_stop"] = gr.Button("Stop import", variant="stop", visible=False,
+                                                     elem_id="import-folder-stop", scale=1, min_width=120)
+                    c["folder_progress"], c["folder_bar"] = progress_slot("import-folder-progress")
             c["result"] = gr.Markdown(elem_id="import-result")
             c["elsewhere"] = gr.State({})
             c["move_elsewhere"] = gr.Button("Move them", visible=False, elem_id="import-move-elsewhere")
@@ -288,8 +298,10 @@ def create_search_tab(ctx: UIContext) -> dict:
                 gr.Button(f"Move {'them' if n != 1 else 'it'} to the class{'es' if n != 1 else ''} this import gives",
                           visible=bool(n)))
 
+    import_outs = [*view, c["result"], c["files"], c["elsewhere"], c["move_elsewhere"]]
+
     @owner_only(ctx, "add pictures")
-    def add_files(label: str, files, into: bool = False, progress=gr.Progress()):
+    def add_files(label: str, files, into: bool = False, request: gr.Request = None, progress=gr.Progress()):
         got = _plan(files, label, into)
         if got is None:
             raise InputError("Drop some pictures (or a zip file) first.")
@@ -298,20 +310,33 @@ def create_search_tab(ctx: UIContext) -> dict:
             n = plan.unlabelled
             raise InputError(f"Choose the class {'this picture belongs' if n == 1 else f'these {n} pictures belong'} "
                              "to (or type a new class name). A zip file with a folder per class needs none.")
-
-        def prog(p: Progress):
-            progress((p.done, p.total), desc="Checking pictures")
-
-        rep = import_files(ctx.project, paths, label=label if into else None, loose_label=label, names=names,
-                           progress=prog)
+        with session_stop(ctx, "import", request) as stop:
+            # While it runs: the Stop button, and a line of its own for the progress bar.
+            yield (*[gr.skip()] * len(import_outs), gr.Button(visible=True), gr.Column(visible=True))
+            try:
+                rep = import_files(ctx.project, paths, label=label if into else None, loose_label=label,
+                                   names=names, progress=gr_progress(progress, "Importing", "files"), stop=stop)
+            except Exception:  # said by the handler; the Stop button and the progress line go
+                yield (*[gr.skip()] * len(import_outs), gr.Button(visible=False), gr.Column(visible=False))
+                raise
         got_classes = [k for k in plan.classes if rep.labels.get(k)]
         shown = label if label and ctx.project.find_label(label) in got_classes else next(iter(got_classes), None)
         shown = ctx.project.find_label(shown) if shown else None
-        return (*refreshed(shown, target=ctx.project.find_label(label) if label else None), report_markdown(rep),
-                None, *_elsewhere_outs(rep))
+        yield (*refreshed(shown, target=ctx.project.find_label(label) if label else None), report_markdown(rep),
+               None, *_elsewhere_outs(rep), gr.Button(visible=False), gr.Column(visible=False))
 
-    import_outs = [*view, c["result"], c["files"], c["elsewhere"], c["move_elsewhere"]]
-    c["add_files"].click(add_files, [c["target"], c["files"], c["into_target"]], import_outs, api_name="add_files")
+    c["add_files"].click(add_files, [c["target"], c["files"], c["into_target"]],
+                         [*import_outs, c["import_stop"], c["import_progress"]], api_name="add_files",
+                         show_progress_on=[c["import_bar"]])
+
+    @owner_only(ctx, "stop imports")
+    def stop_import(request: gr.Request = None):
+        """Stop this window's running import at its next picture; what is in stays (one Undo takes it out)."""
+        return ("**Stopping the import…** The pictures already in stay." if stop_session(ctx, "import", request)
+                else "Nothing is importing.")
+
+    # queue=False: a Stop must not wait behind the import it stops.
+    c["import_stop"].click(stop_import, None, [c["result"]], api_name="stop_import", queue=False)
 
     @owner_only(ctx, "move pictures")
     def move_elsewhere(assign: dict, shown: str | None):
@@ -329,23 +354,30 @@ def create_search_tab(ctx: UIContext) -> dict:
                               [*view, c["result"], c["elsewhere"], c["move_elsewhere"]], api_visibility="private")
 
     if "import_folder" in c:
+        folder_outs = [*view, c["result"], c["elsewhere"], c["move_elsewhere"]]
+
         @owner_only(ctx, "import folders")
-        def import_folder(folder: str, progress=gr.Progress()):
+        def import_folder(folder: str, request: gr.Request = None, progress=gr.Progress()):
             if not folder or not folder.strip():
                 raise InputError("Type the path of a folder on this computer.")
             p = Path(folder.strip()).expanduser()
             if not p.is_dir():
                 raise InputError(f"{p} is not a folder on this computer.")
-
-            def prog(pr: Progress):
-                progress((pr.done, pr.total), desc="Checking pictures")
-
-            rep = import_files(ctx.project, [p], progress=prog)
+            with session_stop(ctx, "import", request) as stop:
+                yield (*[gr.skip()] * len(folder_outs), gr.Button(visible=True), gr.Column(visible=True))
+                try:
+                    rep = import_files(ctx.project, [p], progress=gr_progress(progress, "Importing", "files"),
+                                       stop=stop)
+                except Exception:
+                    yield (*[gr.skip()] * len(folder_outs), gr.Button(visible=False), gr.Column(visible=False))
+                    raise
             first = next(iter(rep.labels), None)
-            return (*refreshed(first), report_markdown(rep), *_elsewhere_outs(rep))
+            yield (*refreshed(first), report_markdown(rep), *_elsewhere_outs(rep), gr.Button(visible=False),
+                   gr.Column(visible=False))
 
-        c["import_folder"].click(import_folder, [c["folder"]], [*view, c["result"], c["elsewhere"],
-                                                                c["move_elsewhere"]], api_name="import_folder")
+        c["import_folder"].click(import_folder, [c["folder"]], [*folder_outs, c["folder_stop"], c["folder_progress"]],
+                                 api_name="import_folder", show_progress_on=[c["folder_bar"]])
+        c["folder_stop"].click(stop_import, None, [c["result"]], api_visibility="private", queue=False)
 
         @owner_only(ctx, "import folders", quiet=True)
         def show_folder_plan(folder: str):

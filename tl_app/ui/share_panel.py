@@ -18,9 +18,10 @@ from typing import Optional
 
 import gradio as gr
 
-from ..errors import InputError
+from ..errors import InputError, Stopped
 from ..project import Project
 from .adapters import UIContext, owner_only
+from .progress import gr_progress, progress_slot, session_stop, stop_session
 
 TARGETS = [("The model (ONNX bundle and card)", "model"), ("A classify-only Space", "space"),
            ("The dataset (pictures and metadata.csv)", "dataset")]
@@ -55,6 +56,8 @@ def create_share_panel(ctx: UIContext) -> dict:
         with gr.Row():
             c["share_dataset"] = gr.Button("Dataset zip", elem_id="share-dataset-button")
             c["share_project"] = gr.Button("Whole project zip", elem_id="share-project-button")
+            c["share_stop"] = gr.Button("Stop", variant="stop", visible=False, elem_id="share-stop")
+        c["share_progress"], c["share_bar"] = progress_slot("share-progress")
         c["share_file"] = gr.File(label="Your download", interactive=False, elem_id="share-file")
         c["share_note"] = gr.Markdown(elem_id="share-note")
         gr.Markdown("**Restore a project zip.** Into this app's project when it is still empty; otherwise as a new "
@@ -75,40 +78,66 @@ def create_share_panel(ctx: UIContext) -> dict:
         c["share_publish"] = gr.Button("Publish", variant="primary", elem_id="share-publish-button")
         c["share_status"] = gr.Markdown(elem_id="share-status")
 
+    def _zip(write, desc: str, unit: str, after: str, request, progress):
+        """Write a zip with progress and a Stop (nothing is left behind when stopped); yields the panel's outputs."""
+        try:
+            with session_stop(ctx, "export", request) as stop:
+                yield gr.skip(), "", gr.Button(visible=True), gr.Column(visible=True)
+                rep = write(progress=gr_progress(progress, desc, unit), stop=stop)
+        except Stopped:
+            yield None, "**Stopped.** No zip was written.", gr.Button(visible=False), gr.Column(visible=False)
+            return
+        except Exception:  # an error says so in its message; the progress line and Stop go
+            yield gr.skip(), gr.skip(), gr.Button(visible=False), gr.Column(visible=False)
+            raise
+        yield str(rep.out), rep.summary() + after, gr.Button(visible=False), gr.Column(visible=False)
+
     @owner_only(ctx, "export the dataset")
-    def export_dataset_zip():
+    def export_dataset_zip(request: gr.Request = None, progress=gr.Progress()):
         from ..share.archive import export_dataset
 
-        rep = export_dataset(ctx.project, _export_dir() / f"{ctx.project.root.name or 'project'}-dataset.zip")
-        return str(rep.out), rep.summary()
+        out = _export_dir() / f"{ctx.project.root.name or 'project'}-dataset.zip"
+        yield from _zip(lambda **kw: export_dataset(ctx.project, out, **kw), "Writing the dataset zip", "pictures",
+                        "", request, progress)
 
     @owner_only(ctx, "export the project")
-    def export_project_zip():
+    def export_project_zip(request: gr.Request = None, progress=gr.Progress()):
         from ..share.archive import export_project
 
-        rep = export_project(ctx.project, _export_dir() / f"{ctx.project.root.name or 'project'}-project.zip")
-        return str(rep.out), rep.summary() + " Restore it with the panel below, or `python -m tl_app import "\
-            "ZIP --as FOLDER`."
+        out = _export_dir() / f"{ctx.project.root.name or 'project'}-project.zip"
+        yield from _zip(lambda **kw: export_project(ctx.project, out, **kw), "Writing the project zip", "files",
+                        " Restore it with the panel below, or `python -m tl_app import ZIP --as FOLDER`.",
+                        request, progress)
 
-    c["share_dataset"].click(export_dataset_zip, None, [c["share_file"], c["share_note"]], api_name="export_dataset")
-    c["share_project"].click(export_project_zip, None, [c["share_file"], c["share_note"]], api_name="export_project")
+    zip_outs = [c["share_file"], c["share_note"], c["share_stop"], c["share_progress"]]
+    c["share_dataset"].click(export_dataset_zip, None, zip_outs, api_name="export_dataset",
+                             show_progress_on=[c["share_bar"]])
+    c["share_project"].click(export_project_zip, None, zip_outs, api_name="export_project",
+                             show_progress_on=[c["share_bar"]])
+
+    @owner_only(ctx, "stop exports")
+    def stop_zip(request: gr.Request = None):
+        return "**Stopping…** No half-written zip is left." if stop_session(ctx, "export", request) \
+            else "Nothing is being written."
+
+    c["share_stop"].click(stop_zip, None, [c["share_note"]], api_name="stop_zip", queue=False)
 
     @owner_only(ctx, "restore a project")
-    def restore(path: Optional[str]):
+    def restore(path: Optional[str], progress=gr.Progress()):
         from ..share.archive import project_is_empty, restore_project
 
         if not path:
             raise InputError("Choose a project zip first (one written by 'Whole project zip').")
         name = Path(path).name
         if project_is_empty(ctx.project):
-            rep = restore_project(path, ctx.project.root)
+            rep = restore_project(path, ctx.project.root, progress=gr_progress(progress, "Restoring the project"))
             where = "It is this app's project now: open the other tabs to see it."
         elif ctx.shared:
             raise InputError("This app's project already holds pictures or runs, and a shared app serves only it: a "
                              "project zip can be restored here only into an empty project.")
         else:
             dest = _beside(ctx.project, name)
-            rep = restore_project(path, dest)
+            rep = restore_project(path, dest, progress=gr_progress(progress, "Restoring the project"))
             where = (f"It is a new project in `{dest}` (this app still shows its own project). To open it: "
                      f"`./scripts/run --project \"{dest}\"` or `python -m tl_app serve --project \"{dest}\"`.")
         notes = "".join(f"\n- {n}" for n in rep.notes)
@@ -118,11 +147,12 @@ def create_share_panel(ctx: UIContext) -> dict:
                              api_name="restore_project")
 
     @owner_only(ctx, "publish to the Hugging Face Hub")
-    def publish(target: str, repo: str, private: bool, token: gr.OAuthToken | None = None):
+    def publish(target: str, repo: str, private: bool, token: gr.OAuthToken | None = None, progress=gr.Progress()):
         from ..share.publish import PublishFailed, publish as push
 
         try:
-            rep = push(ctx.project, target, repo, private=bool(private), token=token.token if token else None)
+            rep = push(ctx.project, target, repo, private=bool(private), token=token.token if token else None,
+                       progress=gr_progress(progress, "Preparing the dataset", "pictures"))
         except PublishFailed as e:  # offline, refused: said in the panel, nothing else changes
             return f"Not published. {e}"
         return f"{rep.summary()} [Open it]({rep.url})"

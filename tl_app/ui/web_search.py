@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..download import ClassDownload, ClassesReport, download_classes, tasks_from_results
 from ..fetch import looks_offline
-from ..jobs import Progress, StopToken
+from ..jobs import Progress, ProgressLine, StopToken
 from ..search import (ANY, BACKENDS, LAYOUTS, LICENSES, MAX_CLASSES, SAFESEARCH, SIZES, TYPES, SearchCache,
                       SearchFilters, SearchResult, parse_class_queries, search_classes)
 from ..errors import InputError
@@ -128,7 +128,8 @@ def _jobs(rows: list[dict]) -> list[ClassDownload]:
     return jobs
 
 
-def progress_note(jobs: list[ClassDownload], seen: dict[str, Progress], stopping: bool) -> str:
+def progress_note(jobs: list[ClassDownload], seen: dict[str, Progress], stopping: bool, overall: str = "") -> str:
+    """The table of progress per class; ``overall`` ("120 of 500 links, about 2 min left") heads it."""
     lines = ["| Class | Done | To fetch | Failed | |", "|---|---:|---:|---:|---|"]
     for j in jobs:
         p = seen.get(j.label)
@@ -137,7 +138,8 @@ def progress_note(jobs: list[ClassDownload], seen: dict[str, Progress], stopping
         else:
             state = "done" if p.done >= p.total else ("stopping…" if stopping else "downloading…")
             lines.append(f"| {j.label} | {p.done} | {p.total} | {p.failed} | {state} |")
-    head = "**Stopping…**" if stopping else "**Downloading…** Stop ends it within a second; what arrived stays."
+    head = "**Stopping…**" if stopping else ("**Downloading…** " + (f"{overall}. " if overall else "")
+                                            + "Stop ends it within a second; what arrived stays.")
     return head + "\n\n" + "\n".join(lines)
 
 
@@ -305,6 +307,7 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
         worker = threading.Thread(target=work, name=f"download-{session[-8:]}", daemon=True)
         worker.start()
         total = sum(len(j.tasks) for j in jobs)
+        line = ProgressLine("links")  # the core's time-left estimate, as on the command line
         try:
             finished: set[str] = set()
             first = True
@@ -313,12 +316,13 @@ def wire_web_search(ctx: UIContext, c: dict, refreshed) -> None:
                 now = seen.copy()  # the worker adds classes as it reaches them
                 done = sum(p.done for p in now.values()) + sum(
                     len(j.tasks) - now[j.label].total for j in jobs if j.label in now)  # skipped links count as done
-                progress((min(done, total), total), desc="Downloading", unit="links")
+                overall = line(Progress(min(done, total), total))
+                progress((min(done, total), total), desc=f"Downloading: {overall}", unit="links")
                 newly = {label for label, p in now.items() if p.done >= p.total} - finished
                 finished |= newly
                 table = refreshed()[0] if newly else gr.skip()
                 # The first redraw also clears the refusals of an earlier download.
-                yield (gr.Markdown(visible=True), progress_note(jobs, now, token.is_set()),
+                yield (gr.Markdown(visible=True), progress_note(jobs, now, token.is_set(), overall),
                        refusals_table(None) if first else gr.skip(),
                        gr.Accordion(label=REFUSALS_LABEL) if first else gr.skip(),
                        table, *rest)
