@@ -21,10 +21,12 @@ finishes or reverts whatever a crash interrupted, using the database as the trut
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import sqlite3
+import sys
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -117,6 +119,11 @@ def validate_label(name: str) -> str:
     """
     if not isinstance(name, str):
         raise InvalidLabel("A class name must be text.")
+    return _valid_label(name)
+
+
+@functools.lru_cache(maxsize=4096)  # an import asks again for every picture; a refusal is not cached
+def _valid_label(name: str) -> str:
     label = unicodedata.normalize("NFC", name).strip()
     if not label.replace("\u200d", "").strip():
         raise InvalidLabel("A class name cannot be empty.")
@@ -232,7 +239,7 @@ def class_steps(kind: str, payload: dict) -> tuple[dict, dict]:
     return dict(names), back
 
 
-def _sync_files(paths: Sequence[Path]) -> None:
+def _fsync_each(paths: Sequence[Path]) -> None:
     """fsync every file, several at once: the file system commits concurrent syncs together
     (256 files: about 0.01-0.04 s on 8 threads here, against 0.3 s one after another)."""
     def one(p: Path) -> None:
@@ -250,6 +257,73 @@ def _sync_files(paths: Sequence[Path]) -> None:
 
     with ThreadPoolExecutor(max_workers=min(8, len(paths))) as pool:
         list(pool.map(one, paths))
+
+
+def _syncfs_call():
+    """Linux's ``syncfs``, where it also reports write errors (Linux 5.8 and later); else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    if m is None or (int(m[1]), int(m[2])) < (5, 8):  # older kernels wait for the data but hide a failed write
+        return None
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    return fn
+
+
+_SYNCFS: list = []  # [_syncfs_call()], looked up once
+
+#: From how many files a batch is made durable with one ``syncfs`` rather than an fsync per file.
+_SYNCFS_FROM = 16
+
+
+class SyncPoint:
+    """Makes files written after it was opened durable, many at a time (see :meth:`Project.sync_point`).
+
+    Why it is as safe as an fsync per file: Linux's ``syncfs`` returns once every file of the
+    file system has its data and metadata on disk, and (Linux 5.8 and later) fails if writing
+    any of them failed since this point was opened; the point is opened before the files are
+    written, so no failure of theirs can go unreported. What it saves: ext4 commits its journal
+    once per ``syncfs`` instead of once per few fsyncs, and every commit holds up the files being
+    created meanwhile (measured: 256 files of 3.5 KB, about 8 ms against 70 ms for an fsync
+    each on 8 threads, on this busy machine). Batches of fewer than ``_SYNCFS_FROM`` files, and
+    systems without such a ``syncfs``, get an fsync per file.
+    """
+
+    def __init__(self, folder: Path):
+        if not _SYNCFS:
+            _SYNCFS.append(_syncfs_call())
+        self._fd: int | None = None
+        if _SYNCFS[0] is not None:
+            with contextlib.suppress(OSError):
+                self._fd = os.open(folder, os.O_RDONLY)
+
+    def sync(self, paths: Sequence[Path]) -> None:
+        """Make ``paths`` (written and closed since this point was opened) durable; raises OSError if not."""
+        if self._fd is None or len(paths) < _SYNCFS_FROM:
+            _fsync_each(paths)
+            return
+        if _SYNCFS[0](self._fd) != 0:
+            import ctypes
+
+            err = ctypes.get_errno()
+            raise OSError(err, f"the pictures could not be written to disk ({os.strerror(err)})")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "SyncPoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -515,10 +589,14 @@ class Project:
             os.replace(tmp, dest)
         return dest
 
-    def temp_path(self, suffix: str = ".part") -> Path:
-        """A fresh temporary file name in ``tmp/``; the name carries our pid for crash clean-up."""
+    def temp_path(self, suffix: str = ".part", *, owner: int | None = None) -> Path:
+        """A fresh temporary file name in ``tmp/``; the name carries our pid for crash clean-up.
+
+        ``owner``: the pid to name instead (a helper process names its files after the process that
+        will use them, so that they are kept while that one lives).
+        """
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return self.tmp_dir / f"{os.getpid()}-{os.urandom(6).hex()}{suffix}"
+        return self.tmp_dir / f"{owner or os.getpid()}-{os.urandom(6).hex()}{suffix}"
 
     # --- labels -------------------------------------------------------------
     def labels(self) -> list[str]:
@@ -625,12 +703,13 @@ class Project:
             raise res.error
         return res
 
-    def stage(self, image: NormalizedImage) -> Path:
+    def stage(self, image: NormalizedImage, *, owner: int | None = None) -> Path:
         """Write ``image`` to a temporary file in ``tmp/``, ready for :meth:`add_images` (which syncs it to disk).
 
-        Thread-safe: an import stages pictures on its worker threads, while it decodes the next ones.
+        Thread-safe: an import stages pictures on its workers while it decodes the next ones.
+        ``owner`` is as for :meth:`temp_path`.
         """
-        tmp = self.temp_path()
+        tmp = self.temp_path(owner=owner)
         try:
             with open(tmp, "wb") as f:
                 f.write(image.data)
@@ -640,75 +719,112 @@ class Project:
             raise
         return tmp
 
-    def add_images(self, new: Sequence["NewImage"]) -> list[AddResult]:
+    def sync_point(self) -> SyncPoint:
+        """Open before staging a batch of pictures, pass to :meth:`add_images`: the batch is then synced
+        to disk at once instead of a file at a time (see :class:`SyncPoint`). Close it when done."""
+        return SyncPoint(self.tmp_dir)
+
+    def add_images(self, new: Sequence["NewImage"], *, sync: SyncPoint | None = None) -> list[AddResult]:
         """Store many normalised images in one transaction (what an import does, a batch at a time).
 
         Each picture is checked as :meth:`add_image` checks one: an exact
         duplicate (of a stored picture or of an earlier one in the batch) is
         refused with a reason, a bad class name gives a result with ``error``
         set; the others are renamed into their class folders inside the
-        transaction that inserts their rows. Staged files (:meth:`stage`) are
-        used as they are; the others are written here. Returns one
+        transaction that inserts their rows, once every file is on disk.
+        Staged files (:meth:`stage`) are used as they are (``sync``: a
+        :meth:`sync_point` opened before they were written; without one they
+        are synced a file at a time); the others are written here. Returns one
         :class:`AddResult` per picture, in order.
         """
         staged: list[Path | None] = [None] * len(new)
+        own = sync is None
+        point = sync if sync is not None else self.sync_point()  # opened before this call writes anything
         try:
+            written = []
             for i, n in enumerate(new):
                 staged[i] = n.staged if n.staged is not None else self.stage(n.image)
-            _sync_files([t for t in staged if t is not None])  # on disk before any row says they are there
-            out: list[AddResult] = []
-            with self._write() as con:
-                labels: dict[str, str] = {}   # casefolded name -> stored name, for this batch
-                batch: dict[str, Item] = {}   # sha256 -> item added earlier in this batch
-                for i, n in enumerate(new):
-                    try:
-                        want = validate_label(n.label)
-                    except InvalidLabel as err:
-                        out.append(AddResult(None, error=err, reason=str(err)))
-                        continue
-                    sha = n.image.sha256
-                    if sha in batch:
-                        old = batch[sha]
-                        out.append(AddResult(old, duplicate=True,
-                                             reason=f"the same image is already in '{old.label}' (item {old.id})"))
-                        continue
-                    row = con.execute("SELECT * FROM items WHERE sha256=?", (sha,)).fetchone()
-                    # A duplicate creates no class: an import of pictures already here leaves no empty classes behind.
-                    if row is not None:
-                        old = Item._from_row(row)
-                        if old.status == "deleted":
-                            out.append(AddResult(None, duplicate=True, reason="the same image was deleted earlier "
-                                                 f"(item {old.id}; Undo restores it)"))
-                        else:
-                            out.append(AddResult(old, duplicate=True,
-                                                 reason=f"the same image is already in '{old.label}' (item {old.id})"))
-                        continue
-                    key = want.casefold()
-                    if key not in labels:
-                        labels[key] = self._ensure_label(con, want)
-                        inside(self.images_dir, labels[key]).mkdir(parents=True, exist_ok=True)
-                    label = labels[key]
-                    iid = self._new_id(con, sha)
-                    rel = f"{label}/{iid}{config.STORED_EXT}"
-                    now = time.time()
-                    meta = json.dumps(n.meta or {}, ensure_ascii=False)
-                    con.execute(
-                        "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
-                        " VALUES(?,?,?,?,?,?,?,?, 'active', ?)",
-                        (iid, label, rel, sha, n.image.width, n.image.height, n.source, now, meta))
-                    # The class folder was made safe above; the item id is hex, so the file stays inside it.
-                    os.replace(staged[i], self.images_dir / label / f"{iid}{config.STORED_EXT}")
-                    staged[i] = None
-                    item = Item(iid, label, rel, sha, n.image.width, n.image.height, n.source, now, "active",
-                                None, dict(n.meta or {}))
-                    batch[sha] = item
-                    out.append(AddResult(item))
-            return out
+                if n.staged is None or not own:
+                    written.append(staged[i])
+            point.sync(written)  # on disk before any row says they are there
+            if own:
+                _fsync_each([n.staged for n in new if n.staged is not None])  # written before this call
+            return self._insert(new, staged)
         finally:
+            if own:
+                point.close()
             for t in staged:
                 if t is not None:
                     with contextlib.suppress(OSError):
                         t.unlink()
+
+    def _insert(self, new: Sequence["NewImage"], staged: list[Path | None]) -> list[AddResult]:
+        """The transaction of :meth:`add_images`: rows inserted, files renamed into place (``staged[i]``
+        becomes None once its file is in place)."""
+        out: list[AddResult] = []
+        with self._write() as con:
+            # What the database knows of these pictures, asked in a few queries rather than two per picture.
+            shas = list(dict.fromkeys(n.image.sha256 for n in new))
+            rows: dict[str, Item] = {}
+            taken: set[str] = set()
+            for k in range(0, len(shas), 500):
+                part = shas[k:k + 500]
+                marks = ",".join("?" * len(part))
+                for r in con.execute(f"SELECT * FROM items WHERE sha256 IN ({marks})", part):
+                    rows[r["sha256"]] = Item._from_row(r)
+                short = [h[:12] for h in part]
+                taken.update(r[0] for r in con.execute(f"SELECT id FROM items WHERE id IN ({marks})", short))
+            labels: dict[str, str] = {}   # casefolded name -> stored name, for this batch
+            batch: dict[str, Item] = {}   # sha256 -> item added earlier in this batch
+            inserts: list[tuple] = []
+            moves: list[tuple[int, str]] = []
+            root = str(self.images_dir)
+            for i, n in enumerate(new):
+                try:
+                    want = validate_label(n.label)
+                except InvalidLabel as err:
+                    out.append(AddResult(None, error=err, reason=str(err)))
+                    continue
+                sha = n.image.sha256
+                if sha in batch:
+                    old = batch[sha]
+                    out.append(AddResult(old, duplicate=True,
+                                         reason=f"the same image is already in '{old.label}' (item {old.id})"))
+                    continue
+                # A duplicate creates no class: an import of pictures already here leaves no empty classes behind.
+                old = rows.get(sha)
+                if old is not None:
+                    if old.status == "deleted":
+                        out.append(AddResult(None, duplicate=True, reason="the same image was deleted earlier "
+                                             f"(item {old.id}; Undo restores it)"))
+                    else:
+                        out.append(AddResult(old, duplicate=True,
+                                             reason=f"the same image is already in '{old.label}' (item {old.id})"))
+                    continue
+                key = want.casefold()
+                if key not in labels:
+                    labels[key] = self._ensure_label(con, want)
+                    inside(self.images_dir, labels[key]).mkdir(parents=True, exist_ok=True)
+                label = labels[key]
+                iid = sha[:12] if sha[:12] not in taken else self._new_id(con, sha, taken)
+                taken.add(iid)
+                rel = f"{label}/{iid}{config.STORED_EXT}"
+                now = time.time()
+                inserts.append((iid, label, rel, sha, n.image.width, n.image.height, n.source, now,
+                                json.dumps(n.meta or {}, ensure_ascii=False)))
+                # The class folder was made safe above; the item id is hex, so the file stays inside it.
+                moves.append((i, os.path.join(root, label, f"{iid}{config.STORED_EXT}")))
+                item = Item(iid, label, rel, sha, n.image.width, n.image.height, n.source, now, "active",
+                            None, dict(n.meta or {}))
+                batch[sha] = item
+                out.append(AddResult(item))
+            con.executemany(
+                "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
+                " VALUES(?,?,?,?,?,?,?,?, 'active', ?)", inserts)
+            for i, dest in moves:
+                os.replace(staged[i], dest)
+                staged[i] = None
+        return out
 
     def add_undoable(self, image: NormalizedImage, label: str, *, source: str = "",
                      meta: dict | None = None) -> Action:
@@ -764,10 +880,11 @@ class Project:
                 tmp.unlink()
 
     @staticmethod
-    def _new_id(con: sqlite3.Connection, sha: str) -> str:
+    def _new_id(con: sqlite3.Connection, sha: str, taken: set[str] = frozenset()) -> str:
+        """The shortest prefix of ``sha`` (12 hex digits at least) that no item has, nor any id in ``taken``."""
         for n in (12, 16, 24, 32, 64):
             iid = sha[:n]
-            if con.execute("SELECT 1 FROM items WHERE id=?", (iid,)).fetchone() is None:
+            if iid not in taken and con.execute("SELECT 1 FROM items WHERE id=?", (iid,)).fetchone() is None:
                 return iid
         raise RuntimeError("item id collision")  # two identical sha256 values: cannot happen (UNIQUE)
 
