@@ -448,12 +448,14 @@ def _unlink_staged(results: Iterable) -> None:
             r[1].unlink(missing_ok=True)
 
 
-def _by_threads(project: Project, entries: Iterator[_Entry], workers: int) -> Iterator[tuple[_Entry, object]]:
+def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
+                chunk: int = 1) -> Iterator[tuple[_Entry, object]]:
     """Each entry with its result, in order: ``(image, staged file)`` or the refusal (an exception object).
 
-    Decoded and staged on a small thread pool; on close (a Stop), what was staged and not taken is removed.
+    Decoded and staged on a small thread pool, ``chunk`` files per task; on close (a Stop), what
+    was staged and not taken is removed.
     """
-    def work(e: _Entry):
+    def one(e: _Entry):
         src = _prepare(e)
         if isinstance(src, (ImageRejected, InvalidLabel)):
             return src
@@ -462,24 +464,35 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int) -> It
             return img
         return img, project.stage(img)  # written from this thread; synced to disk a batch at a time
 
+    def work(part: list[_Entry]) -> list:
+        return [one(e) for e in part]
+
     pending: list = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         try:
             window = workers * 4  # small windows: Stop takes effect quickly and memory stays bounded
             while True:
                 while len(pending) < window:
-                    e = next(entries, None)
-                    if e is None:
+                    part = list(itertools.islice(entries, chunk))
+                    if not part:
                         break
-                    pending.append((e, pool.submit(work, e)))
+                    pending.append((part, pool.submit(work, part)))
                 if not pending:
                     return
-                e, fut = pending.pop(0)
-                yield e, fut.result()
+                part, fut = pending.pop(0)
+                got = fut.result()
+                for i, (e, r) in enumerate(zip(part, got)):
+                    try:
+                        yield e, r
+                    except GeneratorExit:
+                        _unlink_staged(got[i + 1:])
+                        raise
         finally:
             for _, f in pending:
                 f.cancel()
-            _unlink_staged(f.result() for _, f in pending if not f.cancelled())
+            for _, f in pending:
+                if not f.cancelled():
+                    _unlink_staged(f.result())
 
 
 def _worker_start(parent: int) -> None:
@@ -593,7 +606,7 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
             if broken is not None:
                 broken += [e for chunk, *_ in pending for e in chunk]
     if broken is not None:
-        yield from _by_threads(project, itertools.chain(broken, entries), workers)
+        yield from _by_threads(project, itertools.chain(broken, entries), workers, _CHUNK)
 
 
 def _helpers_may_start() -> bool:
@@ -687,8 +700,10 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     keep = project._connect()
     if processes is None:
         processes = workers > 1 and total >= _PROCESSES_FROM and _helpers_may_start()
-    by = _by_processes if processes else _by_threads
-    decoded = by(project, iter(entries), workers)
+    if processes:
+        decoded = _by_processes(project, iter(entries), workers)
+    else:  # tasks of a few files (fewer hand-overs between threads), yet enough tasks for every thread
+        decoded = _by_threads(project, iter(entries), workers, max(1, min(_CHUNK, total // (workers * 8))))
     try:
         for e, result in decoded:
             shown = names.get(e.name, e.name)

@@ -709,10 +709,20 @@ class Project:
         Thread-safe: an import stages pictures on its workers while it decodes the next ones.
         ``owner`` is as for :meth:`temp_path`.
         """
-        tmp = self.temp_path(owner=owner)
+        name = f"{owner or os.getpid()}-{os.urandom(6).hex()}.part"
         try:
-            with open(tmp, "wb") as f:
-                f.write(image.data)
+            fd = os.open(os.path.join(self.tmp_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileNotFoundError:  # tmp/ was removed meanwhile
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(os.path.join(self.tmp_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        tmp = self.tmp_dir / name
+        try:
+            try:
+                view = memoryview(image.data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)  # a failed close (a full disk on a network file system) is an error too
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -811,7 +821,7 @@ class Project:
                 rel = f"{label}/{iid}{config.STORED_EXT}"
                 now = time.time()
                 inserts.append((iid, label, rel, sha, n.image.width, n.image.height, n.source, now,
-                                json.dumps(n.meta or {}, ensure_ascii=False)))
+                                json.dumps(n.meta, ensure_ascii=False) if n.meta else "{}"))
                 # The class folder was made safe above; the item id is hex, so the file stays inside it.
                 moves.append((i, os.path.join(root, label, f"{iid}{config.STORED_EXT}")))
                 item = Item(iid, label, rel, sha, n.image.width, n.image.height, n.source, now, "active",
