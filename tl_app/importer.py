@@ -671,8 +671,8 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
         """Add a batch of decoded pictures in one transaction and count what became of each."""
         if not batch:
             return
-        results = project.add_images([NewImage(img, e.label, source=names.get(e.name, e.name), staged=tmp)
-                                      for e, (img, tmp) in batch], sync=point)
+        results = adding.add([NewImage(img, e.label, source=names.get(e.name, e.name), staged=tmp)
+                                      for e, (img, tmp) in batch])
         for (e, _), res in zip(batch, results):
             shown = names.get(e.name, e.name)
             if res.error is not None:
@@ -694,10 +694,7 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     batch: list = []
     limit = 8
     started = time.monotonic()
-    point = project.sync_point()  # opened before any picture is staged: see SyncPoint
-    # While a connection stays open, closing a batch's connection does not checkpoint the
-    # database (SQLite does when the last one closes: a write and an fsync of the whole file).
-    keep = project._connect()
+    adding = project.adding()  # opened before any picture is staged (see SyncPoint)
     if processes is None:
         processes = workers > 1 and total >= _PROCESSES_FROM and _helpers_may_start()
     if processes:
@@ -728,7 +725,6 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     finally:
         decoded.close()  # pictures staged meanwhile are not kept
         _unlink_staged(r for _, r in batch)  # a batch that failed to go in
-        point.close()
-        keep.close()
+        adding.close()
     report.labels = project.label_counts()
     return report

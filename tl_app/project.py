@@ -283,7 +283,7 @@ _SYNCFS_FROM = 16
 
 
 class SyncPoint:
-    """Makes files written after it was opened durable, many at a time (see :meth:`Project.sync_point`).
+    """Makes files written after it was opened durable, many at a time (see :meth:`Project.adding`).
 
     Why it is as safe as an fsync per file: Linux's ``syncfs`` returns once every file of the
     file system has its data and metadata on disk, and (Linux 5.8 and later) fails if writing
@@ -320,6 +320,36 @@ class SyncPoint:
             self._fd = None
 
     def __enter__(self) -> "SyncPoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Adding:
+    """Batches of pictures added to a project with one database connection and one :class:`SyncPoint`
+    (see :meth:`Project.adding`). Pictures staged for it must be staged after it was opened."""
+
+    def __init__(self, project: "Project"):
+        self.project = project
+        self._point = SyncPoint(project.tmp_dir)
+        self._con: sqlite3.Connection | None = None
+
+    def add(self, new: Sequence["NewImage"], *, _synced: bool = False) -> list[AddResult]:
+        """:meth:`Project.add_images` for one batch."""
+        if self._con is None:
+            # While this connection stays open, a batch's commit does not checkpoint the whole
+            # database (SQLite does when its last connection closes: a write and an fsync of the file).
+            self._con = self.project._connect()
+        return self.project._add(new, self._point, self._con, _synced)
+
+    def close(self) -> None:
+        self._point.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> "Adding":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -524,9 +554,11 @@ class Project:
             con.close()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that holds SQLite's write lock from the start."""
-        con = self._connect()
+    def _write(self, con: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds SQLite's write lock from the start (on ``con``, else on a
+        connection of its own)."""
+        own = con is None
+        con = con if con is not None else self._connect()
         try:
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -537,7 +569,8 @@ class Project:
             else:
                 con.execute("COMMIT")
         finally:
-            con.close()
+            if own:
+                con.close()
 
     def revision(self) -> tuple:
         """A value that changes whenever the pictures, their classes, decisions, runs or the run in use
@@ -729,12 +762,15 @@ class Project:
             raise
         return tmp
 
-    def sync_point(self) -> SyncPoint:
-        """Open before staging a batch of pictures, pass to :meth:`add_images`: the batch is then synced
-        to disk at once instead of a file at a time (see :class:`SyncPoint`). Close it when done."""
-        return SyncPoint(self.tmp_dir)
+    def adding(self) -> "Adding":
+        """Open before staging the pictures of an import; add them with :meth:`Adding.add`, a batch at a time.
 
-    def add_images(self, new: Sequence["NewImage"], *, sync: SyncPoint | None = None) -> list[AddResult]:
+        The batches share one database connection and one :class:`SyncPoint` (each batch is synced
+        to disk at once instead of a file at a time). Close it when done (it is a context manager).
+        """
+        return Adding(self)
+
+    def add_images(self, new: Sequence["NewImage"]) -> list[AddResult]:
         """Store many normalised images in one transaction (what an import does, a batch at a time).
 
         Each picture is checked as :meth:`add_image` checks one: an exact
@@ -742,37 +778,36 @@ class Project:
         refused with a reason, a bad class name gives a result with ``error``
         set; the others are renamed into their class folders inside the
         transaction that inserts their rows, once every file is on disk.
-        Staged files (:meth:`stage`) are used as they are (``sync``: a
-        :meth:`sync_point` opened before they were written; without one they
-        are synced a file at a time); the others are written here. Returns one
-        :class:`AddResult` per picture, in order.
+        Staged files (:meth:`stage`) are used as they are; the others are
+        written here. Returns one :class:`AddResult` per picture, in order.
         """
+        with self.adding() as adding:  # opened before this call writes anything
+            _fsync_each([n.staged for n in new if n.staged is not None])  # staged before it
+            return adding.add(new, _synced=True)
+
+    def _add(self, new: Sequence["NewImage"], point: SyncPoint, con: sqlite3.Connection,
+             synced: bool = False) -> list[AddResult]:
         staged: list[Path | None] = [None] * len(new)
-        own = sync is None
-        point = sync if sync is not None else self.sync_point()  # opened before this call writes anything
         try:
             written = []
             for i, n in enumerate(new):
                 staged[i] = n.staged if n.staged is not None else self.stage(n.image)
-                if n.staged is None or not own:
+                if n.staged is None or not synced:
                     written.append(staged[i])
             point.sync(written)  # on disk before any row says they are there
-            if own:
-                _fsync_each([n.staged for n in new if n.staged is not None])  # written before this call
-            return self._insert(new, staged)
+            return self._insert(new, staged, con)
         finally:
-            if own:
-                point.close()
             for t in staged:
                 if t is not None:
                     with contextlib.suppress(OSError):
                         t.unlink()
 
-    def _insert(self, new: Sequence["NewImage"], staged: list[Path | None]) -> list[AddResult]:
+    def _insert(self, new: Sequence["NewImage"], staged: list[Path | None],
+                con: sqlite3.Connection) -> list[AddResult]:
         """The transaction of :meth:`add_images`: rows inserted, files renamed into place (``staged[i]``
         becomes None once its file is in place)."""
         out: list[AddResult] = []
-        with self._write() as con:
+        with self._write(con) as con:
             # What the database knows of these pictures, asked in a few queries rather than two per picture.
             shas = list(dict.fromkeys(n.image.sha256 for n in new))
             rows: dict[str, Item] = {}
