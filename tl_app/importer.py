@@ -31,7 +31,7 @@ from .jobs import Progress, ProgressFn, StopToken, no_progress
 from .project import NewImage, Project, validate_label
 
 #: Most pictures added per database transaction (the first batches are smaller), and the longest a decoded picture waits for its batch (seconds).
-_BATCH = 256
+_BATCH = 512
 _BATCH_SECONDS = 1.0
 _NO_CLASS = "no class given for this file (choose a class, or --label NAME)"
 _JUNK = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
@@ -417,6 +417,8 @@ def plan_import(sources: Iterable[str | Path], *, label: Optional[str] = None, l
 _PROCESSES_FROM = 400
 #: Files per task sent to a helper process (fewer round trips; Stop waits for at most one task).
 _CHUNK = 16
+#: Tasks in flight per helper process: enough that the helpers go on while a batch is written.
+_WINDOW = 16
 
 def _normalize_one(src: bytes | Path) -> NormalizedImage | ImageRejected:
     """Normalise one picture, or the reason it is refused (as an exception object, not raised)."""
@@ -569,7 +571,7 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start,
                              initargs=(os.getpid(),)) as pool:
         try:
-            window, inflight = workers * 8, 0  # tasks in flight: the helpers go on while a batch is written
+            window, inflight = workers * _WINDOW, 0  # tasks in flight: the helpers go on while a batch is written
             while True:
                 while len(pending) < window and inflight < _INFLIGHT_BYTES:
                     chunk = list(itertools.islice(entries, _CHUNK))
