@@ -366,6 +366,20 @@ def test_helper_processes_and_threads_give_the_same_import(tmp_path):
     assert "truncated" in rejected[0][1] and "reserved" in rejected[3][1]
 
 
+def test_when_a_helper_process_dies_the_import_goes_on_threads(tmp_path, monkeypatch):
+    from tl_app import importer
+    from tl_app.project import Project
+
+    src = imagegen.class_folder(tmp_path / "src", per_class=40, size=(40, 40))
+    (src / "red" / "die.png").write_bytes(hostile.png(seed=300))
+    monkeypatch.setattr(importer, "_stage_chunk", hostile.stage_chunk_or_die)
+    p = Project.open(tmp_path / "p", create=True)
+    rep = import_files(p, [src], processes=True, workers=2)
+    assert (rep.imported, rep.duplicates, rep.rejected) == (81, 0, [])  # die.png too, on a thread
+    assert p.label_counts() == {"blue": 40, "red": 41}
+    assert_clean(p)
+
+
 def test_zip_file_name_is_not_trusted_for_the_extension(project, tmp_path):
     """A zip that is not named .zip is refused as an archive, not opened as a picture."""
     z = hostile.make_zip(tmp_path / "photo.jpg", {"cat/1.png": hostile.png(seed=120)})

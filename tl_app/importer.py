@@ -2,9 +2,11 @@
 
 Every file goes through :func:`tl_app.images.normalize`; a refused file gets a
 reason in the report and the import goes on. Decoding runs on a small thread
-pool (Pillow releases the GIL while it decodes), which also writes each
-picture to a temporary file; the database writes stay on the calling thread,
-one transaction per batch of pictures.
+pool, or for a large import on helper processes (Python threads take turns for
+everything but Pillow's own loops), which also write each picture to a
+temporary file; the database writes stay on the calling thread, one
+transaction per batch of pictures, each batch synced to disk at once before
+its rows say the pictures are there (see :class:`tl_app.project.SyncPoint`).
 """
 
 from __future__ import annotations
@@ -494,7 +496,8 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
                 f.cancel()
             for _, f in pending:
                 if not f.cancelled():
-                    _unlink_staged(f.result())
+                    with contextlib.suppress(Exception):  # the error that ended the import is already on its way
+                        _unlink_staged(f.result())
 
 
 def _worker_start(parent: int) -> None:
@@ -519,12 +522,12 @@ def _worker_start(parent: int) -> None:
 _WORKER_PROJECT: dict[str, Project] = {}
 
 
-def _stage_chunk(root: str, owner: int, jobs: list) -> list:
+def _stage_chunk(root: str, owner: str, jobs: list) -> list:
     """In a helper process: normalise and stage each job (a path or picture bytes; None is skipped).
 
     Returns per job ``(staged file, image without its bytes)``, the reason it is refused, or None.
-    Staged files are named after ``owner``, the importing process, so that a clean-up by another
-    process keeps them while the import lives.
+    Staged files are named after ``owner`` (the importing process's pid, then a tag of the import),
+    so that a clean-up by another process keeps them while the import lives.
     """
     project = _WORKER_PROJECT.get(root)
     if project is None:
@@ -566,32 +569,40 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
         return out
 
     pending: list = []  # (entries, what was sent or refused for each, future, bytes sent), in order
-    broken: list[_Entry] | None = None
+    redo: list[_Entry] | None = None  # when the helpers fail: what is left to do, in order
+    unsent: list[_Entry] = []
+    tag = f"{os.getpid()}-{os.urandom(4).hex()}"  # this import's staged files: "<tag>-<random>.part"
+    received: set[str] = set()
     ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads (a web server)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start,
                              initargs=(os.getpid(),)) as pool:
         try:
             window, inflight = workers * _WINDOW, 0  # tasks in flight: the helpers go on while a batch is written
             while True:
-                while len(pending) < window and inflight < _INFLIGHT_BYTES:
+                while len(pending) < window and inflight < _INFLIGHT_BYTES and not unsent:
                     chunk = list(itertools.islice(entries, _CHUNK))
                     if not chunk:
                         break
                     prepared = [_prepare(e) for e in chunk]
                     jobs = [None if isinstance(x, (ImageRejected, InvalidLabel)) else x for x in prepared]
                     size = sum(len(x) for x in jobs if isinstance(x, bytes))
-                    pending.append((chunk, prepared, pool.submit(_stage_chunk, str(project.root), os.getpid(), jobs),
-                                    size))
+                    try:
+                        fut = pool.submit(_stage_chunk, str(project.root), tag, jobs)
+                    except Exception:  # no helper could start (no Python to run, no processes left)
+                        unsent = chunk
+                        break
+                    pending.append((chunk, prepared, fut, size))
                     inflight += size
                 if not pending:
-                    return
+                    break  # done, or the rest goes on threads (unsent)
                 chunk, prepared, fut, size = pending.pop(0)
                 inflight -= size
                 try:
                     got = results(chunk, prepared, fut.result())
                 except BrokenProcessPool:
-                    broken = chunk
+                    redo = chunk
                     break
+                received.update(r[1].name for r in got if isinstance(r, tuple))
                 for i, (e, r) in enumerate(zip(chunk, got)):
                     try:
                         yield e, r
@@ -603,12 +614,16 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
                 f.cancel()
             for chunk, prepared, f, _ in pending:  # staged and not taken (a stop), or to do again (a helper died)
                 if not f.cancelled():
-                    with contextlib.suppress(BrokenProcessPool):
+                    with contextlib.suppress(Exception):
                         _unlink_staged(results(chunk, prepared, f.result()))
-            if broken is not None:
-                broken += [e for chunk, *_ in pending for e in chunk]
-    if broken is not None:
-        yield from _by_threads(project, itertools.chain(broken, entries), workers, _CHUNK)
+            if redo is not None or unsent:
+                redo = (redo or []) + [e for chunk, *_ in pending for e in chunk] + unsent
+    if redo is not None:
+        # What the helpers staged and never handed over (a helper died, the others were stopped).
+        for f in project.tmp_dir.glob(f"{tag}-*.part"):
+            if f.name not in received:
+                f.unlink(missing_ok=True)
+        yield from _by_threads(project, itertools.chain(redo, entries), workers, _CHUNK)
 
 
 def _helpers_may_start() -> bool:

@@ -10,9 +10,10 @@ Layout of a project folder::
       tmp/                        files being written (never inside images/)
       project.db                  items, labels, action log, runs
 
-Consistency: an image is written to ``tmp/`` first, and renamed into
-``images/`` inside the same SQLite write transaction that inserts its row, so
-a crash leaves either both or (after :meth:`Project.reconcile`) neither.
+Consistency: an image is written to ``tmp/`` first, synced to disk, and renamed
+into ``images/`` inside the same SQLite write transaction that inserts its row,
+so a crash leaves either both or (after :meth:`Project.reconcile`) neither, and
+never a half-written picture in ``images/``.
 Deletes, relabels and class changes (rename, merge, delete) are file renames
 done inside one transaction with the rows they change; :meth:`Project.reconcile`
 finishes or reverts whatever a crash interrupted, using the database as the truth.
@@ -622,11 +623,12 @@ class Project:
             os.replace(tmp, dest)
         return dest
 
-    def temp_path(self, suffix: str = ".part", *, owner: int | None = None) -> Path:
+    def temp_path(self, suffix: str = ".part", *, owner: int | str | None = None) -> Path:
         """A fresh temporary file name in ``tmp/``; the name carries our pid for crash clean-up.
 
-        ``owner``: the pid to name instead (a helper process names its files after the process that
-        will use them, so that they are kept while that one lives).
+        ``owner``: what to start the name with instead: another pid, or a pid and a tag after a dash
+        (a helper process names its files after the process that will use them, so that they are
+        kept while that one lives).
         """
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return self.tmp_dir / f"{owner or os.getpid()}-{os.urandom(6).hex()}{suffix}"
@@ -736,7 +738,7 @@ class Project:
             raise res.error
         return res
 
-    def stage(self, image: NormalizedImage, *, owner: int | None = None) -> Path:
+    def stage(self, image: NormalizedImage, *, owner: int | str | None = None) -> Path:
         """Write ``image`` to a temporary file in ``tmp/``, ready for :meth:`add_images` (which syncs it to disk).
 
         Thread-safe: an import stages pictures on its workers while it decodes the next ones.
