@@ -112,13 +112,15 @@ def stage_import(work: Path) -> dict:
 
     files = sorted((work / "src").rglob("*.jpg"))
     workers = max(1, min(4, os.cpu_count() or 1))  # what import_files uses
-    # Files are deleted only after the import is timed: ext4 passes over the inodes of files deleted
-    # in the last minutes when it creates new ones (``recently_deleted``), which made an import timed
-    # just after deleting 50,000 files several times slower than the same import on a quiet disk.
-    gone = []
+    # Nothing is deleted here: what is in the way goes to work/set-aside, deleted with the work folder.
+    # ext4 without a journal (this machine's disk) passes over the inodes of files deleted in the last
+    # minutes each time it creates a file (``recently_deleted``): an import timed just after 50,000
+    # files were deleted nearby ran several times slower than the same import on a quiet disk.
+    aside = work / "set-aside"
+    aside.mkdir(exist_ok=True)
     proj = work / "project"
     if proj.exists():
-        gone.append(proj.rename(work / f"project-old-{os.getpid()}"))
+        proj.rename(aside / f"project-{time.time_ns()}")
 
     t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -135,9 +137,8 @@ def stage_import(work: Path) -> dict:
         _plain(f)
     loop_rate = max(1, len(files) // 10) / (time.perf_counter() - t)
     # The same, each picture also written to a file of its own (what any import must at least do).
-    out_dir = work / f"plain-out-{os.getpid()}"
-    out_dir.mkdir(exist_ok=True)
-    gone.append(out_dir)
+    out_dir = aside / f"plain-out-{time.time_ns()}"
+    out_dir.mkdir()
 
     def plain_write(f: Path) -> None:
         with Image.open(f) as im:
@@ -155,8 +156,6 @@ def stage_import(work: Path) -> dict:
     t = time.perf_counter()
     rep = import_files(Project.open(proj, create=True), [work / "src"])
     import_s = time.perf_counter() - t
-    for g in gone:
-        shutil.rmtree(g, ignore_errors=True)
     rates = {"threads": len(files) / plain_s, "processes": len(files) / plain_proc_s, "one thread": loop_rate}
     best = max(rates, key=rates.get)
     return {"pictures": len(files), "imported": rep.imported, "duplicates": rep.duplicates,
@@ -317,7 +316,8 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=96, help="longer side of the pictures in px (at least 86)")
     ap.add_argument("--size", type=int, default=224, help="picture size of the quick training's network")
     ap.add_argument("--work", type=Path, default=None, help="folder for the pictures and the project")
-    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work folder, and what the import stage set aside in it (its set-aside folder)")
     ap.add_argument("--skip", default="", help="stages to skip, comma-separated (import,features,review,paint)")
     ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -369,6 +369,8 @@ def main() -> None:
     finally:
         if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+        elif not args.keep:
+            shutil.rmtree(work / "set-aside", ignore_errors=True)
 
 
 if __name__ == "__main__":
