@@ -335,8 +335,8 @@ def test_many_workers_give_the_same_dataset_as_one(tmp_path):
 
 
 def test_helper_processes_and_threads_give_the_same_import(tmp_path):
-    """A large import decodes on helper processes: the same pictures, refusals (in order, with their
-    reasons) and duplicates as on threads, from a folder and from a zip."""
+    """Decoded on helper processes: the same pictures, refusals (in order, with their reasons) and
+    duplicates as on threads, from a folder and from a zip."""
     from tl_app.project import Project
 
     src = imagegen.class_folder(tmp_path / "src", per_class=30, classes=("red", "blue", "green"), size=(40, 40))

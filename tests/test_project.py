@@ -540,11 +540,14 @@ def _helpers(pid: int) -> set[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_large_import_killed_part_way_leaves_no_helpers_and_a_consistent_project(tmp_path):
-    """A large import decodes on helper processes: killed, it leaves none behind, and no half-written file."""
+def test_an_import_on_helper_processes_killed_part_way_leaves_no_helpers_and_a_consistent_project(tmp_path):
+    """Killed, an import that decodes on helper processes leaves none behind, and no half-written file."""
     src = imagegen.class_folder(tmp_path / "src", per_class=300, size=(40, 40))
     proj = tmp_path / "proj"
-    proc = _start_import(proj, src)
+    code = ("import sys; from tl_app.importer import import_files; from tl_app.project import Project; "
+            "import_files(Project.open(sys.argv[1], create=True), [sys.argv[2]], processes=True, workers=2)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(proj), str(src)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
     helpers: set[int] = set()
     deadline = time.monotonic() + 60
     while not helpers or _committed(proj) < 20:

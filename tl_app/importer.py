@@ -2,11 +2,11 @@
 
 Every file goes through :func:`tl_app.images.normalize`; a refused file gets a
 reason in the report and the import goes on. Decoding runs on a small thread
-pool, or for a large import on helper processes (Python threads take turns for
-everything but Pillow's own loops), which also write each picture to a
-temporary file; the database writes stay on the calling thread, one
-transaction per batch of pictures, each batch synced to disk at once before
-its rows say the pictures are there (see :class:`tl_app.project.SyncPoint`).
+pool (or, when asked, on helper processes), a few files per task, which also
+writes each picture to a temporary file; the database writes stay on the
+calling thread, one transaction per batch of pictures, each batch synced to
+disk at once before its rows say the pictures are there (see
+:class:`tl_app.project.SyncPoint`).
 """
 
 from __future__ import annotations
@@ -412,12 +412,8 @@ def plan_import(sources: Iterable[str | Path], *, label: Optional[str] = None, l
 
 
 # --- decoding and staging, on threads or on helper processes ---------------------------------------
-#: From how many files an import decodes on helper processes instead of threads: Python threads run
-#: one at a time outside Pillow's own loops, which at small pictures is most of the work (a plain
-#: decode-resize-encode loop of 96 px pictures is no faster on 2 threads than on one); starting the
-#: processes costs a fraction of a second, worth it only for a large import.
-_PROCESSES_FROM = 400
-#: Files per task sent to a helper process (fewer round trips; Stop waits for at most one task).
+#: Files per task given to a thread or a helper process: handing over each file on its own made two
+#: threads slower than one (Python's lock passed back and forth); Stop waits for at most one task.
 _CHUNK = 16
 #: Tasks in flight per helper process: enough that the helpers go on while a batch is written.
 _WINDOW = 16
@@ -654,7 +650,7 @@ def _helpers_may_start() -> bool:
 def import_files(project: Project, sources: Iterable[str | Path], *, label: Optional[str] = None,
                  loose_label: Optional[str] = None, names: Optional[dict[str, str]] = None,
                  progress: ProgressFn = no_progress, stop: Optional[StopToken] = None,
-                 workers: Optional[int] = None, processes: Optional[bool] = None) -> ImportReport:
+                 workers: Optional[int] = None, processes: bool = False) -> ImportReport:
     """Import folders, zip files and image files into ``project``.
 
     :func:`plan_import` with the same arguments tells in advance what this will do.
@@ -668,9 +664,10 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
         names: display names for files (uploads arrive under temporary names),
             keyed by path; used in messages and as the recorded source.
         workers: how many pictures are decoded at once (default: one per core, at most 4).
-        processes: decode on ``workers`` helper processes rather than threads; by default
-            for an import of :data:`_PROCESSES_FROM` files or more, when helpers may start
-            (see :func:`_helpers_may_start`).
+        processes: decode on ``workers`` helper processes rather than threads, when helpers
+            may start here (see :func:`_helpers_may_start`). Measured on 2 busy cores it was
+            no faster and took about a third more processor time per picture (handing files
+            and results between processes), so threads stay the default; more cores may differ.
     Returns:
         An :class:`ImportReport`; refused files are listed with their reason.
     """
@@ -712,9 +709,7 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     limit = 8
     started = time.monotonic()
     adding = project.adding()  # opened before any picture is staged (see SyncPoint)
-    if processes is None:
-        processes = workers > 1 and total >= _PROCESSES_FROM and _helpers_may_start()
-    if processes:
+    if processes and workers > 1 and _helpers_may_start():
         decoded = _by_processes(project, iter(entries), workers)
     else:  # tasks of a few files (fewer hand-overs between threads), yet enough tasks for every thread
         decoded = _by_threads(project, iter(entries), workers, max(1, min(_CHUNK, total // (workers * 8))))
