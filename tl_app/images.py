@@ -89,7 +89,7 @@ def sniff(head: bytes) -> str | None:
 def _read_file(path: str | Path, limit: int) -> bytes:
     """The bytes of a file of at most ``limit`` bytes (one open, its size from the open file)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # bytes as they are, on Windows too
     except OSError as e:
         raise ImageRejected(f"cannot be read ({e.strerror or e})") from None
     try:

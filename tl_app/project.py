@@ -279,6 +279,9 @@ def _syncfs_call():
 
 _SYNCFS: list = []  # [_syncfs_call()], looked up once
 
+#: How a staged file is created: a new file, written as bytes (Windows translates line ends otherwise).
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
 #: From how many files a batch is made durable with one ``syncfs`` rather than an fsync per file.
 _SYNCFS_FROM = 16
 
@@ -746,10 +749,10 @@ class Project:
         """
         name = f"{owner or os.getpid()}-{os.urandom(6).hex()}.part"
         try:
-            fd = os.open(os.path.join(self.tmp_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(os.path.join(self.tmp_dir, name), _CREATE, 0o666)
         except FileNotFoundError:  # tmp/ was removed meanwhile
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(os.path.join(self.tmp_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(os.path.join(self.tmp_dir, name), _CREATE, 0o666)
         tmp = self.tmp_dir / name
         try:
             try:
