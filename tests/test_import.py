@@ -334,6 +334,52 @@ def test_many_workers_give_the_same_dataset_as_one(tmp_path):
     assert shas[0] == shas[1] and len(shas[0]) == 30
 
 
+def test_helper_processes_and_threads_give_the_same_import(tmp_path):
+    """Decoded on helper processes: the same pictures, refusals (in order, with their reasons) and
+    duplicates as on threads, from a folder and from a zip."""
+    from tl_app.project import Project
+
+    src = imagegen.class_folder(tmp_path / "src", per_class=30, classes=("red", "blue", "green"), size=(40, 40))
+    (src / "red" / "again.png").write_bytes((src / "red" / "3.png").read_bytes())  # a copy
+    (src / "blue" / "cut.png").write_bytes((src / "blue" / "4.png").read_bytes()[:200])  # truncated
+    (src / "blue" / "notes.txt").write_text("not a picture")
+    (src / "green" / "deeper").mkdir()  # a folder in a class folder: its pictures are of that class
+    (src / "green" / "deeper" / "x.png").write_bytes((src / "green" / "5.png").read_bytes())  # a copy
+    z = hostile.make_zip(tmp_path / "more.zip", {
+        **{f"cat/{i}.png": hostile.png(seed=200 + i) for i in range(20)},
+        "cat/page.jpg": b"<!doctype html><html>blocked</html>",
+        "CON/y.png": hostile.png(seed=230),
+        "cat/dup.png": hostile.png(seed=201),
+    })
+    got = []
+    for processes in (False, True):
+        p = Project.open(tmp_path / f"p{processes}", create=True)
+        rep = import_files(p, [src, z], processes=processes, workers=2)
+        got.append(((rep.imported, rep.duplicates), [(r.file, r.reason) for r in rep.rejected],
+                    sorted((it.label, it.sha256, it.source) for it in p.items()), rep.labels))
+        assert_clean(p)
+    assert got[0] == got[1]
+    (imported, duplicates), rejected, _, labels = got[0]
+    assert (imported, duplicates) == (110, 3) and labels == {"red": 30, "blue": 30, "green": 30, "cat": 20}
+    assert [f.rsplit("/", 1)[-1] if "!" not in f else f for f, _ in rejected] == [
+        "cut.png", "notes.txt", "more.zip!cat/page.jpg", "more.zip!CON/y.png"]
+    assert "truncated" in rejected[0][1] and "reserved" in rejected[3][1]
+
+
+def test_when_a_helper_process_dies_the_import_goes_on_threads(tmp_path, monkeypatch):
+    from tl_app import importer
+    from tl_app.project import Project
+
+    src = imagegen.class_folder(tmp_path / "src", per_class=40, size=(40, 40))
+    (src / "red" / "die.png").write_bytes(hostile.png(seed=300))
+    monkeypatch.setattr(importer, "_stage_chunk", hostile.stage_chunk_or_die)
+    p = Project.open(tmp_path / "p", create=True)
+    rep = import_files(p, [src], processes=True, workers=2)
+    assert (rep.imported, rep.duplicates, rep.rejected) == (81, 0, [])  # die.png too, on a thread
+    assert p.label_counts() == {"blue": 40, "red": 41}
+    assert_clean(p)
+
+
 def test_zip_file_name_is_not_trusted_for_the_extension(project, tmp_path):
     """A zip that is not named .zip is refused as an archive, not opened as a picture."""
     z = hostile.make_zip(tmp_path / "photo.jpg", {"cat/1.png": hostile.png(seed=120)})

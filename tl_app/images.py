@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -85,18 +86,31 @@ def sniff(head: bytes) -> str | None:
     return "a text file, not an image"
 
 
+def _read_file(path: str | Path, limit: int) -> bytes:
+    """The bytes of a file of at most ``limit`` bytes (one open, its size from the open file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # bytes as they are, on Windows too
+    except OSError as e:
+        raise ImageRejected(f"cannot be read ({e.strerror or e})") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise ImageRejected(f"the file is too large ({size / 1e6:.0f} MB; the limit is {limit / 1e6:.0f} MB)")
+        parts = []
+        while block := os.read(fd, max(size + 1, 1 << 16)):  # a file that grew meanwhile is read to its end
+            parts.append(block)
+            if sum(map(len, parts)) > limit:
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 def _read_source(src: Source, limit: int) -> bytes:
     if isinstance(src, bytes):
         data = src
     elif isinstance(src, (str, Path)):
-        p = Path(src)
-        try:
-            size = p.stat().st_size
-        except OSError as e:
-            raise ImageRejected(f"cannot be read ({e.strerror or e})") from None
-        if size > limit:
-            raise ImageRejected(f"the file is too large ({size / 1e6:.0f} MB; the limit is {limit / 1e6:.0f} MB)")
-        data = p.read_bytes()
+        data = _read_file(src, limit)
     else:
         data = src.read(limit + 1)
     if len(data) > limit:

@@ -2,14 +2,22 @@
 
 Every file goes through :func:`tl_app.images.normalize`; a refused file gets a
 reason in the report and the import goes on. Decoding runs on a small thread
-pool (Pillow releases the GIL while it decodes), which also writes each
-picture to a temporary file; the database writes stay on the calling thread,
-one transaction per batch of pictures.
+pool (or, when asked, on helper processes), a few files per task, which also
+writes each picture to a temporary file; the database writes stay on the
+calling thread, one transaction per batch of pictures, each batch synced to
+disk at once before its rows say the pictures are there (see
+:class:`tl_app.project.SyncPoint`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import itertools
 import os
+import re
+import sys
+import threading
 import time
 import zipfile
 import zlib
@@ -20,12 +28,12 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from . import config
 from .errors import ImageRejected, InvalidLabel, TLError
-from .images import normalize
+from .images import NormalizedImage, normalize
 from .jobs import Progress, ProgressFn, StopToken, no_progress
 from .project import NewImage, Project, validate_label
 
 #: Most pictures added per database transaction (the first batches are smaller), and the longest a decoded picture waits for its batch (seconds).
-_BATCH = 256
+_BATCH = 512
 _BATCH_SECONDS = 1.0
 _NO_CLASS = "no class given for this file (choose a class, or --label NAME)"
 _JUNK = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
@@ -409,10 +417,246 @@ def plan_import(sources: Iterable[str | Path], *, label: Optional[str] = None, l
     return plan
 
 
+# --- decoding and staging, on threads or on helper processes ---------------------------------------
+#: Files per task given to a thread or a helper process: handing over each file on its own made two
+#: threads slower than one (Python's lock passed back and forth); Stop waits for at most one task.
+_CHUNK = 16
+#: Tasks in flight per helper process: enough that the helpers go on while a batch is written.
+_WINDOW = 16
+
+def _normalize_one(src: bytes | Path) -> NormalizedImage | ImageRejected:
+    """Normalise one picture, or the reason it is refused (as an exception object, not raised)."""
+    try:
+        return normalize(src)
+    except ImageRejected as err:
+        return err
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError, EOFError) as err:
+        return ImageRejected(f"cannot be read ({err})")
+
+
+def _prepare(e: _Entry) -> bytes | Path | ImageRejected | InvalidLabel:
+    """What a worker needs for ``e`` (its path, or its bytes read from a zip), or why it is refused now."""
+    if e.reason:
+        return ImageRejected(e.reason)
+    try:
+        if e.label is not None:
+            validate_label(e.label)
+        return e.read()
+    except (ImageRejected, InvalidLabel) as err:
+        return err
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError, EOFError) as err:
+        return ImageRejected(f"cannot be read ({err})")
+
+
+def _unlink_staged(results: Iterable) -> None:
+    for r in results:
+        if isinstance(r, tuple):
+            r[1].unlink(missing_ok=True)
+
+
+def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
+                chunk: int = 1) -> Iterator[tuple[_Entry, object]]:
+    """Each entry with its result, in order: ``(image, staged file)`` or the refusal (an exception object).
+
+    Decoded and staged on a small thread pool, ``chunk`` files per task; on close (a Stop), what
+    was staged and not taken is removed.
+    """
+    def one(e: _Entry):
+        src = _prepare(e)
+        if isinstance(src, (ImageRejected, InvalidLabel)):
+            return src
+        img = _normalize_one(src)
+        if isinstance(img, ImageRejected):
+            return img
+        return img, project.stage(img)  # written from this thread; synced to disk a batch at a time
+
+    def work(part: list[_Entry]) -> list:
+        return [one(e) for e in part]
+
+    pending: list = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            window = workers * 4  # small windows: Stop takes effect quickly and memory stays bounded
+            while True:
+                while len(pending) < window:
+                    part = list(itertools.islice(entries, chunk))
+                    if not part:
+                        break
+                    pending.append((part, pool.submit(work, part)))
+                if not pending:
+                    return
+                part, fut = pending.pop(0)
+                got = fut.result()
+                for i, (e, r) in enumerate(zip(part, got)):
+                    try:
+                        yield e, r
+                    except GeneratorExit:
+                        _unlink_staged(got[i + 1:])
+                        raise
+        finally:
+            for _, f in pending:
+                f.cancel()
+            for _, f in pending:
+                if not f.cancelled():
+                    with contextlib.suppress(Exception):  # the error that ended the import is already on its way
+                        _unlink_staged(f.result())
+
+
+def _worker_start(parent: int) -> None:
+    """In a helper process: end with the importing process, whatever ends it (a kill included)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it ended before that was set
+        os._exit(0)
+    if not sys.platform.startswith("linux"):
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(0)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+
+_WORKER_PROJECT: dict[str, Project] = {}
+
+
+def _stage_chunk(root: str, owner: str, jobs: list) -> list:
+    """In a helper process: normalise and stage each job (a path or picture bytes; None is skipped).
+
+    Returns per job ``(staged file, image without its bytes)``, the reason it is refused, or None.
+    Staged files are named after ``owner`` (the importing process's pid, then a tag of the import),
+    so that a clean-up by another process keeps them while the import lives.
+    """
+    project = _WORKER_PROJECT.get(root)
+    if project is None:
+        project = _WORKER_PROJECT[root] = Project(root)
+    out: list = []
+    for src in jobs:
+        img = None if src is None else _normalize_one(src)
+        if img is None or isinstance(img, ImageRejected):
+            out.append(img and img.reason)
+        else:
+            out.append((str(project.stage(img, owner=owner)), dataclasses.replace(img, data=b"")))
+    return out
+
+
+#: Bytes of zip members at most waiting for a helper process (files of folders are sent by name).
+_INFLIGHT_BYTES = 256 << 20
+
+
+def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> Iterator[tuple[_Entry, object]]:
+    """As :func:`_by_threads`, on ``workers`` helper processes, :data:`_CHUNK` files per task.
+
+    Zip members are read here (the zip's checks stay in one place) and sent as bytes; files of
+    folders are read by the helpers. If a helper process dies (a decoder crash, no memory left),
+    what is left of the import goes on threads, as it would have without helpers.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    def results(chunk: list, prepared: list, got: list) -> list:
+        out = []
+        for e, pre, r in zip(chunk, prepared, got):
+            if isinstance(pre, (ImageRejected, InvalidLabel)):
+                out.append(pre)
+            elif isinstance(r, tuple):
+                out.append((r[1], Path(r[0])))
+            else:
+                out.append(ImageRejected(r))
+        return out
+
+    pending: list = []  # (entries, what was sent or refused for each, future, bytes sent), in order
+    redo: list[_Entry] | None = None  # when the helpers fail: what is left to do, in order
+    unsent: list[_Entry] = []
+    tag = f"{os.getpid()}-{os.urandom(4).hex()}"  # this import's staged files: "<tag>-<random>.part"
+    received: set[str] = set()
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads (a web server)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start,
+                             initargs=(os.getpid(),)) as pool:
+        try:
+            window, inflight = workers * _WINDOW, 0  # tasks in flight: the helpers go on while a batch is written
+            while True:
+                while len(pending) < window and inflight < _INFLIGHT_BYTES and not unsent:
+                    chunk = list(itertools.islice(entries, _CHUNK))
+                    if not chunk:
+                        break
+                    prepared = [_prepare(e) for e in chunk]
+                    jobs = [None if isinstance(x, (ImageRejected, InvalidLabel)) else x for x in prepared]
+                    size = sum(len(x) for x in jobs if isinstance(x, bytes))
+                    try:
+                        fut = pool.submit(_stage_chunk, str(project.root), tag, jobs)
+                    except Exception:  # no helper could start (no Python to run, no processes left)
+                        unsent = chunk
+                        break
+                    pending.append((chunk, prepared, fut, size))
+                    inflight += size
+                if not pending:
+                    break  # done, or the rest goes on threads (unsent)
+                chunk, prepared, fut, size = pending.pop(0)
+                inflight -= size
+                try:
+                    got = results(chunk, prepared, fut.result())
+                except BrokenProcessPool:
+                    redo = chunk
+                    break
+                received.update(r[1].name for r in got if isinstance(r, tuple))
+                for i, (e, r) in enumerate(zip(chunk, got)):
+                    try:
+                        yield e, r
+                    except GeneratorExit:
+                        _unlink_staged(got[i + 1:])
+                        raise
+        finally:
+            for *_, f, _ in pending:
+                f.cancel()
+            for chunk, prepared, f, _ in pending:  # staged and not taken (a stop), or to do again (a helper died)
+                if not f.cancelled():
+                    with contextlib.suppress(Exception):
+                        _unlink_staged(results(chunk, prepared, f.result()))
+            if redo is not None or unsent:
+                redo = (redo or []) + [e for chunk, *_ in pending for e in chunk] + unsent
+    if redo is not None:
+        # What the helpers staged and never handed over (a helper died, the others were stopped).
+        for f in project.tmp_dir.glob(f"{tag}-*.part"):
+            if f.name not in received:
+                f.unlink(missing_ok=True)
+        yield from _by_threads(project, itertools.chain(redo, entries), workers, _CHUNK)
+
+
+def _helpers_may_start() -> bool:
+    """Whether helper processes may be started from this process.
+
+    Not from a daemon process (Python forbids it), and not when the program's main script would
+    run again in each helper: a new Python process runs the main script again before it takes
+    work, which is harmless only when the script keeps its work under ``if __name__ ==
+    "__main__"`` (the app's own fronts do; a package's ``__main__``, ``python -c`` and notebooks
+    are never run again). Otherwise the import decodes on threads.
+    """
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        return False
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    path = getattr(main, "__file__", None)
+    if path is None or name == "__main__" or name.endswith(".__main__") or Path(path).stem == "__main__":
+        return True
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return re.search(r"""^if\s+__name__\s*==\s*['"]__main__['"]\s*:""", text, re.MULTILINE) is not None
+
+
 def import_files(project: Project, sources: Iterable[str | Path], *, label: Optional[str] = None,
                  loose_label: Optional[str] = None, names: Optional[dict[str, str]] = None,
                  progress: ProgressFn = no_progress, stop: Optional[StopToken] = None,
-                 workers: Optional[int] = None) -> ImportReport:
+                 workers: Optional[int] = None, processes: bool = False) -> ImportReport:
     """Import folders, zip files and image files into ``project``.
 
     :func:`plan_import` with the same arguments tells in advance what this will do.
@@ -425,6 +669,11 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
             zip's or folder's name, and single files are refused.
         names: display names for files (uploads arrive under temporary names),
             keyed by path; used in messages and as the recorded source.
+        workers: how many pictures are decoded at once (default: one per core, at most 4).
+        processes: decode on ``workers`` helper processes rather than threads, when helpers
+            may start here (see :func:`_helpers_may_start`). Measured on 2 busy cores it was
+            no faster and took about a third more processor time per picture (handing files
+            and results between processes), so threads stay the default; more cores may differ.
     Returns:
         An :class:`ImportReport`; refused files are listed with their reason.
     """
@@ -439,24 +688,11 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     classes_before = {n.casefold() for n in project.labels()}
     progress(Progress(0, total, "Reading images"))
 
-    def work(e: _Entry):
-        if e.reason:
-            return ImageRejected(e.reason)
-        try:
-            if e.label is not None:
-                validate_label(e.label)
-            img = normalize(e.read())
-        except (ImageRejected, InvalidLabel) as err:
-            return err
-        except (OSError, zipfile.BadZipFile, RuntimeError, ValueError, EOFError) as err:
-            return ImageRejected(f"cannot be read ({err})")
-        return img, project.stage(img)  # written from this thread; synced to disk a batch at a time
-
     def flush(batch: list) -> None:
         """Add a batch of decoded pictures in one transaction and count what became of each."""
         if not batch:
             return
-        results = project.add_images([NewImage(img, e.label, source=names.get(e.name, e.name), staged=tmp)
+        results = adding.add([NewImage(img, e.label, source=names.get(e.name, e.name), staged=tmp)
                                       for e, (img, tmp) in batch])
         for (e, _), res in zip(batch, results):
             shown = names.get(e.name, e.name)
@@ -479,21 +715,13 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     batch: list = []
     limit = 8
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        # Submit in small windows so that Stop takes effect quickly and memory stays bounded.
-        window = workers * 4
-        it = iter(entries)
-        pending: list = []
-        while True:
-            while len(pending) < window:
-                e = next(it, None)
-                if e is None:
-                    break
-                pending.append((e, pool.submit(work, e)))
-            if not pending:
-                break
-            e, fut = pending.pop(0)
-            result = fut.result()
+    adding = project.adding()  # opened before any picture is staged (see SyncPoint)
+    if processes and workers > 1 and _helpers_may_start():
+        decoded = _by_processes(project, iter(entries), workers)
+    else:  # tasks of a few files (fewer hand-overs between threads), yet enough tasks for every thread
+        decoded = _by_threads(project, iter(entries), workers, max(1, min(_CHUNK, total // (workers * 8))))
+    try:
+        for e, result in decoded:
             shown = names.get(e.name, e.name)
             if isinstance(result, (ImageRejected, InvalidLabel)):
                 flush(batch)  # listed in order
@@ -512,15 +740,12 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
             progress(Progress(done, total, shown, failed=len(report.rejected)))
             if stop is not None and stop.is_set() and done < total:
                 report.stopped = True
-                for _, f in pending:
-                    f.cancel()
-                for _, f in pending:  # pictures staged meanwhile are not kept
-                    if not f.cancelled():
-                        r = f.result()
-                        if isinstance(r, tuple):
-                            r[1].unlink(missing_ok=True)
                 break
         flush(batch)  # what was decoded before a stop is kept
+    finally:
+        decoded.close()  # pictures staged meanwhile are not kept
+        _unlink_staged(r for _, r in batch)  # a batch that failed to go in
+        adding.close()
     if report.stopped and report.items:
         # What a stopped import keeps is one step of the history: Undo takes it out again.
         n = len(report.items)

@@ -10,9 +10,10 @@ Layout of a project folder::
       tmp/                        files being written (never inside images/)
       project.db                  items, labels, action log, runs
 
-Consistency: an image is written to ``tmp/`` first, and renamed into
-``images/`` inside the same SQLite write transaction that inserts its row, so
-a crash leaves either both or (after :meth:`Project.reconcile`) neither.
+Consistency: an image is written to ``tmp/`` first, synced to disk, and renamed
+into ``images/`` inside the same SQLite write transaction that inserts its row,
+so a crash leaves either both or (after :meth:`Project.reconcile`) neither, and
+never a half-written picture in ``images/``.
 Deletes, relabels and class changes (rename, merge, delete) are file renames
 done inside one transaction with the rows they change; :meth:`Project.reconcile`
 finishes or reverts whatever a crash interrupted, using the database as the truth.
@@ -21,10 +22,12 @@ finishes or reverts whatever a crash interrupted, using the database as the trut
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import sqlite3
+import sys
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -117,6 +120,11 @@ def validate_label(name: str) -> str:
     """
     if not isinstance(name, str):
         raise InvalidLabel("A class name must be text.")
+    return _valid_label(name)
+
+
+@functools.lru_cache(maxsize=4096)  # an import asks again for every picture; a refusal is not cached
+def _valid_label(name: str) -> str:
     label = unicodedata.normalize("NFC", name).strip()
     if not label.replace("\u200d", "").strip():
         raise InvalidLabel("A class name cannot be empty.")
@@ -232,7 +240,7 @@ def class_steps(kind: str, payload: dict) -> tuple[dict, dict]:
     return dict(names), back
 
 
-def _sync_files(paths: Sequence[Path]) -> None:
+def _fsync_each(paths: Sequence[Path]) -> None:
     """fsync every file, several at once: the file system commits concurrent syncs together
     (256 files: about 0.01-0.04 s on 8 threads here, against 0.3 s one after another)."""
     def one(p: Path) -> None:
@@ -250,6 +258,107 @@ def _sync_files(paths: Sequence[Path]) -> None:
 
     with ThreadPoolExecutor(max_workers=min(8, len(paths))) as pool:
         list(pool.map(one, paths))
+
+
+def _syncfs_call():
+    """Linux's ``syncfs``, where it also reports write errors (Linux 5.8 and later); else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    if m is None or (int(m[1]), int(m[2])) < (5, 8):  # older kernels wait for the data but hide a failed write
+        return None
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    return fn
+
+
+_SYNCFS: list = []  # [_syncfs_call()], looked up once
+
+#: How a staged file is created: a new file, written as bytes (Windows translates line ends otherwise).
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+#: From how many files a batch is made durable with one ``syncfs`` rather than an fsync per file.
+_SYNCFS_FROM = 16
+
+
+class SyncPoint:
+    """Makes files written after it was opened durable, many at a time (see :meth:`Project.adding`).
+
+    Why it is as safe as an fsync per file: Linux's ``syncfs`` returns once every file of the
+    file system has its data and metadata on disk, and (Linux 5.8 and later) fails if writing
+    any of them failed since this point was opened; the point is opened before the files are
+    written, so no failure of theirs can go unreported. What it saves: the batch is written out
+    and the disk's cache flushed once, instead of once per file or few files (measured: 256 files
+    of 3.5 KB, a median of 8 ms against 71 ms for an fsync each on 8 threads, on this busy
+    machine). What it costs: it also waits for whatever else is waiting to be written to that
+    file system. Batches of fewer than ``_SYNCFS_FROM`` files, and systems without such a
+    ``syncfs``, get an fsync per file.
+    """
+
+    def __init__(self, folder: Path):
+        if not _SYNCFS:
+            _SYNCFS.append(_syncfs_call())
+        self._fd: int | None = None
+        if _SYNCFS[0] is not None:
+            with contextlib.suppress(OSError):
+                self._fd = os.open(folder, os.O_RDONLY)
+
+    def sync(self, paths: Sequence[Path]) -> None:
+        """Make ``paths`` (written and closed since this point was opened) durable; raises OSError if not."""
+        if self._fd is None or len(paths) < _SYNCFS_FROM:
+            _fsync_each(paths)
+            return
+        if _SYNCFS[0](self._fd) != 0:
+            import ctypes
+
+            err = ctypes.get_errno()
+            raise OSError(err, f"the pictures could not be written to disk ({os.strerror(err)})")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "SyncPoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Adding:
+    """Batches of pictures added to a project with one database connection and one :class:`SyncPoint`
+    (see :meth:`Project.adding`). Pictures staged for it must be staged after it was opened."""
+
+    def __init__(self, project: "Project"):
+        self.project = project
+        self._point = SyncPoint(project.tmp_dir)
+        self._con: sqlite3.Connection | None = None
+
+    def add(self, new: Sequence["NewImage"], *, _synced: bool = False) -> list[AddResult]:
+        """:meth:`Project.add_images` for one batch."""
+        if self._con is None:
+            # While this connection stays open, a batch's commit does not checkpoint the whole
+            # database (SQLite does when its last connection closes: a write and an fsync of the file).
+            self._con = self.project._connect()
+        return self.project._add(new, self._point, self._con, _synced)
+
+    def close(self) -> None:
+        self._point.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> "Adding":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -450,9 +559,11 @@ class Project:
             con.close()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that holds SQLite's write lock from the start."""
-        con = self._connect()
+    def _write(self, con: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds SQLite's write lock from the start (on ``con``, else on a
+        connection of its own)."""
+        own = con is None
+        con = con if con is not None else self._connect()
         try:
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -463,7 +574,8 @@ class Project:
             else:
                 con.execute("COMMIT")
         finally:
-            con.close()
+            if own:
+                con.close()
 
     def revision(self) -> tuple:
         """A value that changes whenever the pictures, their classes, decisions, runs or the run in use
@@ -515,10 +627,15 @@ class Project:
             os.replace(tmp, dest)
         return dest
 
-    def temp_path(self, suffix: str = ".part") -> Path:
-        """A fresh temporary file name in ``tmp/``; the name carries our pid for crash clean-up."""
+    def temp_path(self, suffix: str = ".part", *, owner: int | str | None = None) -> Path:
+        """A fresh temporary file name in ``tmp/``; the name carries our pid for crash clean-up.
+
+        ``owner``: what to start the name with instead: another pid, or a pid and a tag after a dash
+        (a helper process names its files after the process that will use them, so that they are
+        kept while that one lives).
+        """
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return self.tmp_dir / f"{os.getpid()}-{os.urandom(6).hex()}{suffix}"
+        return self.tmp_dir / f"{owner or os.getpid()}-{os.urandom(6).hex()}{suffix}"
 
     # --- labels -------------------------------------------------------------
     def labels(self) -> list[str]:
@@ -625,20 +742,39 @@ class Project:
             raise res.error
         return res
 
-    def stage(self, image: NormalizedImage) -> Path:
+    def stage(self, image: NormalizedImage, *, owner: int | str | None = None) -> Path:
         """Write ``image`` to a temporary file in ``tmp/``, ready for :meth:`add_images` (which syncs it to disk).
 
-        Thread-safe: an import stages pictures on its worker threads, while it decodes the next ones.
+        Thread-safe: an import stages pictures on its workers while it decodes the next ones.
+        ``owner`` is as for :meth:`temp_path`.
         """
-        tmp = self.temp_path()
+        name = f"{owner or os.getpid()}-{os.urandom(6).hex()}.part"
         try:
-            with open(tmp, "wb") as f:
-                f.write(image.data)
+            fd = os.open(os.path.join(self.tmp_dir, name), _CREATE, 0o666)
+        except FileNotFoundError:  # tmp/ was removed meanwhile
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(os.path.join(self.tmp_dir, name), _CREATE, 0o666)
+        tmp = self.tmp_dir / name
+        try:
+            try:
+                view = memoryview(image.data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)  # a failed close (a full disk on a network file system) is an error too
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
         return tmp
+
+    def adding(self) -> "Adding":
+        """Open before staging the pictures of an import; add them with :meth:`Adding.add`, a batch at a time.
+
+        The batches share one database connection and one :class:`SyncPoint` (each batch is synced
+        to disk at once instead of a file at a time). Close it when done (it is a context manager).
+        """
+        return Adding(self)
 
     def add_images(self, new: Sequence["NewImage"]) -> list[AddResult]:
         """Store many normalised images in one transaction (what an import does, a batch at a time).
@@ -647,68 +783,99 @@ class Project:
         duplicate (of a stored picture or of an earlier one in the batch) is
         refused with a reason, a bad class name gives a result with ``error``
         set; the others are renamed into their class folders inside the
-        transaction that inserts their rows. Staged files (:meth:`stage`) are
-        used as they are; the others are written here. Returns one
-        :class:`AddResult` per picture, in order.
+        transaction that inserts their rows, once every file is on disk.
+        Staged files (:meth:`stage`) are used as they are; the others are
+        written here. Returns one :class:`AddResult` per picture, in order.
         """
+        with self.adding() as adding:  # opened before this call writes anything
+            _fsync_each([n.staged for n in new if n.staged is not None])  # staged before it
+            return adding.add(new, _synced=True)
+
+    def _add(self, new: Sequence["NewImage"], point: SyncPoint, con: sqlite3.Connection,
+             synced: bool = False) -> list[AddResult]:
         staged: list[Path | None] = [None] * len(new)
         try:
+            written = []
             for i, n in enumerate(new):
                 staged[i] = n.staged if n.staged is not None else self.stage(n.image)
-            _sync_files([t for t in staged if t is not None])  # on disk before any row says they are there
-            out: list[AddResult] = []
-            with self._write() as con:
-                labels: dict[str, str] = {}   # casefolded name -> stored name, for this batch
-                batch: dict[str, Item] = {}   # sha256 -> item added earlier in this batch
-                for i, n in enumerate(new):
-                    try:
-                        want = validate_label(n.label)
-                    except InvalidLabel as err:
-                        out.append(AddResult(None, error=err, reason=str(err)))
-                        continue
-                    sha = n.image.sha256
-                    if sha in batch:
-                        old = batch[sha]
-                        out.append(AddResult(old, duplicate=True,
-                                             reason=f"the same image is already in '{old.label}' (item {old.id})"))
-                        continue
-                    row = con.execute("SELECT * FROM items WHERE sha256=?", (sha,)).fetchone()
-                    # A duplicate creates no class: an import of pictures already here leaves no empty classes behind.
-                    if row is not None:
-                        old = Item._from_row(row)
-                        if old.status == "deleted":
-                            out.append(AddResult(None, duplicate=True, reason="the same image was deleted earlier "
-                                                 f"(item {old.id}; Undo restores it)"))
-                        else:
-                            out.append(AddResult(old, duplicate=True,
-                                                 reason=f"the same image is already in '{old.label}' (item {old.id})"))
-                        continue
-                    key = want.casefold()
-                    if key not in labels:
-                        labels[key] = self._ensure_label(con, want)
-                        inside(self.images_dir, labels[key]).mkdir(parents=True, exist_ok=True)
-                    label = labels[key]
-                    iid = self._new_id(con, sha)
-                    rel = f"{label}/{iid}{config.STORED_EXT}"
-                    now = time.time()
-                    meta = json.dumps(n.meta or {}, ensure_ascii=False)
-                    con.execute(
-                        "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
-                        " VALUES(?,?,?,?,?,?,?,?, 'active', ?)",
-                        (iid, label, rel, sha, n.image.width, n.image.height, n.source, now, meta))
-                    # The class folder was made safe above; the item id is hex, so the file stays inside it.
-                    os.replace(staged[i], self.images_dir / label / f"{iid}{config.STORED_EXT}")
-                    staged[i] = None
-                    item = Item(iid, label, rel, sha, n.image.width, n.image.height, n.source, now, "active",
-                                None, dict(n.meta or {}))
-                    batch[sha] = item
-                    out.append(AddResult(item))
-            return out
+                if n.staged is None or not synced:
+                    written.append(staged[i])
+            point.sync(written)  # on disk before any row says they are there
+            return self._insert(new, staged, con)
         finally:
             for t in staged:
                 if t is not None:
                     with contextlib.suppress(OSError):
                         t.unlink()
+
+    def _insert(self, new: Sequence["NewImage"], staged: list[Path | None],
+                con: sqlite3.Connection) -> list[AddResult]:
+        """The transaction of :meth:`add_images`: rows inserted, files renamed into place (``staged[i]``
+        becomes None once its file is in place)."""
+        out: list[AddResult] = []
+        with self._write(con) as con:
+            # What the database knows of these pictures, asked in a few queries rather than two per picture.
+            shas = list(dict.fromkeys(n.image.sha256 for n in new))
+            rows: dict[str, Item] = {}
+            taken: set[str] = set()
+            for k in range(0, len(shas), 500):
+                part = shas[k:k + 500]
+                marks = ",".join("?" * len(part))
+                for r in con.execute(f"SELECT * FROM items WHERE sha256 IN ({marks})", part):
+                    rows[r["sha256"]] = Item._from_row(r)
+                short = [h[:12] for h in part]
+                taken.update(r[0] for r in con.execute(f"SELECT id FROM items WHERE id IN ({marks})", short))
+            labels: dict[str, str] = {}   # casefolded name -> stored name, for this batch
+            batch: dict[str, Item] = {}   # sha256 -> item added earlier in this batch
+            inserts: list[tuple] = []
+            moves: list[tuple[int, str]] = []
+            root = str(self.images_dir)
+            for i, n in enumerate(new):
+                try:
+                    want = validate_label(n.label)
+                except InvalidLabel as err:
+                    out.append(AddResult(None, error=err, reason=str(err)))
+                    continue
+                sha = n.image.sha256
+                if sha in batch:
+                    old = batch[sha]
+                    out.append(AddResult(old, duplicate=True,
+                                         reason=f"the same image is already in '{old.label}' (item {old.id})"))
+                    continue
+                # A duplicate creates no class: an import of pictures already here leaves no empty classes behind.
+                old = rows.get(sha)
+                if old is not None:
+                    if old.status == "deleted":
+                        out.append(AddResult(None, duplicate=True, reason="the same image was deleted earlier "
+                                             f"(item {old.id}; Undo restores it)"))
+                    else:
+                        out.append(AddResult(old, duplicate=True,
+                                             reason=f"the same image is already in '{old.label}' (item {old.id})"))
+                    continue
+                key = want.casefold()
+                if key not in labels:
+                    labels[key] = self._ensure_label(con, want)
+                    inside(self.images_dir, labels[key]).mkdir(parents=True, exist_ok=True)
+                label = labels[key]
+                iid = sha[:12] if sha[:12] not in taken else self._new_id(con, sha, taken)
+                taken.add(iid)
+                rel = f"{label}/{iid}{config.STORED_EXT}"
+                now = time.time()
+                inserts.append((iid, label, rel, sha, n.image.width, n.image.height, n.source, now,
+                                json.dumps(n.meta, ensure_ascii=False) if n.meta else "{}"))
+                # The class folder was made safe above; the item id is hex, so the file stays inside it.
+                moves.append((i, os.path.join(root, label, f"{iid}{config.STORED_EXT}")))
+                item = Item(iid, label, rel, sha, n.image.width, n.image.height, n.source, now, "active",
+                            None, dict(n.meta or {}))
+                batch[sha] = item
+                out.append(AddResult(item))
+            con.executemany(
+                "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
+                " VALUES(?,?,?,?,?,?,?,?, 'active', ?)", inserts)
+            for i, dest in moves:
+                os.replace(staged[i], dest)
+                staged[i] = None
+        return out
 
     def add_undoable(self, image: NormalizedImage, label: str, *, source: str = "",
                      meta: dict | None = None) -> Action:
@@ -787,10 +954,11 @@ class Project:
         return self._action(aid)
 
     @staticmethod
-    def _new_id(con: sqlite3.Connection, sha: str) -> str:
+    def _new_id(con: sqlite3.Connection, sha: str, taken: set[str] = frozenset()) -> str:
+        """The shortest prefix of ``sha`` (12 hex digits at least) that no item has, nor any id in ``taken``."""
         for n in (12, 16, 24, 32, 64):
             iid = sha[:n]
-            if con.execute("SELECT 1 FROM items WHERE id=?", (iid,)).fetchone() is None:
+            if iid not in taken and con.execute("SELECT 1 FROM items WHERE id=?", (iid,)).fetchone() is None:
                 return iid
         raise RuntimeError("item id collision")  # two identical sha256 values: cannot happen (UNIQUE)
 
