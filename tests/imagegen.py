@@ -58,10 +58,10 @@ def scene(seed: int, size=(240, 180)) -> Image.Image:
     return im
 
 
-def slow_pictures(folder: Path, n: int, side: int = 2000) -> Path:
+def slow_pictures(folder: Path, n: int, side: int = 3500) -> Path:
     """``n`` large PNG files that decode to the same picture (a smooth gradient) but differ in their bytes.
 
-    Each takes a noticeable time to decode and shrink (about 0.2 s here), so an import of a few
+    Each takes a noticeable time to decode and shrink (about 0.2 s on one core here), so an import of a few
     dozen lasts seconds: long enough to see its progress and to stop it. Written cheaply: the
     picture is encoded once, and each copy gets its own text chunk. After the first, an import
     reports them as duplicates (the same pixels), having read every one.
