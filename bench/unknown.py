@@ -281,6 +281,30 @@ def report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def hue_check(seed: int = 0) -> float:
+    """AUROC of the nearest training picture by mean foreground hue alone, on the drawn shapes (same split
+    sizes as :func:`measure`): whether the held-out shapes can be told apart at all by a simple cue."""
+    import numpy as np
+
+    pics, unknown = shapes(seed=seed)
+
+    def hue(im):  # the shape is bright (value >= 0.7); the background stays under 115 of 255
+        a = np.asarray(im.convert("HSV")).reshape(-1, 3).astype(float)
+        h = a[a[:, 2] > 150, 0] / 255 * 2 * np.pi
+        return np.array([np.cos(h).mean(), np.sin(h).mean()])
+
+    X = np.stack([hue(im) for im, _ in pics])
+    is_unknown = np.array([c in unknown for _, c in pics])
+    known = np.flatnonzero(~is_unknown)
+    np.random.default_rng(seed).shuffle(known)
+    test, bank = known[:len(known) // 5], known[len(known) // 5:]
+
+    def nearest(q):
+        return np.sqrt(((X[q][:, None] - X[bank][None]) ** 2).sum(-1)).min(1)
+
+    return auroc(nearest(test), nearest(np.flatnonzero(is_unknown)))
+
+
 def _fake_pretrained(home: Path) -> None:
     """resnet18 with random weights (seed 0) where torchvision looks for its download."""
     import torch
@@ -302,7 +326,12 @@ def main() -> None:
     ap.add_argument("--unknown", default="", help="held-out classes instead of the dataset's own, e.g. 0,1,2 "
                     "(a split the rule was not tuned on; one dataset only)")
     ap.add_argument("--out", default="unknown.json", help="file name under bench/out/")
+    ap.add_argument("--hue-check", action="store_true", help="only: can the held-out shapes be told apart by "
+                    "the mean hue of their bright pixels (nearest training picture)? Prints that AUROC")
     args = ap.parse_args()
+    if args.hue_check:
+        print(f"shapes: AUROC of the nearest training picture by mean foreground hue alone: {hue_check(args.seed):.3f}")
+        return
     tmp = Path(tempfile.mkdtemp(prefix="tl_unknown_"))
     os.environ.update(TL_OFFLINE="1", TORCH_HOME=str(tmp / "torch_home"), PYTHONWARNINGS="ignore",
                       TL_HOME=str(tmp / "tl_home"))
