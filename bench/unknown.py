@@ -10,8 +10,9 @@ known side of the test. Figures, for the app's score and for max-softmax alone, 
             of its own held-out known pictures are accepted); "known ok" is the share of known
             test pictures accepted at that threshold (close to 95% when the threshold is honest)
 
-Other combinations (k-NN alone, energy alone, k-NN + max-softmax, other k) are printed on the same
-features for comparison. The app's own answer (``predict_files``: ``unknown``) is counted too, to
+Other combinations (k-NN alone, energy alone, k-NN + max-softmax, other k; distances in the stage
+features the app uses or in the pooled last-stage features of the first version) are printed on the
+same pictures for comparison. The app's own answer (``predict_files``: ``unknown``) is counted too, to
 check it agrees with the recomputed figure.
 
 Datasets: scikit-learn's digits (0-6 known, 7-9 unknown), upscaled to 64 px; and drawn shapes (each
@@ -23,6 +24,7 @@ nothing of pictures. Real pretrained weights would do better; the quick figures 
 
     .venv/bin/python bench/unknown.py                    # both datasets, quick and full (a few minutes)
     .venv/bin/python bench/unknown.py --data digits --mode full
+    .venv/bin/python bench/unknown.py --data digits --unknown 0,1,2 --out unknown-heldout.json   # held-out check
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -136,39 +139,41 @@ def auroc(known, unknown) -> float:
 
 
 def _embed_files(project, run_id: str, files: list[Path]):
-    """``(logits, features)`` of picture files through the app's predict pipeline (stored pixels)."""
+    """``(logits, pooled features, stage features)`` of picture files through the app's predict pipeline."""
     import numpy as np
 
-    from tl_app.features import embed_logits
+    from tl_app.features import embed_with_stages
     from tl_app.predict import _as_stored, _pixels_from_bytes, model_for
 
     model, spec, _ = model_for(project, run_id)
     px = np.stack([_pixels_from_bytes(_as_stored(project, f), spec.size) for f in files])
-    return embed_logits(model, px, spec)
+    return embed_with_stages(model, px, spec)
 
 
 def _embed_items(project, run_id: str):
-    """The run's training and held-out rows: features (as stored for the run) and logits."""
+    """The run's items in a clean pass: ``(logits, pooled, stage features)`` and which rows are held out."""
     import json
 
     import numpy as np
 
     from tl_app import runs
-    from tl_app.features import embed_logits
+    from tl_app.features import embed_with_stages
     from tl_app.predict import _item_pixels, model_for
 
     rdir = runs.run_dir(project, run_id)
     snap = json.loads((rdir / "snapshot.json").read_text())
-    emb = np.load(rdir / "embeddings.npy").astype(np.float32)
     valid = np.array([it["valid"] for it in snap["items"]])
     model, spec, _ = model_for(project, run_id)
-    vids = [it["item"] for it, v in zip(snap["items"], valid) if v]
-    vlogits, _ = embed_logits(model, _item_pixels(project, vids, spec.size), spec)
-    return emb[~valid], emb[valid], vlogits
+    ids = [it["item"] for it in snap["items"]]
+    return embed_with_stages(model, _item_pixels(project, ids, spec.size), spec), valid
 
 
-def measure(name: str, mode: str, work: Path, *, epochs: int, seed: int = 0) -> dict:
-    """Train on the dataset's known classes and score known and unknown test pictures."""
+def measure(name: str, mode: str, work: Path, *, epochs: int, seed: int = 0,
+            unknown_classes: Optional[set] = None) -> dict:
+    """Train on the dataset's known classes and score known and unknown test pictures.
+
+    ``unknown_classes`` replaces the dataset's own held-out classes (a split the rule was not tuned on).
+    """
     import numpy as np
 
     from tl_app import openset, runs
@@ -178,6 +183,11 @@ def measure(name: str, mode: str, work: Path, *, epochs: int, seed: int = 0) -> 
     from tl_app.train import TrainConfig, train
 
     pics, unknown = DATASETS[name](seed=seed)
+    if unknown_classes:
+        names = {c for _, c in pics}
+        if not set(unknown_classes) < names:
+            raise SystemExit(f"--unknown: {name} has the classes {sorted(names)}")
+        unknown = set(unknown_classes)
     rng = np.random.default_rng(seed)
     src, test = work / "src", work / "test"
     known_test, unknown_test = [], []
@@ -217,26 +227,33 @@ def measure(name: str, mode: str, work: Path, *, epochs: int, seed: int = 0) -> 
     app_scores = np.array([p.unknown_score for p in preds], dtype=np.float64)
     correct = np.mean([p.label == Path(p.file).name.split("_")[1] for p in preds[:len(known_test)]])
 
-    # Every combination on the same features: the run's bank, its held-out rows, the test pictures.
-    bank, vfeat, vlog = _embed_items(proj, rep.run)
-    klog, kfeat = _embed_files(proj, rep.run, known_test)
-    ulog, ufeat = _embed_files(proj, rep.run, unknown_test)
+    # Every combination on the same pictures: the run's training rows as the bank, its held-out rows
+    # (to set each variant's normalisation and threshold), the test pictures. Two feature spaces:
+    # "stages" (the app's, features.StagePool) and "pooled" (the head's input, the first version's).
+    (ilog, ipool, istage), valid = _embed_items(proj, rep.run)
+    klog, kpool, kstage = _embed_files(proj, rep.run, known_test)
+    ulog, upool, ustage = _embed_files(proj, rep.run, unknown_test)
+    feats = {"stages": (istage, kstage, ustage), "pooled": (ipool, kpool, upool)}
+    vlog = ilog[valid]
+    n_bank = int((~valid).sum())
     variants = {}
-    n_bank = len(bank)
-    ks = sorted({1, 5, 10, openset.default_k(n_bank)})
-    combos = [("msp",), ("energy",)] + [(("knn",), k) for k in ks] + [(("knn", "energy"), k) for k in ks] + \
-             [(("knn", "msp"), k) for k in ks]
-    bank_n = openset.l2_normalise(bank)
-    for c in combos:
-        parts, k = (c, rule.k) if isinstance(c[0], str) else c
-        r = openset.fit(bank, vfeat, vlog, parts=parts, k=k)
-        sk = r.combine(openset.raw_parts(bank_n, kfeat, klog, k, parts))
-        su = r.combine(openset.raw_parts(bank_n, ufeat, ulog, k, parts))
-        key = "+".join(parts) + (f" k={k}" if "knn" in parts else "")
+    combos = [(("msp",), "stages", 1), (("energy",), "stages", 1)]
+    for fs in ("stages", "pooled"):
+        combos += [(("knn",), fs, k) for k in (1, 5, 10)]
+        combos += [(("knn", "energy"), fs, k) for k in sorted({1, 5, 10, openset.default_k(n_bank)})]
+        combos += [(("knn", "msp"), fs, 1)]
+    for parts, fs, k in combos:
+        items, kf, uf = feats[fs]
+        bank = items[~valid]
+        r = openset.fit(bank, items[valid], vlog, parts=parts, k=k)
+        bank_n = openset.l2_normalise(bank)
+        sk = r.combine(openset.raw_parts(bank_n, kf, klog, k, parts))
+        su = r.combine(openset.raw_parts(bank_n, uf, ulog, k, parts))
+        key = "+".join(parts) + (f" {fs} k={k}" if "knn" in parts else "")
         variants[key] = {"auroc": auroc(sk, su), "caught": float((su > r.threshold).mean()),
                          "known_ok": float((sk <= r.threshold).mean())}
-    app_key = "+".join(rule.parts) + f" k={rule.k}"
-    return {"data": name, "mode": mode, "epochs": epochs if mode == "full" else None, "seconds": seconds,
+    app_key = "+".join(rule.parts) + f" {rule.features} k={rule.k}"
+    return {"data": name, "unknown": sorted(unknown), "mode": mode, "epochs": epochs if mode == "full" else None, "seconds": seconds,
             "known_classes": len(by_class) - len(unknown), "unknown_classes": len(unknown),
             "train": rule.bank, "held_out": rule.held_out, "known_test": len(known_test),
             "unknown_test": len(unknown_test), "accuracy_known_test": float(correct),
@@ -247,21 +264,45 @@ def measure(name: str, mode: str, work: Path, *, epochs: int, seed: int = 0) -> 
 
 def report(r: dict) -> str:
     msp, app = r["variants"]["msp"], r["app"]
-    lines = [f"{r['data']} · {r['mode']}" + (f" ({r['epochs']} epochs from scratch)" if r["mode"] == "full" else
+    lines = [f"{r['data']} (unknown: {', '.join(r['unknown'])}) · {r['mode']}" + (f" ({r['epochs']} epochs from scratch)" if r["mode"] == "full" else
                                              " (body: resnet18 with RANDOM weights, offline)")
              + f": {r['known_classes']} known classes ({r['train']} training + {r['held_out']} held-out pictures), "
              f"{r['unknown_classes']} unknown; test {r['known_test']} known + {r['unknown_test']} unknown; "
              f"known test accuracy {r['accuracy_known_test']:.1%}; trained in {r['seconds']:.0f} s",
-             f"  {'score':<24} {'AUROC':>6} {'caught':>7} {'known ok':>9}",
-             f"  {'app (' + app['key'] + ')':<24} {app['auroc']:6.3f} {app['caught']:7.1%} {app['known_ok']:9.1%}"
+             f"  {'score':<34} {'AUROC':>6} {'caught':>7} {'known ok':>9}",
+             f"  {'app (' + app['key'] + ')':<34} {app['auroc']:6.3f} {app['caught']:7.1%} {app['known_ok']:9.1%}"
              f"   <- predict_files' own answer",
-             f"  {'max-softmax':<24} {msp['auroc']:6.3f} {msp['caught']:7.1%} {msp['known_ok']:9.1%}   <- baseline"]
+             f"  {'max-softmax':<34} {msp['auroc']:6.3f} {msp['caught']:7.1%} {msp['known_ok']:9.1%}   <- baseline"]
     for k, v in r["variants"].items():
         if k != "msp":
-            lines.append(f"  {k:<24} {v['auroc']:6.3f} {v['caught']:7.1%} {v['known_ok']:9.1%}")
+            lines.append(f"  {k:<34} {v['auroc']:6.3f} {v['caught']:7.1%} {v['known_ok']:9.1%}")
     ok = app["auroc"] >= 0.90 and app["auroc"] > msp["auroc"]
     lines.append(f"  goal (AUROC >= 0.90 and above max-softmax): {'met' if ok else 'NOT met'}")
     return "\n".join(lines)
+
+
+def hue_check(seed: int = 0) -> float:
+    """AUROC of the nearest training picture by mean foreground hue alone, on the drawn shapes (same split
+    sizes as :func:`measure`): whether the held-out shapes can be told apart at all by a simple cue."""
+    import numpy as np
+
+    pics, unknown = shapes(seed=seed)
+
+    def hue(im):  # the shape is bright (value >= 0.7); the background stays under 115 of 255
+        a = np.asarray(im.convert("HSV")).reshape(-1, 3).astype(float)
+        h = a[a[:, 2] > 150, 0] / 255 * 2 * np.pi
+        return np.array([np.cos(h).mean(), np.sin(h).mean()])
+
+    X = np.stack([hue(im) for im, _ in pics])
+    is_unknown = np.array([c in unknown for _, c in pics])
+    known = np.flatnonzero(~is_unknown)
+    np.random.default_rng(seed).shuffle(known)
+    test, bank = known[:len(known) // 5], known[len(known) // 5:]
+
+    def nearest(q):
+        return np.sqrt(((X[q][:, None] - X[bank][None]) ** 2).sum(-1)).min(1)
+
+    return auroc(nearest(test), nearest(np.flatnonzero(is_unknown)))
 
 
 def _fake_pretrained(home: Path) -> None:
@@ -282,7 +323,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="full runs: unfrozen epochs (after the frozen one)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the temporary projects")
+    ap.add_argument("--unknown", default="", help="held-out classes instead of the dataset's own, e.g. 0,1,2 "
+                    "(a split the rule was not tuned on; one dataset only)")
+    ap.add_argument("--out", default="unknown.json", help="file name under bench/out/")
+    ap.add_argument("--hue-check", action="store_true", help="only: can the held-out shapes be told apart by "
+                    "the mean hue of their bright pixels (nearest training picture)? Prints that AUROC")
     args = ap.parse_args()
+    if args.hue_check:
+        print(f"shapes: AUROC of the nearest training picture by mean foreground hue alone: {hue_check(args.seed):.3f}")
+        return
     tmp = Path(tempfile.mkdtemp(prefix="tl_unknown_"))
     os.environ.update(TL_OFFLINE="1", TORCH_HOME=str(tmp / "torch_home"), PYTHONWARNINGS="ignore",
                       TL_HOME=str(tmp / "tl_home"))
@@ -294,14 +343,15 @@ def main() -> None:
     try:
         for name in args.data.split(","):
             for mode in args.mode.split(","):
-                r = measure(name, mode, tmp / f"{name}-{mode}", epochs=args.epochs, seed=args.seed)
+                r = measure(name, mode, tmp / f"{name}-{mode}", epochs=args.epochs, seed=args.seed,
+                            unknown_classes=set(args.unknown.split(",")) if args.unknown else None)
                 print(report(r), flush=True)
                 results.append(r)
         out = ROOT / "bench" / "out"
         out.mkdir(parents=True, exist_ok=True)
         import json
 
-        (out / "unknown.json").write_text(json.dumps(results, indent=1))
+        (out / args.out).write_text(json.dumps(results, indent=1))
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -44,9 +44,16 @@ def _check_open_set(project, run_id: str, tmp_path: Path) -> None:
     """The run's rule is recorded; left-out kinds are unknown, new pictures of known classes mostly not."""
     rec = runs.read_json(project, run_id, openset.FILE)
     assert rec is not None and rec["parts"] == ["knn", "energy"] and rec["accepted"] == 0.95
+    assert rec["version"] == 2 and rec["features"] == "stages" and rec["k"] == 1
     rule = openset.OpenSet.from_dict(rec)
     snap = runs.read_json(project, run_id, "snapshot.json")
     assert rule.held_out == sum(it["valid"] for it in snap["items"]) and rule.bank == len(snap["items"]) - rule.held_out
+    import numpy as np
+
+    bank = np.load(runs.run_dir(project, run_id) / openset.BANK_FILE)
+    # one row per training picture: four stages of resnet18, max and average pooled, each of unit length
+    assert bank.shape == (rule.bank, 2 * (64 + 128 + 256 + 512))
+    assert np.allclose(np.linalg.norm(bank.astype(np.float32), axis=1), 1.0, atol=1e-2)
 
     known = _pictures(tmp_path / "known", {k: imagegen.COLOURS[k] for k in ("red", "blue")}, 6, seed=5000)
     strange = _pictures(tmp_path / "strange", LEFT_OUT, 5, seed=6000)
@@ -98,11 +105,47 @@ def test_changed_features_make_no_claim(open_set_project, tmp_path):
     import numpy as np
 
     run = runs.active_run(open_set_project)
-    efile = runs.run_dir(open_set_project, run.id) / "embeddings.npy"
-    emb = np.load(efile)
-    np.save(efile, np.zeros_like(emb), allow_pickle=False)
+    bfile = runs.run_dir(open_set_project, run.id) / openset.BANK_FILE
+    bank = np.load(bfile)
+    np.save(bfile, np.zeros_like(bank), allow_pickle=False)
     (p,) = predict_files(open_set_project, _pictures(tmp_path / "p", {"grey": LEFT_OUT["grey"]}, 1, seed=1))
     assert p.label is not None and p.unknown is None
+
+
+def test_a_first_version_rule_still_makes_its_claim(open_set_project, tmp_path):
+    """A run recorded by the first version (distances in the pooled features of embeddings.npy, no bank
+    file of its own) keeps its rule: left-out kinds are still called unknown, its classes are not."""
+    import numpy as np
+
+    run = runs.active_run(open_set_project)
+    rdir = runs.run_dir(open_set_project, run.id)
+    snap = runs.read_json(open_set_project, run.id, "snapshot.json")
+    emb = np.load(rdir / "embeddings.npy").astype(np.float32)
+    valid = np.array([it["valid"] for it in snap["items"]])
+    # The held-out rows' logits, as the first version fitted them: the run's own model on its own pictures.
+    from tl_app.features import embed_logits
+    from tl_app.predict import _item_pixels, model_for
+
+    model, spec, _ = model_for(open_set_project, run.id)
+    vids = [it["item"] for it, v in zip(snap["items"], valid) if v]
+    vlogits, _ = embed_logits(model, _item_pixels(open_set_project, vids, spec.size), spec)
+    old = openset.fit(emb[~valid], emb[valid], vlogits, k=openset.default_k(int((~valid).sum())), features="pooled")
+    old.embeddings_sha256 = openset.file_sha256(rdir / "embeddings.npy")
+    doc = old.to_dict()
+    assert doc["version"] == 1 and "features" in doc
+    del doc["features"]  # the first version wrote no such key
+    runs.write_json(rdir, openset.FILE, doc)
+    (rdir / openset.BANK_FILE).unlink()
+    import tl_app.predict as predict_mod
+
+    predict_mod._cache.clear()  # the run's scorer is loaded with its model
+    scorer = predict_mod.open_set_for(open_set_project, run.id)
+    assert scorer is not None and scorer.features == "pooled"
+    known = _pictures(tmp_path / "known", {k: imagegen.COLOURS[k] for k in ("red", "blue")}, 4, seed=5100)
+    strange = _pictures(tmp_path / "strange", LEFT_OUT, 3, seed=6100)
+    preds = predict_files(open_set_project, known + strange)
+    assert all(p.unknown for p in preds[len(known):])
+    assert sum(p.unknown for p in preds[:len(known)]) <= 1
 
 
 def _cli(*args) -> subprocess.CompletedProcess:

@@ -165,6 +165,64 @@ def batches_of(pixels, batch_size: int) -> Iterator:
         yield pixels[s:s + batch_size]
 
 
+# --- the stages' pooled outputs (the none-of-these features) --------------------------------
+#: How many of a body's last stages :class:`StagePool` pools.
+OPEN_SET_STAGES = 4
+
+
+def stage_modules(body, n: int = OPEN_SET_STAGES) -> list:
+    """The body's last ``n`` stages: resnet's layer1..layer4, timm's ``stages`` (or last ``blocks``).
+
+    A top-level child with sub-modules is a stage (resnet's conv1, bn1, relu and maxpool have none).
+    """
+    import torch.nn as nn
+
+    for name in ("stages", "blocks"):
+        m = getattr(body, name, None)
+        if isinstance(m, nn.Sequential) and len(m):
+            return list(m)[-n:]
+    return [m for m in body.children() if next(m.children(), None) is not None][-n:]
+
+
+class StagePool:
+    """Forward hooks on a body's last stages that keep each batch's pooled stage outputs.
+
+    Per stage: max and average pooling side by side, scaled to unit length, so that every stage
+    counts the same whatever its width; the stages side by side, scaled so the whole row has unit
+    length. Early stages keep what the last one pools away (colour, texture, strokes): the
+    none-of-these distance measured in them tells more pictures of unseen kinds apart
+    (bench/unknown.py). Use as a context manager around the forward passes; :meth:`take` returns
+    the rows of the batches since the last call (float32 tensor).
+    """
+
+    def __init__(self, body, n: int = OPEN_SET_STAGES):
+        self.modules = stage_modules(body, n)
+        self._got: list = []
+        self._handles: list = []
+
+    def _hook(self, _module, _inputs, out) -> None:
+        import torch
+
+        out = out.float()
+        v = torch.cat([torch.amax(out, dim=(2, 3)), torch.mean(out, dim=(2, 3))], 1)
+        self._got.append(torch.nn.functional.normalize(v, dim=1))
+
+    def __enter__(self) -> "StagePool":
+        self._handles = [m.register_forward_hook(self._hook) for m in self.modules]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def take(self):
+        import torch
+
+        got, self._got = self._got, []
+        return torch.cat(got, 1) / (max(1, len(got)) ** 0.5)
+
+
 def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
                  stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring"):
     """``(logits, features)`` for uint8 images (N, S, S, 3) in one clean pass (eval mode, no augmentation).
@@ -172,10 +230,26 @@ def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device
     ``pixels`` is an array or :class:`Pictures` (streamed from disk, batch by batch).
 
     ``features`` are the pooled body outputs the head starts from (the space
-    Review looks for neighbours, duplicates and outliers in, and the none-of-these
-    score measures distances in), as float32; ``logits`` the head's raw outputs
-    (the energy score needs them; softmax loses their scale).
+    Review looks for neighbours, duplicates and outliers in), as float32; ``logits``
+    the head's raw outputs (the energy score needs them; softmax loses their scale).
     """
+    logits, feats, _ = _embed(model, pixels, spec, batch_size=batch_size, device=device, stop=stop,
+                              events=events, phase=phase, stages=False)
+    return logits, feats
+
+
+def embed_with_stages(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
+                      stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring"):
+    """``(logits, features, stage_features)``: :func:`embed_logits` plus the rows of
+    :class:`StagePool` from the same pass (what the none-of-these score measures distances in)."""
+    return _embed(model, pixels, spec, batch_size=batch_size, device=device, stop=stop, events=events,
+                  phase=phase, stages=True)
+
+
+def _embed(model, pixels, spec: ModelSpec, *, batch_size: int, device, stop, events: EventFn, phase: str,
+           stages: bool):
+    import contextlib
+
     import numpy as np
     import torch
 
@@ -184,10 +258,11 @@ def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
     model.eval()
     body, pool, rest = model[0], model[1][:2], model[1][2:]
-    logits, feats = [], []
+    logits, feats, staged = [], [], []
     n, done = len(pixels), 0
     left = TimeLeft()
-    with torch.inference_mode():
+    hooks = StagePool(body) if stages else contextlib.nullcontext()
+    with torch.inference_mode(), hooks:
         for batch in batches_of(pixels, batch_size):
             if (stop is not None and stop.is_set()) or stop_requested():
                 raise Stopped("Stopped while scoring images.")
@@ -196,13 +271,17 @@ def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device
             f = pool(body(xb)).float()
             logits.append(rest(f).float().cpu())
             feats.append(f.cpu())
+            if stages:
+                staged.append(hooks.take().cpu())
             done += len(batch)
             eta = left.update(done, n)
             events({"type": "phase", "phase": phase, "done": done, "total": n,
                     "eta": None if eta is None else round(eta, 1)})
     if not logits:
-        return np.zeros((0, len(spec.vocab)), np.float32), np.zeros((0, 0), np.float32)
-    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
+        empty = np.zeros((0, 0), np.float32)
+        return np.zeros((0, len(spec.vocab)), np.float32), empty, (empty if stages else None)
+    return (torch.cat(logits).numpy(), torch.cat(feats).numpy(),
+            torch.cat(staged).numpy() if stages else None)
 
 
 def softmax(logits):

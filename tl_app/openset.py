@@ -3,9 +3,13 @@
 The score combines two signals the app already has (both: higher = less known):
 
 - **k-NN distance** (Sun et al., ICML 2022): the distance from the picture's
-  L2-normalised features to its k-th nearest training picture. The features are
-  the pooled body outputs a run already stores for Review (``embeddings.npy``);
-  the bank is the run's training rows (``snapshot.json`` says which).
+  L2-normalised features to its nearest training picture (k = 1). The features
+  are the network's last four stages, each max- and average-pooled and scaled to
+  unit length (:class:`tl_app.features.StagePool`): the early stages keep what
+  the last one pools away (colour, strokes), and on bench/unknown.py they told
+  unseen kinds apart better than the last stage alone, in every cell. The bank is
+  the run's training pictures in a clean pass (eval mode, no augmentation),
+  stored with the rule (``unknown_bank.npy``, float16).
 - **energy** (Liu et al., NeurIPS 2020): ``-logsumexp(logits)``; a confident
   answer has low energy. Max-softmax (``1 - max p``) is its older cousin, kept
   as the bench's baseline.
@@ -14,7 +18,9 @@ Each is z-normalised on the run's held-out known pictures and the two are
 summed. The threshold is set on those held-out pictures so that 95% of new known
 pictures are accepted (:func:`threshold_for`); above it is "none of these".
 Everything is recorded in the run's ``unknown.json`` when it trains; a run
-without it (trained before) makes no claim.
+without it (trained before) makes no claim. Runs recorded by the first version
+of the rule (version 1: the pooled last-stage features of ``embeddings.npy``,
+k of about 1% of the bank) keep that rule and still make their claim.
 """
 
 from __future__ import annotations
@@ -33,6 +39,14 @@ KNOWN_ACCEPTED = 0.95
 #: unknown (6 held out), so the app makes no claim rather than a wrong one.
 MIN_HELD_OUT = 19
 FILE = "unknown.json"
+#: The k-NN bank of a version-2 rule: the training pictures' stage features (float16).
+BANK_FILE = "unknown_bank.npy"
+#: Which features a rule measures distances in: "stages" (version 2, :class:`tl_app.features.StagePool`)
+#: or "pooled" (version 1: the head's input, as stored in ``embeddings.npy``).
+FEATURES = ("stages", "pooled")
+#: k of the k-NN distance. On bench/unknown.py k = 1 did best in every cell (digits and drawn
+#: shapes, quick and full runs, either features); banks there hold 384-812 pictures.
+DEFAULT_K = 1
 #: Which signals the app's score adds up (z-normalised). bench/unknown.py measures the others.
 DEFAULT_PARTS = ("knn", "energy")
 #: No part's z-score counts below this (see :meth:`OpenSet.combine`).
@@ -51,11 +65,7 @@ def l2_normalise(X):
 
 
 def default_k(n_bank: int) -> int:
-    """k for a bank of ``n_bank`` training pictures: about 1% of it, between 1 and 50.
-
-    Sun et al. take k = 50 with all 50,000 CIFAR-10 pictures and note that k grows with
-    the bank; on small banks a large k reaches into other classes.
-    """
+    """The first version's k for a bank of ``n_bank`` pictures (about 1% of it, 1 to 50); now :data:`DEFAULT_K`."""
     return int(max(1, min(50, round(n_bank / 100))))
 
 
@@ -116,7 +126,9 @@ class OpenSet:
     held_out: int         # how many known pictures set it
     bank: int = 0         # training pictures in the k-NN bank
     accepted: float = KNOWN_ACCEPTED
-    embeddings_sha256: str = ""
+    embeddings_sha256: str = ""   # version 1: the embeddings.npy its bank came from
+    features: str = "stages"
+    bank_sha256: str = ""         # version 2: its unknown_bank.npy
 
     def combine(self, raw: dict):
         """The score from the parts' raw values: the sum of their z-scores, each at least ``Z_FLOOR``.
@@ -135,42 +147,56 @@ class OpenSet:
         return total
 
     def to_dict(self) -> dict:
-        return {"version": 1, "parts": list(self.parts), "k": self.k,
-                "norm": {p: [float(m), float(s)] for p, (m, s) in self.norm.items()},
-                "threshold": float(self.threshold), "held_out": self.held_out, "bank": self.bank,
-                "accepted": self.accepted, "embeddings_sha256": self.embeddings_sha256}
+        d = {"version": 1 if self.features == "pooled" else 2, "features": self.features,
+             "parts": list(self.parts), "k": self.k,
+             "norm": {p: [float(m), float(s)] for p, (m, s) in self.norm.items()},
+             "threshold": float(self.threshold), "held_out": self.held_out, "bank": self.bank,
+             "accepted": self.accepted}
+        if self.features == "pooled":
+            d["embeddings_sha256"] = self.embeddings_sha256
+        else:
+            d["bank_file"], d["bank_sha256"] = BANK_FILE, self.bank_sha256
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "OpenSet":
+        """A recorded rule: version 2 (stage features, its own bank file) or version 1 (pooled features)."""
         parts = tuple(d["parts"])
-        if not parts or any(p not in PARTS for p in parts) or d.get("version") != 1:
+        version = d.get("version")
+        features = {1: "pooled", 2: "stages"}.get(version)
+        if not parts or any(p not in PARTS for p in parts) or features is None \
+                or d.get("features", features) != features:
             raise ValueError("unknown none-of-these record")
         norm = {p: (float(d["norm"][p][0]), float(d["norm"][p][1])) for p in parts}
         t = float(d["threshold"])
         if not all(math.isfinite(v) for mv in norm.values() for v in mv) or not math.isfinite(t):
             raise ValueError("non-finite none-of-these record")
         return cls(parts, int(d["k"]), norm, t, int(d.get("held_out", 0)), int(d.get("bank", 0)),
-                   float(d.get("accepted", KNOWN_ACCEPTED)), str(d.get("embeddings_sha256", "")))
+                   float(d.get("accepted", KNOWN_ACCEPTED)), str(d.get("embeddings_sha256", "")),
+                   features, str(d.get("bank_sha256", "")))
 
 
 def fit(train_feats, valid_feats, valid_logits, *, parts=DEFAULT_PARTS, k: Optional[int] = None,
-        accepted: float = KNOWN_ACCEPTED) -> OpenSet:
+        accepted: float = KNOWN_ACCEPTED, features: str = "stages") -> OpenSet:
     """Set the rule on a run's held-out known pictures, scored against its training pictures.
 
     ``train_feats`` are the bank (the pictures the head learned from), ``valid_feats`` and
     ``valid_logits`` the held-out pictures: they stand in for new pictures of known classes.
+    ``features`` names what the rows are (see :data:`FEATURES`); nothing else depends on it here.
     """
     import numpy as np
 
+    if features not in FEATURES:
+        raise ValueError(f"features: one of {FEATURES}")
     bank_n = l2_normalise(train_feats)
-    k = default_k(len(bank_n)) if k is None else int(k)
+    k = DEFAULT_K if k is None else int(k)
     raw = raw_parts(bank_n, valid_feats, valid_logits, k, parts)
     norm = {}
     for p in parts:
         v = np.asarray(raw[p], dtype=np.float64)
         mu, sd = float(v.mean()), float(v.std())
         norm[p] = (mu, sd if sd > 1e-6 else 1e-6)
-    model = OpenSet(tuple(parts), k, norm, 0.0, len(valid_feats), len(bank_n), accepted)
+    model = OpenSet(tuple(parts), k, norm, 0.0, len(valid_feats), len(bank_n), accepted, features=features)
     model.threshold = threshold_for(model.combine(raw), accepted)
     return model
 
@@ -200,13 +226,24 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def record(rdir: Path, train_feats, valid_feats, valid_logits, **kw) -> OpenSet:
-    """Fit the rule and write it into the run's folder (``unknown.json``), naming the stored features."""
+def record(rdir: Path, train_stage_feats, valid_stage_feats, valid_logits, **kw) -> OpenSet:
+    """Fit the rule on stage features (:class:`tl_app.features.StagePool`) and write it into the run's
+    folder: the bank (``unknown_bank.npy``, float16, named by its hash) and ``unknown.json``.
+
+    The rule is fitted on the bank as stored (float16), so that scoring later measures the same distances.
+    """
+    import os
+
+    import numpy as np
+
     from . import runs
 
-    model = fit(train_feats, valid_feats, valid_logits, **kw)
-    efile = rdir / "embeddings.npy"
-    model.embeddings_sha256 = file_sha256(efile) if efile.is_file() else ""
+    bank = np.asarray(train_stage_feats, dtype=np.float16)
+    tmp = rdir / f".{BANK_FILE}.{os.getpid()}.npy"
+    np.save(tmp, bank, allow_pickle=False)
+    os.replace(tmp, rdir / BANK_FILE)
+    model = fit(bank.astype(np.float32), valid_stage_feats, valid_logits, features="stages", **kw)
+    model.bank_sha256 = file_sha256(rdir / BANK_FILE)
     runs.write_json(rdir, FILE, model.to_dict())
     return model
 
@@ -218,8 +255,14 @@ class Scorer:
     rule: OpenSet
     bank_n: object
 
+    @property
+    def features(self) -> str:
+        """Which features :meth:`score` takes: "stages" (:func:`tl_app.features.embed_with_stages`'
+        third array) or "pooled" (a version-1 rule: the head's input, :func:`~tl_app.features.embed_logits`)."""
+        return self.rule.features
+
     def score(self, feats, logits):
-        """``(scores, unknown)`` arrays for pictures' features and logits."""
+        """``(scores, unknown)`` arrays for pictures' features (those :attr:`features` names) and logits."""
         s = self.rule.combine(raw_parts(self.bank_n, feats, logits, self.rule.k, self.rule.parts))
         return s, s > self.rule.threshold
 
@@ -238,7 +281,15 @@ def load_scorer(rdir: Path) -> Optional[Scorer]:
         rule = OpenSet.from_dict(json.loads(f.read_text(encoding="utf-8")))
         if rule.held_out < MIN_HELD_OUT:  # too few held-out pictures to set the threshold: no claim
             return None
-        efile = rdir / "embeddings.npy"
+        if rule.features == "stages":
+            bfile = rdir / BANK_FILE
+            if not bfile.is_file() or file_sha256(bfile) != rule.bank_sha256:
+                return None
+            bank = np.load(bfile, allow_pickle=False)
+            if bank.ndim != 2 or len(bank) != rule.bank or not len(bank):
+                return None
+            return Scorer(rule, l2_normalise(bank))
+        efile = rdir / "embeddings.npy"  # a version-1 rule: the training rows of the stored embeddings
         if not efile.is_file() or file_sha256(efile) != rule.embeddings_sha256:
             return None
         emb = np.load(efile, allow_pickle=False)

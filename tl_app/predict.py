@@ -148,13 +148,19 @@ def score_pixels(project: Project, preds: list[Prediction], pixels, *, run_id: O
     Classes are named as the project names them now (:mod:`tl_app.class_map`).
     """
     from .class_map import class_map
-    from .features import embed_logits, softmax
+    from .features import embed_logits, embed_with_stages, softmax
 
     model, spec, run = model_for(project, run_id)
     classes = class_map(project, run, spec.vocab)  # renamed, merged or deleted since the run: named as now
     scorer = open_set_for(project, run.id)
-    logits, feats = embed_logits(model, pixels, spec)
-    scores, unknown = scorer.score(feats, logits) if scorer is not None else (None, None)
+    scores = unknown = None
+    if scorer is not None and scorer.features == "stages":
+        logits, _, stage_feats = embed_with_stages(model, pixels, spec)
+        scores, unknown = scorer.score(stage_feats, logits)
+    else:
+        logits, feats = embed_logits(model, pixels, spec)
+        if scorer is not None:  # a version-1 rule: distances in the pooled features
+            scores, unknown = scorer.score(feats, logits)
     for j, (p, pr) in enumerate(zip(preds, softmax(logits))):
         d = classes.as_dict(pr)
         best = max(d, key=d.get)

@@ -146,11 +146,15 @@ def body_path(project_root: Path, rel: str) -> Path:
 
 # --- features ----------------------------------------------------------------------------------
 def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None, device=None,
-                     stop: Optional[StopToken] = None, events: EventFn = _no_events):
+                     stop: Optional[StopToken] = None, events: EventFn = _no_events, stages: bool = False):
     """Concat-pooled body features (N, 2*channels) for uint8 pictures (N, S, S, 3), in eval mode.
 
     ``pixels`` is an array or :class:`~tl_app.features.Pictures` (streamed from disk, batch by batch).
+    With ``stages``, ``(features, stage_features)``: the rows of :class:`~tl_app.features.StagePool`
+    from the same pass too (the none-of-these features).
     """
+    import contextlib
+
     import numpy as np
     import torch
 
@@ -160,12 +164,13 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     mean = torch.tensor(mean or config.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(std or config.IMAGENET_STD, device=device).view(1, 3, 1, 1)
     body = body.eval().to(device).to(memory_format=torch.channels_last)
-    from .features import batches_of
+    from .features import StagePool, batches_of
 
-    out = []
+    out, staged = [], []
     n, done = len(pixels), 0
     left = TimeLeft()
-    with torch.inference_mode():
+    hooks = StagePool(body) if stages else contextlib.nullcontext()
+    with torch.inference_mode(), hooks:
         for batch in batches_of(pixels, batch_size):
             if stop is not None and stop.is_set():
                 raise Stopped("Stopped while computing features.")
@@ -174,11 +179,17 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
             fm = body(xb)
             feats = torch.cat([torch.amax(fm, dim=(2, 3)), torch.mean(fm, dim=(2, 3))], 1)
             out.append(feats.float().cpu().numpy())
+            if stages:
+                staged.append(hooks.take().cpu().numpy())
             done += len(batch)
             eta = left.update(done, n)
             events({"type": "phase", "phase": "features", "done": done, "total": n,
                     "eta": None if eta is None else round(eta, 1)})
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    empty = np.zeros((0, 0), np.float32)
+    feats = np.concatenate(out) if out else empty
+    if stages:
+        return feats, (np.concatenate(staged) if staged else empty)
+    return feats
 
 
 # --- the head: softmax regression -----------------------------------------------------------------

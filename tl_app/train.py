@@ -21,8 +21,8 @@ from typing import Callable, Optional
 
 from . import config, runs
 from .errors import PreflightError, Stopped, TLError, TrainerBusy
-from .features import (Pictures, embed_logits, embed_pixels, load_image_for_model, predict_pixels,  # noqa: F401
-                       read_ahead, softmax)
+from .features import (Pictures, embed_logits, embed_pixels, embed_with_stages, load_image_for_model,  # noqa: F401
+                       predict_pixels, read_ahead, softmax)
 from .jobs import FileLock, StopToken, TimeLeft
 from .models import ModelSpec, create_model, get_arch, save_model
 from .project import Project
@@ -677,12 +677,12 @@ def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, ou
     runs.write_json(rdir, "scores.json", doc)
 
 
-def _record_open_set(rdir: Path, emb, valid_logits, train_idx: list[int], valid_idx: list[int]) -> None:
-    """The run's none-of-these rule (``unknown.json``), set on its held-out pictures against its
-    training pictures' features (the ``embeddings.npy`` just written; see :mod:`tl_app.openset`)."""
+def _record_open_set(rdir: Path, stage_feats, valid_logits, train_idx: list[int], valid_idx: list[int]) -> None:
+    """The run's none-of-these rule (``unknown.json`` and its bank), set on its held-out pictures against
+    its training pictures' stage features from a clean pass (see :mod:`tl_app.openset`)."""
     from . import openset
 
-    openset.record(rdir, emb[train_idx], emb[valid_idx], valid_logits)
+    openset.record(rdir, stage_feats[train_idx], stage_feats[valid_idx], valid_logits)
 
 
 def _write_losses(rdir: Path, snap: Snapshot, item_probs) -> None:
@@ -721,14 +721,16 @@ def _halved_batch(bs: int, smallest: int, events: EventFn, doing: str) -> int:
 
 
 def _features_halving_on_oom(body, pixels, bs: int, device, stop: StopToken, events: EventFn):
-    """Body features, in batches half as large after each CUDA out-of-memory (the user is told)."""
+    """``(features, stage_features)`` of a body (see :func:`tl_app.quick.compute_features`), in batches
+    half as large after each CUDA out-of-memory (the user is told)."""
     import torch
 
     from . import quick
 
     while True:
         try:
-            return quick.compute_features(body, pixels, batch_size=bs, device=device, stop=stop, events=events)
+            return quick.compute_features(body, pixels, batch_size=bs, device=device, stop=stop, events=events,
+                                          stages=True)
         except torch.cuda.OutOfMemoryError:
             bs = _halved_batch(bs, 1, events, "computing features")
 
@@ -747,9 +749,11 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     clock = quick.timed()
     wid = quick.weights_id(cfg.arch, cfg.pretrained, cfg.weights)
     tag = quick.feature_tag(cfg.arch, cfg.size, wid)
+    stage_tag = tag + "|stages"  # the none-of-these features (features.StagePool), from the same pass
     store = quick.FeatureStore(project)
-    have = store.get(sorted({it.sha256 for it in snap.items}), tag)
-    missing = [i for i, it in enumerate(snap.items) if it.sha256 not in have]
+    shas = sorted({it.sha256 for it in snap.items})
+    have, have_stages = store.get(shas, tag), store.get(shas, stage_tag)
+    missing = [i for i, it in enumerate(snap.items) if it.sha256 not in have or it.sha256 not in have_stages]
     body_ref = quick.stored_body(project, tag)
     events({"type": "phase", "phase": "cache", "cached": len(snap.items) - len(missing), "total": len(snap.items)})
     device_text = "CPU (every picture's features were cached)"
@@ -766,9 +770,11 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
         if missing:
             sub = Snapshot([snap.items[i] for i in missing], snap.vocab)
             pixels = snapshot_pictures(project, sub, cfg.size)
-            feats = _features_halving_on_oom(body, pixels, cfg.batch_size, device, stop, events)
+            feats, staged = _features_halving_on_oom(body, pixels, cfg.batch_size, device, stop, events)
             store.put(tag, [(it.sha256, feats[j]) for j, it in enumerate(sub.items)])
+            store.put(stage_tag, [(it.sha256, staged[j]) for j, it in enumerate(sub.items)])
             have.update({it.sha256: feats[j] for j, it in enumerate(sub.items)})
+            have_stages.update({it.sha256: staged[j] for j, it in enumerate(sub.items)})
     else:
         events({"type": "phase", "phase": "device", "device": device_text})
     if stop.is_set():
@@ -805,7 +811,8 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     # saw the item: both are evidence about its label.
     _write_scores(rdir, snap, fit.oof, valid_idx, out_of_fold=True, embeddings=X,
                   evidence=label_evidence(X, y, len(snap.vocab), oof_probs=fit.oof), outliers=outlier_scores(X))
-    _record_open_set(rdir, X, X[valid_idx] @ head.W + head.b, train_idx, valid_idx)
+    S = np.stack([have_stages[it.sha256] for it in snap.items]).astype(np.float32)
+    _record_open_set(rdir, S, X[valid_idx] @ head.W + head.b, train_idx, valid_idx)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=history[-1]["epoch"] if history else 0, train_items=len(train_idx),
                    valid_items=len(valid_idx), features_computed=len(missing))
@@ -908,7 +915,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
         # One clean pass over the pictures (eval mode, no augmentation) gives the features Review
         # judges every item by: its neighbours in the trained network's feature space, so that no
         # item is judged by a model that learned it (see review.py).
-        logits, emb = embed_logits(model, pixels, spec, device=device, events=events)
+        logits, emb, stage_feats = embed_with_stages(model, pixels, spec, device=device, events=events)
         clean = softmax(logits)
         unseen = np.isnan(scores[:, 0])  # no training batch held it (drop_last)
         scores[unseen] = clean[unseen]
@@ -922,7 +929,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
         _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
                       evidence=_full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed),
                       outliers=outlier_scores(emb if early is None else early))
-        _record_open_set(rdir, emb, logits[valid_idx], train_idx, valid_idx)
+        _record_open_set(rdir, stage_feats, logits[valid_idx], train_idx, valid_idx)
         _write_losses(rdir, snap, item_probs)
     sha = save_model(model.cpu(), spec, rdir)
     result.update(model_file="model.safetensors", model_sha256=sha)
