@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import imagegen
-from e2e.harness import serve, wait_until
+from e2e.harness import predict_http, serve, wait_until
 from tl_app import runs
 from tl_app.access import LOCAL
 from tl_app.importer import import_files
@@ -33,7 +33,7 @@ REFUSED = "Only the owner of this app may"
 #: Everything a visitor may call: classify (one picture or many, and why), the model card, and the page's own workings.
 VISITOR_SAFE = {"classify", "model_card", "select", "refresh_3", "page_for", "fit_columns", "_check_login_status",
                 "classify_many", "explain", "show_first", "show_picked",
-                "pick_table_row"}
+                "pick_table_row", "predict"}
 
 
 def _client(url: str, **kw) -> Client:
@@ -226,6 +226,11 @@ def test_a_visitors_pictures_to_classify_are_limited_by_address(trained_project,
         assert "allows 5 pictures classified per visitor every 10 minutes; try again in" in msg
         assert len(visitor("203.0.113.5").predict([handle_file(pics[0])], api_name="/classify")[2]) == 1
         assert len(visitor("198.51.100.7").predict([handle_file(p) for p in pics], api_name="/classify")[2]) == 4
+        # The plain HTTP endpoint counts in the same allowance.
+        other = {"X-Forwarded-For": "198.51.100.7"}
+        assert predict_http(srv.url, pics[0], headers=other)["data"][0]["label"] in ("red", "blue")
+        refused = predict_http(srv.url, pics[1], headers=other)
+        assert "data" not in refused and "allows 5 pictures classified per visitor" in str(refused.get("error"))
 
 
 # --- an owner may do it all ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import imagegen
-from e2e.harness import serve, wait_until
+from e2e.harness import predict_http, serve, wait_until
 from tl_app import review, run_choice, runner, runs
 from tl_app.importer import import_files
 from tl_app.train import TrainConfig, train
@@ -500,6 +500,22 @@ def test_classify(trained_server, tmp_path):
 
     note, label, gallery, errors = c.predict([handle_file(fake)], api_name="/classify")
     assert not _value(label) and gallery == [] and "holiday.jpg" in errors
+
+
+def test_one_picture_over_plain_http_answers_as_predict_json(trained_server, tmp_path):
+    """What a program (or curl) does: upload a file, POST /gradio_api/run/predict, read the JSON."""
+    from tl_app.predict import predict_files
+
+    red = tmp_path / "a red thing.png"
+    imagegen.noisy(imagegen.COLOURS["red"], seed=95).save(red)
+    [got] = predict_http(trained_server.url, red)["data"]
+    [want] = predict_files(trained_server.project, [red])
+    assert got["file"] == "a red thing.png" and got["label"] == want.label and got["label"] in ("red", "blue")
+    assert math.isclose(got["confidence"], want.confidence, abs_tol=1e-5)
+    assert set(got["probs"]) == {"red", "blue"} and "unknown" in got and "unknown_score" in got
+    # Not a picture: its answer says why, by its name.
+    [bad] = predict_http(trained_server.url, _fake_jpg(tmp_path, "holiday.jpg"))["data"]
+    assert bad["file"] == "holiday.jpg" and bad["label"] is None and "text" in bad["error"]
 
 
 def test_classify_says_none_of_these(open_set_project, tmp_path):

@@ -90,6 +90,20 @@ def serve(project_dir: str | Path, *, shared: bool = False, auth=None, **access)
         demo.close()
 
 
+def predict_http(url: str, picture: str | Path, *, client=None, headers: dict | None = None) -> dict:
+    """One picture through the app's plain HTTP endpoint, as a program (or curl) calls it: upload
+    the file, then ``POST /gradio_api/run/predict``. Returns the response's JSON (``data`` or ``error``)."""
+    import httpx
+
+    http = client or httpx.Client(headers=headers, timeout=60)
+    base = url.rstrip("/")
+    with open(picture, "rb") as fh:
+        up = http.post(f"{base}/gradio_api/upload", files={"files": (Path(picture).name, fh)})
+    up.raise_for_status()
+    body = {"data": [{"path": up.json()[0], "orig_name": Path(picture).name, "meta": {"_type": "gradio.FileData"}}]}
+    return http.post(f"{base}/gradio_api/run/predict", json=body).json()
+
+
 # --- the browser ---------------------------------------------------------------------
 @contextlib.contextmanager
 def chromium(executable: str | None = None):

@@ -7,12 +7,14 @@ each visitor classifies (:class:`tl_app.access.Allowance`, by address).
 
 from __future__ import annotations
 
+import threading
 import time
 
 import gradio as gr
 import pandas as pd
 
 from .. import runs
+from ..errors import InputError, LimitReached
 from ..model_card import OWN, UNKNOWN, WEB, ModelCard, model_card
 from ..predict import predict_files
 from .adapters import UIContext, for_anyone, pct, upload_paths, visitor_id
@@ -174,6 +176,31 @@ def create_classify_tab(ctx: UIContext) -> dict:
         return gr.skip()
 
     c["gallery"].select(select, [c["predictions"]], [c["label"]], api_visibility="private")
+
+    # For programs: one picture in, its prediction out, answered at once (not queued: Gradio serves
+    # it at POST /gradio_api/run/predict after an upload). The page does not use it.
+    c["api_picture"] = gr.File(visible=False)
+    c["api_prediction"] = gr.JSON(visible=False)
+    at_once = threading.BoundedSemaphore(2)  # unqueued calls wait here: two forwards at a time, as the queue allows
+
+    @for_anyone
+    def predict(picture, request: gr.Request = None) -> dict:
+        """The prediction for one picture: file, label, confidence, probs, unknown, unknown_score
+        (or error, naming why the file is not a picture), as ``predict --json`` gives it."""
+        paths, names = upload_paths(picture)
+        try:  # only programs call it: a refusal is an error of the call (the page's way is a warning)
+            if len(paths) != 1:
+                raise InputError("Send one picture.")
+            visitor = ctx.visitor(request)
+            if ctx.classify_allowance is not None and not visitor.is_owner:
+                ctx.classify_allowance.take(visitor_id(request, ctx.access), 1)
+        except (InputError, LimitReached) as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        with at_once:
+            [p] = predict_files(ctx.project, paths, names=names)
+        return p.to_dict()
+
+    c["api_picture"].change(predict, [c["api_picture"]], [c["api_prediction"]], api_name="predict", queue=False)
 
     @for_anyone
     def refresh():
