@@ -126,8 +126,8 @@ def stage_import(work: Path) -> dict:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(_plain, files))
     plain_s = time.perf_counter() - t
-    # The same loop on as many processes as the import's helpers (started inside the timing, as the
-    # import's are): on 2 cores threads of small pictures are held back by Python's lock.
+    # The same loop on as many processes as the import has threads (started inside the timing): on 2
+    # cores, threads of small pictures are held back by Python's lock, so the fastest way is the baseline.
     t = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(_plain_chunk, [files[i:i + 16] for i in range(0, len(files), 16)]))

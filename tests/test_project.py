@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -525,51 +524,3 @@ def test_an_import_killed_part_way_leaves_a_consistent_project(tmp_path):
     assert len({it.sha256 for it in p.items()}) == 290
 
 
-def _helpers(pid: int) -> set[int]:
-    """The helper processes (multiprocessing's spawned workers) that process ``pid`` started."""
-    out = set()
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if ppid == pid and b"spawn_main" in (d / "cmdline").read_bytes():
-                    out.add(int(d.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return out
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_an_import_on_helper_processes_killed_part_way_leaves_no_helpers_and_a_consistent_project(tmp_path):
-    """Killed, an import that decodes on helper processes leaves none behind, and no half-written file."""
-    src = imagegen.class_folder(tmp_path / "src", per_class=300, size=(40, 40))
-    proj = tmp_path / "proj"
-    code = ("import sys; from tl_app.importer import import_files; from tl_app.project import Project; "
-            "import_files(Project.open(sys.argv[1], create=True), [sys.argv[2]], processes=True, workers=2)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(proj), str(src)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
-    helpers: set[int] = set()
-    deadline = time.monotonic() + 60
-    while not helpers or _committed(proj) < 20:
-        assert proc.poll() is None, "the import ended before it could be killed"
-        assert time.monotonic() < deadline, "the import made no progress"
-        helpers |= _helpers(proc.pid)
-        time.sleep(0.002)
-    helpers |= _helpers(proc.pid)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert len(helpers) >= 2  # it did decode on helper processes
-    deadline = time.monotonic() + 5
-    while any(Path(f"/proc/{h}").exists() for h in helpers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = [h for h in helpers if Path(f"/proc/{h}").exists()]
-    for h in left:  # leave nothing running when it fails
-        with contextlib.suppress(OSError):
-            os.kill(h, signal.SIGKILL)
-    assert left == []
-    kept = len(_check_after_crash(proj).items())
-    assert 20 <= kept < 600
-    proc = _start_import(proj, src)  # the rest comes in on a second attempt
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and json.loads(out)["imported"] == 600 - kept
-    assert len(_check_after_crash(proj).items()) == 600

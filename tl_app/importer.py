@@ -2,7 +2,7 @@
 
 Every file goes through :func:`tl_app.images.normalize`; a refused file gets a
 reason in the report and the import goes on. Decoding runs on a small thread
-pool (or, when asked, on helper processes), a few files per task, which also
+pool, a few files per task, which also
 writes each picture to a temporary file; the database writes stay on the
 calling thread, one transaction per batch of pictures, each batch synced to
 disk at once before its rows say the pictures are there (see
@@ -12,12 +12,8 @@ disk at once before its rows say the pictures are there (see
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import os
-import re
-import sys
-import threading
 import time
 import zipfile
 import zlib
@@ -27,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 from . import config
-from .errors import ImageRejected, InvalidLabel, TLError
+from .errors import ImageRejected, InvalidLabel
 from .images import NormalizedImage, normalize
 from .jobs import Progress, ProgressFn, StopToken, no_progress
 from .project import NewImage, Project, validate_label
@@ -417,12 +413,10 @@ def plan_import(sources: Iterable[str | Path], *, label: Optional[str] = None, l
     return plan
 
 
-# --- decoding and staging, on threads or on helper processes ---------------------------------------
-#: Files per task given to a thread or a helper process: handing over each file on its own made two
+# --- decoding and staging, on threads ---------------------------------------
+#: Files per task given to a thread: handing over each file on its own made two
 #: threads slower than one (Python's lock passed back and forth); Stop waits for at most one task.
 _CHUNK = 16
-#: Tasks in flight per helper process: enough that the helpers go on while a batch is written.
-_WINDOW = 16
 
 def _normalize_one(src: bytes | Path) -> NormalizedImage | ImageRejected:
     """Normalise one picture, or the reason it is refused (as an exception object, not raised)."""
@@ -502,161 +496,10 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
                         _unlink_staged(f.result())
 
 
-def _worker_start(parent: int) -> None:
-    """In a helper process: end with the importing process, whatever ends it (a kill included)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # it ended before that was set
-        os._exit(0)
-    if not sys.platform.startswith("linux"):
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(0)
-
-        threading.Thread(target=watch, daemon=True).start()
-
-
-_WORKER_PROJECT: dict[str, Project] = {}
-
-
-def _stage_chunk(root: str, owner: str, jobs: list) -> list:
-    """In a helper process: normalise and stage each job (a path or picture bytes; None is skipped).
-
-    Returns per job ``(staged file, image without its bytes)``, the reason it is refused, or None.
-    Staged files are named after ``owner`` (the importing process's pid, then a tag of the import),
-    so that a clean-up by another process keeps them while the import lives.
-    """
-    project = _WORKER_PROJECT.get(root)
-    if project is None:
-        project = _WORKER_PROJECT[root] = Project(root)
-    out: list = []
-    for src in jobs:
-        img = None if src is None else _normalize_one(src)
-        if img is None or isinstance(img, ImageRejected):
-            out.append(img and img.reason)
-        else:
-            out.append((str(project.stage(img, owner=owner)), dataclasses.replace(img, data=b"")))
-    return out
-
-
-#: Bytes of zip members at most waiting for a helper process (files of folders are sent by name).
-_INFLIGHT_BYTES = 256 << 20
-
-
-def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> Iterator[tuple[_Entry, object]]:
-    """As :func:`_by_threads`, on ``workers`` helper processes, :data:`_CHUNK` files per task.
-
-    Zip members are read here (the zip's checks stay in one place) and sent as bytes; files of
-    folders are read by the helpers. If a helper process dies (a decoder crash, no memory left),
-    what is left of the import goes on threads, as it would have without helpers.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    def results(chunk: list, prepared: list, got: list) -> list:
-        out = []
-        for e, pre, r in zip(chunk, prepared, got):
-            if isinstance(pre, (ImageRejected, InvalidLabel)):
-                out.append(pre)
-            elif isinstance(r, tuple):
-                out.append((r[1], Path(r[0])))
-            else:
-                out.append(ImageRejected(r))
-        return out
-
-    pending: list = []  # (entries, what was sent or refused for each, future, bytes sent), in order
-    redo: list[_Entry] | None = None  # when the helpers fail: what is left to do, in order
-    unsent: list[_Entry] = []
-    tag = f"{os.getpid()}-{os.urandom(4).hex()}"  # this import's staged files: "<tag>-<random>.part"
-    received: set[str] = set()
-    ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads (a web server)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start,
-                             initargs=(os.getpid(),)) as pool:
-        try:
-            window, inflight = workers * _WINDOW, 0  # tasks in flight: the helpers go on while a batch is written
-            while True:
-                while len(pending) < window and inflight < _INFLIGHT_BYTES and not unsent:
-                    chunk = list(itertools.islice(entries, _CHUNK))
-                    if not chunk:
-                        break
-                    prepared = [_prepare(e) for e in chunk]
-                    jobs = [None if isinstance(x, (ImageRejected, InvalidLabel)) else x for x in prepared]
-                    size = sum(len(x) for x in jobs if isinstance(x, bytes))
-                    try:
-                        fut = pool.submit(_stage_chunk, str(project.root), tag, jobs)
-                    except Exception:  # no helper could start (no Python to run, no processes left)
-                        unsent = chunk
-                        break
-                    pending.append((chunk, prepared, fut, size))
-                    inflight += size
-                if not pending:
-                    break  # done, or the rest goes on threads (unsent)
-                chunk, prepared, fut, size = pending.pop(0)
-                inflight -= size
-                try:
-                    got = results(chunk, prepared, fut.result())
-                except BrokenProcessPool:
-                    redo = chunk
-                    break
-                received.update(r[1].name for r in got if isinstance(r, tuple))
-                for i, (e, r) in enumerate(zip(chunk, got)):
-                    try:
-                        yield e, r
-                    except GeneratorExit:
-                        _unlink_staged(got[i + 1:])
-                        raise
-        finally:
-            for *_, f, _ in pending:
-                f.cancel()
-            for chunk, prepared, f, _ in pending:  # staged and not taken (a stop), or to do again (a helper died)
-                if not f.cancelled():
-                    with contextlib.suppress(Exception):
-                        _unlink_staged(results(chunk, prepared, f.result()))
-            if redo is not None or unsent:
-                redo = (redo or []) + [e for chunk, *_ in pending for e in chunk] + unsent
-    if redo is not None:
-        # What the helpers staged and never handed over (a helper died, the others were stopped).
-        for f in project.tmp_dir.glob(f"{tag}-*.part"):
-            if f.name not in received:
-                f.unlink(missing_ok=True)
-        yield from _by_threads(project, itertools.chain(redo, entries), workers, _CHUNK)
-
-
-def _helpers_may_start() -> bool:
-    """Whether helper processes may be started from this process.
-
-    Not from a daemon process (Python forbids it), and not when the program's main script would
-    run again in each helper: a new Python process runs the main script again before it takes
-    work, which is harmless only when the script keeps its work under ``if __name__ ==
-    "__main__"`` (the app's own fronts do; a package's ``__main__``, ``python -c`` and notebooks
-    are never run again). Otherwise the import decodes on threads.
-    """
-    import multiprocessing
-
-    if multiprocessing.current_process().daemon:
-        return False
-    main = sys.modules.get("__main__")
-    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
-    path = getattr(main, "__file__", None)
-    if path is None or name == "__main__" or name.endswith(".__main__") or Path(path).stem == "__main__":
-        return True
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return re.search(r"""^if\s+__name__\s*==\s*['"]__main__['"]\s*:""", text, re.MULTILINE) is not None
-
-
 def import_files(project: Project, sources: Iterable[str | Path], *, label: Optional[str] = None,
                  loose_label: Optional[str] = None, names: Optional[dict[str, str]] = None,
                  progress: ProgressFn = no_progress, stop: Optional[StopToken] = None,
-                 workers: Optional[int] = None, processes: bool = False) -> ImportReport:
+                 workers: Optional[int] = None) -> ImportReport:
     """Import folders, zip files and image files into ``project``.
 
     :func:`plan_import` with the same arguments tells in advance what this will do.
@@ -670,10 +513,6 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
         names: display names for files (uploads arrive under temporary names),
             keyed by path; used in messages and as the recorded source.
         workers: how many pictures are decoded at once (default: one per core, at most 4).
-        processes: decode on ``workers`` helper processes rather than threads, when helpers
-            may start here (see :func:`_helpers_may_start`). Measured on 2 busy cores it was
-            no faster and took about a third more processor time per picture (handing files
-            and results between processes), so threads stay the default; more cores may differ.
     Returns:
         An :class:`ImportReport`; refused files are listed with their reason.
     """
@@ -716,10 +555,8 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     limit = 8
     started = time.monotonic()
     adding = project.adding()  # opened before any picture is staged (see SyncPoint)
-    if processes and workers > 1 and _helpers_may_start():
-        decoded = _by_processes(project, iter(entries), workers)
-    else:  # tasks of a few files (fewer hand-overs between threads), yet enough tasks for every thread
-        decoded = _by_threads(project, iter(entries), workers, max(1, min(_CHUNK, total // (workers * 8))))
+    # Tasks of a few files (fewer hand-overs between threads), yet enough tasks for every thread.
+    decoded = _by_threads(project, iter(entries), workers, max(1, min(_CHUNK, total // (workers * 8))))
     try:
         for e, result in decoded:
             shown = names.get(e.name, e.name)
