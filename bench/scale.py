@@ -207,6 +207,8 @@ def stage_review(work: Path) -> dict:
             for f in project.cache_dir.glob("*.db*"):
                 if f.name.startswith(("fingerprints", "quality")):
                     f.unlink()
+            for f in project.cache_dir.glob("matches-*.npz"):  # the last duplicate search
+                f.unlink()
         if name in ("cold", "disk"):  # the caches in memory go; those on disk stay after "cold"
             review._MATCHES.clear()
             review._ROWS.clear()

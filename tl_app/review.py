@@ -701,6 +701,69 @@ class DuplicateGroup:
 
 #: looseness -> (content hashes of the pictures compared, their matches, those of the pictures offered): the last search
 _MATCHES: dict = {}
+_KIND_CODES = ("same", "overlay", "mirrored", "possible")
+
+
+def _matches_file(project: Project, loose: bool):
+    return project.cache_dir / f"matches-{'loose' if loose else 'strict'}.npz"
+
+
+def _dupes_code() -> str:
+    """What made a search's matches: the copy finder's own source (a change to it is a new search)."""
+    import hashlib
+    from pathlib import Path
+
+    from . import dupes
+
+    if "code" not in _CODE:
+        _CODE["code"] = hashlib.sha256(Path(dupes.__file__).read_bytes()).hexdigest()[:16]
+    return _CODE["code"]
+
+
+_CODE: dict = {}
+
+
+def _save_matches(project: Project, loose: bool, entry: tuple) -> None:
+    """Keep the last search on disk (``cache/matches-*.npz``, derived data: safe to delete), so that
+    Review after a restart of the app, or in another process, reads it instead of searching again."""
+    import os
+
+    import numpy as np
+
+    shas, matches, offered = entry
+    f = _matches_file(project, loose)
+    tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, code=np.array(_dupes_code()), shas=np.array(shas, dtype="S64"),
+                     offered=np.array(offered, dtype="S64"),
+                     a=np.array([m.a for m in matches], dtype=np.int64), b=np.array([m.b for m in matches], dtype=np.int64),
+                     kind=np.array([_KIND_CODES.index(m.kind) for m in matches], dtype=np.int8),
+                     difference=np.array([m.difference for m in matches], dtype=np.float64),
+                     identical=np.array([m.identical for m in matches], dtype=bool))
+        os.replace(tmp, f)
+    except OSError:  # a cache: without it the next visit searches again
+        tmp.unlink(missing_ok=True)
+
+
+def _load_matches(project: Project, loose: bool) -> Optional[tuple]:
+    """The last search kept on disk, if the copy finder that made it is this one."""
+    import numpy as np
+
+    from . import dupes
+
+    try:
+        with np.load(_matches_file(project, loose), allow_pickle=False) as z:
+            if str(z["code"]) != _dupes_code():
+                return None
+            shas = tuple(x.decode() for x in z["shas"].tolist())
+            offered = tuple(x.decode() for x in z["offered"].tolist())
+            matches = [dupes.Match(a, b, _KIND_CODES[k], d, i) for a, b, k, d, i in zip(
+                z["a"].tolist(), z["b"].tolist(), z["kind"].tolist(), z["difference"].tolist(), z["identical"].tolist())]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return shas, matches, offered
 
 
 def _known_matches(shas: tuple, prints: list, loose: bool) -> list:
@@ -764,6 +827,10 @@ def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, lo
     items = sorted((it for it in items if it.id not in bad), key=lambda it: (it.added, it.id))
     offered = tuple(it.sha256 for it in items)
     last = _MATCHES.get(loose)
+    if last is None or last[2] != offered:  # the last search of any process, kept on disk
+        kept = _load_matches(project, loose)
+        if kept is not None:
+            _MATCHES[loose] = last = kept
     if last is not None and last[2] == offered:  # the same pictures as last time: not a fingerprint read
         compared = set(last[0])
         items = [it for it in items if it.sha256 in compared]
@@ -776,6 +843,7 @@ def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, lo
         shas = tuple(it.sha256 for it in items)
         matches = _known_matches(shas, [prints[it.id] for it in items], loose)
         _MATCHES[loose] = (shas, matches, offered)
+        _save_matches(project, loose, _MATCHES[loose])
     if len(items) < 2:
         return []
     # Confirmed copies (and, loose, mirrored ones) join groups; a possible near copy only ever pairs two
