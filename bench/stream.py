@@ -144,7 +144,8 @@ def main() -> None:
             res[name, n] = r = run(code, proj.root, args.size, env, events=work / "events.jsonl",
                                    stop_after_batches=args.stop_after_batches)
             print(f"  {name:9s} {have:6d} pictures: peak {r['peak_mb']:7.0f} MB, {r['seconds']:6.1f} s"
-                  + (f" ({r['status']} after {args.stop_after_batches} batches)" if args.stop_after_batches else ""),
+                  + (f" ({r['status']} after {args.stop_after_batches} batches, ended {r['stop_s']:.1f} s after Ctrl-C)"
+                     if args.stop_after_batches and r["stop_s"] is not None else ""),
                   flush=True)
     stops = {}
     if not args.no_stop:

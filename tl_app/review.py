@@ -348,7 +348,7 @@ class Evidence:
     trained_label: dict[str, str] = field(default_factory=dict)   # item -> label the run saw
     valid: dict[str, bool] = field(default_factory=dict)
     emb_items: list[str] = field(default_factory=list)
-    embeddings: object = None                                     # (len(emb_items), D) array or None
+    embeddings: object = None                                     # (len(emb_items), D) array (mapped from disk) or None
     outlier: dict[str, float] = field(default_factory=dict)       # item -> outlier score at training time
     noise: object = None                                          # noise[true, label] (see label_noise) or None
     clean: dict = field(default_factory=dict)                     # item -> probabilities with the noise taken out
@@ -439,11 +439,13 @@ def load_evidence(project: Project, run: runs.Run) -> Evidence:
         ev.valid[s["item"]] = s.get("valid")
     efile = runs.run_dir(project, run.id) / "embeddings.npy"
     if efile.is_file():
-        emb = np.load(efile, allow_pickle=False)
+        # Mapped, not read: only pictures added since the run need the features (50,000 pictures: 100 MB).
+        # Every use converts them to float32 as they are read, which is what converting them first gave.
+        emb = np.load(efile, mmap_mode="r", allow_pickle=False)
         ids = (runs.read_json(project, run.id, "snapshot.json") or {}).get("items", [])
         if len(ids) == len(emb):
             ev.emb_items = [s["item"] for s in ids]
-            ev.embeddings = emb.astype(np.float32)
+            ev.embeddings = emb
     if ev.vocab:
         _rename(ev, class_map(project, run, ev.vocab))
     return ev
@@ -491,7 +493,8 @@ def _complete(project: Project, ev: Evidence, items: list[Item]) -> None:
         extra = [(iid, e) for iid, e in zip(todo, emb) if iid not in known]
         if extra:
             ev.emb_items = ev.emb_items + [iid for iid, _ in extra]
-            ev.embeddings = np.concatenate([ev.embeddings, np.stack([e for _, e in extra]).astype(np.float32)])
+            ev.embeddings = np.concatenate([np.asarray(ev.embeddings, dtype=np.float32),
+                                            np.stack([e for _, e in extra]).astype(np.float32)])
 
 
 # --- the queue ------------------------------------------------------------------------------
@@ -931,7 +934,7 @@ def _outlier_rows(project: Project, ev: Evidence, every: list[Item], shown: set[
         pos = {iid: i for i, iid in enumerate(ev.emb_items)}
         live = [it for it in every if it.id in pos]
         if len(live) >= 8:
-            fresh = outlier_scores(ev.embeddings[[pos[it.id] for it in live]])
+            fresh = outlier_scores(np.asarray(ev.embeddings[[pos[it.id] for it in live]], dtype=np.float32))
             z.update({it.id: float(zi) for it, zi in zip(live, fresh) if it.id not in z})
     if len(every) < 8:
         return []
