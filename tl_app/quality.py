@@ -181,8 +181,8 @@ def per_content(items: list, missing: set, work, ok) -> dict:
     Gives what a loop over ``items`` in order gives when it caches the first good answer per
     content hash (``ok(answer)``) and reuses it: item id -> answer, the same for every item of a
     hash from its first good answer on; an item before it keeps its own (bad) answer. Pictures
-    are decoded on as many threads as :func:`tl_app.features.decode_workers` (Pillow and most of
-    numpy release the GIL), so 50,000 pictures cost a fraction of the time one thread takes.
+    are decoded on as many threads as :func:`tl_app.features.decode_workers` (Pillow releases the
+    GIL while it decodes; the measures' small numpy steps mostly hold it, so the gain is partial).
     """
     from concurrent.futures import ThreadPoolExecutor
 
