@@ -730,12 +730,13 @@ def _save_matches(project: Project, loose: bool, entry: tuple) -> None:
     """Keep the last search on disk (``cache/matches-*.npz``, derived data: safe to delete), so that
     Review after a restart of the app, or in another process, reads it instead of searching again."""
     import os
+    import threading
 
     import numpy as np
 
     shas, matches, offered = entry
     f = _matches_file(project, loose)
-    tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+    tmp = f.with_name(f".{f.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # two visitors may save at once
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
