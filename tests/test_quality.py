@@ -120,7 +120,7 @@ def test_the_measures_are_those_of_the_plain_computation_to_the_last_digit():
         assert quality.measure_image(im) == _measure_plainly(im), im.size
 
 
-def test_measures_and_fingerprints_computed_on_threads_are_those_of_one_at_a_time(project, tmp_path):
+def test_measures_and_fingerprints_per_item_are_those_of_each_picture_and_cached(project, tmp_path):
     from tl_app import dupes
 
     src = tmp_path / "src"

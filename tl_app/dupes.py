@@ -1404,26 +1404,16 @@ def item_fingerprints(project, items: Optional[Iterable] = None) -> dict[str, Fi
 
     An item whose file cannot be read is left out.
     """
-    from .quality import per_content
-
     items = list(project.items() if items is None else items)
     store = FingerprintStore(project)
     known = store.get(sorted({it.sha256 for it in items}))
-
-    def work(it):
-        try:
-            return fingerprint_stored(project.path_of(it))
-        except (OSError, ValueError, SyntaxError):
-            return None
-
-    # The missing ones computed on a few threads (the same answers as one at a time, in order).
-    fresh = per_content(items, {it.sha256 for it in items} - known.keys(), work, lambda fp: fp is not None)
     out, new = {}, []
     for it in items:
         fp = known.get(it.sha256)
         if fp is None:
-            fp = fresh[it.id]
-            if fp is None:
+            try:
+                fp = fingerprint_stored(project.path_of(it))
+            except (OSError, ValueError, SyntaxError):
                 continue
             known[it.sha256] = fp
             new.append((it.sha256, fp))

@@ -175,41 +175,6 @@ class QualityStore:
             con.close()
 
 
-def per_content(items: list, missing: set, work, ok) -> dict:
-    """``work(path)`` for the items whose content hash is in ``missing``, on a few threads.
-
-    Gives what a loop over ``items`` in order gives when it caches the first good answer per
-    content hash (``ok(answer)``) and reuses it: item id -> answer, the same for every item of a
-    hash from its first good answer on; an item before it keeps its own (bad) answer. Pictures
-    are decoded on as many threads as :func:`tl_app.features.decode_workers` (Pillow releases the
-    GIL while it decodes; the measures' small numpy steps mostly hold it, so the gain is partial).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .features import decode_workers
-
-    by_sha: dict[str, list] = {}
-    for it in items:
-        if it.sha256 in missing:
-            by_sha.setdefault(it.sha256, []).append(it)
-
-    def one(group: list) -> list:
-        out = []
-        for it in group:
-            out.append((it.id, work(it)))
-            if ok(out[-1][1]):
-                break
-        return out
-
-    answers: dict = {}
-    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
-        for group, done in zip(by_sha.values(), pool.map(one, by_sha.values())):
-            answers.update(done)
-            if done and ok(done[-1][1]):
-                answers.update((it.id, done[-1][1]) for it in group[len(done):])
-    return answers
-
-
 def item_quality(project, items: list) -> dict[str, Quality]:
     """Quality per item id, measured once per content hash (a failure is measured again next time)."""
     # Measures per content hash never change (a new VERSION is a new program), so they are also kept in memory:
@@ -220,13 +185,11 @@ def item_quality(project, items: list) -> dict[str, Quality]:
     store = QualityStore(project)
     known = store.get(sorted({it.sha256 for it in items} - memo.keys()))
     known.update(memo)
-    fresh = per_content(items, {it.sha256 for it in items} - known.keys(),
-                        lambda it: measure(project.path_of(it)), lambda q: not q.error)
     out, new = {}, []
     for it in items:
         q = known.get(it.sha256)
         if q is None:
-            q = fresh[it.id]
+            q = measure(project.path_of(it))
             if not q.error:
                 new.append((it.sha256, q))
                 known[it.sha256] = q
