@@ -8,9 +8,11 @@ the same run on the same cores:
   loop (Pillow: open, RGB, fit in 1024 px, JPEG at the app's quality, sha256) on the same
   cores: the fastest of that loop on as many threads as the import uses, on as many
   processes, and on one thread (goal: at least 0.7x);
-- quick-mode features: pictures per second from the start of a quick training until
-  its features are computed (pictures read and decoded included) against a plain torch
-  forward of the same network body on random tensors (goal: at least 0.8x);
+- quick-mode features: on a sample of 512 pictures, the app's feature computing against
+  a plain loop over the same pictures (decode, resize, forward of the same network body),
+  alternated; then pictures per second from the start of a quick training until its
+  features are computed (pictures read and decoded included) against a plain torch
+  forward of the same body on random tensors (goal: at least 0.8x);
 - review: the whole queue (every reason) once with nothing cached (fingerprints and
   quality measured), then from the caches on disk (goal: at most 60 s), then again in
   the same process (what the Review tab's next view costs);
@@ -41,6 +43,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 CLASSES = [f"class{i}" for i in range(10)]
+#: Pictures the features' side-by-side comparison runs on.
+SAMPLE = 512
 
 
 def _peak_mb() -> float:
@@ -166,6 +170,73 @@ def stage_import(work: Path) -> dict:
             "workers": workers, "peak_mb": _peak_mb()}
 
 
+def _side_by_side(project, size: int) -> dict:
+    """The same network on the same pictures, side by side on a sample: a plain loop (Pillow decodes and
+    resizes each picture on this thread, then one forward per batch) against the app's feature
+    computing (quick.compute_features on features.Pictures, as quick training calls it), alternated
+    twice so that a change of load on the shared cores hits both alike; the better of each."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from tl_app import config, quick
+    from tl_app.features import Pictures
+    from tl_app.models import create_body
+
+    body = create_body(config.DEFAULT_ARCH, pretrained=True).eval().to(memory_format=torch.channels_last)
+    sample = [project.path_of(it) for it in project.items()[:SAMPLE]]
+    mean = torch.tensor(config.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(config.IMAGENET_STD).view(1, 3, 1, 1)
+    bs = config.DEFAULT_BATCH_SIZE
+
+    def plain_loop() -> float:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for s in range(0, len(sample), bs):
+                arr = np.stack([np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+                                for f in sample[s:s + bs]])
+                xb = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255)
+                fm = body(((xb - mean) / std).contiguous(memory_format=torch.channels_last))
+                torch.cat([torch.amax(fm, dim=(2, 3)), torch.mean(fm, dim=(2, 3))], 1).numpy()
+        return len(sample) / (time.perf_counter() - t)
+
+    def app_features() -> float:
+        t = time.perf_counter()
+        quick.compute_features(body, Pictures(sample, size), batch_size=bs)
+        return len(sample) / (time.perf_counter() - t)
+
+    side: dict = {"plain": [], "app": []}
+    for _ in range(2):
+        side["plain"].append(plain_loop())
+        side["app"].append(app_features())
+    return {"sample": len(sample), "sample_plain_rate": max(side["plain"]), "sample_app_rate": max(side["app"])}
+
+
+def stage_sample(work: Path, size: int) -> dict:
+    """Only the side-by-side comparison of the features stage (no training)."""
+    from tl_app.project import Project
+
+    _offline_weights(work)
+    return {**_side_by_side(Project.open(work / "project"), size), "peak_mb": _peak_mb()}
+
+
+def _offline_weights(work: Path) -> None:
+    """Quick mode needs pretrained weights: offline, random ones under torchvision's file name (as the tests
+    do; the speed is the same)."""
+    import torch
+    import torchvision
+
+    ckpt = Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth"
+    if not ckpt.exists():
+        home = work / "torch_home"
+        (home / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if not (home / "hub" / "checkpoints" / ckpt.name).exists():
+            torch.manual_seed(0)
+            torch.save(torchvision.models.resnet18().state_dict(), home / "hub" / "checkpoints" / ckpt.name)
+        os.environ["TORCH_HOME"] = str(home)
+        torch.hub.set_dir(str(home / "hub"))
+
+
 def stage_features(work: Path, size: int) -> dict:
     """A plain torch forward of the network body, then a quick training (its features phase timed)."""
     import torch
@@ -175,16 +246,7 @@ def stage_features(work: Path, size: int) -> dict:
     from tl_app.project import Project
     from tl_app.train import TrainConfig, train
 
-    # Quick mode needs pretrained weights: offline, random ones under torchvision's file name (as the tests do;
-    # the speed is the same).
-    ckpt = Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth"
-    if not ckpt.exists():
-        home = work / "torch_home"
-        (home / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(0)
-        torch.save(torchvision.models.resnet18().state_dict(), home / "hub" / "checkpoints" / ckpt.name)
-        os.environ["TORCH_HOME"] = str(home)
-        torch.hub.set_dir(str(home / "hub"))
+    _offline_weights(work)
     body = torch.nn.Sequential(*list(torchvision.models.resnet18().children())[:-2]).eval()
     body = body.to(memory_format=torch.channels_last)
     x = torch.randn(32, 3, size, size).contiguous(memory_format=torch.channels_last)
@@ -202,6 +264,8 @@ def stage_features(work: Path, size: int) -> dict:
 
     project = Project.open(work / "project")
     n = len(project.items())
+
+    side = _side_by_side(project, size)
     marks: dict = {}
 
     def events(e: dict) -> None:
@@ -218,7 +282,7 @@ def stage_features(work: Path, size: int) -> dict:
     plain_rate = max(plain_before, forward_rate())  # before and after: the better, on a machine others share
     feats = marks.get("total") or n
     to_features = (marks.get("done", t0) - t0) or float("nan")
-    return {"pictures": n, "status": rep.status, "train_s": total_s, "features_s": to_features,
+    return {**side, "pictures": n, "status": rep.status, "train_s": total_s, "features_s": to_features,
             "features_rate": feats / to_features, "plain_forward_rate": plain_rate,
             "forward_only_rate": (feats / (marks["done"] - marks["first"])) if "first" in marks else None,
             "peak_mb": _peak_mb()}
@@ -237,6 +301,8 @@ def stage_review(work: Path) -> dict:
             for f in project.cache_dir.glob("*.db*"):
                 if f.name.startswith(("fingerprints", "quality")):
                     f.unlink()
+            for f in project.cache_dir.glob("matches-*.npz"):  # the last duplicate search
+                f.unlink()
         if name in ("cold", "disk"):  # the caches in memory go; those on disk stay after "cold"
             review._MATCHES.clear()
             review._ROWS.clear()
@@ -297,7 +363,8 @@ def stage_paint(work: Path) -> dict:
     return out
 
 
-STAGES = {"import": stage_import, "features": stage_features, "review": stage_review, "paint": stage_paint}
+STAGES = {"import": stage_import, "features": stage_features, "sample": stage_sample, "review": stage_review,
+          "paint": stage_paint}
 
 
 def _run_stage(name: str, work: Path, args) -> dict:
@@ -318,12 +385,14 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="folder for the pictures and the project")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work folder, and what the import stage set aside in it (its set-aside folder)")
-    ap.add_argument("--skip", default="", help="stages to skip, comma-separated (import,features,review,paint)")
+    ap.add_argument("--skip", default="", help="stages to skip, comma-separated (import,features,review,paint); "
+                    "sample: the features stage's side-by-side alone, without the quick training (skip features)")
     ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage:  # a child process: one stage, its figures as one line of JSON
         fn = STAGES[args.stage]
-        print(json.dumps(fn(args.work, args.size) if args.stage == "features" else fn(args.work)), flush=True)
+        print(json.dumps(fn(args.work, args.size) if args.stage in ("features", "sample") else fn(args.work)),
+              flush=True)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="tl-scale-"))
     skip = set(filter(None, args.skip.split(",")))
@@ -344,8 +413,18 @@ def main() -> None:
                   f"thread {r['plain_one_thread_rate']:.0f}/s; the loop on {r['workers']} threads writing each "
                   f"picture to a file {r['plain_write_rate']:.0f}/s: {r['import_rate'] / r['plain_write_rate']:.2f}x; "
                   f"peak memory {r['peak_mb']:.0f} MB", flush=True)
+        if "features" in skip and "sample" not in skip:
+            r = _run_stage("sample", work, args)
+            print(f"features of the same {r['sample']} pictures at {args.size} px, side by side: the app's "
+                  f"{r['sample_app_rate']:.1f}/s against a plain loop (decode, resize, forward) "
+                  f"{r['sample_plain_rate']:.1f}/s: {r['sample_app_rate'] / r['sample_plain_rate']:.2f}x (goal >= 0.8x)",
+                  flush=True)
         if "features" not in skip:
             r = _run_stage("features", work, args)
+            print(f"features of the same {r['sample']} pictures at {args.size} px, side by side: the app's "
+                  f"{r['sample_app_rate']:.1f}/s against a plain loop (decode, resize, forward) "
+                  f"{r['sample_plain_rate']:.1f}/s: {r['sample_app_rate'] / r['sample_plain_rate']:.2f}x (goal >= 0.8x)",
+                  flush=True)
             fwd = f", forward phase alone {r['forward_only_rate']:.1f}/s" if r.get("forward_only_rate") else ""
             print(f"quick-mode features at {args.size} px: {r['features_rate']:.1f} pictures/s from the start of "
                   f"training (reading and decoding included{fwd}) against a plain torch forward "

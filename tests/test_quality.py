@@ -89,3 +89,57 @@ def test_review_says_it_in_words_and_never_serves_a_stale_measure(project, tmp_p
     with sqlite3.connect(project.cache_dir / "quality.db") as con:
         con.execute("UPDATE quality SET version=?, spread=0", (quality.VERSION - 1,))
     assert {r.name for r in review.rank(project, kind="outliers")} == {"black.png"}
+
+
+def _measure_plainly(im) -> quality.Quality:
+    """The measures as first written (np.pad and one sum): what the faster code must give to the bit."""
+    im = im.convert("RGB")
+    if max(im.size) > quality.SIDE:
+        im = im.copy()
+        im.thumbnail((quality.SIDE, quality.SIDE), Image.Resampling.BOX)
+    a = np.asarray(im, dtype=np.float32)
+    h, w = a.shape[:2]
+    p = np.pad(a, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    smooth = sum(p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9.0
+    med = np.median(smooth.reshape(-1, 3), axis=0)
+    spread = float(np.percentile(np.sqrt(((smooth - med) ** 2).sum(2)), 99))
+    bright = float(np.percentile(a @ np.array([0.299, 0.587, 0.114], np.float32), 98))
+    gy, gx = np.gradient(a, axis=(0, 1))
+    edge = float(np.percentile(np.sqrt((gx ** 2 + gy ** 2).sum(2)), 99.5))
+    return quality.Quality(spread=round(spread, 3), bright=round(bright, 3), sharp=round(edge / max(spread, 1.0), 4),
+                           colour=tuple(int(round(float(x))) for x in med))
+
+
+def test_the_measures_are_those_of_the_plain_computation_to_the_last_digit():
+    rng = np.random.default_rng(0)
+    pictures = [imagegen.scene(i, size=(96, 72)) for i in range(60)]
+    pictures += [imagegen.scene(i, size=s) for i, s in enumerate([(300, 200), (90, 68), (128, 128), (129, 40)])]
+    pictures += [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in [(2, 2), (3, 7), (640, 480)]]
+    pictures += [Image.new("L", (50, 40), 7), Image.new("RGBA", (60, 40), (1, 2, 3, 4)), disc((20, 20, 20), (200, 30, 30))]
+    for im in pictures:
+        assert quality.measure_image(im) == _measure_plainly(im), im.size
+
+
+def test_measures_and_fingerprints_per_item_are_those_of_each_picture_and_cached(project, tmp_path):
+    from tl_app import dupes
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        imagegen.scene(i, size=(96, 72)).save(src / f"p{i}.png")
+    import_files(project, [src], label="things")
+    items = project.items()
+    got_q = quality.item_quality(project, items)
+    got_f = dupes.item_fingerprints(project, items)
+    for it in items:
+        assert got_q[it.id] == quality.measure(project.path_of(it))
+        assert got_f[it.id] == dupes.fingerprint_stored(project.path_of(it))
+    # A picture whose file went is broken, and has no fingerprint; the others are read from the caches.
+    gone = items[3]
+    project.path_of(gone).unlink()
+    quality._MEMO.clear()
+    (project.cache_dir / "quality.db").unlink()
+    (project.cache_dir / "fingerprints.db").unlink()
+    assert quality.item_quality(project, items)[gone.id].error == "its file is missing"
+    assert gone.id not in dupes.item_fingerprints(project, items)
+    assert len(dupes.item_fingerprints(project, items)) == len(items) - 1

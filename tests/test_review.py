@@ -43,6 +43,18 @@ def test_neighbours_find_labels_that_do_not_match_their_cluster():
     assert np.allclose(ev.clean.sum(1), 1) and (ev.probs > 0).all()
 
 
+def test_evidence_and_outliers_search_neighbours_once_with_the_same_answers():
+    emb, truth, labels, _ = _look_alikes_and_a_systematic_error()
+    early = emb + np.random.default_rng(1).normal(size=emb.shape)
+    oof = review.knn_class_probs(early, labels, 4, k=7)
+    for e in (None, early):
+        ev, out = review.evidence_and_outliers(emb, labels, 4, oof_probs=oof, early=e)
+        plain = review.label_evidence(emb, labels, 4, oof_probs=oof, early=e)
+        for name in ("probs", "noise", "clean", "wrong", "rival", "apart"):
+            assert np.array_equal(getattr(ev, name), getattr(plain, name)), name
+        assert np.array_equal(out, review.outlier_scores(emb if e is None else e))
+
+
 def _look_alikes_and_a_systematic_error(seed=0, n_per=50, dim=8):
     """Four classes: 2 and 3 nearly the same (honest doubts), and a quarter of class 0 filed as 1."""
     rng = np.random.default_rng(seed)

@@ -148,6 +148,8 @@ def test_review_after_a_delete_reuses_the_last_search_and_gives_the_same_groups(
     after = review.duplicate_groups(project)
     assert searched and max(searched) < 10  # only the group that lost a picture was searched again
     review._MATCHES.clear()
+    for f in project.cache_dir.glob("matches-*.npz"):
+        f.unlink()
     fresh = review.duplicate_groups(project)
     assert [sorted(it.id for it in g.items) for g in after] == [sorted(it.id for it in g.items) for g in fresh]
     assert [len(g.items) for g in after] == [3]
@@ -184,3 +186,35 @@ def test_galleries_come_in_pages_and_more_adds_the_next(tmp_path):
         two = c.predict(ALL, "", "", "strict", None, "", api_name="/review_more")[2]
         assert len(two) == 2 * SHOWN and [g["caption"] for g in two[:SHOWN]] == [g["caption"] for g in page]
         assert len({g["caption"] for g in two}) == 2 * SHOWN
+
+
+def test_a_duplicate_search_is_kept_on_disk_for_the_next_process(tmp_path, monkeypatch):
+    from tl_app import review
+
+    src = tmp_path / "src" / "scenes"
+    src.mkdir(parents=True)
+    for i in range(30):
+        imagegen.scene(i, size=(96, 72)).save(src / f"{i:02d}.png")
+    base = imagegen.scene(5, size=(160, 120))
+    base.crop((6, 4, 154, 116)).save(src / "copy-a.png")
+    base.transpose(0).save(src / "mirrored.png")
+    project = Project.open(tmp_path / "proj", create=True)
+    import_files(project, [src.parent])
+    review._MATCHES.clear()
+    strict, loose = review.duplicate_groups(project), review.duplicate_groups(project, loose=True)
+    assert [len(g.items) for g in strict] == [2] and [len(g.items) for g in loose] == [3]  # the mirrored copy joins
+
+    def ids(groups):
+        return [([it.id for it in g.items], [r.to_dict() for r in g.rows], g.kind) for g in groups]
+
+    searched = []
+    real = dupes.find_matches
+    monkeypatch.setattr(dupes, "find_matches", lambda prints, **kw: searched.append(len(prints)) or real(prints, **kw))
+    review._MATCHES.clear()  # what a new process has in memory: nothing
+    assert ids(review.duplicate_groups(project)) == ids(strict)
+    assert ids(review.duplicate_groups(project, loose=True)) == ids(loose)
+    assert searched == []  # read from cache/, not searched again
+    # A search made by another version of the copy finder is not used.
+    monkeypatch.setitem(review._CODE, "code", "another")
+    review._MATCHES.clear()
+    assert ids(review.duplicate_groups(project)) == ids(strict) and searched

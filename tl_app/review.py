@@ -281,7 +281,8 @@ def judge_labels(clean, labels, noise):
     return wrong, rival, a + b - 1.0
 
 
-def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, early=None, k: int = KNN) -> LabelEvidence:
+def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, early=None, k: int = KNN,
+                   neighbours=None, early_neighbours=None) -> LabelEvidence:
     """Every item's label judged by evidence that never learned it; see :class:`LabelEvidence`.
 
     ``emb``: the run's features; ``early``: features from before the network could memorise
@@ -293,10 +294,13 @@ def label_evidence(emb, labels, n_classes: int, *, oof_probs=None, early=None, k
     neighbours alone found about 9 in 10; with systematic flips (a quarter of the 1s filed as
     7), they found 2 in 3, since an item's look-alikes share its wrong label; the noise
     estimate lifts both above 0.93.
+
+    ``neighbours`` / ``early_neighbours``: :func:`nearest_neighbours` of ``emb`` / ``early`` at ``k``, when
+    the caller has them already (see :func:`evidence_and_outliers`).
     """
-    estimates = [knn_class_probs(emb, labels, n_classes, k=k)]
+    estimates = [knn_class_probs(emb, labels, n_classes, k=k, neighbours=neighbours)]
     if early is not None:
-        estimates.append(knn_class_probs(early, labels, n_classes, k=k))
+        estimates.append(knn_class_probs(early, labels, n_classes, k=k, neighbours=early_neighbours))
     estimates += list(oof_probs) if isinstance(oof_probs, (list, tuple)) else [oof_probs]
     P = combine_probs(*estimates)
     noise = label_noise(P, labels, n_classes)
@@ -322,6 +326,17 @@ def outlier_scores(emb, *, k: int = OUTLIER_K, neighbours=None):
     return (dist - med) / mad
 
 
+def evidence_and_outliers(emb, labels, n_classes: int, *, oof_probs=None, early=None):
+    """``(label_evidence(...), outlier_scores(early or emb))`` as a training records them, each feature
+    space's nearest neighbours searched once (at 50,000 pictures one search is most of a minute here)."""
+    nb = nearest_neighbours(emb, KNN)
+    early_nb = nearest_neighbours(early, KNN) if early is not None else None
+    ev = label_evidence(emb, labels, n_classes, oof_probs=oof_probs, early=early, neighbours=nb,
+                        early_neighbours=early_nb)
+    base, base_nb = (emb, nb) if early is None else (early, early_nb)
+    return ev, outlier_scores(base, neighbours=base_nb if OUTLIER_K == KNN else None)
+
+
 # --- the run's evidence -------------------------------------------------------------------
 @dataclass
 class Evidence:
@@ -334,7 +349,7 @@ class Evidence:
     trained_label: dict[str, str] = field(default_factory=dict)   # item -> label the run saw
     valid: dict[str, bool] = field(default_factory=dict)
     emb_items: list[str] = field(default_factory=list)
-    embeddings: object = None                                     # (len(emb_items), D) array or None
+    embeddings: object = None                                     # (len(emb_items), D) array (mapped from disk) or None
     outlier: dict[str, float] = field(default_factory=dict)       # item -> outlier score at training time
     noise: object = None                                          # noise[true, label] (see label_noise) or None
     clean: dict = field(default_factory=dict)                     # item -> probabilities with the noise taken out
@@ -436,11 +451,13 @@ def load_evidence(project: Project, run: runs.Run) -> Evidence:
         ev.valid[s["item"]] = s.get("valid")
     efile = runs.run_dir(project, run.id) / "embeddings.npy"
     if efile.is_file():
-        emb = np.load(efile, allow_pickle=False)
+        # Mapped, not read: only pictures added since the run need the features (50,000 pictures: 100 MB).
+        # Every use converts them to float32 as they are read, which is what converting them first gave.
+        emb = np.load(efile, mmap_mode="r", allow_pickle=False)
         ids = (runs.read_json(project, run.id, "snapshot.json") or {}).get("items", [])
         if len(ids) == len(emb):
             ev.emb_items = [s["item"] for s in ids]
-            ev.embeddings = emb.astype(np.float32)
+            ev.embeddings = emb
     if ev.vocab:
         _rename(ev, class_map(project, run, ev.vocab))
     return ev
@@ -488,7 +505,8 @@ def _complete(project: Project, ev: Evidence, items: list[Item]) -> None:
         extra = [(iid, e) for iid, e in zip(todo, emb) if iid not in known]
         if extra:
             ev.emb_items = ev.emb_items + [iid for iid, _ in extra]
-            ev.embeddings = np.concatenate([ev.embeddings, np.stack([e for _, e in extra]).astype(np.float32)])
+            ev.embeddings = np.concatenate([np.asarray(ev.embeddings, dtype=np.float32),
+                                            np.stack([e for _, e in extra]).astype(np.float32)])
 
 
 # --- the queue ------------------------------------------------------------------------------
@@ -747,6 +765,70 @@ class DuplicateGroup:
 
 #: looseness -> (content hashes of the pictures compared, their matches, those of the pictures offered): the last search
 _MATCHES: dict = {}
+_KIND_CODES = ("same", "overlay", "mirrored", "possible")
+
+
+def _matches_file(project: Project, loose: bool):
+    return project.cache_dir / f"matches-{'loose' if loose else 'strict'}.npz"
+
+
+def _dupes_code() -> str:
+    """What made a search's matches: the copy finder's own source (a change to it is a new search)."""
+    import hashlib
+    from pathlib import Path
+
+    from . import dupes
+
+    if "code" not in _CODE:
+        _CODE["code"] = hashlib.sha256(Path(dupes.__file__).read_bytes()).hexdigest()[:16]
+    return _CODE["code"]
+
+
+_CODE: dict = {}
+
+
+def _save_matches(project: Project, loose: bool, entry: tuple) -> None:
+    """Keep the last search on disk (``cache/matches-*.npz``, derived data: safe to delete), so that
+    Review after a restart of the app, or in another process, reads it instead of searching again."""
+    import os
+    import threading
+
+    import numpy as np
+
+    shas, matches, offered = entry
+    f = _matches_file(project, loose)
+    tmp = f.with_name(f".{f.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # two visitors may save at once
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, code=np.array(_dupes_code()), shas=np.array(shas, dtype="S64"),
+                     offered=np.array(offered, dtype="S64"),
+                     a=np.array([m.a for m in matches], dtype=np.int64), b=np.array([m.b for m in matches], dtype=np.int64),
+                     kind=np.array([_KIND_CODES.index(m.kind) for m in matches], dtype=np.int8),
+                     difference=np.array([m.difference for m in matches], dtype=np.float64),
+                     identical=np.array([m.identical for m in matches], dtype=bool))
+        os.replace(tmp, f)
+    except OSError:  # a cache: without it the next visit searches again
+        tmp.unlink(missing_ok=True)
+
+
+def _load_matches(project: Project, loose: bool) -> Optional[tuple]:
+    """The last search kept on disk, if the copy finder that made it is this one."""
+    import numpy as np
+
+    from . import dupes
+
+    try:
+        with np.load(_matches_file(project, loose), allow_pickle=False) as z:
+            if str(z["code"]) != _dupes_code():
+                return None
+            shas = tuple(x.decode() for x in z["shas"].tolist())
+            offered = tuple(x.decode() for x in z["offered"].tolist())
+            matches = [dupes.Match(a, b, _KIND_CODES[k], d, i) for a, b, k, d, i in zip(
+                z["a"].tolist(), z["b"].tolist(), z["kind"].tolist(), z["difference"].tolist(), z["identical"].tolist())]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return shas, matches, offered
 
 
 def _known_matches(shas: tuple, prints: list, loose: bool) -> list:
@@ -810,6 +892,10 @@ def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, lo
     items = sorted((it for it in items if it.id not in bad), key=lambda it: (it.added, it.id))
     offered = tuple(it.sha256 for it in items)
     last = _MATCHES.get(loose)
+    if last is None or last[2] != offered:  # the last search of any process, kept on disk
+        kept = _load_matches(project, loose)
+        if kept is not None:
+            _MATCHES[loose] = last = kept
     if last is not None and last[2] == offered:  # the same pictures as last time: not a fingerprint read
         compared = set(last[0])
         items = [it for it in items if it.sha256 in compared]
@@ -822,6 +908,7 @@ def duplicate_groups(project: Project, items: Optional[list[Item]] = None, *, lo
         shas = tuple(it.sha256 for it in items)
         matches = _known_matches(shas, [prints[it.id] for it in items], loose)
         _MATCHES[loose] = (shas, matches, offered)
+        _save_matches(project, loose, _MATCHES[loose])
     if len(items) < 2:
         return []
     # Confirmed copies (and, loose, mirrored ones) join groups; a possible near copy only ever pairs two
@@ -909,7 +996,7 @@ def _outlier_rows(project: Project, ev: Evidence, every: list[Item], shown: set[
         pos = {iid: i for i, iid in enumerate(ev.emb_items)}
         live = [it for it in every if it.id in pos]
         if len(live) >= 8:
-            fresh = outlier_scores(ev.embeddings[[pos[it.id] for it in live]])
+            fresh = outlier_scores(np.asarray(ev.embeddings[[pos[it.id] for it in live]], dtype=np.float32))
             z.update({it.id: float(zi) for it, zi in zip(live, fresh) if it.id not in z})
     if len(every) < 8:
         return []

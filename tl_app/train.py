@@ -805,12 +805,13 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
                     "device": device_text, "features_computed": len(missing), "l2": l2})
     runs.write_json(rdir, "report.json", metrics)
-    from .review import label_evidence, outlier_scores
+    from .review import evidence_and_outliers
 
     # The features come from a body that never saw these labels, and fit.oof from heads that never
     # saw the item: both are evidence about its label.
-    _write_scores(rdir, snap, fit.oof, valid_idx, out_of_fold=True, embeddings=X,
-                  evidence=label_evidence(X, y, len(snap.vocab), oof_probs=fit.oof), outliers=outlier_scores(X))
+    evidence, outliers = evidence_and_outliers(X, y, len(snap.vocab), oof_probs=fit.oof)
+    _write_scores(rdir, snap, fit.oof, valid_idx, out_of_fold=True, embeddings=X, evidence=evidence,
+                  outliers=outliers)
     S = np.stack([have_stages[it.sha256] for it in snap.items]).astype(np.float32)
     _record_open_set(rdir, S, X[valid_idx] @ head.W + head.b, train_idx, valid_idx)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
@@ -827,18 +828,19 @@ REVIEW_PROBE_EPOCHS = frozenset({1})
 def _full_run_evidence(emb, early, targets, n_classes: int, seed: int):
     """Review's evidence for a fine-tuned run: neighbours in the final and the early features, and
     heads fitted on the early features without the item (k-fold). Heads on the final features too
-    were tried on bench/review.py's variants: no better, and as long again."""
+    were tried on bench/review.py's variants: no better, and as long again. Returns the evidence and
+    the outlier scores (in the early features when there are some)."""
     import numpy as np
 
     from . import quick
-    from .review import label_evidence
+    from .review import evidence_and_outliers
 
     y = np.asarray(targets)
     oof = None
     if early is not None:
         l2 = quick.choose_l2(early, y, n_classes, seed=seed)
         oof = quick.out_of_fold_probs(early, y, n_classes, l2=l2, seed=seed)
-    return label_evidence(emb, y, n_classes, early=early, oof_probs=oof)
+    return evidence_and_outliers(emb, y, n_classes, early=early, oof_probs=oof)
 
 
 def _seed_everything(seed: int) -> None:
@@ -923,12 +925,10 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
         metrics = classification_metrics(probs, [targets[i] for i in valid_idx], snap.vocab)
         metrics.update({"epochs": history, "train_items": len(train_idx), "valid_items": len(valid_idx),
                         "device": describe_device(device), **info})
-        from .review import outlier_scores
-
         early = probes[min(probes)] if probes else None  # see REVIEW_PROBE_EPOCHS
-        _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb,
-                      evidence=_full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed),
-                      outliers=outlier_scores(emb if early is None else early))
+        evidence, outliers = _full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed)
+        _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb, evidence=evidence,
+                      outliers=outliers)
         _record_open_set(rdir, stage_feats, logits[valid_idx], train_idx, valid_idx)
         _write_losses(rdir, snap, item_probs)
     sha = save_model(model.cpu(), spec, rdir)
