@@ -80,9 +80,8 @@ def make_source(src: Path, n: int, side: int) -> None:
 
 
 # --- stages (each in its own process) -------------------------------------------------------------
-def _plain(f: Path) -> str:
-    """The plain loop's work on one picture: decode, RGB, fit in the stored size, JPEG, sha256."""
-    import hashlib
+def _encoded(f: Path) -> bytes:
+    """The plain loop's work on one picture: decode, RGB, fit in the stored size, JPEG."""
     import io
 
     from PIL import Image
@@ -94,7 +93,14 @@ def _plain(f: Path) -> str:
         im.thumbnail((config.MAX_STORED_SIDE, config.MAX_STORED_SIDE))
         out = io.BytesIO()
         im.save(out, format="JPEG", quality=config.JPEG_QUALITY)
-    return hashlib.sha256(out.getvalue()).hexdigest()
+    return out.getvalue()
+
+
+def _plain(f: Path) -> str:
+    """The plain loop: :func:`_encoded`, then sha256."""
+    import hashlib
+
+    return hashlib.sha256(_encoded(f)).hexdigest()
 
 
 def _plain_chunk(files: list) -> list:
@@ -104,13 +110,9 @@ def _plain_chunk(files: list) -> list:
 def stage_import(work: Path) -> dict:
     """Plain decode-resize-encode loops, then the app's import of the same files."""
     import hashlib
-    import io
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-    from PIL import Image
-
-    from tl_app import config
     from tl_app.importer import import_files
     from tl_app.project import Project
 
@@ -145,12 +147,8 @@ def stage_import(work: Path) -> dict:
     out_dir.mkdir()
 
     def plain_write(f: Path) -> None:
-        with Image.open(f) as im:
-            im = im.convert("RGB")
-            im.thumbnail((config.MAX_STORED_SIDE, config.MAX_STORED_SIDE))
-            out = io.BytesIO()
-            im.save(out, format="JPEG", quality=config.JPEG_QUALITY)
-        (out_dir / f"{hashlib.sha256(out.getvalue()).hexdigest()}.jpg").write_bytes(out.getvalue())
+        data = _encoded(f)
+        (out_dir / f"{hashlib.sha256(data).hexdigest()}.jpg").write_bytes(data)
 
     t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
