@@ -32,14 +32,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 
 def _medians(a, b, repeat: int) -> tuple[float, float]:
-    """Median times of ``a`` and ``b``, called in turn, so that a busy moment of the machine hits both."""
+    """Median times of ``a`` and ``b``, called in turn (a few calls of each), so that a busy moment of the
+    machine hits both."""
     ta, tb = [], []
-    for _ in range(repeat):
+    block = 7  # calls of one before the other's: a forward's thread pool keeps spinning a while after it
+    for r in range(0, repeat, block):
         for fn, out in ((a, ta), (b, tb)):
-            time.sleep(0.1)  # the other's threads idle first (a forward's thread pool spins for a while after it)
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
+            time.sleep(0.5)  # the other's threads are idle first
+            for _ in range(min(block, repeat - r)):
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
     return statistics.median(ta), statistics.median(tb)
 
 

@@ -100,7 +100,12 @@ def predict_http(url: str, picture: str | Path, *, client=None, headers: dict | 
     with open(picture, "rb") as fh:
         up = http.post(f"{base}/gradio_api/upload", files={"files": (Path(picture).name, fh)})
     up.raise_for_status()
-    body = {"data": [{"path": up.json()[0], "orig_name": Path(picture).name, "meta": {"_type": "gradio.FileData"}}]}
+    # A session of its own for this client, kept between calls (without one Gradio sets up a new
+    # session, every component's state, for each call: about 10 ms here).
+    session = getattr(http, "_tl_session", None) or f"tl-{os.urandom(6).hex()}"
+    http._tl_session = session
+    body = {"data": [{"path": up.json()[0], "orig_name": Path(picture).name, "meta": {"_type": "gradio.FileData"}}],
+            "session_hash": session}
     return http.post(f"{base}/gradio_api/run/predict", json=body).json()
 
 
