@@ -65,6 +65,8 @@ def test_a_folder_of_this_computer_is_told_then_imported(app, server, tmp_path):
     page.locator("#import-folder").click()
     app.wait_text("import-result", r"6 imported")
     assert server.project.label_counts() == {"blue": 3, "red": 3}
+    expect(page.locator("#folder-plan")).to_have_text("")  # told, then done: the plan goes
+    expect(page.locator("#import-folder")).to_have_text("Import folder")
 
 
 def test_pictures_moved_from_the_gallery_and_classes_renamed_merged_deleted_with_undo(app, server, tmp_path):

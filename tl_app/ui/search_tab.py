@@ -375,8 +375,17 @@ def create_search_tab(ctx: UIContext) -> dict:
             yield (*refreshed(first), report_markdown(rep), *_elsewhere_outs(rep), gr.Button(visible=False),
                    gr.Column(visible=False))
 
-        c["import_folder"].click(import_folder, [c["folder"]], [*folder_outs, c["folder_stop"], c["folder_progress"]],
-                                 api_name="import_folder", show_progress_on=[c["folder_bar"]])
+        folder_done = c["import_folder"].click(
+            import_folder, [c["folder"]], [*folder_outs, c["folder_stop"], c["folder_progress"]],
+            api_name="import_folder", show_progress_on=[c["folder_bar"]])
+
+        @owner_only(ctx, "import folders", quiet=True)
+        def plan_done():
+            """The plan said before the import is done with: the result below says what became of it."""
+            return "", gr.Button(FOLDER_LABEL)
+
+        folder_done.success(plan_done, None, [c["folder_plan"], c["import_folder"]], api_visibility="private",
+                            show_progress="hidden")
         c["folder_stop"].click(stop_import, None, [c["result"]], api_visibility="private", queue=False)
 
         @owner_only(ctx, "import folders", quiet=True)
