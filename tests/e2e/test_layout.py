@@ -49,6 +49,8 @@ def test_tables_show_every_column_at_1280_px_and_every_tab_is_reachable_at_390_p
                     app.page.get_by_role("button", name="Confusion matrix: click a cell to see its pictures").click()
                 for table in tables:
                     app.page.locator(f"#{table} th").first.wait_for()
+                    # The layout at rest: a table shown as its box appears sizes its columns a moment later.
+                    harness.wait_until(lambda: app.hidden_columns(table) == [], timeout=10)
                     assert app.hidden_columns(table) == [], (key, table)
                 app.screenshot(tmp_path / f"{key}-1280.png")
         with harness.app_page(browser, srv.url, width=390, height=844) as app:
