@@ -118,7 +118,7 @@ def test_same_site_compares_the_origin_with_the_apps_own_host():
     assert same_site("https://127.0.0.5/?x=1", ["127.0.0.5:443"])
     assert not same_site("http://127.0.0.1:9999", ["127.0.0.1:7860"])
     assert not same_site("https://127.0.0.66", ["127.0.0.5"])
-    assert not same_site("http://127.0.0.5.nip.invalid", ["127.0.0.5"])
+    assert not same_site("http://127.0.0.5.nip.localhost", ["127.0.0.5"])
     assert not same_site("null", ["127.0.0.1:7860"]) and not same_site("", ["127.0.0.1:7860"])
     assert not same_site("file:///tmp/x.html", ["127.0.0.1:7860"])
 

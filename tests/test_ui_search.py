@@ -293,8 +293,8 @@ class _Offline:
         from ddgs.exceptions import DDGSException
 
         raise DDGSException(DDGSException(
-            "DNSError: DNSError('error sending request for url (https://duckduckgo.com/?q=ant) > error resolving "
-            "DNS > DNS error: no records found for Query { name: Name(\"duckduckgo.com.\"), query_type: A }')"))
+            "DNSError: DNSError('error sending request for url (https://search.localhost/?q=ant) > error resolving "
+            "DNS > DNS error: no records found for Query { name: Name(\"search.localhost.\"), query_type: A }')"))
 
 
 def test_offline_the_search_and_the_download_say_there_is_no_internet_connection(tmp_path, monkeypatch):
@@ -318,18 +318,19 @@ def test_offline_the_search_and_the_download_say_there_is_no_internet_connection
         c = _client(srv.url)
         ctx.search_provider = _Offline()
         status = _search(c, "ant, bee")["status"]
-        assert status.startswith("No internet connection: duckduckgo.com could not be found.")
+        assert status.startswith("No internet connection: search.localhost could not be found.")
         assert "DNS" not in status and "try again in a few minutes" not in status
         assert "Not searched: ant, bee" in status
 
         # Results found earlier (say, from the project's saved searches), downloaded without a connection.
-        ctx.search_provider = RecordedProvider({"ant": [{"title": f"ant {i}", "image": f"http://pics{i}.example/a.jpg"}
-                                                        for i in range(3)]})
+        # Names under localhost (loopback by definition) that the resolver above cannot find.
+        links = ["http://pics0.localhost/a.jpg", "http://pics1.localhost/a.jpg", "http://pics2.localhost/a.jpg"]
+        ctx.search_provider = RecordedProvider({"ant": [{"title": f"ant {i}", "image": u} for i, u in enumerate(links)]})
         _search(c, "ant")
         out = _named(c.predict(api_name="/download_all"), DOWNLOAD_OUT)
         assert out["status"].startswith("**No internet connection:** none of the sites could be found.")
         reasons = {row[2] for row in out["refusals"]["data"]}
-        assert reasons == {f"the site pics{i}.example could not be found (no internet connection, or the site is "
+        assert reasons == {f"the site pics{i}.localhost could not be found (no internet connection, or the site is "
                            "gone)" for i in range(3)}
         assert "Name or service" not in out["status"] + str(reasons)
 
