@@ -375,6 +375,14 @@ def _run_stage(name: str, work: Path, args) -> dict:
     return json.loads(lines[-1])
 
 
+def _print_sample(r: dict, size: int) -> None:
+    """The features stage's side-by-side figure (printed by the sample stage and the features stage)."""
+    print(f"features of the same {r['sample']} pictures at {size} px, side by side: the app's "
+          f"{r['sample_app_rate']:.1f}/s against a plain loop (decode, resize, forward) "
+          f"{r['sample_plain_rate']:.1f}/s: {r['sample_app_rate'] / r['sample_plain_rate']:.2f}x (goal >= 0.8x)",
+          flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=50_000, help="pictures in the project (default 50,000)")
@@ -413,16 +421,10 @@ def main() -> None:
                   f"peak memory {r['peak_mb']:.0f} MB", flush=True)
         if "features" in skip and "sample" not in skip:
             r = _run_stage("sample", work, args)
-            print(f"features of the same {r['sample']} pictures at {args.size} px, side by side: the app's "
-                  f"{r['sample_app_rate']:.1f}/s against a plain loop (decode, resize, forward) "
-                  f"{r['sample_plain_rate']:.1f}/s: {r['sample_app_rate'] / r['sample_plain_rate']:.2f}x (goal >= 0.8x)",
-                  flush=True)
+            _print_sample(r, args.size)
         if "features" not in skip:
             r = _run_stage("features", work, args)
-            print(f"features of the same {r['sample']} pictures at {args.size} px, side by side: the app's "
-                  f"{r['sample_app_rate']:.1f}/s against a plain loop (decode, resize, forward) "
-                  f"{r['sample_plain_rate']:.1f}/s: {r['sample_app_rate'] / r['sample_plain_rate']:.2f}x (goal >= 0.8x)",
-                  flush=True)
+            _print_sample(r, args.size)
             fwd = f", forward phase alone {r['forward_only_rate']:.1f}/s" if r.get("forward_only_rate") else ""
             print(f"quick-mode features at {args.size} px: {r['features_rate']:.1f} pictures/s from the start of "
                   f"training (reading and decoding included{fwd}) against a plain torch forward "
