@@ -147,7 +147,7 @@ def test_a_visitor_of_a_shared_app_is_refused_every_endpoint_that_acts(trained_p
             "/rename_class": ([item.label], "crimson", item.label), "/merge_classes": (project.labels(), "all", None),
             "/delete_classes": ([item.label], None), "/undo_pictures": (None,), "/redo_pictures": (None,),
             "/search_web": None, "/download_all": (), "/download_selected": ("0",), "/stop_download": (),
-            "/stop_import": (), "/stop_export": (), "/stop_zip": (),
+            "/stop_import": (), "/stop_export": (), "/stop_zip": (), "/stop_review": (),
             "/review": (ALL, "", ""), "/delete": (item.id, ALL, "", ""), "/relabel": (item.id, "blue", ALL, "", ""),
             "/relabel_to_prediction": (item.id, ALL, "", ""), "/keep": (item.id, ALL, "", ""),
             "/undo": (ALL, "", ""), "/redo": (ALL, "", ""),

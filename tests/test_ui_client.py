@@ -473,6 +473,45 @@ def test_review_without_a_model(tmp_path):
         assert gallery == [] and "train" in note.lower()
 
 
+def test_review_of_a_large_project_stops_and_keeps_what_it_measured(tmp_path, monkeypatch):
+    """Stop on the Review tab ends the queue between two pictures; the next look goes on from there."""
+    import time
+
+    from tl_app import dupes
+    from tl_app.ui import review_tab
+
+    folder = imagegen.class_folder(tmp_path / "pics", per_class=40)
+    with serve(tmp_path / "big") as srv:
+        import_files(srv.project, [folder])
+        monkeypatch.setattr(review_tab, "LARGE", 10)  # the Stop shows from this many pictures
+        seen, real = [], dupes.fingerprint_stored
+
+        def slow(src):  # a picture every 20 ms: the queue runs long enough to be stopped
+            seen.append(src)
+            time.sleep(0.02)
+            return real(src)
+
+        monkeypatch.setattr(dupes, "fingerprint_stored", slow)
+        c = _client(srv.url)
+        job = c.submit(ALL, "", "", api_name="/review")
+        wait_until(lambda: len(seen) >= 10, timeout=60)
+        asked = time.monotonic()
+        assert "Stopping" in c.predict(api_name="/stop_review")
+        note = job.result(timeout=60)[0]
+        assert time.monotonic() - asked < 5
+        assert "Review stopped" in note and "kept" in note
+        measured = len(seen)
+        assert measured < 80
+
+        # The next look measures only the pictures not measured before, and shows the queue.
+        seen.clear()
+        note = c.predict(ALL, "", "", api_name="/review")[0]
+        assert "stopped" not in note.lower() and "Train a model" in note
+        assert len(seen) == 80 - measured
+        # Nothing runs: Stop says so.
+        assert c.predict(api_name="/stop_review") == "Nothing is being reviewed."
+
+
 # --- Classify -----------------------------------------------------------------------------
 def test_classify(trained_server, tmp_path):
     c = _client(trained_server.url)

@@ -15,11 +15,12 @@ import pandas as pd
 
 from .. import review, runs
 from ..project import source_name
-from ..errors import GpuUnavailable, InputError, PreflightError, TrainerBusy
+from ..errors import GpuUnavailable, InputError, PreflightError, Stopped, TrainerBusy
 from ..jobs import ProgressLine, TimeLeft, time_left_words
 from ..runner import request_stop, start_training
 from ..train import TrainConfig
 from .adapters import UIContext, owner_only, pct
+from .progress import session_stop, stop_session
 
 ALL = "All classes"
 EVERY_REASON = "Every reason"
@@ -155,6 +156,8 @@ def create_review_tab(ctx: UIContext) -> dict:
         c["reason"] = gr.Dropdown(choices=REASON_CHOICES, value="", label="Reason", scale=2,
                                   elem_id="review-reason")
         c["refresh"] = gr.Button("Refresh", scale=1, elem_id="review-refresh")
+        # While the queue of a large project is computed (seconds to a minute with nothing cached).
+        c["review_stop"] = gr.Button("Stop", scale=1, variant="stop", visible=False, elem_id="review-stop")
         c["retrain"] = gr.Button("Retrain", scale=1, variant="primary", elem_id="review-retrain")
         c["retrain_stop"] = gr.Button("Stop training", scale=1, variant="stop", visible=False,
                                       elem_id="review-retrain-stop")
@@ -214,7 +217,7 @@ def create_review_tab(ctx: UIContext) -> dict:
         return [(str(ctx.project.thumbnail(by_id[r["item"]])), _caption(r, selected))
                 for r in rows if r["item"] in by_id]
 
-    def view(label, reason, cell, mode="strict", group=None, status="", *, top=SHOWN, progress=None):
+    def view(label, reason, cell, mode="strict", group=None, status="", *, top=SHOWN, progress=None, stop=None):
         """Everything the tab shows, recomputed: after any action the queue is current.
 
         The gallery holds the ``top`` most suspicious pictures; "Show more" asks for the next ones.
@@ -223,7 +226,7 @@ def create_review_tab(ctx: UIContext) -> dict:
         cls = None if label in (None, "", ALL) else label
         loose = mode == "loose"
         q = review.queue(ctx.project, label=cls, reason=reason or None, cell=_cell_value(cell), top=top,
-                         loose=loose, **({"progress": _stages(progress)} if progress is not None else {}))
+                         loose=loose, stop=stop, **({"progress": _stages(progress)} if progress is not None else {}))
         groups = review.duplicate_groups(ctx.project, loose=loose)
         g_gallery, g_ids, g_keep, g_note, g_box = _group_view(ctx, groups, group, None)
         rows = [r.to_dict() for r in q.rows]
@@ -273,15 +276,40 @@ def create_review_tab(ctx: UIContext) -> dict:
         return report
 
     @owner_only(ctx, "review the pictures", quiet=True)
-    def refresh(label, reason, cell, mode="strict", group=None, progress=gr.Progress()):
+    def refresh(label, reason, cell, mode="strict", group=None, request: gr.Request = None,
+                progress=gr.Progress()):
         n = sum(ctx.project.label_counts().values())
-        if n >= LARGE:  # the tab paints at once; the queue of a large project follows when it is ready
-            yield (f"Looking through {n:,} pictures for the ones that need a look…",
-                   *[gr.skip()] * (len(outs) - 1))
-        yield view(label, reason, cell, mode, group, progress=progress)
+        if n < LARGE:
+            yield (*view(label, reason, cell, mode, group, progress=progress), gr.skip())
+            return
+        # The tab paints at once; the queue of a large project follows when it is ready, and Stop ends it
+        # between two pictures it measures (what is measured by then is kept for the next look).
+        with session_stop(ctx, "review", request) as stop:
+            yield (f"Looking through {n:,} pictures for the ones that need a look… (Stop ends it; what is "
+                   "measured by then is kept for the next look)", *[gr.skip()] * (len(outs) - 1),
+                   gr.Button(visible=True))
+            try:
+                shown = view(label, reason, cell, mode, group, progress=progress, stop=stop)
+            except Stopped:
+                yield ("**Review stopped.** Nothing is shown as judged. The pictures measured so far are kept: "
+                       "Refresh goes on from there.", *[gr.skip()] * (len(outs) - 1), gr.Button(visible=False))
+                return
+            except Exception:  # said by the handler; the Stop button goes
+                yield (*[gr.skip()] * len(outs), gr.Button(visible=False))
+                raise
+        yield (*shown, gr.Button(visible=False))
 
     # The queue's progress on the gallery it fills (not on every output of the view).
-    c["refresh"].click(refresh, filters, outs, api_name="review", show_progress_on=[c["gallery"]])
+    c["refresh"].click(refresh, filters, [*outs, c["review_stop"]], api_name="review",
+                       show_progress_on=[c["gallery"]])
+
+    @owner_only(ctx, "stop a review")
+    def stop_review(request: gr.Request = None):
+        """Stop this window's Review queue at its next picture (its measures so far are kept)."""
+        return "Stopping the review…" if stop_session(ctx, "review", request) else "Nothing is being reviewed."
+
+    # queue=False: a Stop must not wait behind the review it stops.
+    c["review_stop"].click(stop_review, None, [c["status"]], api_name="stop_review", queue=False)
 
     @owner_only(ctx, "review the pictures")
     def more(label, reason, cell, mode, group, rows, selected):
@@ -506,6 +534,6 @@ def create_review_tab(ctx: UIContext) -> dict:
 
     c["retrain_stop"].click(stop_retrain, [c["job"]], [c["status"]], api_visibility="private", queue=False)
 
-    c["on_select"] = (refresh, filters, outs)
+    c["on_select"] = (refresh, filters, [*outs, c["review_stop"]])
     c["select_opts"] = dict(show_progress_on=[c["gallery"]])
     return c
