@@ -291,8 +291,11 @@ def create_review_tab(ctx: UIContext) -> dict:
             try:
                 shown = view(label, reason, cell, mode, group, progress=progress, stop=stop)
             except Stopped:
-                yield ("**Review stopped.** Nothing is shown as judged. The pictures measured so far are kept: "
-                       "Refresh goes on from there.", *[gr.skip()] * (len(outs) - 1), gr.Button(visible=False))
+                said = [gr.skip()] * len(outs)
+                said[0] = ("**Review stopped.** Nothing is shown as judged. The pictures measured so far are kept: "
+                           "Refresh goes on from there.")
+                said[outs.index(c["status"])] = ""  # "Stopping the review…" is done
+                yield (*said, gr.Button(visible=False))
                 return
             except Exception:  # said by the handler; the Stop button goes
                 yield (*[gr.skip()] * len(outs), gr.Button(visible=False))
