@@ -53,11 +53,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from .errors import Stopped
-from .jobs import MEASURE_CHUNK, read_ahead, step_progress, stop_requested
+from .jobs import step_progress, stop_requested
 
 #: Side of the stored colour thumbnail, of the grey one kept for fine detail, and the least a stored
 #: JPEG is decoded at to make them.
@@ -1406,36 +1405,27 @@ class FingerprintStore:
 def item_fingerprints(project, items: Optional[Iterable] = None) -> dict[str, Fingerprint]:
     """Fingerprint per item id (active items by default), computing and caching the missing ones.
 
-    The missing ones are computed on a thread pool (Pillow decodes without the GIL), a chunk at a
-    time: a Stop between two chunks keeps the ones computed. An item whose file cannot be read is left out.
+    An item whose file cannot be read is left out.
     """
     items = list(project.items() if items is None else items)
     store = FingerprintStore(project)
     known = store.get(sorted({it.sha256 for it in items}))
-    todo = {it.sha256: project.path_of(it) for it in items if it.sha256 not in known}  # one per content
-    new: list[tuple[str, Fingerprint]] = []
-    chunks = list(_chunks(list(todo.items()), MEASURE_CHUNK))
-    step_progress(0, len(todo), "fingerprinting new pictures")
-    for chunk, prints in zip(chunks, read_ahead(_fingerprint_or_none, chunks)):
-        if stop_requested():  # the step that asked (Review) was stopped: keep what was measured
-            store.put(new)
-            raise Stopped("Stopped while comparing pictures; the ones compared so far are remembered.")
-        for (sha, _), fp in zip(chunk, prints):
-            if fp is not None:
-                known[sha] = fp
-                new.append((sha, fp))
-        step_progress(len(new), len(todo), "fingerprinting new pictures")
+    out, new = {}, []
+    missing = sum(1 for it in items if it.sha256 not in known)
+    for it in items:
+        fp = known.get(it.sha256)
+        if fp is None:
+            if len(new) % 50 == 0:
+                step_progress(len(new), missing, "fingerprinting new pictures")
+            if stop_requested():  # the step that asked (Review) was stopped: keep what was measured
+                store.put(new)
+                raise Stopped("Stopped while comparing pictures; the ones compared so far are remembered.")
+            try:
+                fp = fingerprint_stored(project.path_of(it))
+            except (OSError, ValueError, SyntaxError):
+                continue
+            known[it.sha256] = fp
+            new.append((it.sha256, fp))
+        out[it.id] = fp
     store.put(new)
-    return {it.id: known[it.sha256] for it in items if it.sha256 in known}
-
-
-def _chunks(seq: list, n: int) -> Iterator[list]:
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]
-
-
-def _fingerprint_or_none(entry: tuple[str, Path]) -> Optional[Fingerprint]:
-    try:
-        return fingerprint_stored(entry[1])
-    except (OSError, ValueError, SyntaxError):
-        return None
+    return out

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from .errors import Stopped
-from .jobs import StopToken, TimeLeft, decode_workers, read_ahead, stop_requested  # noqa: F401
+from .jobs import StopToken, TimeLeft, stop_requested
 from .models import ModelSpec, resize_for
 
 EventFn = Callable[[dict], None]
@@ -38,6 +39,48 @@ def load_image_for_model(src, size: int):
 #: then decoded once per run as when it was held in one array (400 pictures at 224 px), a large one
 #: streams from disk.
 PICTURE_CACHE_MB = 64
+#: Batches decoded ahead of the one the network works on.
+READ_AHEAD = 2
+
+
+def decode_workers() -> int:
+    """Threads that decode pictures (Pillow releases the GIL while it decodes and resizes)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def read_ahead(fn: Callable, chunks: Iterable[Sequence], *, workers: Optional[int] = None,
+               ahead: int = READ_AHEAD) -> Iterator[list]:
+    """``[fn(x) for x in chunk]`` for each chunk, in order, computed on a thread pool.
+
+    At most ``ahead`` chunks beyond the one being consumed are in flight, so memory
+    stays bounded by the chunk size however many chunks there are.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = iter(chunks)
+    with ThreadPoolExecutor(max_workers=workers or decode_workers()) as pool:
+        pending: deque = deque()
+
+        def submit() -> bool:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return False
+            pending.append([pool.submit(fn, x) for x in chunk])
+            return True
+
+        for _ in range(ahead + 1):
+            if not submit():
+                break
+        try:
+            while pending:
+                futs = pending.popleft()
+                out = [f.result() for f in futs]
+                submit()
+                yield out
+        finally:  # a consumer that stops early (Stop, an error) leaves nothing running
+            for futs in pending:
+                for f in futs:
+                    f.cancel()
 
 
 class Pictures:

@@ -9,8 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from collections import deque
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional
 
 
 @dataclass
@@ -207,54 +206,6 @@ def step_progress(done: int, total: int, message: str = "") -> None:
     fn = _CURRENT_PROGRESS.get()
     if fn is not None:
         fn(Progress(done, total, message, unit="pictures"))
-
-
-# --- work on a thread pool ---------------------------------------------------------------
-#: Chunks computed ahead of the one being consumed.
-READ_AHEAD = 2
-#: Pictures measured per task when a cache (fingerprints, quality) is filled on a thread pool: tens
-#: of milliseconds of work, so a Stop between two chunks takes effect at once.
-MEASURE_CHUNK = 64
-
-
-def decode_workers() -> int:
-    """Threads that decode pictures (Pillow releases the GIL while it decodes and resizes)."""
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def read_ahead(fn: Callable, chunks: Iterable[Sequence], *, workers: Optional[int] = None,
-               ahead: int = READ_AHEAD) -> Iterator[list]:
-    """``[fn(x) for x in chunk]`` for each chunk, in order, computed on a thread pool.
-
-    At most ``ahead`` chunks beyond the one being consumed are in flight, so memory
-    stays bounded by the chunk size however many chunks there are.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    chunks = iter(chunks)
-    with ThreadPoolExecutor(max_workers=workers or decode_workers()) as pool:
-        pending: deque = deque()
-
-        def submit() -> bool:
-            chunk = next(chunks, None)
-            if chunk is None:
-                return False
-            pending.append([pool.submit(fn, x) for x in chunk])
-            return True
-
-        for _ in range(ahead + 1):
-            if not submit():
-                break
-        try:
-            while pending:
-                futs = pending.popleft()
-                out = [f.result() for f in futs]
-                submit()
-                yield out
-        finally:  # a consumer that stops early (Stop, an error) leaves nothing running
-            for futs in pending:
-                for f in futs:
-                    f.cancel()
 
 
 class FileLock:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from .errors import Stopped
-from .jobs import MEASURE_CHUNK, read_ahead, step_progress, stop_requested
+from .jobs import step_progress, stop_requested
 
 #: Bump when a measure changes: cached values of another version are measured again.
 VERSION = 2
@@ -188,28 +188,23 @@ def item_quality(project, items: list) -> dict[str, Quality]:
     store = QualityStore(project)
     known = store.get(sorted({it.sha256 for it in items} - memo.keys()))
     known.update(memo)
-    # The missing ones on a thread pool (decoding and numpy release the GIL), a chunk at a time: a Stop
-    # between two chunks keeps the ones measured.
-    todo = {it.sha256: project.path_of(it) for it in items if it.sha256 not in known}
-    entries = list(todo.items())
-    chunks = [entries[i:i + MEASURE_CHUNK] for i in range(0, len(entries), MEASURE_CHUNK)]
-    new: list[tuple[str, Quality]] = []
-    failed: dict[str, Quality] = {}
-    step_progress(0, len(todo), "checking new pictures")
-    for chunk, measured in zip(chunks, read_ahead(lambda entry: measure(entry[1]), chunks)):
-        if stop_requested():  # the step that asked (Review) was stopped: keep what was measured
-            store.put(new)
-            raise Stopped("Stopped while checking pictures; the ones checked so far are remembered.")
-        for (sha, _), q in zip(chunk, measured):
-            if q.error:
-                failed[sha] = q  # measured again next time
-            else:
-                new.append((sha, q))
-                known[sha] = q
-        step_progress(len(new) + len(failed), len(todo), "checking new pictures")
-    out = {it.id: known.get(it.sha256) or failed[it.sha256] for it in items}
+    out, new = {}, []
+    missing = sum(1 for it in items if it.sha256 not in known)
+    for it in items:
+        q = known.get(it.sha256)
+        if q is None:
+            if len(new) % 50 == 0:
+                step_progress(len(new), missing, "checking new pictures")
+            if stop_requested():  # the step that asked (Review) was stopped: keep what was measured
+                store.put(new)
+                raise Stopped("Stopped while checking pictures; the ones checked so far are remembered.")
+            q = measure(project.path_of(it))
+            if not q.error:
+                new.append((it.sha256, q))
+                known[it.sha256] = q
+        out[it.id] = q
     store.put(new)
-    memo.update(known)
+    memo.update((sha, q) for sha, q in known.items() if not q.error)
     return out
 
 
