@@ -10,10 +10,12 @@ known side of the test. Figures, for the app's score and for max-softmax alone, 
             of its own held-out known pictures are accepted); "known ok" is the share of known
             test pictures accepted at that threshold (close to 95% when the threshold is honest)
 
-Other combinations (k-NN alone, energy alone, k-NN + max-softmax, other k; distances in the stage
-features the app uses or in the pooled last-stage features of the first version) are printed on the
-same pictures for comparison. The app's own answer (``predict_files``: ``unknown``) is counted too, to
-check it agrees with the recomputed figure.
+Other scores are printed on the same pictures for comparison: energy alone; the second version (k-NN in
+the last four stages, with and without energy) and the first (k-NN in the pooled last stage); the app's
+version 3 (k-NN in every layer, stem included, plus energy; tl_app/openset.py) with its learnt weights
+(leave-one-class-out on held-out known pictures), with equal weights, without energy, and each layer
+alone. The app's own answer (``predict_files``: ``unknown``) is counted too, to check it agrees with the
+recomputed figure; the weights it learnt and its bank's bytes per training picture are printed.
 
 Datasets: scikit-learn's digits (0-6 known, 7-9 unknown), upscaled to 64 px; and drawn shapes (each
 class a shape in its own colour, random size, place and turn, on a dark noisy background; 6 classes

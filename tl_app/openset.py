@@ -1,26 +1,37 @@
 """None of these: how unlike every known class a picture is, and where "unknown" starts.
 
-The score combines two signals the app already has (both: higher = less known):
+Version 3 (recorded by quick and full runs now). Its parts, each higher = less known:
 
-- **k-NN distance** (Sun et al., ICML 2022): the distance from the picture's
-  L2-normalised features to its nearest training picture (k = 1). The features
-  are the network's last four stages, each max- and average-pooled and scaled to
-  unit length (:class:`tl_app.features.StagePool`): the early stages keep what
-  the last one pools away (colour, strokes), and on bench/unknown.py they told
-  unseen kinds apart better than the last stage alone, in every cell. The bank is
-  the run's training pictures in a clean pass (eval mode, no augmentation),
-  stored with the rule (``unknown_bank.npy``, float16).
-- **energy** (Liu et al., NeurIPS 2020): ``-logsumexp(logits)``; a confident
-  answer has low energy. Max-softmax (``1 - max p``) is its older cousin, kept
-  as the bench's baseline.
+- **k-NN distance per layer** (Sun et al., ICML 2022, "Out-of-distribution detection with deep
+  nearest neighbors"): the distance from the picture to its nearest training picture (k = 1), in each
+  layer of the network on its own: the stem (what enters the first stage) and every stage. A layer's
+  features are its output pooled per channel as max, mean and standard deviation (first and second
+  moments: the per-layer feature statistics that Lee et al., NeurIPS 2018, "A simple unified framework
+  for detecting out-of-distribution samples and adversarial attacks", ensemble over layers), each
+  statistic and the layer's block scaled to unit length (:class:`tl_app.features.StagePool`). The stem
+  and first stage keep colour and local texture that the last stages pool away: a picture of a known
+  shape in an unseen colour is near its class in the last stage and far from everything in the stem.
+- **energy** (Liu et al., NeurIPS 2020): ``-logsumexp(logits)``; a confident answer has low energy.
+  Max-softmax (``1 - max p``, Hendrycks & Gimpel 2017) is the bench's baseline.
 
-Each is z-normalised on the run's held-out known pictures and the two are
-summed. The threshold is set on those held-out pictures so that 95% of new known
-pictures are accepted (:func:`threshold_for`); above it is "none of these".
-Everything is recorded in the run's ``unknown.json`` when it trains; a run
-without it (trained before) makes no claim. Runs recorded by the first version
-of the rule (version 1: the pooled last-stage features of ``embeddings.npy``,
-k of about 1% of the bank) keep that rule and still make their claim.
+Each part is z-normalised on the run's held-out known pictures (floored at ``Z_FLOOR``) and the score is
+their weighted sum. Which layers tell unseen kinds apart depends on the network and the data (on the
+bench, the stem for colour-coded shapes with a random body, the middle stages for digits), and the app
+never has unknown pictures to tune on. Lee et al. fit their layer weights by logistic regression on
+validation out-of-distribution samples; here the out-of-distribution samples are made from known ones,
+as in leave-out-class validation (Vyas et al., ECCV 2018, "Out-of-distribution detection using an
+ensemble of self supervised leave-out classifiers"): each known class in turn is left out of the bank
+and of the logits, and its held-out pictures play an unseen kind (:func:`leave_class_out`). Negative
+weights are dropped and the weights sum to 1. The threshold is set on the held-out pictures so that 95%
+of new known pictures are accepted (:func:`threshold_for`); above it is "none of these".
+
+Everything is recorded in the run's ``unknown.json`` (parts, normalisation, weights, layer widths,
+threshold) and ``unknown_bank.npy`` (the training pictures' layer features, float16, named by its hash:
+resnet18 has 3,072 values per picture, 6,144 bytes, about 307 MB for 50,000 training pictures; the
+scorer reads the bank in chunks, never as a whole float32 copy). A run without it (trained before) makes
+no claim. Runs recorded by earlier versions keep their rule and still make their claim: version 2 (one
+k-NN distance in the last four stages, max and average pooled, plus energy, summed alike) and version 1
+(the pooled last-stage features of ``embeddings.npy``, k of about 1% of the bank).
 """
 
 from __future__ import annotations
@@ -39,17 +50,17 @@ KNOWN_ACCEPTED = 0.95
 #: unknown (6 held out), so the app makes no claim rather than a wrong one.
 MIN_HELD_OUT = 19
 FILE = "unknown.json"
-#: The k-NN bank of a version-2 rule: the training pictures' stage features (float16).
+#: The k-NN bank of a version-2 or -3 rule: the training pictures' stage or layer features (float16).
 BANK_FILE = "unknown_bank.npy"
 #: Which features a rule measures distances in: "layers" (version 3, :class:`tl_app.features.StagePool`
 #: of kind "layers"), "stages" (version 2, its kind "stages") or "pooled" (version 1: the head's input,
 #: as stored in ``embeddings.npy``).
 FEATURES = ("layers", "stages", "pooled")
 VERSIONS = {1: "pooled", 2: "stages", 3: "layers"}
-#: k of the k-NN distance. On bench/unknown.py k = 1 did best in every cell (digits and drawn
-#: shapes, quick and full runs, either features); banks there hold 384-812 pictures.
+#: k of the k-NN distance (versions 2 and 3; version 3 supports only k = 1). On bench/unknown.py k = 1 did
+#: best in every cell (digits and drawn shapes, quick and full runs, either features); banks hold 384-812 pictures.
 DEFAULT_K = 1
-#: Which signals the app's score adds up (z-normalised). bench/unknown.py measures the others.
+#: Which signals a version-2 rule adds up (z-normalised); bench/unknown.py measures the others.
 DEFAULT_PARTS = ("knn", "energy")
 #: No part's z-score counts below this (see :meth:`OpenSet.combine`).
 Z_FLOOR = -1.0
