@@ -223,7 +223,6 @@ def measure(name: str, mode: str, work: Path, *, epochs: int, seed: int = 0,
     rep = train(proj, cfg)
     seconds = time.perf_counter() - t0
     assert rep.status == "finished", rep
-    rdir = runs.run_dir(proj, rep.run)
     rule = openset.OpenSet.from_dict(runs.read_json(proj, rep.run, openset.FILE))
 
     # The app's answer, as a user gets it.
