@@ -10,10 +10,12 @@ known side of the test. Figures, for the app's score and for max-softmax alone, 
             of its own held-out known pictures are accepted); "known ok" is the share of known
             test pictures accepted at that threshold (close to 95% when the threshold is honest)
 
-Other combinations (k-NN alone, energy alone, k-NN + max-softmax, other k; distances in the stage
-features the app uses or in the pooled last-stage features of the first version) are printed on the
-same pictures for comparison. The app's own answer (``predict_files``: ``unknown``) is counted too, to
-check it agrees with the recomputed figure.
+Other scores are printed on the same pictures for comparison: energy alone; the second version (k-NN in
+the last four stages, with and without energy) and the first (k-NN in the pooled last stage); the app's
+version 3 (k-NN in every layer, stem included, plus energy; tl_app/openset.py) with its learnt weights
+(leave-one-class-out on held-out known pictures), with equal weights, without energy, and each layer
+alone. The app's own answer (``predict_files``: ``unknown``) is counted too, to check it agrees with the
+recomputed figure; the weights it learnt and its bank's bytes per training picture are printed.
 
 Datasets: scikit-learn's digits (0-6 known, 7-9 unknown), upscaled to 64 px; and drawn shapes (each
 class a shape in its own colour, random size, place and turn, on a dark noisy background; 6 classes
@@ -139,7 +141,8 @@ def auroc(known, unknown) -> float:
 
 
 def _embed_files(project, run_id: str, files: list[Path]):
-    """``(logits, pooled features, stage features)`` of picture files through the app's predict pipeline."""
+    """``(logits, pooled features, layer features, version-2 stage features)`` of picture files through the
+    app's predict pipeline."""
     import numpy as np
 
     from tl_app.features import embed_with_stages
@@ -147,7 +150,7 @@ def _embed_files(project, run_id: str, files: list[Path]):
 
     model, spec, _ = model_for(project, run_id)
     px = np.stack([_pixels_from_bytes(_as_stored(project, f), spec.size) for f in files])
-    return embed_with_stages(model, px, spec)
+    return (*embed_with_stages(model, px, spec), embed_with_stages(model, px, spec, kind="stages")[2])
 
 
 def _embed_items(project, run_id: str):
@@ -165,7 +168,10 @@ def _embed_items(project, run_id: str):
     valid = np.array([it["valid"] for it in snap["items"]])
     model, spec, _ = model_for(project, run_id)
     ids = [it["item"] for it in snap["items"]]
-    return embed_with_stages(model, _item_pixels(project, ids, spec.size), spec), valid
+    labels = np.array([spec.vocab.index(it["label"]) for it in snap["items"]])
+    px = _item_pixels(project, ids, spec.size)
+    return ((*embed_with_stages(model, px, spec), embed_with_stages(model, px, spec, kind="stages")[2]),
+            valid, labels)
 
 
 def measure(name: str, mode: str, work: Path, *, epochs: int, seed: int = 0,
@@ -217,7 +223,6 @@ def measure(name: str, mode: str, work: Path, *, epochs: int, seed: int = 0,
     rep = train(proj, cfg)
     seconds = time.perf_counter() - t0
     assert rep.status == "finished", rep
-    rdir = runs.run_dir(proj, rep.run)
     rule = openset.OpenSet.from_dict(runs.read_json(proj, rep.run, openset.FILE))
 
     # The app's answer, as a user gets it.
@@ -228,35 +233,50 @@ def measure(name: str, mode: str, work: Path, *, epochs: int, seed: int = 0,
     correct = np.mean([p.label == Path(p.file).name.split("_")[1] for p in preds[:len(known_test)]])
 
     # Every combination on the same pictures: the run's training rows as the bank, its held-out rows
-    # (to set each variant's normalisation and threshold), the test pictures. Two feature spaces:
-    # "stages" (the app's, features.StagePool) and "pooled" (the head's input, the first version's).
-    (ilog, ipool, istage), valid = _embed_items(proj, rep.run)
-    klog, kpool, kstage = _embed_files(proj, rep.run, known_test)
-    ulog, upool, ustage = _embed_files(proj, rep.run, unknown_test)
-    feats = {"stages": (istage, kstage, ustage), "pooled": (ipool, kpool, upool)}
+    # (to set each variant's normalisation, weights and threshold), the test pictures. Feature spaces:
+    # "layers" (the app's, version 3), "stages" (version 2) and "pooled" (the head's input, version 1).
+    (ilog, ipool, ilayer, istage), valid, labels = _embed_items(proj, rep.run)
+    klog, kpool, klayer, kstage = _embed_files(proj, rep.run, known_test)
+    ulog, upool, ulayer, ustage = _embed_files(proj, rep.run, unknown_test)
     vlog = ilog[valid]
-    n_bank = int((~valid).sum())
     variants = {}
-    combos = [(("msp",), "stages", 1), (("energy",), "stages", 1)]
-    for fs in ("stages", "pooled"):
-        combos += [(("knn",), fs, k) for k in (1, 5, 10)]
-        combos += [(("knn", "energy"), fs, k) for k in sorted({1, 5, 10, openset.default_k(n_bank)})]
-        combos += [(("knn", "msp"), fs, 1)]
-    for parts, fs, k in combos:
-        items, kf, uf = feats[fs]
-        bank = items[~valid]
-        r = openset.fit(bank, items[valid], vlog, parts=parts, k=k)
-        bank_n = openset.l2_normalise(bank)
-        sk = r.combine(openset.raw_parts(bank_n, kf, klog, k, parts))
-        su = r.combine(openset.raw_parts(bank_n, uf, ulog, k, parts))
-        key = "+".join(parts) + (f" {fs} k={k}" if "knn" in parts else "")
+
+    def note(key, r, sk, su):
         variants[key] = {"auroc": auroc(sk, su), "caught": float((su > r.threshold).mean()),
                          "known_ok": float((sk <= r.threshold).mean())}
-    app_key = "+".join(rule.parts) + f" {rule.features} k={rule.k}"
+
+    for parts in (("msp",), ("energy",)):
+        r = openset.fit(ipool[~valid], ipool[valid], vlog, parts=parts)
+        note(parts[0], r, r.combine(openset.raw_parts(None, kpool, klog, 1, parts)),
+             r.combine(openset.raw_parts(None, upool, ulog, 1, parts)))
+    for fs, (items, kf, uf) in {"stages (v2)": (istage, kstage, ustage), "pooled (v1)": (ipool, kpool, upool)}.items():
+        for parts in (("knn",), ("knn", "energy")):
+            r = openset.fit(items[~valid], items[valid], vlog, parts=parts, k=1)
+            bank_n = openset.l2_normalise(items[~valid])
+            note("+".join(parts) + f" {fs} k=1", r, r.combine(openset.raw_parts(bank_n, kf, klog, 1, parts)),
+                 r.combine(openset.raw_parts(bank_n, uf, ulog, 1, parts)))
+    # Version 3: the app's weights (leave-one-class-out), all parts alike, each layer alone.
+    bank = ilayer[~valid].astype(np.float16)
+    app_rule = openset.fit_layers(bank, labels[~valid], ilayer[valid], labels[valid], vlog, rule.widths)
+    vraw = openset.layer_raw_parts(bank, ilayer[valid], vlog, app_rule)
+    kraw = openset.layer_raw_parts(bank, klayer, klog, app_rule)
+    uraw = openset.layer_raw_parts(bank, ulayer, ulog, app_rule)
+    weightings = {"layers (v3), learnt weights": app_rule.weights,
+                  "layers (v3), equal weights": {p: 1.0 for p in app_rule.parts},
+                  "layers (v3) k-NN only, equal": {p: float(p != "energy") for p in app_rule.parts}}
+    weightings.update({f"layer {p} alone": {q: float(q == p) for q in app_rule.parts} for p in app_rule.parts[:-1]})
+    for key, w in weightings.items():
+        r = openset.OpenSet(app_rule.parts, 1, app_rule.norm, 0.0, app_rule.held_out, app_rule.bank,
+                            features="layers", widths=app_rule.widths, weights=w)
+        r.threshold = openset.threshold_for(r.combine(vraw))
+        note(key, r, r.combine(kraw), r.combine(uraw))
+    weights = " ".join(f"{p}={w:.2f}" for p, w in app_rule.weights.items())
+    app_key = f"v{rule.version} {rule.features}"
     return {"data": name, "unknown": sorted(unknown), "mode": mode, "epochs": epochs if mode == "full" else None, "seconds": seconds,
             "known_classes": len(by_class) - len(unknown), "unknown_classes": len(unknown),
             "train": rule.bank, "held_out": rule.held_out, "known_test": len(known_test),
-            "unknown_test": len(unknown_test), "accuracy_known_test": float(correct),
+            "unknown_test": len(unknown_test), "accuracy_known_test": float(correct), "weights": weights,
+            "bank_bytes_per_picture": 2 * int(sum(rule.widths)),
             "app": {"key": app_key, "auroc": auroc(app_scores[:len(known_test)], app_scores[len(known_test):]),
                     "caught": float(app_unknown.mean()), "known_ok": float(1 - app_known.mean())},
             "variants": variants}
@@ -269,13 +289,14 @@ def report(r: dict) -> str:
              + f": {r['known_classes']} known classes ({r['train']} training + {r['held_out']} held-out pictures), "
              f"{r['unknown_classes']} unknown; test {r['known_test']} known + {r['unknown_test']} unknown; "
              f"known test accuracy {r['accuracy_known_test']:.1%}; trained in {r['seconds']:.0f} s",
-             f"  {'score':<34} {'AUROC':>6} {'caught':>7} {'known ok':>9}",
-             f"  {'app (' + app['key'] + ')':<34} {app['auroc']:6.3f} {app['caught']:7.1%} {app['known_ok']:9.1%}"
+             f"  {'score':<38} {'AUROC':>6} {'caught':>7} {'known ok':>9}",
+             f"  {'app (' + app['key'] + ')':<38} {app['auroc']:6.3f} {app['caught']:7.1%} {app['known_ok']:9.1%}"
              f"   <- predict_files' own answer",
-             f"  {'max-softmax':<34} {msp['auroc']:6.3f} {msp['caught']:7.1%} {msp['known_ok']:9.1%}   <- baseline"]
+             f"  {'max-softmax':<38} {msp['auroc']:6.3f} {msp['caught']:7.1%} {msp['known_ok']:9.1%}   <- baseline"]
     for k, v in r["variants"].items():
         if k != "msp":
-            lines.append(f"  {k:<34} {v['auroc']:6.3f} {v['caught']:7.1%} {v['known_ok']:9.1%}")
+            lines.append(f"  {k:<38} {v['auroc']:6.3f} {v['caught']:7.1%} {v['known_ok']:9.1%}")
+    lines.append(f"  the app's weights: {r['weights']}; bank {r['bank_bytes_per_picture']} bytes per picture")
     ok = app["auroc"] >= 0.90 and app["auroc"] > msp["auroc"]
     lines.append(f"  goal (AUROC >= 0.90 and above max-softmax): {'met' if ok else 'NOT met'}")
     return "\n".join(lines)

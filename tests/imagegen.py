@@ -81,3 +81,24 @@ def slow_pictures(folder: Path, n: int, side: int = 3500) -> Path:
         chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
         (folder / f"big-{i:03d}.png").write_bytes(head + chunk + rest)
     return folder
+
+
+def shape(kind: str, rgb, seed: int = 0, size: int = 64) -> Image.Image:
+    """A filled shape ("circle", "square" or "triangle") in ``rgb`` at a random size and place on a dark,
+    noisy background."""
+    import numpy as np
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(0, 70, 3)
+    im = Image.fromarray(np.clip(bg + rng.integers(-20, 21, (size, size, 3)), 0, 255).astype(np.uint8), "RGB")
+    r = float(rng.uniform(0.2, 0.4) * size)
+    cx, cy = (float(v) for v in rng.uniform(r + 1, size - r - 1, 2))
+    draw, fill = ImageDraw.Draw(im), tuple(int(c) for c in rgb)
+    if kind == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif kind == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    else:
+        draw.polygon([(cx, cy - r), (cx + 0.87 * r, cy + 0.5 * r), (cx - 0.87 * r, cy + 0.5 * r)], fill=fill)
+    return im

@@ -43,17 +43,21 @@ def _pictures(folder: Path, colours: dict, n: int, seed: int) -> list[Path]:
 def _check_open_set(project, run_id: str, tmp_path: Path) -> None:
     """The run's rule is recorded; left-out kinds are unknown, new pictures of known classes mostly not."""
     rec = runs.read_json(project, run_id, openset.FILE)
-    assert rec is not None and rec["parts"] == ["knn", "energy"] and rec["accepted"] == 0.95
-    assert rec["version"] == 2 and rec["features"] == "stages" and rec["k"] == 1
+    # resnet18: the stem (64 channels) and four stages, each max, mean and std pooled
+    widths = [3 * c for c in (64, 64, 128, 256, 512)]
+    assert rec is not None and rec["parts"] == list(openset.layer_parts(5)) and rec["accepted"] == 0.95
+    assert rec["version"] == 3 and rec["features"] == "layers" and rec["k"] == 1 and rec["widths"] == widths
+    assert all(w >= 0 for w in rec["weights"].values()) and abs(sum(rec["weights"].values()) - 1) < 1e-6
     rule = openset.OpenSet.from_dict(rec)
     snap = runs.read_json(project, run_id, "snapshot.json")
     assert rule.held_out == sum(it["valid"] for it in snap["items"]) and rule.bank == len(snap["items"]) - rule.held_out
     import numpy as np
 
     bank = np.load(runs.run_dir(project, run_id) / openset.BANK_FILE)
-    # one row per training picture: four stages of resnet18, max and average pooled, each of unit length
-    assert bank.shape == (rule.bank, 2 * (64 + 128 + 256 + 512))
-    assert np.allclose(np.linalg.norm(bank.astype(np.float32), axis=1), 1.0, atol=1e-2)
+    assert bank.dtype == np.float16 and bank.shape == (rule.bank, sum(widths))
+    # one row per training picture, each layer's block of unit length
+    for a, b in zip(np.cumsum([0] + widths[:-1]), np.cumsum(widths)):
+        assert np.allclose(np.linalg.norm(bank[:, a:b].astype(np.float32), axis=1), 1.0, atol=1e-2)
 
     known = _pictures(tmp_path / "known", {k: imagegen.COLOURS[k] for k in ("red", "blue")}, 6, seed=5000)
     strange = _pictures(tmp_path / "strange", LEFT_OUT, 5, seed=6000)
@@ -146,6 +150,104 @@ def test_a_first_version_rule_still_makes_its_claim(open_set_project, tmp_path):
     preds = predict_files(open_set_project, known + strange)
     assert all(p.unknown for p in preds[len(known):])
     assert sum(p.unknown for p in preds[:len(known)]) <= 1
+
+
+def test_a_second_version_rule_still_makes_its_claim(open_set_project, tmp_path):
+    """A run recorded by the second version (the last four stages, max and mean pooled, knn + energy alike)
+    keeps its rule: predict computes those features for it, and left-out kinds are still unknown."""
+    import numpy as np
+
+    from tl_app.features import embed_with_stages
+    from tl_app.predict import _item_pixels, model_for
+
+    run = runs.active_run(open_set_project)
+    rdir = runs.run_dir(open_set_project, run.id)
+    snap = runs.read_json(open_set_project, run.id, "snapshot.json")
+    valid = np.array([it["valid"] for it in snap["items"]])
+    model, spec, _ = model_for(open_set_project, run.id)
+    logits, _, stages = embed_with_stages(model, _item_pixels(open_set_project, [it["item"] for it in snap["items"]],
+                                                              spec.size), spec, kind="stages")
+    assert stages.shape[1] == 2 * (64 + 128 + 256 + 512)
+    bank = stages[~valid].astype(np.float16)
+    np.save(rdir / openset.BANK_FILE, bank, allow_pickle=False)
+    old = openset.fit(bank.astype(np.float32), stages[valid], logits[valid], k=1, features="stages")
+    old.bank_sha256 = openset.file_sha256(rdir / openset.BANK_FILE)
+    doc = old.to_dict()
+    assert doc["version"] == 2 and doc["parts"] == ["knn", "energy"] and "weights" not in doc
+    runs.write_json(rdir, openset.FILE, doc)
+    import tl_app.predict as predict_mod
+
+    predict_mod._cache.clear()
+    scorer = predict_mod.open_set_for(open_set_project, run.id)
+    assert scorer is not None and scorer.features == "stages"
+    known = _pictures(tmp_path / "known", {k: imagegen.COLOURS[k] for k in ("red", "blue")}, 4, seed=5200)
+    strange = _pictures(tmp_path / "strange", LEFT_OUT, 3, seed=6200)
+    preds = predict_files(open_set_project, known + strange)
+    assert all(p.unknown for p in preds[len(known):])
+    assert sum(p.unknown for p in preds[:len(known)]) <= 1
+
+
+#: Drawn shapes, each class a shape in its own colour; the unseen kinds are the same shapes in other colours.
+SHAPES = {"red circle": ("circle", (210, 40, 40)), "green square": ("square", (40, 190, 40)),
+          "blue triangle": ("triangle", (50, 60, 220))}
+UNSEEN_SHAPES = [("circle", (220, 210, 40)), ("square", (200, 40, 200)), ("triangle", (40, 200, 200))]
+
+
+def test_a_known_shape_in_an_unseen_colour_is_none_of_these(project, fake_pretrained, tmp_path):
+    """A quick run on red circles, green squares and blue triangles (a body that knows nothing of pictures:
+    random weights) calls a yellow circle, a magenta square or a cyan triangle "none of these", and new red
+    circles, green squares and blue triangles mostly not. The colour lives in the network's first layers,
+    which the score measures distances in (version 3); the last stages alone did not tell them apart."""
+    src = tmp_path / "src"
+    for ci, (name, (kind, rgb)) in enumerate(SHAPES.items()):
+        (src / name).mkdir(parents=True)
+        for i in range(40):
+            imagegen.shape(kind, rgb, seed=100 * ci + i).save(src / name / f"{i}.png")
+    import_files(project, [src])
+    rep = train(project, TrainConfig(quick=True, size=64))
+    assert rep.status == "finished"
+    test = tmp_path / "test"
+    test.mkdir()
+    known, unseen = [], []
+    for ci, (kind, rgb) in enumerate(SHAPES.values()):
+        for i in range(4):
+            known.append(test / f"known {ci} {i}.png")
+            imagegen.shape(kind, rgb, seed=9000 + 100 * ci + i).save(known[-1])
+    for i, (kind, rgb) in enumerate(UNSEEN_SHAPES * 3):
+        unseen.append(test / f"unseen {i}.png")
+        imagegen.shape(kind, rgb, seed=7000 + i).save(unseen[-1])
+    preds = predict_files(project, known + unseen)
+    k, u = preds[:len(known)], preds[len(known):]
+    assert all(p.unknown for p in u), [(p.file, p.unknown_score) for p in u]
+    assert sum(p.unknown for p in k) <= 2, [(p.file, p.unknown_score) for p in k]
+    assert min(p.unknown_score for p in u) > max(p.unknown_score for p in k)
+    # the nearest class is still named (what "not one of: ..." shows beside it)
+    assert all(p.label in SHAPES for p in u)
+
+
+def test_layer_weights_come_from_left_out_known_classes():
+    """Version 3's weights, on numbers: a layer in which each class sits apart (a class left out of the bank
+    is far from the rest) gets the weight; a layer of noise, where nothing is apart, gets little or none."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n_classes, dim = 4, 16
+    centres = rng.normal(size=(n_classes, dim)) * 3
+
+    def rows(labels):
+        apart = centres[labels] + rng.normal(size=(len(labels), dim))
+        noise = rng.normal(size=(len(labels), dim))
+        return np.c_[openset.l2_normalise(apart), openset.l2_normalise(noise)]
+
+    yb, yv = np.repeat(np.arange(n_classes), 50), np.repeat(np.arange(n_classes), 15)
+    logits = np.eye(n_classes)[yv] * 2 + rng.normal(size=(len(yv), n_classes))
+    bank, held_out = rows(yb).astype(np.float16), rows(yv)
+    rule = openset.fit_layers(bank, yb, held_out, yv, logits, (dim, dim))
+    assert rule.parts == ("knn:0", "knn:1", "energy")
+    assert rule.weights["knn:0"] > 0.5 and rule.weights["knn:1"] < 0.1
+    assert openset.OpenSet.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
+    # the conformal threshold: the ceil(61 * 0.95) = 58th smallest of the 60 held-out scores
+    assert (rule.combine(openset.layer_raw_parts(bank, held_out, logits, rule)) <= rule.threshold).sum() == 58
 
 
 def _cli(*args) -> subprocess.CompletedProcess:

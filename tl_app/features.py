@@ -165,13 +165,17 @@ def batches_of(pixels, batch_size: int) -> Iterator:
         yield pixels[s:s + batch_size]
 
 
-# --- the stages' pooled outputs (the none-of-these features) --------------------------------
-#: How many of a body's last stages :class:`StagePool` pools.
+# --- the layers' pooled outputs (the none-of-these features) --------------------------------
+#: How many of a body's last stages :class:`StagePool` pools for a version-2 rule ("stages").
 OPEN_SET_STAGES = 4
+#: What :class:`StagePool` takes: "layers" (version 3: the stem and every stage, each as max, mean
+#: and standard deviation per channel) or "stages" (version 2: the last four stages, max and mean).
+POOL_KINDS = ("layers", "stages")
 
 
-def stage_modules(body, n: int = OPEN_SET_STAGES) -> list:
-    """The body's last ``n`` stages: resnet's layer1..layer4, timm's ``stages`` (or last ``blocks``).
+def stage_modules(body, n: Optional[int] = OPEN_SET_STAGES) -> list:
+    """The body's last ``n`` stages (all with ``n=None``): resnet's layer1..layer4, timm's ``stages``
+    (or ``blocks``).
 
     A top-level child with sub-modules is a stage (resnet's conv1, bn1, relu and maxpool have none).
     """
@@ -180,35 +184,61 @@ def stage_modules(body, n: int = OPEN_SET_STAGES) -> list:
     for name in ("stages", "blocks"):
         m = getattr(body, name, None)
         if isinstance(m, nn.Sequential) and len(m):
-            return list(m)[-n:]
-    return [m for m in body.children() if next(m.children(), None) is not None][-n:]
+            found = list(m)
+            break
+    else:
+        found = [m for m in body.children() if next(m.children(), None) is not None]
+    return found if n is None else found[-n:]
 
 
 class StagePool:
-    """Forward hooks on a body's last stages that keep each batch's pooled stage outputs.
+    """Forward hooks on a body's layers that keep each batch's pooled outputs (the none-of-these features).
 
-    Per stage: max and average pooling side by side, scaled to unit length, so that every stage
-    counts the same whatever its width; the stages side by side, scaled so the whole row has unit
-    length. Early stages keep what the last one pools away (colour, texture, strokes): the
-    none-of-these distance measured in them tells more pictures of unseen kinds apart
-    (bench/unknown.py). Use as a context manager around the forward passes; :meth:`take` returns
-    the rows of the batches since the last call (float32 tensor).
+    ``kind="layers"`` (version 3): the stem's output (what enters the first stage) and every stage's
+    output, each pooled per channel as max, mean and standard deviation (first and second moments,
+    the per-layer feature statistics of Lee et al., NeurIPS 2018); each statistic scaled to unit
+    length, the layer's block to unit length. The stem and first stage keep colour and local texture,
+    which the last stage pools away. :attr:`widths` gives each layer's width (the blocks side by side).
+
+    ``kind="stages"`` (version 2): the last four stages, max and average pooled, each scaled to unit
+    length, the whole row to unit length.
+
+    Use as a context manager around the forward passes; :meth:`take` returns the rows of the batches
+    since the last call (float32 tensor).
     """
 
-    def __init__(self, body, n: int = OPEN_SET_STAGES):
-        self.modules = stage_modules(body, n)
+    def __init__(self, body, n: int = OPEN_SET_STAGES, *, kind: str = "layers"):
+        if kind not in POOL_KINDS:
+            raise ValueError(f"kind: one of {POOL_KINDS}")
+        self.kind = kind
+        self.modules = stage_modules(body, None if kind == "layers" else n)
+        self.widths: list[int] = []
         self._got: list = []
         self._handles: list = []
 
-    def _hook(self, _module, _inputs, out) -> None:
+    def _pool(self, out) -> None:
         import torch
 
         out = out.float()
-        v = torch.cat([torch.amax(out, dim=(2, 3)), torch.mean(out, dim=(2, 3))], 1)
-        self._got.append(torch.nn.functional.normalize(v, dim=1))
+        F = torch.nn.functional
+        if self.kind == "stages":
+            v = torch.cat([torch.amax(out, dim=(2, 3)), torch.mean(out, dim=(2, 3))], 1)
+            self._got.append(F.normalize(v, dim=1))
+            return
+        stats = [torch.amax(out, dim=(2, 3)), torch.mean(out, dim=(2, 3)),
+                 torch.std(out, dim=(2, 3), correction=0)]
+        self._got.append(torch.cat([F.normalize(v, dim=1) for v in stats], 1) / (len(stats) ** 0.5))
+
+    def _hook(self, _module, _inputs, out) -> None:
+        self._pool(out)
+
+    def _pre_hook(self, _module, inputs) -> None:
+        self._pool(inputs[0])
 
     def __enter__(self) -> "StagePool":
-        self._handles = [m.register_forward_hook(self._hook) for m in self.modules]
+        if self.kind == "layers" and self.modules:
+            self._handles.append(self.modules[0].register_forward_pre_hook(self._pre_hook))
+        self._handles += [m.register_forward_hook(self._hook) for m in self.modules]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -220,7 +250,19 @@ class StagePool:
         import torch
 
         got, self._got = self._got, []
+        if self.kind == "layers":
+            self.widths = [g.shape[1] for g in got]
+            return torch.cat(got, 1)
         return torch.cat(got, 1) / (max(1, len(got)) ** 0.5)
+
+
+def layer_widths(model, spec: ModelSpec, device=None) -> list[int]:
+    """Each layer's width in the rows of :class:`StagePool` ("layers") for a model (one blank picture's pass)."""
+    import numpy as np
+
+    _embed(model, np.zeros((1, spec.size, spec.size, 3), np.uint8), spec, batch_size=1, device=device, stop=None,
+           events=_no_events, phase="scoring", stages="layers", widths_out=(out := []))
+    return out
 
 
 def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
@@ -239,15 +281,16 @@ def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device
 
 
 def embed_with_stages(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
-                      stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring"):
+                      stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring",
+                      kind: str = "layers"):
     """``(logits, features, stage_features)``: :func:`embed_logits` plus the rows of
-    :class:`StagePool` from the same pass (what the none-of-these score measures distances in)."""
+    :class:`StagePool` (of ``kind``) from the same pass (what the none-of-these score measures distances in)."""
     return _embed(model, pixels, spec, batch_size=batch_size, device=device, stop=stop, events=events,
-                  phase=phase, stages=True)
+                  phase=phase, stages=kind)
 
 
 def _embed(model, pixels, spec: ModelSpec, *, batch_size: int, device, stop, events: EventFn, phase: str,
-           stages: bool):
+           stages, widths_out: Optional[list] = None):
     import contextlib
 
     import numpy as np
@@ -261,7 +304,7 @@ def _embed(model, pixels, spec: ModelSpec, *, batch_size: int, device, stop, eve
     logits, feats, staged = [], [], []
     n, done = len(pixels), 0
     left = TimeLeft()
-    hooks = StagePool(body) if stages else contextlib.nullcontext()
+    hooks = StagePool(body, kind=stages) if stages else contextlib.nullcontext()
     with torch.inference_mode(), hooks:
         for batch in batches_of(pixels, batch_size):
             if (stop is not None and stop.is_set()) or stop_requested():
@@ -273,6 +316,8 @@ def _embed(model, pixels, spec: ModelSpec, *, batch_size: int, device, stop, eve
             feats.append(f.cpu())
             if stages:
                 staged.append(hooks.take().cpu())
+                if widths_out is not None:
+                    widths_out[:] = hooks.widths
             done += len(batch)
             eta = left.update(done, n)
             events({"type": "phase", "phase": phase, "done": done, "total": n,

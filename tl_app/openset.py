@@ -1,26 +1,37 @@
 """None of these: how unlike every known class a picture is, and where "unknown" starts.
 
-The score combines two signals the app already has (both: higher = less known):
+Version 3 (recorded by quick and full runs now). Its parts, each higher = less known:
 
-- **k-NN distance** (Sun et al., ICML 2022): the distance from the picture's
-  L2-normalised features to its nearest training picture (k = 1). The features
-  are the network's last four stages, each max- and average-pooled and scaled to
-  unit length (:class:`tl_app.features.StagePool`): the early stages keep what
-  the last one pools away (colour, strokes), and on bench/unknown.py they told
-  unseen kinds apart better than the last stage alone, in every cell. The bank is
-  the run's training pictures in a clean pass (eval mode, no augmentation),
-  stored with the rule (``unknown_bank.npy``, float16).
-- **energy** (Liu et al., NeurIPS 2020): ``-logsumexp(logits)``; a confident
-  answer has low energy. Max-softmax (``1 - max p``) is its older cousin, kept
-  as the bench's baseline.
+- **k-NN distance per layer** (Sun et al., ICML 2022, "Out-of-distribution detection with deep
+  nearest neighbors"): the distance from the picture to its nearest training picture (k = 1), in each
+  layer of the network on its own: the stem (what enters the first stage) and every stage. A layer's
+  features are its output pooled per channel as max, mean and standard deviation (first and second
+  moments: the per-layer feature statistics that Lee et al., NeurIPS 2018, "A simple unified framework
+  for detecting out-of-distribution samples and adversarial attacks", ensemble over layers), each
+  statistic and the layer's block scaled to unit length (:class:`tl_app.features.StagePool`). The stem
+  and first stage keep colour and local texture that the last stages pool away: a picture of a known
+  shape in an unseen colour is near its class in the last stage and far from everything in the stem.
+- **energy** (Liu et al., NeurIPS 2020): ``-logsumexp(logits)``; a confident answer has low energy.
+  Max-softmax (``1 - max p``, Hendrycks & Gimpel 2017) is the bench's baseline.
 
-Each is z-normalised on the run's held-out known pictures and the two are
-summed. The threshold is set on those held-out pictures so that 95% of new known
-pictures are accepted (:func:`threshold_for`); above it is "none of these".
-Everything is recorded in the run's ``unknown.json`` when it trains; a run
-without it (trained before) makes no claim. Runs recorded by the first version
-of the rule (version 1: the pooled last-stage features of ``embeddings.npy``,
-k of about 1% of the bank) keep that rule and still make their claim.
+Each part is z-normalised on the run's held-out known pictures (floored at ``Z_FLOOR``) and the score is
+their weighted sum. Which layers tell unseen kinds apart depends on the network and the data (on the
+bench, the stem for colour-coded shapes with a random body, the middle stages for digits), and the app
+never has unknown pictures to tune on. Lee et al. fit their layer weights by logistic regression on
+validation out-of-distribution samples; here the out-of-distribution samples are made from known ones,
+as in leave-out-class validation (Vyas et al., ECCV 2018, "Out-of-distribution detection using an
+ensemble of self supervised leave-out classifiers"): each known class in turn is left out of the bank
+and of the logits, and its held-out pictures play an unseen kind (:func:`leave_class_out`). Negative
+weights are dropped and the weights sum to 1. The threshold is set on the held-out pictures so that 95%
+of new known pictures are accepted (:func:`threshold_for`); above it is "none of these".
+
+Everything is recorded in the run's ``unknown.json`` (parts, normalisation, weights, layer widths,
+threshold) and ``unknown_bank.npy`` (the training pictures' layer features, float16, named by its hash:
+resnet18 has 3,072 values per picture, 6,144 bytes, about 307 MB for 50,000 training pictures; the
+scorer reads the bank in chunks, never as a whole float32 copy). A run without it (trained before) makes
+no claim. Runs recorded by earlier versions keep their rule and still make their claim: version 2 (one
+k-NN distance in the last four stages, max and average pooled, plus energy, summed alike) and version 1
+(the pooled last-stage features of ``embeddings.npy``, k of about 1% of the bank).
 """
 
 from __future__ import annotations
@@ -39,20 +50,29 @@ KNOWN_ACCEPTED = 0.95
 #: unknown (6 held out), so the app makes no claim rather than a wrong one.
 MIN_HELD_OUT = 19
 FILE = "unknown.json"
-#: The k-NN bank of a version-2 rule: the training pictures' stage features (float16).
+#: The k-NN bank of a version-2 or -3 rule: the training pictures' stage or layer features (float16).
 BANK_FILE = "unknown_bank.npy"
-#: Which features a rule measures distances in: "stages" (version 2, :class:`tl_app.features.StagePool`)
-#: or "pooled" (version 1: the head's input, as stored in ``embeddings.npy``).
-FEATURES = ("stages", "pooled")
-#: k of the k-NN distance. On bench/unknown.py k = 1 did best in every cell (digits and drawn
-#: shapes, quick and full runs, either features); banks there hold 384-812 pictures.
+#: Which features a rule measures distances in: "layers" (version 3, :class:`tl_app.features.StagePool`
+#: of kind "layers"), "stages" (version 2, its kind "stages") or "pooled" (version 1: the head's input,
+#: as stored in ``embeddings.npy``).
+FEATURES = ("layers", "stages", "pooled")
+VERSIONS = {1: "pooled", 2: "stages", 3: "layers"}
+#: k of the k-NN distance (versions 2 and 3; version 3 supports only k = 1). On bench/unknown.py k = 1 did
+#: best in every cell (digits and drawn shapes, quick and full runs, either features); banks hold 384-812 pictures.
 DEFAULT_K = 1
-#: Which signals the app's score adds up (z-normalised). bench/unknown.py measures the others.
+#: Which signals a version-2 rule adds up (z-normalised); bench/unknown.py measures the others.
 DEFAULT_PARTS = ("knn", "energy")
 #: No part's z-score counts below this (see :meth:`OpenSet.combine`).
 Z_FLOOR = -1.0
-#: Parts the scorer knows.
+#: Parts the scorer knows (version 3 adds one k-NN part per layer, "knn:0" for the stem, see :func:`layer_parts`).
 PARTS = ("knn", "energy", "msp")
+#: Logistic regression's L2 strength for version 3's weights (as scikit-learn's ``C``).
+WEIGHTS_C = 1.0
+
+
+def layer_parts(n_layers: int) -> tuple:
+    """Version 3's parts: the k-NN distance in each layer (``knn:0`` the stem, then each stage) and energy."""
+    return tuple(f"knn:{i}" for i in range(n_layers)) + ("energy",)
 
 
 def l2_normalise(X):
@@ -128,10 +148,16 @@ class OpenSet:
     accepted: float = KNOWN_ACCEPTED
     embeddings_sha256: str = ""   # version 1: the embeddings.npy its bank came from
     features: str = "stages"
-    bank_sha256: str = ""         # version 2: its unknown_bank.npy
+    bank_sha256: str = ""         # versions 2 and 3: its unknown_bank.npy
+    widths: tuple = ()            # version 3: each layer's width in the bank's rows
+    weights: Optional[dict] = None  # version 3: part -> weight (set on held-out pictures); None: all 1
+
+    @property
+    def version(self) -> int:
+        return {v: k for k, v in VERSIONS.items()}[self.features]
 
     def combine(self, raw: dict):
-        """The score from the parts' raw values: the sum of their z-scores, each at least ``Z_FLOOR``.
+        """The score from the parts' raw values: the (weighted) sum of their z-scores, each at least ``Z_FLOOR``.
 
         The floor keeps one part from cancelling another: a network extrapolates to huge logits far
         from its training pictures (a very low energy, "surer than ever"), which must not hide that
@@ -143,11 +169,13 @@ class OpenSet:
         for p in self.parts:
             mu, sd = self.norm[p]
             z = np.maximum((np.asarray(raw[p], dtype=np.float64) - mu) / sd, Z_FLOOR)
+            if self.weights is not None:
+                z = self.weights[p] * z
             total = z if total is None else total + z
         return total
 
     def to_dict(self) -> dict:
-        d = {"version": 1 if self.features == "pooled" else 2, "features": self.features,
+        d = {"version": self.version, "features": self.features,
              "parts": list(self.parts), "k": self.k,
              "norm": {p: [float(m), float(s)] for p, (m, s) in self.norm.items()},
              "threshold": float(self.threshold), "held_out": self.held_out, "bank": self.bank,
@@ -156,24 +184,34 @@ class OpenSet:
             d["embeddings_sha256"] = self.embeddings_sha256
         else:
             d["bank_file"], d["bank_sha256"] = BANK_FILE, self.bank_sha256
+        if self.features == "layers":
+            d["widths"] = [int(w) for w in self.widths]
+            d["weights"] = {p: float(self.weights[p]) for p in self.parts}
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "OpenSet":
-        """A recorded rule: version 2 (stage features, its own bank file) or version 1 (pooled features)."""
+        """A recorded rule: version 3 (every layer, weighted), 2 (last four stages) or 1 (pooled features)."""
         parts = tuple(d["parts"])
-        version = d.get("version")
-        features = {1: "pooled", 2: "stages"}.get(version)
-        if not parts or any(p not in PARTS for p in parts) or features is None \
-                or d.get("features", features) != features:
+        features = VERSIONS.get(d.get("version"))
+        if features is None or d.get("features", features) != features:
+            raise ValueError("unknown none-of-these record")
+        widths, weights = (), None
+        if features == "layers":
+            widths = tuple(int(w) for w in d["widths"])
+            if not widths or min(widths) < 1 or parts != layer_parts(len(widths)):
+                raise ValueError("unknown none-of-these record")
+            weights = {p: float(d["weights"][p]) for p in parts}
+        elif not parts or any(p not in PARTS for p in parts):
             raise ValueError("unknown none-of-these record")
         norm = {p: (float(d["norm"][p][0]), float(d["norm"][p][1])) for p in parts}
         t = float(d["threshold"])
-        if not all(math.isfinite(v) for mv in norm.values() for v in mv) or not math.isfinite(t):
+        numbers = [v for mv in norm.values() for v in mv] + [t] + list((weights or {}).values())
+        if not all(math.isfinite(v) for v in numbers):
             raise ValueError("non-finite none-of-these record")
         return cls(parts, int(d["k"]), norm, t, int(d.get("held_out", 0)), int(d.get("bank", 0)),
                    float(d.get("accepted", KNOWN_ACCEPTED)), str(d.get("embeddings_sha256", "")),
-                   features, str(d.get("bank_sha256", "")))
+                   features, str(d.get("bank_sha256", "")), widths, weights)
 
 
 def fit(train_feats, valid_feats, valid_logits, *, parts=DEFAULT_PARTS, k: Optional[int] = None,
@@ -201,6 +239,139 @@ def fit(train_feats, valid_feats, valid_logits, *, parts=DEFAULT_PARTS, k: Optio
     return model
 
 
+def _layer_slices(widths) -> list:
+    import numpy as np
+
+    ends = np.cumsum([0, *widths])
+    return [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:])]
+
+
+def nearest_by_class(bank, query, widths, labels=None, n_classes: int = 1, *, chunk: int = 4096):
+    """Cosine similarity of each query row to its nearest bank row, per layer and per class: (layers, queries,
+    classes), -inf for a class with no bank row. ``labels=None``: one class (the nearest of all).
+
+    Each layer's block is compared on its own (scaled to unit length). The bank is read ``chunk`` rows at a
+    time and may stay float16: a large bank is never copied whole to float32.
+    """
+    import numpy as np
+
+    sl = _layer_slices(widths)
+    query = np.asarray(query, dtype=np.float32)
+    qs = [l2_normalise(query[:, s]) for s in sl]
+    best = np.full((len(sl), len(query), n_classes), -np.inf, dtype=np.float32)
+    labels = None if labels is None else np.asarray(labels)
+    for b0 in range(0, len(bank), chunk):
+        b = np.asarray(bank[b0:b0 + chunk], dtype=np.float32)
+        lab = None if labels is None else labels[b0:b0 + chunk]
+        for li, s in enumerate(sl):
+            sim = qs[li] @ l2_normalise(b[:, s]).T
+            if lab is None:
+                np.maximum(best[li, :, 0], sim.max(1), out=best[li, :, 0])
+                continue
+            for c in np.unique(lab):
+                np.maximum(best[li, :, c], sim[:, lab == c].max(1), out=best[li, :, c])
+    return best
+
+
+def _distance(sim):
+    import numpy as np
+
+    return np.sqrt(np.clip(2.0 - 2.0 * np.asarray(sim, dtype=np.float64), 0.0, None))
+
+
+def _logistic_weights(X, y, C: float = WEIGHTS_C, iters: int = 50):
+    """Coefficients of an L2-penalised, class-balanced logistic regression (Newton's method; intercept free)."""
+    import numpy as np
+
+    X = np.c_[np.asarray(X, dtype=np.float64), np.ones(len(X))]
+    y = np.asarray(y, dtype=np.float64)
+    sw = np.where(y == 1, len(y) / (2.0 * max(1, y.sum())), len(y) / (2.0 * max(1, len(y) - y.sum())))
+    pen = np.r_[np.ones(X.shape[1] - 1), 0.0] / C
+    w = np.zeros(X.shape[1])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(X @ w, -30, 30)))
+        g = X.T @ (sw * (p - y)) + pen * w
+        H = (X * (sw * p * (1 - p))[:, None]).T @ X + np.diag(pen + 1e-9)
+        step = np.linalg.solve(H, g)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[:-1]
+
+
+def leave_class_out(sims, valid_labels, valid_logits, parts: tuple):
+    """Pseudo-unknowns from known pictures: each class in turn is left out of the bank and of the logits,
+    and its held-out pictures play the unknowns. Returns ``(X, y)``: every part's floored z-score (standardised
+    on the other classes' held-out pictures) and 1 for a left-out picture; ``(None, None)`` when no class can
+    be left out (fewer than two classes with held-out pictures)."""
+    import numpy as np
+
+    yv = np.asarray(valid_labels)
+    logits = np.asarray(valid_logits, dtype=np.float64)
+    n_classes = sims.shape[2]
+    Xs, ys = [], []
+    for c in range(n_classes):
+        out, rest = yv == c, yv != c
+        others = [i for i in range(n_classes) if i != c]
+        if not out.any() or rest.sum() < 2 or not others or not np.isfinite(sims[:, :, others].max(2)).all():
+            continue
+        raw = [_distance(sims[li][:, others].max(1)) for li in range(sims.shape[0])]
+        if "energy" in parts:
+            raw.append(energy(logits[:, others]))
+        R = np.stack(raw, 1)
+        mu, sd = R[rest].mean(0), np.maximum(R[rest].std(0), 1e-6)
+        Xs.append(np.maximum((R - mu) / sd, Z_FLOOR))
+        ys.append(out.astype(np.int64))
+    if len(Xs) < 2:
+        return None, None
+    return np.concatenate(Xs), np.concatenate(ys)
+
+
+def fit_layers(train_feats, train_labels, valid_feats, valid_labels, valid_logits, widths, *,
+               accepted: float = KNOWN_ACCEPTED) -> OpenSet:
+    """Set a version-3 rule on a run's held-out known pictures: one k-NN part per layer, and energy.
+
+    Each part is z-normalised on the held-out pictures. Their weights come from the held-out pictures
+    too, never from unknown ones (the app has none): each known class in turn is left out of the bank
+    and of the logits, its held-out pictures stand in for an unseen kind, and a logistic regression on
+    the parts' z-scores says how much each part tells them apart (weights below zero are dropped; all
+    parts count alike when no class can be left out). The threshold is the conformal one
+    (:func:`threshold_for`) on the weighted score.
+    """
+    import numpy as np
+
+    widths = tuple(int(w) for w in widths)
+    parts = layer_parts(len(widths))
+    yb, yv = np.asarray(train_labels), np.asarray(valid_labels)
+    n_classes = int(max(yb.max(initial=0), yv.max(initial=0), np.asarray(valid_logits).shape[1] - 1)) + 1
+    sims = nearest_by_class(train_feats, valid_feats, widths, yb, n_classes)
+    raw = {p: _distance(sims[i].max(1)) for i, p in enumerate(parts[:-1])}
+    raw["energy"] = energy(valid_logits)
+    norm = {}
+    for p in parts:
+        v = np.asarray(raw[p], dtype=np.float64)
+        norm[p] = (float(v.mean()), max(float(v.std()), 1e-6))
+    X, y = leave_class_out(sims, yv, valid_logits, parts)
+    w = np.ones(len(parts))
+    if X is not None:
+        fitted = np.clip(_logistic_weights(X, y), 0.0, None)
+        if fitted.sum() > 1e-9:
+            w = fitted
+    w = w / w.sum()
+    model = OpenSet(parts, 1, norm, 0.0, len(yv), len(yb), accepted, features="layers", widths=widths,
+                    weights={p: float(x) for p, x in zip(parts, w)})
+    model.threshold = threshold_for(model.combine(raw), accepted)
+    return model
+
+
+def layer_raw_parts(bank, feats, logits, rule: OpenSet) -> dict:
+    """A version-3 rule's raw parts for some pictures (their layer features and logits)."""
+    sims = nearest_by_class(bank, feats, rule.widths)
+    raw = {f"knn:{i}": _distance(sims[i, :, 0]) for i in range(len(rule.widths))}
+    raw["energy"] = energy(logits)
+    return raw
+
+
 def threshold_for(known_scores, accepted: float = KNOWN_ACCEPTED) -> float:
     """The score under which a new known picture falls with probability ``accepted``.
 
@@ -226,9 +397,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def record(rdir: Path, train_stage_feats, valid_stage_feats, valid_logits, **kw) -> OpenSet:
-    """Fit the rule on stage features (:class:`tl_app.features.StagePool`) and write it into the run's
-    folder: the bank (``unknown_bank.npy``, float16, named by its hash) and ``unknown.json``.
+def record(rdir: Path, train_stage_feats, valid_stage_feats, valid_logits, *, widths, train_labels,
+           valid_labels, **kw) -> OpenSet:
+    """Fit a version-3 rule on layer features (:class:`tl_app.features.StagePool`, "layers", whose layers are
+    ``widths`` wide) and write it into the run's folder: the bank (``unknown_bank.npy``, float16, named by its
+    hash) and ``unknown.json``. Labels are the class indices of the training and held-out pictures.
 
     The rule is fitted on the bank as stored (float16), so that scoring later measures the same distances.
     """
@@ -242,7 +415,7 @@ def record(rdir: Path, train_stage_feats, valid_stage_feats, valid_logits, **kw)
     tmp = rdir / f".{BANK_FILE}.{os.getpid()}.npy"
     np.save(tmp, bank, allow_pickle=False)
     os.replace(tmp, rdir / BANK_FILE)
-    model = fit(bank.astype(np.float32), valid_stage_feats, valid_logits, features="stages", **kw)
+    model = fit_layers(bank, train_labels, valid_stage_feats, valid_labels, valid_logits, widths, **kw)
     model.bank_sha256 = file_sha256(rdir / BANK_FILE)
     runs.write_json(rdir, FILE, model.to_dict())
     return model
@@ -257,13 +430,18 @@ class Scorer:
 
     @property
     def features(self) -> str:
-        """Which features :meth:`score` takes: "stages" (:func:`tl_app.features.embed_with_stages`'
-        third array) or "pooled" (a version-1 rule: the head's input, :func:`~tl_app.features.embed_logits`)."""
+        """Which features :meth:`score` takes: "layers" or "stages" (:func:`tl_app.features.embed_with_stages`'
+        third array, of that kind) or "pooled" (a version-1 rule: the head's input,
+        :func:`~tl_app.features.embed_logits`)."""
         return self.rule.features
 
     def score(self, feats, logits):
         """``(scores, unknown)`` arrays for pictures' features (those :attr:`features` names) and logits."""
-        s = self.rule.combine(raw_parts(self.bank_n, feats, logits, self.rule.k, self.rule.parts))
+        if self.rule.features == "layers":
+            raw = layer_raw_parts(self.bank_n, feats, logits, self.rule)
+        else:
+            raw = raw_parts(self.bank_n, feats, logits, self.rule.k, self.rule.parts)
+        s = self.rule.combine(raw)
         return s, s > self.rule.threshold
 
 
@@ -281,13 +459,15 @@ def load_scorer(rdir: Path) -> Optional[Scorer]:
         rule = OpenSet.from_dict(json.loads(f.read_text(encoding="utf-8")))
         if rule.held_out < MIN_HELD_OUT:  # too few held-out pictures to set the threshold: no claim
             return None
-        if rule.features == "stages":
+        if rule.features in ("layers", "stages"):
             bfile = rdir / BANK_FILE
             if not bfile.is_file() or file_sha256(bfile) != rule.bank_sha256:
                 return None
             bank = np.load(bfile, allow_pickle=False)
             if bank.ndim != 2 or len(bank) != rule.bank or not len(bank):
                 return None
+            if rule.features == "layers":  # kept float16: nearest_by_class reads it a chunk at a time
+                return Scorer(rule, bank) if bank.shape[1] == sum(rule.widths) else None
             return Scorer(rule, l2_normalise(bank))
         efile = rdir / "embeddings.npy"  # a version-1 rule: the training rows of the stored embeddings
         if not efile.is_file() or file_sha256(efile) != rule.embeddings_sha256:

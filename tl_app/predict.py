@@ -154,8 +154,8 @@ def score_pixels(project: Project, preds: list[Prediction], pixels, *, run_id: O
     classes = class_map(project, run, spec.vocab)  # renamed, merged or deleted since the run: named as now
     scorer = open_set_for(project, run.id)
     scores = unknown = None
-    if scorer is not None and scorer.features == "stages":
-        logits, _, stage_feats = embed_with_stages(model, pixels, spec)
+    if scorer is not None and scorer.features in ("layers", "stages"):
+        logits, _, stage_feats = embed_with_stages(model, pixels, spec, kind=scorer.features)
         scores, unknown = scorer.score(stage_feats, logits)
     else:
         logits, feats = embed_logits(model, pixels, spec)

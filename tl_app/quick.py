@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import sqlite3
 import time
@@ -62,6 +63,7 @@ class FeatureStore:
         with self._con() as con:
             con.execute("CREATE TABLE IF NOT EXISTS features(sha256 TEXT, tag TEXT, dim INTEGER, vec BLOB,"
                         " PRIMARY KEY(sha256, tag))")
+            con.execute("CREATE TABLE IF NOT EXISTS meta(tag TEXT PRIMARY KEY, value TEXT)")
 
     def _con(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=60)
@@ -82,6 +84,23 @@ class FeatureStore:
         finally:
             con.close()
         return out
+
+    def get_meta(self, tag: str):
+        """A small JSON value recorded with a tag's features (None when there is none)."""
+        con = self._con()
+        try:
+            row = con.execute("SELECT value FROM meta WHERE tag=?", (tag,)).fetchone()
+        finally:
+            con.close()
+        return None if row is None else json.loads(row[0])
+
+    def put_meta(self, tag: str, value) -> None:
+        con = self._con()
+        try:
+            with con:
+                con.execute("INSERT OR REPLACE INTO meta(tag, value) VALUES(?,?)", (tag, json.dumps(value)))
+        finally:
+            con.close()
 
     def put(self, tag: str, rows: list) -> None:
         import numpy as np
@@ -150,8 +169,8 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     """Concat-pooled body features (N, 2*channels) for uint8 pictures (N, S, S, 3), in eval mode.
 
     ``pixels`` is an array or :class:`~tl_app.features.Pictures` (streamed from disk, batch by batch).
-    With ``stages``, ``(features, stage_features)``: the rows of :class:`~tl_app.features.StagePool`
-    from the same pass too (the none-of-these features).
+    With ``stages``, ``(features, stage_features, widths)``: the rows of :class:`~tl_app.features.StagePool`
+    (version 3, "layers") from the same pass too (the none-of-these features), and each layer's width in them.
     """
     import contextlib
 
@@ -166,7 +185,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     body = body.eval().to(device).to(memory_format=torch.channels_last)
     from .features import StagePool, batches_of
 
-    out, staged = [], []
+    out, staged, widths = [], [], []
     n, done = len(pixels), 0
     left = TimeLeft()
     hooks = StagePool(body) if stages else contextlib.nullcontext()
@@ -181,6 +200,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
             out.append(feats.float().cpu().numpy())
             if stages:
                 staged.append(hooks.take().cpu().numpy())
+                widths = hooks.widths
             done += len(batch)
             eta = left.update(done, n)
             events({"type": "phase", "phase": "features", "done": done, "total": n,
@@ -188,7 +208,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     empty = np.zeros((0, 0), np.float32)
     feats = np.concatenate(out) if out else empty
     if stages:
-        return feats, (np.concatenate(staged) if staged else empty)
+        return feats, (np.concatenate(staged) if staged else empty), list(widths)
     return feats
 
 

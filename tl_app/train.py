@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 from . import config, runs
 from .errors import PreflightError, Stopped, TLError, TrainerBusy
-from .features import (Pictures, embed_logits, embed_pixels, embed_with_stages, load_image_for_model,  # noqa: F401
+from .features import (Pictures, embed_logits, embed_pixels, embed_with_stages, layer_widths, load_image_for_model,  # noqa: F401
                        predict_pixels, read_ahead, softmax)
 from .jobs import FileLock, StopToken, TimeLeft
 from .models import ModelSpec, create_model, get_arch, save_model
@@ -677,12 +677,17 @@ def _write_scores(rdir: Path, snap: Snapshot, probs, valid_idx: list[int], *, ou
     runs.write_json(rdir, "scores.json", doc)
 
 
-def _record_open_set(rdir: Path, stage_feats, valid_logits, train_idx: list[int], valid_idx: list[int]) -> None:
+def _record_open_set(rdir: Path, stage_feats, widths: list[int], valid_logits, targets, train_idx: list[int],
+                     valid_idx: list[int]) -> None:
     """The run's none-of-these rule (``unknown.json`` and its bank), set on its held-out pictures against
-    its training pictures' stage features from a clean pass (see :mod:`tl_app.openset`)."""
+    its training pictures' layer features from a clean pass (see :mod:`tl_app.openset`)."""
+    import numpy as np
+
     from . import openset
 
-    openset.record(rdir, stage_feats[train_idx], stage_feats[valid_idx], valid_logits)
+    y = np.asarray(targets)
+    openset.record(rdir, stage_feats[train_idx], stage_feats[valid_idx], valid_logits, widths=widths,
+                   train_labels=y[train_idx], valid_labels=y[valid_idx])
 
 
 def _write_losses(rdir: Path, snap: Snapshot, item_probs) -> None:
@@ -721,7 +726,7 @@ def _halved_batch(bs: int, smallest: int, events: EventFn, doing: str) -> int:
 
 
 def _features_halving_on_oom(body, pixels, bs: int, device, stop: StopToken, events: EventFn):
-    """``(features, stage_features)`` of a body (see :func:`tl_app.quick.compute_features`), in batches
+    """``(features, stage_features, widths)`` of a body (see :func:`tl_app.quick.compute_features`), in batches
     half as large after each CUDA out-of-memory (the user is told)."""
     import torch
 
@@ -749,10 +754,13 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     clock = quick.timed()
     wid = quick.weights_id(cfg.arch, cfg.pretrained, cfg.weights)
     tag = quick.feature_tag(cfg.arch, cfg.size, wid)
-    stage_tag = tag + "|stages"  # the none-of-these features (features.StagePool), from the same pass
+    stage_tag = tag + "|layers"  # the none-of-these features (features.StagePool, version 3), from the same pass
     store = quick.FeatureStore(project)
     shas = sorted({it.sha256 for it in snap.items})
     have, have_stages = store.get(shas, tag), store.get(shas, stage_tag)
+    widths = store.get_meta(stage_tag)
+    if widths is None:  # the layers' widths are recorded with their first features: without them, none count
+        have_stages = {}
     missing = [i for i, it in enumerate(snap.items) if it.sha256 not in have or it.sha256 not in have_stages]
     body_ref = quick.stored_body(project, tag)
     events({"type": "phase", "phase": "cache", "cached": len(snap.items) - len(missing), "total": len(snap.items)})
@@ -770,7 +778,8 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
         if missing:
             sub = Snapshot([snap.items[i] for i in missing], snap.vocab)
             pixels = snapshot_pictures(project, sub, cfg.size)
-            feats, staged = _features_halving_on_oom(body, pixels, cfg.batch_size, device, stop, events)
+            feats, staged, widths = _features_halving_on_oom(body, pixels, cfg.batch_size, device, stop, events)
+            store.put_meta(stage_tag, widths)
             store.put(tag, [(it.sha256, feats[j]) for j, it in enumerate(sub.items)])
             store.put(stage_tag, [(it.sha256, staged[j]) for j, it in enumerate(sub.items)])
             have.update({it.sha256: feats[j] for j, it in enumerate(sub.items)})
@@ -813,7 +822,7 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
     _write_scores(rdir, snap, fit.oof, valid_idx, out_of_fold=True, embeddings=X, evidence=evidence,
                   outliers=outliers)
     S = np.stack([have_stages[it.sha256] for it in snap.items]).astype(np.float32)
-    _record_open_set(rdir, S, X[valid_idx] @ head.W + head.b, train_idx, valid_idx)
+    _record_open_set(rdir, S, widths, X[valid_idx] @ head.W + head.b, y, train_idx, valid_idx)
     summary = {k: metrics[k] for k in ("accuracy", "valid_loss")}
     summary.update(epochs=history[-1]["epoch"] if history else 0, train_items=len(train_idx),
                    valid_items=len(valid_idx), features_computed=len(missing))
@@ -918,6 +927,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
         # judges every item by: its neighbours in the trained network's feature space, so that no
         # item is judged by a model that learned it (see review.py).
         logits, emb, stage_feats = embed_with_stages(model, pixels, spec, device=device, events=events)
+        widths = layer_widths(model, spec, device)
         clean = softmax(logits)
         unseen = np.isnan(scores[:, 0])  # no training batch held it (drop_last)
         scores[unseen] = clean[unseen]
@@ -929,7 +939,7 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
         evidence, outliers = _full_run_evidence(emb, early, targets, len(snap.vocab), cfg.seed)
         _write_scores(rdir, snap, scores, valid_idx, out_of_fold=False, embeddings=emb, evidence=evidence,
                       outliers=outliers)
-        _record_open_set(rdir, stage_feats, logits[valid_idx], train_idx, valid_idx)
+        _record_open_set(rdir, stage_feats, widths, logits[valid_idx], targets, train_idx, valid_idx)
         _write_losses(rdir, snap, item_probs)
     sha = save_model(model.cpu(), spec, rdir)
     result.update(model_file="model.safetensors", model_sha256=sha)
