@@ -260,6 +260,8 @@ def nearest_by_class(bank, query, widths, labels=None, n_classes: int = 1, *, ch
     qs = [l2_normalise(query[:, s]) for s in sl]
     best = np.full((len(sl), len(query), n_classes), -np.inf, dtype=np.float32)
     labels = None if labels is None else np.asarray(labels)
+    # Each similarity block is (queries x chunk): at most 4M numbers (16 MB), however many pictures are held out.
+    chunk = max(64, min(chunk, (1 << 22) // max(1, len(query))))
     for b0 in range(0, len(bank), chunk):
         b = np.asarray(bank[b0:b0 + chunk], dtype=np.float32)
         lab = None if labels is None else labels[b0:b0 + chunk]

@@ -70,7 +70,8 @@ class FeatureStore:
         con.execute("PRAGMA journal_mode=WAL")
         return con
 
-    def get(self, shas: list[str], tag: str) -> dict:
+    def get(self, shas: list[str], tag: str, *, dtype: str = "float32") -> dict:
+        """Vectors per content hash (those stored); ``dtype="float16"`` keeps them as stored (half the memory)."""
         import numpy as np
 
         out = {}
@@ -80,7 +81,8 @@ class FeatureStore:
                 chunk = shas[i:i + 500]
                 q = f"SELECT sha256, vec FROM features WHERE tag=? AND sha256 IN ({','.join('?' * len(chunk))})"
                 for sha, blob in con.execute(q, [tag, *chunk]):
-                    out[sha] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+                    v = np.frombuffer(blob, dtype=np.float16)
+                    out[sha] = v if dtype == "float16" else v.astype(dtype)
         finally:
             con.close()
         return out
@@ -199,7 +201,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
             feats = torch.cat([torch.amax(fm, dim=(2, 3)), torch.mean(fm, dim=(2, 3))], 1)
             out.append(feats.float().cpu().numpy())
             if stages:
-                staged.append(hooks.take().cpu().numpy())
+                staged.append(hooks.take().to(torch.float16).cpu().numpy())  # as the bank stores them
                 widths = hooks.widths
             done += len(batch)
             eta = left.update(done, n)
@@ -334,8 +336,8 @@ class _Problem:
         self.y = np.asarray(y, dtype=np.int64)
         self.k = n_classes
         self.mu = Z.mean(0)
-        self.sd = Z.std(0) + 1e-6
         Z -= self.mu
+        self.sd = np.sqrt(np.einsum("ij,ij->j", Z, Z) / max(1, len(Z))) + 1e-6  # Z.std(0), without a copy of Z
         Z /= self.sd
         n, d = Z.shape
         if n <= d:
@@ -346,7 +348,9 @@ class _Problem:
         else:
             ev, V = np.linalg.eigh(Z.T @ Z)
             s = np.sqrt(np.clip(ev, 0, None))
-            F = Z @ V
+            for i in range(0, n, 4096):  # F = Z V, rotated in place a block of rows at a time (no second copy)
+                Z[i:i + 4096] = Z[i:i + 4096] @ V
+            F = Z
             del Z
         keep = s > s.max() * 1e-10 if len(s) and s.max() > 0 else np.zeros(len(s), bool)
         if not keep.any():  # every row alike: only the class balance can be learned

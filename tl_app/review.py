@@ -128,6 +128,9 @@ def nearest_neighbours(emb, k: int, *, chunk: int = 2048):
     sim = np.zeros((n, k), dtype=np.float32)
     if k == 0:
         return idx, sim
+    # A block of similarities is (chunk x n), and its partition's indices twice that in bytes: at most
+    # 4M entries (about 100 MB with its temporaries), however many pictures (2048 rows of 50,000 was 1.6 GB).
+    chunk = max(16, min(chunk, (1 << 22) // n))
     for s in range(0, n, chunk):
         S = u[s:s + chunk] @ u.T
         S[np.arange(len(S)), np.arange(s, s + len(S))] = -np.inf  # never one's own neighbour
