@@ -521,18 +521,29 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
                         _unlink_staged(f.result())
 
 
-def _worker_start() -> None:
-    """In a helper process: end when the process that started it ends, whatever ends it (a kill included).
+def _worker_start(importer: int) -> None:
+    """In a helper process: end when the importing process ends, whatever ends it (a kill included).
 
-    The helper's parent is multiprocessing's fork server, which ends with the importing process, or
-    the importing process itself (spawn, where there is no fork server).
+    The helper's parent is multiprocessing's fork server, not the importing process, and neither
+    would see the end of the other by itself: each helper holds the pipes that would tell them.
     """
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+    import threading
 
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(importer)  # Linux: readable once that process has ended
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            import select
+
+            select.select([fd], [], [])
+        else:  # elsewhere helpers are started by the importing process itself (spawn)
+            while os.getppid() == importer:
+                time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 _WORKER_PROJECT: dict[str, Project] = {}
@@ -609,7 +620,8 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
     tag = f"{os.getpid()}-{os.urandom(4).hex()}"  # this import's staged files: "<tag>-<random>.part"
     received: set[str] = set()
     try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_worker_start)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_worker_start,
+                                   initargs=(os.getpid(),))
     except Exception:  # no way to start helpers here
         yield from _by_threads(project, entries, workers, _CHUNK)
         return
