@@ -155,6 +155,10 @@ def stage_import(work: Path) -> dict:
         list(pool.map(plain_write, files))
     write_rate = len(files) / (time.perf_counter() - t)
 
+    # The writing loop leaves its files to be written to disk in the background: written out now, not
+    # during the import, whose first sync of a batch (syncfs: the whole file system) would wait for them.
+    if hasattr(os, "sync"):
+        os.sync()
     t = time.perf_counter()
     rep = import_files(Project.open(proj, create=True), [work / "src"])
     import_s = time.perf_counter() - t
