@@ -117,6 +117,7 @@ class _Entry:
     reason: str = ""               # set when the entry is refused before reading
     source: str = ""               # the folder, zip or file it was found in, as given
     from_folder: bool = False      # its class is the name of a folder it sits in
+    path: str = ""                 # a file on disk: its path (what the workers are given)
 
 
 def _is_junk(name: str) -> bool:
@@ -129,12 +130,12 @@ def _unsafe_member(name: str) -> bool:
     return n.startswith("/") or ".." in n.split("/") or (len(n) > 1 and n[1] == ":")
 
 
-def _walk_files(folder: Path) -> Iterator[Path]:
+def _walk_files(folder: Path) -> Iterator[str]:
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not _is_junk(d))
         for fn in sorted(filenames):
             if not _is_junk(fn):
-                yield Path(dirpath) / fn
+                yield os.path.join(dirpath, fn)  # a string: a Path per file cost more than its turn in a thread
 
 
 def _folder_entries(folder: Path, label: Optional[str], loose: Optional[str]) -> Iterator[_Entry]:
@@ -142,14 +143,14 @@ def _folder_entries(folder: Path, label: Optional[str], loose: Optional[str]) ->
     src = str(folder)
     if label is not None:
         for f in _walk_files(folder):
-            yield _Entry(str(f), label, lambda f=f: f, source=src)
+            yield _Entry(f, label, lambda f=f: Path(f), source=src, path=f)
         return
     for child in sorted(folder.iterdir()):
         if _is_junk(child.name):
             continue
         if child.is_dir():
             for f in _walk_files(child):
-                yield _Entry(str(f), child.name, lambda f=f: f, source=src, from_folder=True)
+                yield _Entry(f, child.name, lambda f=f: Path(f), source=src, from_folder=True, path=f)
         elif child.is_file():
             yield _Entry(str(child), loose if loose is not None else folder.name, lambda f=child: f, source=src)
 
@@ -458,7 +459,7 @@ def _prepare(e: _Entry, checked: dict[str, object]) -> bytes | Path | ImageRejec
                     bad = checked[e.label] = err
             if bad:
                 return bad  # type: ignore[return-value]
-        return e.read()
+        return e.path or e.read()
     except ImageRejected as err:
         return err
     except (OSError, zipfile.BadZipFile, RuntimeError, ValueError, EOFError) as err:
@@ -635,7 +636,7 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
                         break
                     prepared = [_prepare(e, checked) for e in chunk]
                     jobs = [None if isinstance(x, (ImageRejected, InvalidLabel)) else
-                            (str(x) if isinstance(x, Path) else x) for x in prepared]
+                            (str(x) if isinstance(x, Path) else x) for x in prepared]  # paths as text
                     size = sum(len(x) for x in jobs if isinstance(x, bytes))
                     try:
                         fut = pool.submit(_stage_chunk, str(project.root), tag, jobs)
