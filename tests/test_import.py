@@ -334,10 +334,13 @@ def test_many_workers_give_the_same_dataset_as_one(tmp_path):
     assert shas[0] == shas[1] and len(shas[0]) == 30
 
 
-def test_threads_and_helper_processes_give_the_same_import_with_refusals_in_order(tmp_path):
+def test_threads_and_helper_processes_give_the_same_import_with_refusals_in_order(tmp_path, monkeypatch):
     """Decoded on one thread, two, or two helper processes: the same pictures, refusals (in order,
     with their reasons) and duplicates, from a folder and from a zip."""
+    from tl_app import importer
     from tl_app.project import Project
+
+    monkeypatch.setattr(importer, "_THREADS_WHILE_STARTING", False)  # every file on the helpers
 
     src = imagegen.class_folder(tmp_path / "src", per_class=30, classes=("red", "blue", "green"), size=(40, 40))
     (src / "red" / "again.png").write_bytes((src / "red" / "3.png").read_bytes())  # a copy
@@ -373,6 +376,7 @@ def test_when_a_helper_process_dies_the_import_goes_on_threads(tmp_path, monkeyp
     src = imagegen.class_folder(tmp_path / "src", per_class=40, size=(40, 40))
     (src / "red" / "die.png").write_bytes(hostile.png(seed=300))
     monkeypatch.setattr(importer, "_stage_chunk", hostile.stage_chunk_or_die)
+    monkeypatch.setattr(importer, "_THREADS_WHILE_STARTING", False)  # die.png goes to a helper
     p = Project.open(tmp_path / "p", create=True)
     rep = import_files(p, [src], processes=True, workers=2)
     assert (rep.imported, rep.duplicates, rep.rejected) == (81, 0, [])  # die.png too, on a thread
@@ -380,8 +384,13 @@ def test_when_a_helper_process_dies_the_import_goes_on_threads(tmp_path, monkeyp
     assert_clean(p)
 
 
-def test_a_stop_on_helper_processes_keeps_what_is_reported_and_leaves_no_staged_file(tmp_path):
+@pytest.mark.parametrize("threads_first", [False, True])
+def test_a_stop_on_helper_processes_keeps_what_is_reported_and_leaves_no_staged_file(tmp_path, monkeypatch,
+                                                                                      threads_first):
+    from tl_app import importer
     from tl_app.project import Project
+
+    monkeypatch.setattr(importer, "_THREADS_WHILE_STARTING", threads_first)
 
     src = imagegen.class_folder(tmp_path / "src", per_class=200, size=(48, 48), classes=("red", "blue"))
     p = Project.open(tmp_path / "p", create=True)

@@ -592,17 +592,24 @@ def _pool_context():
     return multiprocessing.get_context("spawn")
 
 
+#: While the helper processes start (0.1 s on an idle machine, more than 0.5 s on a busy one: a new
+#: Python loading Pillow), the first files are decoded on threads here rather than waiting.
+_THREADS_WHILE_STARTING = True
+
+
 def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> Iterator[tuple[_Entry, object]]:
     """As :func:`_by_threads`, on ``workers`` helper processes, :data:`_CHUNK` files per task.
 
     Zip members are read here (the zip's checks stay in one place) and sent as bytes; files of
-    folders are read by the helpers. If a helper process dies (a decoder crash, no memory left)
-    or none can start, what is left of the import goes on threads, as it would have without helpers.
+    folders are read by the helpers. Until the first helper answers, tasks go to threads here. If a
+    helper process dies (a decoder crash, no memory left) or none can start, what is left of the
+    import goes on threads, as it would have without helpers.
     """
+    import threading
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    def results(chunk: list, prepared: list, got: list) -> list:
+    def results(prepared: list, got: list) -> list:
         out = []
         for pre, r in zip(prepared, got):
             if isinstance(pre, (ImageRejected, InvalidLabel)):
@@ -619,57 +626,79 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
     redo: list[_Entry] | None = None  # when the helpers fail: what is left to do, in order
     unsent: list[_Entry] = []
     tag = f"{os.getpid()}-{os.urandom(4).hex()}"  # this import's staged files: "<tag>-<random>.part"
+    root = str(project.root)
     received: set[str] = set()
-    try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_worker_start,
-                                   initargs=(os.getpid(),))
-    except Exception:  # no way to start helpers here
-        yield from _by_threads(project, entries, workers, _CHUNK)
-        return
-    with pool:
+    ready: list = []   # the pool of helpers, once one of them has answered
+    failed: list = []  # or why none could start
+
+    def start() -> None:
         try:
-            window, inflight = workers * _WINDOW, 0
-            while True:
-                while len(pending) < window and inflight < _INFLIGHT_BYTES and not unsent:
-                    chunk = list(itertools.islice(entries, _CHUNK))
-                    if not chunk:
-                        break
-                    prepared = [_prepare(e, checked) for e in chunk]
-                    jobs = [None if isinstance(x, (ImageRejected, InvalidLabel)) else
-                            (str(x) if isinstance(x, Path) else x) for x in prepared]  # paths as text
-                    size = sum(len(x) for x in jobs if isinstance(x, bytes))
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_worker_start,
+                                       initargs=(os.getpid(),))
+            try:
+                pool.submit(os.getpid).result()
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            ready.append(pool)
+        except Exception as err:  # no way to start helpers here
+            failed.append(err)
+
+    starter = threading.Thread(target=start, name="import-helpers", daemon=True)
+    starter.start()
+    if not _THREADS_WHILE_STARTING:
+        starter.join()
+    threads = ThreadPoolExecutor(max_workers=workers)
+    try:
+        window, inflight = workers * _WINDOW, 0
+        while True:
+            while len(pending) < window and inflight < _INFLIGHT_BYTES and not unsent:
+                chunk = list(itertools.islice(entries, _CHUNK))
+                if not chunk:
+                    break
+                prepared = [_prepare(e, checked) for e in chunk]
+                jobs = [None if isinstance(x, (ImageRejected, InvalidLabel)) else
+                        (str(x) if isinstance(x, Path) else x) for x in prepared]  # paths as text
+                size = sum(len(x) for x in jobs if isinstance(x, bytes))
+                if ready:
                     try:
-                        fut = pool.submit(_stage_chunk, str(project.root), tag, jobs)
+                        fut = ready[0].submit(_stage_chunk, root, tag, jobs)
                     except Exception:  # no helper could start (no Python to run, no processes left)
                         unsent = chunk
                         break
-                    pending.append((chunk, prepared, fut, size))
-                    inflight += size
-                if not pending:
-                    break  # done, or the rest goes on threads (unsent)
-                chunk, prepared, fut, size = pending.popleft()
-                inflight -= size
+                else:  # the helpers are not there yet (or cannot start): the same work on a thread here
+                    fut = threads.submit(_stage_chunk, root, tag, jobs)
+                pending.append((chunk, prepared, fut, size))
+                inflight += size
+            if not pending:
+                break  # done, or the rest goes on threads (unsent)
+            chunk, prepared, fut, size = pending.popleft()
+            inflight -= size
+            try:
+                got = results(prepared, fut.result())
+            except BrokenProcessPool:
+                redo = chunk
+                break
+            received.update(r[1].name for r in got if isinstance(r, tuple))
+            for i, (e, r) in enumerate(zip(chunk, got)):
                 try:
-                    got = results(chunk, prepared, fut.result())
-                except BrokenProcessPool:
-                    redo = chunk
-                    break
-                received.update(r[1].name for r in got if isinstance(r, tuple))
-                for i, (e, r) in enumerate(zip(chunk, got)):
-                    try:
-                        yield e, r
-                    except GeneratorExit:
-                        _unlink_staged(got[i + 1:])
-                        raise
-        finally:
-            for *_, f, _ in pending:
-                f.cancel()
-            for chunk, prepared, f, _ in pending:  # staged and not taken (a stop), or to do again (a helper died)
-                if not f.cancelled():
-                    with contextlib.suppress(Exception):
-                        _unlink_staged(results(chunk, prepared, f.result()))
-            if redo is not None or unsent:
-                redo = (redo or []) + [e for chunk, *_ in pending for e in chunk] + unsent
+                    yield e, r
+                except GeneratorExit:
+                    _unlink_staged(got[i + 1:])
+                    raise
+    finally:
+        for *_, f, _ in pending:
+            f.cancel()
+        for chunk, prepared, f, _ in pending:  # staged and not taken (a stop), or to do again (a helper died)
+            if not f.cancelled():
+                with contextlib.suppress(Exception):
+                    _unlink_staged(results(prepared, f.result()))
+        if redo is not None or unsent:
+            redo = (redo or []) + [e for chunk, *_ in pending for e in chunk] + unsent
+        threads.shutdown()
+        starter.join()
+        for pool in ready:
+            pool.shutdown()
     if redo is not None:
         # What the helpers staged and never handed over (a helper died, the others were stopped).
         for f in project.tmp_dir.glob(f"{tag}-*.part"):
