@@ -1,12 +1,15 @@
 """Import images from folders, zip files and single files into a project.
 
 Every file goes through :func:`tl_app.images.normalize`; a refused file gets a
-reason in the report and the import goes on. Decoding runs on a small thread
-pool, a few files per task, which also
-writes each picture to a temporary file; the database writes stay on the
-calling thread, one transaction per batch of pictures, each batch synced to
-disk at once before its rows say the pictures are there (see
-:class:`tl_app.project.SyncPoint`).
+reason in the report and the import goes on. Workers decode a few files per
+task and write each picture to a temporary file: threads for small imports,
+helper processes from :data:`_PROCESSES_FROM` files on (Python's lock lets one
+thread at a time run Python code, and at 96 px Pillow's own Python code costs as
+much as the decoding; threads take the first files while the helpers start).
+Batches of pictures are added on a thread of their own, one transaction per
+batch, each batch synced to disk at once before its rows say the pictures are
+there (see :class:`tl_app.project.SyncPoint`): its waits for the disk overlap
+the decoding of the next batch.
 """
 
 from __future__ import annotations
