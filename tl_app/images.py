@@ -148,6 +148,10 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+#: Where Pillow finds an EXIF or XMP orientation of a picture (the keys of its ``info`` that ``getexif`` reads).
+_ORIENTATION_KEYS = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
+
+
 def open_rgb(src: Source, *, max_side: int | None = None, min_side: int = config.MIN_SIDE,
              max_bytes: int = config.MAX_IMPORT_BYTES) -> tuple[Image.Image, str, tuple[int, int]]:
     """Open untrusted image bytes and return ``(rgb_image, original_format, original_size)``.
@@ -186,10 +190,13 @@ def open_rgb(src: Source, *, max_side: int | None = None, min_side: int = config
         if "truncated" in msg or "broken" in msg or "premature" in msg or isinstance(e, EOFError):
             raise ImageRejected("the file is truncated or damaged") from None
         raise ImageRejected(f"the image data cannot be decoded ({e})") from None
-    try:
-        ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of a picture that needs no turn
-    except Exception:  # a broken EXIF block must not cost the picture; keep it as stored
-        pass
+    # Where Pillow looks for an orientation (Image.getexif); a picture with none of them needs no turn,
+    # and skipping the look costs less than it does for a small picture.
+    if any(k in im.info for k in _ORIENTATION_KEYS) or hasattr(im, "tag_v2"):
+        try:
+            ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of a picture that needs no turn
+        except Exception:  # a broken EXIF block must not cost the picture; keep it as stored
+            pass
     rgb = _to_rgb(im)
     if max_side and max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
