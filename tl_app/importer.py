@@ -531,7 +531,12 @@ def _worker_start(importer: int) -> None:
     The helper's parent is multiprocessing's fork server, not the importing process, and neither
     would see the end of the other by itself: each helper holds the pipes that would tell them.
     """
+    import signal
     import threading
+
+    # Ctrl-C in a terminal reaches every process of the program: the importing process decides (a
+    # first Ctrl-C stops the import and keeps what is done); a helper ends when it ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         try:
