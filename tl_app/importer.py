@@ -32,7 +32,7 @@ from . import config
 from .errors import ImageRejected, InvalidLabel
 from .images import NormalizedImage, normalize
 from .jobs import Progress, ProgressFn, StopToken, no_progress
-from .project import NewImage, Project, validate_label
+from .project import NewImage, Project, _pid_alive, validate_label
 
 #: Most pictures added per database transaction (the first batches are smaller), and the longest a decoded picture waits for its batch (seconds).
 _BATCH = 512
@@ -550,8 +550,11 @@ def _worker_start(importer: int) -> None:
             import select
 
             select.select([fd], [], [])
-        else:  # elsewhere helpers are started by the importing process itself (spawn)
+        elif os.getppid() == importer:  # started by the importing process itself (spawn; Windows)
             while os.getppid() == importer:
+                time.sleep(0.5)
+        else:  # by a fork server, without pidfd (macOS): ask after the importing process
+            while _pid_alive(importer):
                 time.sleep(0.5)
         os._exit(0)
 
