@@ -429,8 +429,8 @@ _CHUNK = 16
 #: Files per task given to a helper process: fewer hand-overs between processes (measured: 64 files a
 #: task took about 5% less processor time per picture than 16); Stop still waits at most 10 ms or so.
 _PROCESS_CHUNK = 64
-#: Tasks in flight per thread or helper: enough that they go on while the calling thread adds a batch
-#: (up to :data:`_BATCH` pictures) to the project, few enough that Stop and memory stay bounded.
+#: Tasks in flight per helper process: enough that they go on while a batch is added to the project,
+#: few enough that Stop stays quick (its results are small: the pictures' bytes stay in their files).
 _WINDOW = 16
 #: From how many files an import decodes on helper processes (when it may start them, see
 #: :func:`_helpers_may_start`): starting them costs about 0.1 s, and below this threads are as fast.
@@ -502,7 +502,8 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
     pending: collections.deque = collections.deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         try:
-            window = workers * _WINDOW
+            # Few tasks in flight: a thread's result holds the picture's bytes (up to a few hundred KB).
+            window = workers * 4
             while True:
                 while len(pending) < window:
                     part = list(itertools.islice(entries, chunk))
