@@ -123,6 +123,19 @@ def test_exif_rotation_swaps_stored_width_and_height():
     assert out.original_size == (80, 40)
 
 
+@pytest.mark.parametrize("fmt, kw", [
+    ("PNG", {"exif": hostile._exif(6)}),  # an eXIf chunk
+    ("JPEG", {"xmp": b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-'
+                     b'syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
+                     b'</rdf:RDF></x:xmpmeta>'}),  # an orientation in XMP only
+])
+def test_an_orientation_outside_a_jpeg_exif_block_is_applied_too(fmt, kw):
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 40), (200, 30, 30)).save(buf, format=fmt, **kw)
+    out = normalize(buf.getvalue())
+    assert (out.width, out.height) == (40, 80) and out.original_size == (80, 40)
+
+
 def test_large_picture_is_scaled_to_the_stored_side():
     data = imagegen.encode(imagegen.noisy((90, 90, 90), (2400, 1200), seed=4), "JPEG")
     out = normalize(data)

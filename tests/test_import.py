@@ -334,10 +334,13 @@ def test_many_workers_give_the_same_dataset_as_one(tmp_path):
     assert shas[0] == shas[1] and len(shas[0]) == 30
 
 
-def test_one_thread_and_two_give_the_same_import_with_refusals_in_order(tmp_path):
-    """Decoded on one thread or two: the same pictures, refusals (in order, with their reasons) and
-    duplicates, from a folder and from a zip."""
+def test_threads_and_helper_processes_give_the_same_import_with_refusals_in_order(tmp_path, monkeypatch):
+    """Decoded on one thread, two, or two helper processes: the same pictures, refusals (in order,
+    with their reasons) and duplicates, from a folder and from a zip."""
+    from tl_app import importer
     from tl_app.project import Project
+
+    monkeypatch.setattr(importer, "_THREADS_WHILE_STARTING", False)  # every file on the helpers
 
     src = imagegen.class_folder(tmp_path / "src", per_class=30, classes=("red", "blue", "green"), size=(40, 40))
     (src / "red" / "again.png").write_bytes((src / "red" / "3.png").read_bytes())  # a copy
@@ -352,18 +355,54 @@ def test_one_thread_and_two_give_the_same_import_with_refusals_in_order(tmp_path
         "cat/dup.png": hostile.png(seed=201),
     })
     got = []
-    for workers in (1, 2):
-        p = Project.open(tmp_path / f"p{workers}", create=True)
-        rep = import_files(p, [src, z], workers=workers)
+    for workers, processes in ((1, False), (2, False), (2, True)):
+        p = Project.open(tmp_path / f"p{workers}{processes}", create=True)
+        rep = import_files(p, [src, z], workers=workers, processes=processes)
         got.append(((rep.imported, rep.duplicates), [(r.file, r.reason) for r in rep.rejected],
                     sorted((it.label, it.sha256, it.source) for it in p.items()), rep.labels))
         assert_clean(p)
-    assert got[0] == got[1]
+    assert got[0] == got[1] == got[2]
     (imported, duplicates), rejected, _, labels = got[0]
     assert (imported, duplicates) == (110, 3) and labels == {"red": 30, "blue": 30, "green": 30, "cat": 20}
     assert [f.rsplit("/", 1)[-1] if "!" not in f else f for f, _ in rejected] == [
         "cut.png", "notes.txt", "more.zip!cat/page.jpg", "more.zip!CON/y.png"]
     assert "truncated" in rejected[0][1] and "reserved" in rejected[3][1]
+
+
+def test_when_a_helper_process_dies_the_import_goes_on_threads(tmp_path, monkeypatch):
+    from tl_app import importer
+    from tl_app.project import Project
+
+    src = imagegen.class_folder(tmp_path / "src", per_class=40, size=(40, 40))
+    (src / "red" / "die.png").write_bytes(hostile.png(seed=300))
+    monkeypatch.setattr(importer, "_stage_chunk", hostile.stage_chunk_or_die)
+    monkeypatch.setattr(importer, "_THREADS_WHILE_STARTING", False)  # die.png goes to a helper
+    p = Project.open(tmp_path / "p", create=True)
+    rep = import_files(p, [src], processes=True, workers=2)
+    assert (rep.imported, rep.duplicates, rep.rejected) == (81, 0, [])  # die.png too, on a thread
+    assert p.label_counts() == {"blue": 40, "red": 41}
+    assert_clean(p)
+
+
+@pytest.mark.parametrize("threads_first", [False, True])
+def test_a_stop_on_helper_processes_keeps_what_is_reported_and_leaves_no_staged_file(tmp_path, monkeypatch,
+                                                                                      threads_first):
+    from tl_app import importer
+    from tl_app.project import Project
+
+    monkeypatch.setattr(importer, "_THREADS_WHILE_STARTING", threads_first)
+
+    src = imagegen.class_folder(tmp_path / "src", per_class=200, size=(48, 48), classes=("red", "blue"))
+    p = Project.open(tmp_path / "p", create=True)
+    stop = StopToken()
+
+    def stop_at_60(pr: Progress) -> None:
+        if pr.done >= 60:
+            stop.set()
+
+    rep = import_files(p, [src], progress=stop_at_60, stop=stop, processes=True, workers=2)
+    assert rep.stopped and rep.read == 60 and rep.imported == 60 == len(p.items()) == len(rep.items)
+    assert_clean(p)  # what the helpers had staged beyond the stop is gone
 
 
 def test_zip_file_name_is_not_trusted_for_the_extension(project, tmp_path):
@@ -374,7 +413,7 @@ def test_zip_file_name_is_not_trusted_for_the_extension(project, tmp_path):
     assert rep.imported == 0 and "zip" in rep.rejected[0].reason
 
 
-def test_a_stop_after_the_first_batch_keeps_exactly_those_pictures_and_undo_takes_them_out(project, tmp_path):
+def test_a_stop_after_the_first_batch_keeps_what_was_decoded_and_undo_takes_it_out(project, tmp_path):
     # A few hundred small pictures; the stop comes once the first batch is in the project.
     src = imagegen.class_folder(tmp_path / "src", per_class=150, size=(48, 48), classes=("red", "blue"))
     stop = StopToken()
@@ -389,15 +428,17 @@ def test_a_stop_after_the_first_batch_keeps_exactly_those_pictures_and_undo_take
     rep = import_files(project, [src], progress=stop_after_first_batch, stop=stop)
     first = in_project[0]
     assert rep.stopped and 0 < first < 300
-    assert rep.imported == first == len(project.items()) == len(rep.items)  # exactly the first batch stays
+    # What was in the project when Stop came stays, with what was decoded by then (added while the
+    # first batch went in), and nothing else: the report tells exactly what the project holds.
+    assert first <= rep.imported == len(project.items()) == len(rep.items) < 300
     assert rep.files == 300 and rep.read < 300
-    assert f"{first} imported" in rep.summary() and f"stopped after {rep.read} of 300 files" in rep.summary()
+    assert f"{rep.imported} imported" in rep.summary() and f"stopped after {rep.read} of 300 files" in rep.summary()
     assert rep.to_dict()["stopped"] is True
     assert_clean(project)
 
     # What the stopped import kept is one undoable step: undo moves it to the trash, redo brings it back.
     a = project.undo()
-    assert a.kind == "add" and str(first) in a.summary and "stopped" in a.summary
+    assert a.kind == "add" and str(rep.imported) in a.summary and "stopped" in a.summary
     assert project.items() == [] and project.labels() == []  # the classes the import made leave again
     project.redo()
     assert sorted(it.id for it in project.items()) == sorted(rep.items)

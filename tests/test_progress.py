@@ -132,6 +132,36 @@ def test_the_cli_import_prints_its_progress_with_the_time_left_and_ctrl_c_stops_
     assert len(Project.open(proj).items()) == 1
 
 
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups")
+def test_ctrl_c_in_a_terminal_stops_an_import_on_helper_processes_keeping_what_is_in(tmp_path):
+    """From 1,000 files the import decodes on helper processes; Ctrl-C in a terminal reaches every
+    process of the program: the import stops as it does on threads, and says what it kept."""
+    from tl_app import importer
+    from tl_app.project import Project
+
+    src = tmp_path / "big"
+    imagegen.class_folder(src, per_class=importer._PROCESSES_FROM // 2, size=(40, 40), classes=("red", "blue"))
+    imagegen.slow_pictures(src / "zslow", 40)  # after the small ones: slow enough to be stopped
+    proj = tmp_path / "proj"
+    p = _cli("import", proj, src, "--json", start_new_session=True)  # a process group of its own, as a terminal's
+    lines: list[str] = []
+    for line in p.stderr:
+        lines.append(line)
+        if " left" in line and "files read" in line:
+            os.killpg(p.pid, 2)  # SIGINT to every process of the group, as Ctrl-C in a terminal
+            break
+    rest_out, rest_err = p.communicate(timeout=120)
+    text = "".join(lines) + rest_err
+    assert p.returncode == 0 and "Traceback" not in text, text
+    assert "stopping after this picture; the pictures imported so far stay" in text
+    import json
+
+    rep = json.loads(rest_out)
+    total = importer._PROCESSES_FROM + 40
+    assert rep["stopped"] is True and rep["files"] == total and rep["read"] < total
+    assert rep["imported"] == len(Project.open(proj).items()) >= 1
+
+
 # --- the UI ----------------------------------------------------------------------------------------
 def test_the_ui_import_shows_the_time_left_and_its_stop_ends_it_keeping_what_is_in(tmp_path):
     """Through gradio_client: the progress the page shows says "left"; Stop ends the import, Undo takes it out."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -524,3 +525,65 @@ def test_an_import_killed_part_way_leaves_a_consistent_project(tmp_path):
     assert len({it.sha256 for it in p.items()}) == 290
 
 
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process started by ``pid``, and by those (the fork server and the helpers it forks)."""
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = {c for c, pp in parents.items() if pp == p} - out
+        out |= kids
+        todo.extend(kids)
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (one that ended and waits to be reaped, a zombie, does not:
+    an orphan's zombie stays until the system's first process reaps it, which some containers never do)."""
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_import_on_helper_processes_killed_part_way_leaves_no_helpers_and_a_consistent_project(tmp_path):
+    """Killed, an import that decodes on helper processes leaves none behind, and no half-written file."""
+    src = imagegen.class_folder(tmp_path / "src", per_class=300, size=(40, 40))
+    proj = tmp_path / "proj"
+    code = ("import sys; from tl_app.importer import import_files; from tl_app.project import Project; "
+            "import_files(Project.open(sys.argv[1], create=True), [sys.argv[2]], processes=True, workers=2)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(proj), str(src)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    helpers: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(helpers) < 3 or _committed(proj) < 20:  # the fork server and its two helpers
+        assert proc.poll() is None, "the import ended before it could be killed"
+        assert time.monotonic() < deadline, "the import made no progress"
+        helpers |= _descendants(proc.pid)
+        time.sleep(0.002)
+    helpers |= _descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while any(_running(h) for h in helpers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [h for h in helpers if _running(h)]
+    for h in left:  # leave nothing running when it fails
+        with contextlib.suppress(OSError):
+            os.kill(h, signal.SIGKILL)
+    assert left == []
+    kept = len(_check_after_crash(proj).items())
+    assert 20 <= kept < 600
+    proc = _start_import(proj, src)  # the rest comes in on a second attempt
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and json.loads(out)["imported"] == 600 - kept
+    assert len(_check_after_crash(proj).items()) == 600
