@@ -15,9 +15,13 @@ trained on 100 pictures so that its none-of-these rule is recorded and every pre
 here computes it, as a user's would (with the 60 pictures of the first version the run held out
 12, fewer than the rule needs, and the app skipped that work). Medians of repeated runs; the
 model is loaded once, and each side called a few times, before anything is timed. The bench
-and the served app both keep torch's default threads (one per core); the one-picture forward is
-the same decoded picture at the model's size, in blocks of 7 back to back (its best case: a
-forward that follows another), alternating with blocks of 7 API calls, 21 of each by default.
+and the served app both keep torch's default threads (one per core), and both keep the memory a
+forward frees for the next one (:func:`tl_app.features.keep_freed_memory`, which the app sets when
+it starts: by default each single-picture forward took ~10,000 fresh pages from the kernel, about
+20 ms of system time; a baseline left with that would be slower than the app's own forward, which
+no longer pays it). The one-picture forward is the same decoded picture at the model's size, in
+blocks of 7 back to back (its best case: a forward that follows another), alternating with
+blocks of 7 API calls, 21 of each by default.
 
     .venv/bin/python bench/classify.py [--images 256] [--size 224] [--repeat 21]
 """
@@ -108,9 +112,11 @@ def main() -> None:
     from train import make_pictures, random_weights, shapes_project
     from tl_app.classify import classify_many, gather
     from tl_app.explain import explain
+    from tl_app.features import keep_freed_memory
     from tl_app.predict import model_for, open_set_for, picture_pixels, predict_files
     from tl_app.train import TrainConfig, train
 
+    keep_freed_memory()  # as the served app does: the baselines get the same memory setting
     random_weights(tmp / "torch_home")
     project = shapes_project(tmp, 100, seed=1)
     rep = train(project, TrainConfig(quick=True, size=args.size))
