@@ -54,8 +54,11 @@ def keep_freed_memory() -> bool:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # glibc's malloc.h
+    # One arena: a thread's own arena grows in heaps of at most 64 MB and frees a heap as soon as it
+    # is empty, whatever the thresholds, so a forward in a server's worker thread took fresh pages anyway.
+    return (bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
+            and bool(mallopt(m_arena_max, 1)))
 
 
 # --- streaming pictures ---------------------------------------------------------------------
