@@ -10,10 +10,20 @@
    same picture (goal <= 5x).
 
 Pictures are bench/train.py's drawn shapes; the model is a quick run on resnet18 with random
-weights (a temporary TORCH_HOME: the machine is offline; time does not depend on the values).
-Medians of repeated runs; the model is loaded once before anything is timed.
+weights (a temporary TORCH_HOME: the machine is offline; time does not depend on the values),
+trained on 100 pictures so that its none-of-these rule is recorded and every prediction timed
+here computes it, as a user's would (with the 60 pictures of the first version the run held out
+12, fewer than the rule needs, and the app skipped that work). Medians of repeated runs; the
+model is loaded once, and each side called a few times, before anything is timed. The bench
+and the served app both keep torch's default threads (one per core), and both keep the memory a
+forward frees for the next one (:func:`tl_app.features.keep_freed_memory`, which the app sets when
+it starts: by default each single-picture forward took ~10,000 fresh pages from the kernel, about
+20 ms of system time; a baseline left with that would be slower than the app's own forward, which
+no longer pays it). The one-picture forward is the same decoded picture at the model's size,
+each timed right after an untimed one (its best case: a forward that follows another); each side
+is called in turn, one call at a time (see :func:`_medians`), 41 of each by default.
 
-    .venv/bin/python bench/classify.py [--images 256] [--size 224] [--repeat 15]
+    .venv/bin/python bench/classify.py [--images 256] [--size 224] [--repeat 41]
 """
 
 from __future__ import annotations
@@ -31,18 +41,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 
-def _medians(a, b, repeat: int) -> tuple[float, float]:
-    """Median times of ``a`` and ``b``, called in turn (a few calls of each), so that a busy moment of the
-    machine hits both."""
+def _medians(a, b, repeat: int, *, b_warm: bool = False) -> tuple[float, float]:
+    """Median times of ``a`` and ``b``, called in turn one call each, so that a busy moment of a shared
+    machine hits both alike (blocks of 7 calls, as before, let a burst of another program's work land
+    on one side only: the same code measured 2x to 12x). A pause of 50 ms comes before each call, so
+    that the other's threads are idle first (a forward's thread pool spins for up to ~20 ms after it).
+    With ``b_warm`` each timed call of ``b`` follows an untimed one: its best case (a forward that
+    follows another), so the pause does not make the baseline slower."""
     ta, tb = [], []
-    block = 7  # calls of one before the other's: a forward's thread pool keeps spinning a while after it
-    for r in range(0, repeat, block):
-        for fn, out in ((a, ta), (b, tb)):
-            time.sleep(0.5)  # the other's threads are idle first
-            for _ in range(min(block, repeat - r)):
-                t0 = time.perf_counter()
+    for _ in range(repeat):
+        for fn, out, warm in ((a, ta, False), (b, tb, b_warm)):
+            time.sleep(0.05)
+            if warm:
                 fn()
-                out.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -90,7 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=256, help="pictures in the bulk folder")
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--repeat", type=int, default=15, help="runs of each single-picture timing")
+    ap.add_argument("--repeat", type=int, default=41, help="runs of each single-picture timing")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tl_bench_classify_"))
     os.environ.update(TL_OFFLINE="1", TORCH_HOME=str(tmp / "torch_home"), PYTHONWARNINGS="ignore",
@@ -102,19 +116,23 @@ def main() -> None:
     from train import make_pictures, random_weights, shapes_project
     from tl_app.classify import classify_many, gather
     from tl_app.explain import explain
-    from tl_app.predict import model_for, picture_pixels, predict_files
+    from tl_app.features import keep_freed_memory
+    from tl_app.predict import model_for, open_set_for, picture_pixels, predict_files
     from tl_app.train import TrainConfig, train
 
+    keep_freed_memory()  # as the served app does: the baselines get the same memory setting
     random_weights(tmp / "torch_home")
-    project = shapes_project(tmp, 60, seed=1)
+    project = shapes_project(tmp, 100, seed=1)
     rep = train(project, TrainConfig(quick=True, size=args.size))
     assert rep.status == "finished", rep
     make_pictures(tmp / "bulk", args.images, seed=2)
     folder = tmp / "bulk"
     files = sorted(folder.rglob("*.jpg"))
     model, spec, run = model_for(project)
-    print(f"model: quick run, resnet18 at {spec.size} px, {len(spec.vocab)} classes; torch threads "
-          f"{torch.get_num_threads()}; {os.cpu_count()} cores")
+    rule = open_set_for(project, run.id)
+    assert rule is not None, "the run recorded no none-of-these rule: the timings would leave out its work"
+    print(f"model: quick run, resnet18 at {spec.size} px, {len(spec.vocab)} classes, none-of-these rule on "
+          f"({rule.rule.held_out} held out); torch threads {torch.get_num_threads()}; {os.cpu_count()} cores")
 
     # 1. bulk against the bare forward on the same decoded pictures
     pixels = np.stack([picture_pixels(project, f, spec.size) for f in files])
@@ -167,7 +185,7 @@ def main() -> None:
             client.predict([handle_file(one)], api_name="/classify")
             echo.predict(handle_file(one), api_name="/echo")
         t_api, t_one_fwd = _medians(lambda: predict_http(app_url, one, client=http), lambda: forward(one_px),
-                                    args.repeat)
+                                    args.repeat, b_warm=True)
         t_page, _ = _medians(lambda: client.predict([handle_file(one)], api_name="/classify"), lambda: None,
                              args.repeat)
         t_echo, _ = _medians(lambda: echo.predict(handle_file(one), api_name="/echo"), lambda: None, args.repeat)

@@ -587,3 +587,20 @@ def test_an_import_on_helper_processes_killed_part_way_leaves_no_helpers_and_a_c
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and json.loads(out)["imported"] == 600 - kept
     assert len(_check_after_crash(proj).items()) == 600
+
+
+def test_reads_sharing_one_connection_still_see_what_others_write_meanwhile(tmp_path):
+    """Inside ``reading()`` reads share one connection, yet each sees what another process (another
+    Project, its own connection) committed just before it: no stale class list."""
+    p = Project.open(tmp_path / "p", create=True)
+    other = Project(p.root)
+    p.add_label("cat")
+    with p.reading():
+        assert p.labels() == ["cat"]
+        other.add_label("dog")
+        assert p.labels() == ["cat", "dog"]
+        with p.reading():  # nested: the same connection
+            other.rename_label("dog", "puppy")
+            assert p.labels() == ["cat", "puppy"]
+        assert p.labels() == ["cat", "puppy"]
+    assert p.labels() == ["cat", "puppy"]

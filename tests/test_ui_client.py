@@ -557,6 +557,40 @@ def test_one_picture_over_plain_http_answers_as_predict_json(trained_server, tmp
     assert bad["file"] == "holiday.jpg" and bad["label"] is None and "text" in bad["error"]
 
 
+def test_plain_http_answers_with_the_run_and_names_in_use_now(trained_server, tmp_path):
+    """The served app keeps models loaded between calls, yet a class renamed (or the rename undone), a
+    new run trained and put in use, or the earlier run chosen again, all by another program while it
+    runs, shows in the very next answer of the same client."""
+    import httpx
+
+    from tl_app.predict import predict_files
+
+    project, url = trained_server.project, trained_server.url
+    red = tmp_path / "red.png"
+    imagegen.noisy(imagegen.COLOURS["red"], seed=91).save(red)
+    first_run = runs.active_run(project).id
+    with httpx.Client(timeout=60) as http:  # one client, one session: the warm path a program takes
+        before = predict_http(url, red, client=http)["data"][0]
+        assert set(before["probs"]) == {"red", "blue"}
+
+        project.rename_label("red", "crimson")  # as the CLI would, in another process
+        renamed = predict_http(url, red, client=http)["data"][0]
+        assert set(renamed["probs"]) == {"crimson", "blue"}
+        assert renamed["probs"]["crimson"] == before["probs"]["red"] and renamed["probs"]["blue"] == before["probs"]["blue"]
+        project.undo()
+        assert predict_http(url, red, client=http)["data"][0]["probs"] == before["probs"]
+
+        rep = train(project, TrainConfig(size=32, epochs=1, pretrained=False))  # a new run, then put in use
+        assert rep.status == "finished" and rep.run != first_run
+        runs.set_active_run(project, rep.run)
+        [want_new] = predict_files(project, [red], run_id=rep.run)
+        newer = predict_http(url, red, client=http)["data"][0]
+        assert newer["probs"] == want_new.probs and newer["probs"] != before["probs"]
+
+        runs.set_active_run(project, first_run)  # the earlier run chosen again
+        assert predict_http(url, red, client=http)["data"][0]["probs"] == before["probs"]
+
+
 def test_classify_says_none_of_these(open_set_project, tmp_path):
     """A picture of a kind the model never saw (grey; it knows red and blue) is "not one of" its classes."""
     with serve(open_set_project.root) as srv:

@@ -3,7 +3,9 @@
 Images go through the same pipeline as imported ones (normalise, re-encode,
 decode, resize) so that a picture gets the same pixels here as in training.
 Models are loaded only from recorded runs, after checking their hash; loaded
-models are kept per run in a small cache.
+models (with their none-of-these scorer) are kept per run and model hash in a
+small cache. What can change between two calls is read again on every call, on
+one database connection: which run is in use and what its classes are called now.
 """
 
 from __future__ import annotations
@@ -50,14 +52,15 @@ class Prediction:
         return dict(sorted(self.probs.items(), key=lambda kv: -kv[1])[:k])
 
 
-def model_for(project: Project, run_id: Optional[str] = None):
-    """``(model, spec, run)`` for a run (default: the active run), loaded once per process."""
+def _loaded_run(project: Project, run_id: Optional[str]):
+    """``(model, spec, scorer, run)``: the run (default: the one in use) read now, its model from the cache."""
     run = runs.get_run(project, run_id) if run_id else runs.active_run(project)
     if run is None:
         raise RunNotFound("No trained model yet: train one in the Train tab (or `python -m tl_app train`).")
     if not run.has_model:
         raise RunNotFound(f"Run {run.id} has no model ({run.status}).")
-    key = (str(project.root), run.id)
+    # The recorded hash is part of the key: a model file recorded anew is loaded anew, never served stale.
+    key = (str(project.root), run.id, run.model_sha256)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is None:
@@ -65,14 +68,44 @@ def model_for(project: Project, run_id: Optional[str] = None):
             if len(_cache) >= 4:
                 _cache.pop(next(iter(_cache)))
             _cache[key] = hit = (model, spec, openset.load_scorer(runs.run_dir(project, run.id)))
-    return hit[0], hit[1], run
+    return hit[0], hit[1], hit[2], run
+
+
+def model_for(project: Project, run_id: Optional[str] = None):
+    """``(model, spec, run)`` for a run (default: the active run), loaded once per process."""
+    model, spec, _, run = _loaded_run(project, run_id)
+    return model, spec, run
 
 
 def open_set_for(project: Project, run_id: str):
     """The none-of-these scorer of a run, loaded with its model (None: the run recorded no rule)."""
-    with _cache_lock:
-        hit = _cache.get((str(project.root), run_id))
-    return hit[2] if hit else openset.load_scorer(runs.run_dir(project, run_id))
+    return _loaded_run(project, run_id)[2]
+
+
+@dataclass
+class Scoring:
+    """What scoring pictures with a run needs, read once for a call: the model, its none-of-these
+    scorer, the run, and its classes as the project names them now (see :func:`scoring`)."""
+
+    model: object
+    spec: ModelSpec
+    scorer: object
+    run: object
+    classes: object
+
+
+def scoring(project: Project, run_id: Optional[str] = None) -> Scoring:
+    """The run in use (or ``run_id``) ready to score pictures, read on one database connection.
+
+    The model and scorer come from the cache; which run is in use and what its classes are called
+    are read now, so a new run or a renamed class shows in the very next answer.
+    """
+    from .class_map import class_map
+
+    with project.reading():
+        model, spec, scorer, run = _loaded_run(project, run_id)
+        classes = class_map(project, run, spec.vocab)  # renamed, merged or deleted since the run: named as now
+    return Scoring(model, spec, scorer, run, classes)
 
 
 def _pixels_from_bytes(data: bytes, size: int):
@@ -98,9 +131,14 @@ def _as_stored(project: Project, src: Path | bytes) -> bytes:
     if path.is_dir():
         raise ImageRejected("a folder, not a picture")
     if size <= config.MAX_IMPORT_BYTES:
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise ImageRejected(f"cannot be read ({e.strerror or e})") from None
         if project.find_sha(hashlib.sha256(raw).hexdigest()) is not None:
             return raw  # already a stored picture: re-encoding it would change its pixels
+        if len(raw) <= config.MAX_IMPORT_BYTES:  # (a file that grew since its size was read: normalize reads it)
+            return normalize(raw).data  # the bytes just read: not read a second time
     return normalize(path).data
 
 
@@ -123,36 +161,38 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
     """
     import numpy as np
 
-    model, spec, _ = model_for(project, run_id)
     names = names or {}
     preds: list[Prediction] = []
     good: list[tuple[int, object]] = []
-    for f in files:
-        shown = names.get(str(f), str(f))
-        p = Prediction(file=shown)
-        try:
-            good.append((len(preds), _pixels_from_bytes(_as_stored(project, Path(f)), spec.size)))
-        except ImageRejected as e:
-            p.error = e.reason
-        preds.append(p)
+    with project.reading():  # one database connection for the whole call
+        with_run = scoring(project, run_id)
+        for f in files:
+            shown = names.get(str(f), str(f))
+            p = Prediction(file=shown)
+            try:
+                good.append((len(preds), _pixels_from_bytes(_as_stored(project, Path(f)), with_run.spec.size)))
+            except ImageRejected as e:
+                p.error = e.reason
+            preds.append(p)
     if good:
-        score_pixels(project, [preds[i] for i, _ in good], np.stack([g[1] for g in good]), run_id=run_id)
+        score_pixels(project, [preds[i] for i, _ in good], np.stack([g[1] for g in good]), scored_by=with_run)
     return preds
 
 
-def score_pixels(project: Project, preds: list[Prediction], pixels, *, run_id: Optional[str] = None) -> None:
+def score_pixels(project: Project, preds: list[Prediction], pixels, *, run_id: Optional[str] = None,
+                 scored_by: Optional[Scoring] = None) -> None:
     """Fill the label, confidence, probabilities and none-of-these of ``preds`` from their decoded pictures.
 
     ``pixels`` is uint8 (N, S, S, 3) at the model's size, in the order of ``preds``: the one
     scoring step that :func:`predict_files` and bulk classification (:mod:`tl_app.classify`) share.
-    Classes are named as the project names them now (:mod:`tl_app.class_map`).
+    Classes are named as the project names them now (:mod:`tl_app.class_map`). ``scored_by`` is
+    :func:`scoring`'s answer when the caller already read it (else it is read for ``run_id``). The
+    logits and the none-of-these features come from one forward pass.
     """
-    from .class_map import class_map
     from .features import embed_logits, embed_with_stages, softmax
 
-    model, spec, run = model_for(project, run_id)
-    classes = class_map(project, run, spec.vocab)  # renamed, merged or deleted since the run: named as now
-    scorer = open_set_for(project, run.id)
+    s = scored_by or scoring(project, run_id)
+    model, spec, classes, scorer = s.model, s.spec, s.classes, s.scorer
     scores = unknown = None
     if scorer is not None and scorer.features in ("layers", "stages"):
         logits, _, stage_feats = embed_with_stages(model, pixels, spec, kind=scorer.features)

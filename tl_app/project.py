@@ -28,6 +28,7 @@ import os
 import re
 import sqlite3
 import sys
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -497,6 +498,10 @@ class ReconcileReport:
     temp_removed: int = 0
 
 
+#: The connection of each :meth:`Project.reading` block, per thread and database.
+_reading = threading.local()
+
+
 class Project:
     """A project folder: images per class, trash, runs and the metadata database.
 
@@ -552,10 +557,35 @@ class Project:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
+        shared = getattr(_reading, "cons", {}).get(str(self.db_path))
+        if shared is not None:  # inside reading(): the block's one connection
+            yield shared
+            return
         con = self._connect()
         try:
             yield con
         finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Reads made in this block, by this thread, share one connection instead of opening one each.
+
+        For a short task that reads many things (one prediction reads the run in use, its class names
+        and whether the picture is stored: seven connections otherwise). Each statement still sees
+        what was committed before it (autocommit: no read transaction is held across the block);
+        writes keep their own connection. Nested blocks use the outer one's connection.
+        """
+        cons = _reading.__dict__.setdefault("cons", {})
+        key = str(self.db_path)
+        if key in cons:
+            yield
+            return
+        cons[key] = con = self._connect()
+        try:
+            yield
+        finally:
+            del cons[key]
             con.close()
 
     @contextlib.contextmanager

@@ -17,6 +17,7 @@ import gradio as gr
 
 from .. import config, zerogpu
 from ..access import LOCAL, SPACE, Access, Allowance, check_serving, is_loopback_host, names_from
+from ..features import keep_freed_memory
 from ..project import Project
 from ..search import RateLimiter, SearchProvider
 from ..storage import keep_data_warning
@@ -178,6 +179,7 @@ def launch(project_dir: str | Path, *, host: str | None = None, port: int = conf
     access = Access.from_env(shared=shared, host=host, logins=[u for u, _ in auth or []], hf_signin=signin)
     demo = build_demo(project_dir, shared=shared, access=access)
     ctx: UIContext = demo.tl_context
+    keep_freed_memory()  # a served picture's forward reuses the last one's memory (no fresh pages from the kernel)
     on_zerogpu = zerogpu.prepare()  # spaces reports its GPU functions when the server starts
     # On ZeroGPU Gradio caps an unsized queue at one event, which refuses a page's own load events as "busy".
     demo.queue(default_concurrency_limit=2, max_size=64 if shared or zerogpu.on_zerogpu() else None)
