@@ -341,7 +341,10 @@ def create_train_tab(ctx: UIContext) -> dict:
         with gr.Column(visible=has_model, elem_id="train-matrix-box") as c["matrix_box"]:  # the run shown has one
             with gr.Row(equal_height=False):
                 c["confusion_plot"] = gr.Plot(label="Confusion matrix", elem_id="train-confusion-plot", format="png")
-                c["per_class"] = gr.Dataframe(label="Per class", interactive=False, elem_id="train-per-class")
+                # Wrapped headers: half of the row at 1280 px holds every column even when a scrollbar
+                # appears after the table was sized.
+                c["per_class"] = gr.Dataframe(label="Per class", interactive=False, wrap=True,
+                                              elem_id="train-per-class")
             c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class; columns: predicted class)",
                                           interactive=False, wrap=True, elem_id="train-confusion")
         # Filled when the tab opens; empty in the page where visitors may look (a failure's reason can name a file).
