@@ -10,7 +10,7 @@ really took from that point (an unstopped run of the same step, measured in the 
   review   the duplicate and quality queue (no model): stopped as its first stage ends
   dataset  export_dataset of the project: stopped 1 s in; a zip must not be left behind
 
-    .venv/bin/python bench/progress.py [--images 3000] [--size 96]
+    .venv/bin/python bench/progress.py [--images 20000] [--size 96]
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def timed_stop(work, *, after: float | None = None, when=None):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=3000)
+    ap.add_argument("--images", type=int, default=20000)  # the import takes a few seconds even when idle
     ap.add_argument("--size", type=int, default=96)
     args = ap.parse_args()
 
@@ -105,13 +105,18 @@ def main() -> None:
                 t, est = lefts[min(len(lefts) - 1, int(len(lefts) * share))]
                 print(f"  {t - t0:5.1f} s in: said {est:5.1f} s left, took {end - t:5.1f} s")
 
-        # Stopped 3 s in.
+        # Stopped a third of the way through (as long as the whole import took above).
         part = Project.open(tmp / "part", create=True)
+        after = max(0.2, (end - t0) / 3)
         lat, rep, _, _ = timed_stop(lambda progress, stop: import_files(part, [src], progress=progress, stop=stop),
-                                    after=3.0)
+                                    after=after)
         kept = len(part.items())
-        print(f"import, stopped:  ended {lat:.2f} s after Stop; {rep.imported} imported, {kept} in the project "
-              f"({'the same' if kept == rep.imported else 'DIFFERENT'}), undo step: {part.history()[0].summary!r}")
+        if lat is None:
+            print(f"import, stopped:  finished before the Stop {after:.1f} s in ({rep.imported} imported)")
+        else:
+            print(f"import, stopped:  ended {lat:.2f} s after Stop ({after:.1f} s in); {rep.imported} imported, {kept} "
+                  f"in the project ({'the same' if kept == rep.imported else 'DIFFERENT'}), undo step: "
+                  f"{part.history()[0].summary!r}")
 
         # The CLI: Ctrl-C once a time left is printed.
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
