@@ -126,8 +126,8 @@ def test_exif_rotation_swaps_stored_width_and_height():
 @pytest.mark.parametrize("fmt, kw", [
     ("PNG", {"exif": hostile._exif(6)}),  # an eXIf chunk
     ("JPEG", {"xmp": b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-'
-                     b'syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
-                     b'</rdf:RDF></x:xmpmeta>'}),  # an orientation in XMP only
+                     b'syntax-ns#"><rdf:Description xmlns:tiff="urn:tiff" tiff:Orientation="6"/>'
+                     b'</rdf:RDF></x:xmpmeta>'}),  # an orientation in XMP only (Pillow reads tiff:Orientation by its name)
 ])
 def test_an_orientation_outside_a_jpeg_exif_block_is_applied_too(fmt, kw):
     buf = io.BytesIO()

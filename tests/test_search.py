@@ -149,10 +149,10 @@ def test_a_search_that_keeps_failing_says_what_to_do_instead():
 
 
 #: What ddgs 9.16 raised on this machine without a connection (its resolver found no address; the
-#: engine's name written as a name under localhost here).
+#: engine's name written as a loopback address here).
 OFFLINE = DDGSException(DDGSException(
-    "DNSError: DNSError('error sending request for url (https://search.localhost/?q=cat) > error resolving DNS > "
-    "DNS error: no records found for Query { name: Name(\"search.localhost.\"), query_type: A, query_class: IN }')"))
+    "DNSError: DNSError('error sending request for url (https://127.0.0.1/?q=cat) > error resolving DNS > "
+    "DNS error: no records found for Query { name: Name(\"127.0.0.1.\"), query_type: A, query_class: IN }')"))
 
 
 def test_no_connection_is_said_plainly_at_once_without_retries():
@@ -161,7 +161,7 @@ def test_no_connection_is_said_plainly_at_once_without_retries():
     with pytest.raises(SearchUnavailable) as e:
         S.search_images("cat", provider=p, attempts=3, sleep=waits.append)
     msg = str(e.value)
-    assert msg.startswith("No internet connection: search.localhost could not be found.")
+    assert msg.startswith("No internet connection: 127.0.0.1 could not be found.")
     assert "DNS" not in msg and "Query" not in msg and "try again in a few minutes" not in msg
     assert "upload" in msg and "import" in msg
     assert p.calls == 1 and waits == []  # asking again seconds later cannot help

@@ -293,8 +293,8 @@ class _Offline:
         from ddgs.exceptions import DDGSException
 
         raise DDGSException(DDGSException(
-            "DNSError: DNSError('error sending request for url (https://search.localhost/?q=ant) > error resolving "
-            "DNS > DNS error: no records found for Query { name: Name(\"search.localhost.\"), query_type: A }')"))
+            "DNSError: DNSError('error sending request for url (https://127.0.0.1/?q=ant) > error resolving "
+            "DNS > DNS error: no records found for Query { name: Name(\"127.0.0.1.\"), query_type: A }')"))
 
 
 def test_offline_the_search_and_the_download_say_there_is_no_internet_connection(tmp_path, monkeypatch):
@@ -318,7 +318,7 @@ def test_offline_the_search_and_the_download_say_there_is_no_internet_connection
         c = _client(srv.url)
         ctx.search_provider = _Offline()
         status = _search(c, "ant, bee")["status"]
-        assert status.startswith("No internet connection: search.localhost could not be found.")
+        assert status.startswith("No internet connection: 127.0.0.1 could not be found.")
         assert "DNS" not in status and "try again in a few minutes" not in status
         assert "Not searched: ant, bee" in status
 
