@@ -514,12 +514,7 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
                     return
                 part, fut = pending.popleft()
                 got = fut.result()
-                for i, (e, r) in enumerate(zip(part, got)):
-                    try:
-                        yield e, r
-                    except GeneratorExit:
-                        _unlink_staged(got[i + 1:])
-                        raise
+                yield from _handed_out(part, got)
         finally:
             for _, f in pending:
                 f.cancel()
@@ -612,6 +607,17 @@ def _pool_context():
 _THREADS_WHILE_STARTING = True
 
 
+def _handed_out(entries: list, got: list) -> Iterator[tuple]:
+    """``(entry, result)`` pairs of a finished task; when the import stops taking them, the files staged
+    for the ones not taken are removed."""
+    for i, (e, r) in enumerate(zip(entries, got)):
+        try:
+            yield e, r
+        except GeneratorExit:
+            _unlink_staged(got[i + 1:])
+            raise
+
+
 def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> Iterator[tuple[_Entry, object]]:
     """As :func:`_by_threads`, on ``workers`` helper processes, :data:`_CHUNK` files per task.
 
@@ -695,12 +701,7 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
                 redo = chunk
                 break
             received.update(r[1].name for r in got if isinstance(r, tuple))
-            for i, (e, r) in enumerate(zip(chunk, got)):
-                try:
-                    yield e, r
-                except GeneratorExit:
-                    _unlink_staged(got[i + 1:])
-                    raise
+            yield from _handed_out(chunk, got)
     finally:
         for *_, f, _ in pending:
             f.cancel()
