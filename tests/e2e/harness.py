@@ -233,6 +233,18 @@ class AppPage:
                 .map(th => th.innerText.trim());
         }""", elem_id)
 
+    def column_boxes(self, elem_id: str) -> dict:
+        """Where a table and each of its column headers sit (to say why a column is out of view)."""
+        return self.page.evaluate("""(id) => {
+            const root = document.getElementById(id);
+            if (!root) return {};
+            const r = root.getBoundingClientRect();
+            return {box: [Math.round(r.left), Math.round(r.right)], window: window.innerWidth,
+                    columns: [...root.querySelectorAll('th')].map(th => {
+                        const b = th.getBoundingClientRect();
+                        return [th.innerText.trim(), Math.round(b.left), Math.round(b.right)]; })};
+        }""", elem_id)
+
     def screenshot(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
