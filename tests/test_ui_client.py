@@ -35,6 +35,15 @@ def _table(payload: dict) -> list[list]:
     return [list(r) for r in payload["data"]]
 
 
+def _html_rows(html: str) -> list[list[str]]:
+    """The body rows of a table shown as HTML (:func:`tl_app.ui.adapters.html_table`), as text."""
+    import re
+    from html import unescape
+
+    body = html.split("<tbody>", 1)[1]
+    return [[unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)] for row in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
 def _counts(payload: dict) -> dict[str, int]:
     return {row[0]: int(row[1]) for row in _table(payload)}
 
@@ -140,8 +149,8 @@ def test_import_folder_and_train_tab(tmp_path, colour_folder, fake_pretrained):
         assert device.startswith("**Device:** CPU")
         assert f"**{quick_run.name}** (finished, in use)" in report and f"`--run {quick_run.id}`" in report  # for the CLI
         assert figure["type"] == "matplotlib" and figure["plot"].startswith("data:image/png;base64,")
-        assert [r[0] for r in _table(confusion)] == ["blue", "red"]
-        assert {r[0] for r in _table(per_class)} == {"blue", "red"}
+        assert [r[0] for r in _html_rows(confusion)] == ["blue", "red"]
+        assert {r[0] for r in _html_rows(per_class)} == {"blue", "red"}
         assert {r[2] for r in plot["data"]} == {"training loss", "validation loss", "accuracy"}
         assert _value(use_run) == quick_run.id and _table(table)[0][:2] == [quick_run.name, "finished (in use)"]
         assert in_use.startswith(f"**In use: {quick_run.name}:**") and "first model" in in_use

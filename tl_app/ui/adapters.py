@@ -152,6 +152,37 @@ def class_choices(project: Project) -> list[str]:
     return project.labels()
 
 
+#: The look of :func:`html_table` (a ``gr.HTML``'s ``css_template``): the page's colours, headers that
+#: wrap, a sideways scroll only when the columns cannot fit.
+TABLE_CSS = """
+.tl-table { overflow-x: auto; }
+.tl-table .tl-title { margin: 0 0 4px; font-size: var(--block-label-text-size); color: var(--block-label-text-color); }
+.tl-table table { width: 100%; border-collapse: collapse; font-size: var(--text-sm); }
+.tl-table th, .tl-table td { padding: 4px 8px; border: 1px solid var(--border-color-primary); text-align: right;
+                             overflow-wrap: anywhere; }
+.tl-table th { background: var(--background-fill-secondary); font-weight: 600; }
+.tl-table th:first-child, .tl-table td:first-child { text-align: left; }
+"""
+
+
+def html_table(df, title: str) -> str:
+    """A read-only table as plain HTML, every name escaped (class names are the user's).
+
+    For tables that are only looked at: laid out by the browser alone, so every column shows
+    as soon as the table does (a ``gr.Dataframe`` sizes its columns by script a moment after
+    it appears, and when that lands while its box is still hidden some columns stay cut off).
+    """
+    from html import escape
+
+    if df is None or len(df.columns) == 0:
+        return ""
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return (f'<div class="tl-table"><p class="tl-title">{escape(title)}</p>'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.0%}"
 

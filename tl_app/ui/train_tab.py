@@ -32,7 +32,7 @@ from ..run_choice import KEPT, in_use
 from ..runner import (current_job, fail_abandoned_runs, request_stop, start_lr_find, start_training,
                       stopping_message)
 from ..train import TrainConfig
-from .adapters import UIContext, owner_only, pct
+from .adapters import TABLE_CSS, UIContext, html_table, owner_only, pct
 from .export_panel import create_export_panel
 from .progress import JobWatch, duration
 from .share_panel import create_share_panel
@@ -44,6 +44,9 @@ MODES = [("Quick (seconds: trains only the last layer)", QUICK),
 QUICK_NEEDS_WEIGHTS = ("Quick mode needs pretrained weights (or your own weights file): it trains only the last "
                        "layer on the features of a trained network, and an untrained network's features mean nothing.")
 
+
+#: The title over the run's confusion matrix.
+CONFUSION_TITLE = "Confusion matrix (rows: actual class; columns: predicted class)"
 
 @dataclass
 class TrainForm:
@@ -341,12 +344,9 @@ def create_train_tab(ctx: UIContext) -> dict:
         with gr.Column(visible=has_model, elem_id="train-matrix-box") as c["matrix_box"]:  # the run shown has one
             with gr.Row(equal_height=False):
                 c["confusion_plot"] = gr.Plot(label="Confusion matrix", elem_id="train-confusion-plot", format="png")
-                # Wrapped headers: half of the row at 1280 px holds every column even when a scrollbar
-                # appears after the table was sized.
-                c["per_class"] = gr.Dataframe(label="Per class", interactive=False, wrap=True,
-                                              elem_id="train-per-class")
-            c["confusion"] = gr.Dataframe(label="Confusion matrix (rows: actual class; columns: predicted class)",
-                                          interactive=False, wrap=True, elem_id="train-confusion")
+                # Plain HTML tables: every column shows at once (see adapters.html_table).
+                c["per_class"] = gr.HTML(css_template=TABLE_CSS, js_on_load=None, elem_id="train-per-class")
+            c["confusion"] = gr.HTML(css_template=TABLE_CSS, js_on_load=None, elem_id="train-confusion")
         # Filled when the tab opens; empty in the page where visitors may look (a failure's reason can name a file).
         c["runs"] = gr.Dataframe(value=runs_table(ctx) if ctx.access.everyone_owner else
                                  pd.DataFrame(columns=RUN_COLUMNS), label="Runs", interactive=False,
@@ -358,8 +358,9 @@ def create_train_tab(ctx: UIContext) -> dict:
         v = run_view(ctx, run_id)
         choices, active = run_choices(ctx)
         running = current_job(ctx.project) is not None
-        return {c["report"]: v.text, c["confusion_plot"]: v.figure, c["confusion"]: v.confusion,
-                c["per_class"]: v.per_class, c["runs"]: runs_table(ctx), c["in_use"]: in_use_text(ctx),
+        return {c["report"]: v.text, c["confusion_plot"]: v.figure,
+                c["confusion"]: html_table(v.confusion, CONFUSION_TITLE),
+                c["per_class"]: html_table(v.per_class, "Per class"), c["runs"]: runs_table(ctx), c["in_use"]: in_use_text(ctx),
                 c["use_run"]: gr.Dropdown(choices=choices, value=active, visible=bool(choices)),
                 c["results"]: gr.Column(visible=bool(runs.list_runs(ctx.project)) or running),
                 c["chart_box"]: gr.Column(visible=bool(choices) or running),
