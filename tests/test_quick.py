@@ -164,7 +164,10 @@ def test_user_weights_file_trains_and_a_pickled_object_is_refused(colours, tmp_p
     # No pretrained weights on this computer: the file is all the app needs, even for quick mode.
     rep = train(colours, TrainConfig(quick=True, size=64, pretrained=False, weights=str(wfile)))
     assert rep.status == "finished"
-    model, spec, _ = model_for(colours)
+    from tl_app.models import load_model
+
+    run = runs.active_run(colours)
+    model, _ = load_model(runs.run_dir(colours, run.id), run.model_sha256, colours.root)  # the model as recorded
     assert torch.equal(model[0][0].weight, sd["conv1.weight"])  # the body is the file's weights
 
     marker = tmp_path / "was-run"

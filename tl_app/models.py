@@ -436,6 +436,51 @@ def load_model(folder: Path, expected_sha256: str, project_root: Path | None = N
     return model, spec
 
 
+def fold_batchnorm(model, spec: ModelSpec):
+    """For inference only: each BatchNorm folded into the convolution just before it, in place.
+
+    A convolution followed by a batch norm in eval mode is one affine map: one convolution with
+    scaled weights and a bias does both, sparing a pass over every activation (20 of them in
+    resnet18; a tenth of a CPU forward). Folded are the pairs a Sequential runs one after the
+    other and the ``convN``/``bnN`` pairs of torchvision's ResNet blocks, whose forward runs them
+    in turn. The modules keep their names (hooks on stages still apply). The folded model's
+    answers are checked against the model's own on one random batch; if they differ by more
+    than 1e-3 the model is returned unfolded. Returns ``(model, folded)`` (how many pairs).
+    """
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    model.eval()
+    pairs = []
+    for mod in model.modules():
+        names = list(mod._modules)
+        if isinstance(mod, torch.nn.Sequential):
+            pairs += [(mod, a, b) for a, b in zip(names, names[1:])]
+        if isinstance(mod, (BasicBlock, Bottleneck)):
+            pairs += [(mod, f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+    pairs = [(m, a, b) for m, a, b in pairs if type(m._modules.get(a)) is torch.nn.Conv2d
+             and type(m._modules.get(b)) is torch.nn.BatchNorm2d and m._modules[b].track_running_stats]
+    if not pairs:
+        return model, 0
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, spec.size, spec.size, generator=gen)
+    with torch.inference_mode():
+        before = model(x)
+    kept = [(m, a, b, m._modules[a], m._modules[b]) for m, a, b in pairs]
+    with torch.no_grad():
+        for m, a, b, conv, bn in kept:
+            m._modules[a] = fuse_conv_bn_eval(conv, bn)
+            m._modules[b] = torch.nn.Identity()
+    with torch.inference_mode():
+        after = model(x)
+    if not torch.allclose(before, after, rtol=1e-3, atol=1e-3):  # a pair that was not run in turn: undo
+        for m, a, b, conv, bn in kept:
+            m._modules[a], m._modules[b] = conv, bn
+        return model, 0
+    return model, len(kept)
+
+
 def to_tensor_batch(images, spec: ModelSpec):
     """RGB PIL images to a normalised float batch, exactly as validation saw them."""
     import numpy as np

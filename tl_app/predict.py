@@ -20,7 +20,7 @@ from typing import Iterable, Optional
 from . import config, openset, runs
 from .errors import ImageRejected, RunNotFound
 from .images import normalize
-from .models import ModelSpec, load_model
+from .models import ModelSpec, fold_batchnorm, load_model
 from .project import Project
 
 _cache: dict[tuple[str, str], tuple[object, ModelSpec, object]] = {}
@@ -65,6 +65,7 @@ def _loaded_run(project: Project, run_id: Optional[str]):
         hit = _cache.get(key)
         if hit is None:
             model, spec = load_model(runs.run_dir(project, run.id), run.model_sha256, project.root)
+            fold_batchnorm(model, spec)  # only ever used for inference here
             if len(_cache) >= 4:
                 _cache.pop(next(iter(_cache)))
             _cache[key] = hit = (model, spec, openset.load_scorer(runs.run_dir(project, run.id)))
