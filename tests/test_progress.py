@@ -169,6 +169,28 @@ def test_ctrl_c_in_a_terminal_stops_an_import_on_helper_processes_keeping_what_i
     assert rep["imported"] == len(Project.open(proj).items()) >= 1
 
 
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups")
+def test_ctrl_c_while_the_helper_processes_start_prints_no_traceback(tmp_path):
+    """The fork server loads Python and the picture modules in the first fraction of a second; a Ctrl-C
+    then reached it too and printed its traceback under the import's "stopping" line."""
+    import json
+
+    from tl_app import importer
+
+    src = imagegen.class_folder(tmp_path / "big", per_class=importer._PROCESSES_FROM // 2 + 50, size=(40, 40),
+                                classes=("red", "blue"))
+    for k, delay in enumerate((0.15, 0.2, 0.25, 0.3, 0.4)):  # where 4 of 5 printed one, before
+        p = _cli("import", tmp_path / f"proj{k}", src, "--json", start_new_session=True)
+        time.sleep(delay)
+        os.killpg(p.pid, 2)  # SIGINT to every process of the group, as Ctrl-C in a terminal
+        out, err = p.communicate(timeout=120)
+        if p.returncode == 130:  # before the CLI listened for Ctrl-C: it ends at once, with a word
+            assert err.strip().endswith("interrupted") and "Traceback" not in err, err
+            continue
+        assert p.returncode == 0 and "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
+        assert json.loads(out)["files"] == 2 * (importer._PROCESSES_FROM // 2 + 50)
+
+
 # --- the UI ----------------------------------------------------------------------------------------
 def test_the_ui_import_shows_the_time_left_and_its_stop_ends_it_keeping_what_is_in(tmp_path):
     """Through gradio_client: the progress the page shows says "left"; Stop ends the import, Undo takes it out."""

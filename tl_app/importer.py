@@ -586,6 +586,31 @@ def _stage_chunk(root: str, owner: str, jobs: list) -> list:
 _INFLIGHT_BYTES = 256 << 20
 
 
+def _start_fork_server(forkserver) -> None:
+    """Start multiprocessing's fork server deaf to Ctrl-C (SIGINT) from its first instant.
+
+    Ctrl-C in a terminal reaches every process of the program. The fork server loads Python and
+    the picture modules first and ignores Ctrl-C only after that, so a Ctrl-C in that fraction of a
+    second printed its traceback under the import's own "stopping" line. A process started while
+    SIGINT is ignored keeps it ignored through its start (Python then installs no handler for it),
+    and the helpers it forks inherit that. So SIGINT is ignored here for the moment it takes to
+    start the process (a few milliseconds; only the main thread may change it; elsewhere, in the
+    web server's workers, the server is started as it is).
+    """
+    import signal
+    import threading
+
+    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or handler is None:
+        forkserver.ensure_running()
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
 def _pool_context():
     """Where helper processes come from: the fork server where there is one (it starts once per program
     with the picture modules loaded, then forks each helper in a few milliseconds, and is safe in a
@@ -598,6 +623,7 @@ def _pool_context():
 
         if not getattr(forkserver._forkserver, "_forkserver_pid", None):  # not started yet: what it preloads
             ctx.set_forkserver_preload(["tl_app.importer"])
+            _start_fork_server(forkserver)
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -652,9 +678,17 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
     ready: list = []   # the pool of helpers, once one of them has answered
     failed: list = []  # or why none could start
 
+    try:  # here, not on the starting thread: the fork server starts deaf to Ctrl-C only from the main thread
+        context = _pool_context()
+    except Exception as err:  # noqa: BLE001 - no helpers then; the import goes on threads
+        context = None
+        failed.append(err)
+
     def start() -> None:
+        if context is None:
+            return
         try:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_worker_start,
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_start,
                                        initargs=(os.getpid(),))
             try:
                 pool.submit(os.getpid).result()
