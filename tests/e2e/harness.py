@@ -506,3 +506,10 @@ def wait_until(fn, timeout: float = 30.0, interval: float = 0.1):
         if v or time.time() > end:
             return v
         time.sleep(interval)
+
+
+def changes_nothing(output) -> bool:
+    """Whether an event's output is "no change" for every component (an HTML box's carries its own
+    empty props update beside the usual one)."""
+    nothing = ({"__type__": "update"}, {"props": {"__type__": "update"}, "__type__": "update"}, None)
+    return all(x in nothing for x in output)
