@@ -4,9 +4,10 @@ and put a classified picture back into the dataset.
 Bulk: dropped pictures, zip files and (on one's own computer) folders become one list of
 :class:`Picture` (:func:`gather`; zip files are read with the import's checks: no member
 outside the archive, a cap on what a zip unpacks to). :func:`classify_many` decodes each batch on
-a thread pool, then scores it, through the same pipeline as a single picture (:func:`tl_app.predict.picture_pixels`, :func:`tl_app.predict.score_pixels`),
-so a picture gets the same answer alone or among a thousand. A file that is not a picture
-gets a row with the reason; the rest go on.
+a thread pool, then scores it, through the same pipeline as a single picture
+(:func:`tl_app.predict.picture_pixels`, :func:`tl_app.predict.score_pixels`), so a picture
+gets the same answer alone or among a thousand. A file that is not a picture gets a row with
+the reason; the rest go on.
 
 Feedback: :func:`add_to_dataset` files one classified picture under a class (the predicted
 one, another, or a new one) as one undoable action, recording that it came from Classify
@@ -161,8 +162,8 @@ def classify_many(project: Project, pictures: list[Picture], *, run_id: Optional
     """Classify every picture with the model in use (or ``run_id``'s); refused files get ``error``.
 
     Each batch of ``batch_size`` pictures is decoded ``workers`` at a time, then scored, so memory
-    stays bounded whatever the number of pictures. ``stop`` ends the
-    work between batches; the pictures not reached are listed as not classified.
+    stays bounded whatever the number of pictures. ``stop`` ends the work between
+    batches; the pictures not reached are listed as not classified.
     """
     import numpy as np
 

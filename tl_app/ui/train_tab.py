@@ -48,6 +48,7 @@ QUICK_NEEDS_WEIGHTS = ("Quick mode needs pretrained weights (or your own weights
 #: The title over the run's confusion matrix.
 CONFUSION_TITLE = "Confusion matrix (rows: actual class; columns: predicted class)"
 
+
 @dataclass
 class TrainForm:
     """The Train tab's settings, by name: what a click on Train (or on Suggest) sends."""
@@ -360,7 +361,8 @@ def create_train_tab(ctx: UIContext) -> dict:
         running = current_job(ctx.project) is not None
         return {c["report"]: v.text, c["confusion_plot"]: v.figure,
                 c["confusion"]: html_table(v.confusion, CONFUSION_TITLE),
-                c["per_class"]: html_table(v.per_class, "Per class"), c["runs"]: runs_table(ctx), c["in_use"]: in_use_text(ctx),
+                c["per_class"]: html_table(v.per_class, "Per class"), c["runs"]: runs_table(ctx),
+                c["in_use"]: in_use_text(ctx),
                 c["use_run"]: gr.Dropdown(choices=choices, value=active, visible=bool(choices)),
                 c["results"]: gr.Column(visible=bool(runs.list_runs(ctx.project)) or running),
                 c["chart_box"]: gr.Column(visible=bool(choices) or running),
