@@ -106,6 +106,18 @@ def test_bulk_answers_match_single_predictions_whatever_the_batch(trained_projec
         assert p.label == single.label and p.probs == pytest.approx(single.probs, abs=1e-5)
 
 
+def test_the_projects_own_pictures_are_read_as_stored_in_bulk_as_training_read_them(trained_project):
+    """A stored picture is not re-encoded (that would change its pixels): bulk gives what the model says
+    about the very pixels it trained on, as Review's scoring of the same pictures does."""
+    from tl_app.predict import predict_items
+
+    items = trained_project.items()[:6]
+    result = classify_many(trained_project, gather([trained_project.path_of(it) for it in items]))
+    probs, vocab = predict_items(trained_project, [it.id for it in items])
+    for p, row in zip(result.predictions, probs):
+        assert p.probs == pytest.approx(dict(zip(vocab, map(float, row))), abs=1e-4)
+
+
 def test_stop_leaves_the_rest_listed_as_not_classified(trained_project, mixed):
     folder, _ = mixed
     pictures = [p for p in gather([folder]) if p.name.endswith(".png")] * 3

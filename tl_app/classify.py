@@ -173,9 +173,11 @@ def classify_many(project: Project, pictures: list[Picture], *, run_id: Optional
     todo = [i for i, p in enumerate(pictures) if not p.reason]
     chunks = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
 
+    stored = project.stored_shas()  # one query, not a connection per picture (0.6 ms of its 4.5)
+
     def decode(i: int):
         try:
-            return picture_pixels(project, pictures[i].read(), spec.size)
+            return picture_pixels(project, pictures[i].read(), spec.size, stored=stored)
         except ImageRejected as e:
             return e
         except _READ_ERRORS as e:

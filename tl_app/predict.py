@@ -117,11 +117,19 @@ def _pixels_from_bytes(data: bytes, size: int):
     return np.asarray(load_image_for_model(io.BytesIO(data), size))
 
 
-def _as_stored(project: Project, src: Path | bytes) -> bytes:
-    """The JPEG bytes the project would store for this file (or does store, byte for byte)."""
+def _as_stored(project: Project, src: Path | bytes, stored: Optional[set[str]] = None) -> bytes:
+    """The JPEG bytes the project would store for this file (or does store, byte for byte).
+
+    ``stored``: the project's :meth:`~tl_app.project.Project.stored_shas`, when the caller read them
+    once for many pictures (else each picture's hash is looked up on its own).
+    """
+    def is_stored(raw: bytes) -> bool:
+        sha = hashlib.sha256(raw).hexdigest()
+        return sha in stored if stored is not None else project.find_sha(sha) is not None
+
     if isinstance(src, (bytes, bytearray)):
         raw = bytes(src)
-        if len(raw) <= config.MAX_IMPORT_BYTES and project.find_sha(hashlib.sha256(raw).hexdigest()) is not None:
+        if len(raw) <= config.MAX_IMPORT_BYTES and is_stored(raw):
             return raw
         return normalize(raw).data
     path = src
@@ -136,20 +144,20 @@ def _as_stored(project: Project, src: Path | bytes) -> bytes:
             raw = path.read_bytes()
         except OSError as e:
             raise ImageRejected(f"cannot be read ({e.strerror or e})") from None
-        if project.find_sha(hashlib.sha256(raw).hexdigest()) is not None:
+        if is_stored(raw):
             return raw  # already a stored picture: re-encoding it would change its pixels
         if len(raw) <= config.MAX_IMPORT_BYTES:  # (a file that grew since its size was read: normalize reads it)
             return normalize(raw).data  # the bytes just read: not read a second time
     return normalize(path).data
 
 
-def picture_pixels(project: Project, src: Path | bytes, size: int):
+def picture_pixels(project: Project, src: Path | bytes, size: int, *, stored: Optional[set[str]] = None):
     """A picture (a file, or a file's bytes) as the network sees it: uint8 (size, size, 3).
 
-    The same pixels the picture would have once imported (see :func:`_as_stored`);
-    raises :class:`ImageRejected` naming why a file is not a usable picture.
+    The same pixels the picture would have once imported (see :func:`_as_stored`, and its
+    ``stored``); raises :class:`ImageRejected` naming why a file is not a usable picture.
     """
-    return _pixels_from_bytes(_as_stored(project, src), size)
+    return _pixels_from_bytes(_as_stored(project, src, stored), size)
 
 
 def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Optional[str] = None,

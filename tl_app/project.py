@@ -754,6 +754,12 @@ class Project:
             raise ItemNotFound(f"There is no item '{item_id}' in this project.")
         return Item._from_row(row)
 
+    def stored_shas(self) -> set[str]:
+        """The sha256 of every picture the project holds (any status): one query where many
+        :meth:`find_sha` calls would each open a connection (bulk classification asks for each picture)."""
+        with self._read() as con:
+            return {r[0] for r in con.execute("SELECT sha256 FROM items")}
+
     def find_sha(self, sha256: str) -> Item | None:
         with self._read() as con:
             row = con.execute("SELECT * FROM items WHERE sha256=?", (sha256,)).fetchone()
