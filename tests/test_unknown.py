@@ -116,6 +116,21 @@ def test_changed_features_make_no_claim(open_set_project, tmp_path):
     assert p.label is not None and p.unknown is None
 
 
+def _claims_as_recorded(project, run_id: str, features: str, tmp_path, *, seed: int) -> None:
+    """The run's rule, loaded again as recorded, is of ``features``: left-out kinds are unknown, and at
+    most one known picture is."""
+    import tl_app.predict as predict_mod
+
+    predict_mod._cache.clear()  # the run's scorer is loaded with its model
+    scorer = predict_mod.open_set_for(project, run_id)
+    assert scorer is not None and scorer.features == features
+    known = _pictures(tmp_path / "known", {k: imagegen.COLOURS[k] for k in ("red", "blue")}, 4, seed=seed)
+    strange = _pictures(tmp_path / "strange", LEFT_OUT, 3, seed=seed + 1000)
+    preds = predict_files(project, known + strange)
+    assert all(p.unknown for p in preds[len(known):])
+    assert sum(p.unknown for p in preds[:len(known)]) <= 1
+
+
 def test_a_first_version_rule_still_makes_its_claim(open_set_project, tmp_path):
     """A run recorded by the first version (distances in the pooled features of embeddings.npy, no bank
     file of its own) keeps its rule: left-out kinds are still called unknown, its classes are not."""
@@ -140,16 +155,7 @@ def test_a_first_version_rule_still_makes_its_claim(open_set_project, tmp_path):
     del doc["features"]  # the first version wrote no such key
     runs.write_json(rdir, openset.FILE, doc)
     (rdir / openset.BANK_FILE).unlink()
-    import tl_app.predict as predict_mod
-
-    predict_mod._cache.clear()  # the run's scorer is loaded with its model
-    scorer = predict_mod.open_set_for(open_set_project, run.id)
-    assert scorer is not None and scorer.features == "pooled"
-    known = _pictures(tmp_path / "known", {k: imagegen.COLOURS[k] for k in ("red", "blue")}, 4, seed=5100)
-    strange = _pictures(tmp_path / "strange", LEFT_OUT, 3, seed=6100)
-    preds = predict_files(open_set_project, known + strange)
-    assert all(p.unknown for p in preds[len(known):])
-    assert sum(p.unknown for p in preds[:len(known)]) <= 1
+    _claims_as_recorded(open_set_project, run.id, "pooled", tmp_path, seed=5100)
 
 
 def test_a_second_version_rule_still_makes_its_claim(open_set_project, tmp_path):
@@ -175,16 +181,7 @@ def test_a_second_version_rule_still_makes_its_claim(open_set_project, tmp_path)
     doc = old.to_dict()
     assert doc["version"] == 2 and doc["parts"] == ["knn", "energy"] and "weights" not in doc
     runs.write_json(rdir, openset.FILE, doc)
-    import tl_app.predict as predict_mod
-
-    predict_mod._cache.clear()
-    scorer = predict_mod.open_set_for(open_set_project, run.id)
-    assert scorer is not None and scorer.features == "stages"
-    known = _pictures(tmp_path / "known", {k: imagegen.COLOURS[k] for k in ("red", "blue")}, 4, seed=5200)
-    strange = _pictures(tmp_path / "strange", LEFT_OUT, 3, seed=6200)
-    preds = predict_files(open_set_project, known + strange)
-    assert all(p.unknown for p in preds[len(known):])
-    assert sum(p.unknown for p in preds[:len(known)]) <= 1
+    _claims_as_recorded(open_set_project, run.id, "stages", tmp_path, seed=5200)
 
 
 #: Drawn shapes, each class a shape in its own colour; the unseen kinds are the same shapes in other colours.

@@ -447,26 +447,15 @@ def _normalize_one(src: bytes | Path | str) -> NormalizedImage | ImageRejected:
         return ImageRejected(f"cannot be read ({err})")
 
 
-def _prepare(e: _Entry, checked: dict[str, object]) -> bytes | Path | ImageRejected | InvalidLabel:
-    """What a worker needs for ``e`` (its path, or its bytes read from a zip), or why it is refused now.
-
-    ``checked`` remembers each class name's check (an import has few classes and many files).
-    """
+def _prepare(e: _Entry) -> bytes | Path | ImageRejected | InvalidLabel:
+    """What a worker needs for ``e`` (its path, or its bytes read from a zip), or why it is refused now."""
     if e.reason:
         return ImageRejected(e.reason)
     try:
         if e.label is not None:
-            bad = checked.get(e.label)
-            if bad is None:
-                try:
-                    validate_label(e.label)
-                    bad = checked[e.label] = False
-                except InvalidLabel as err:
-                    bad = checked[e.label] = err
-            if bad:
-                return bad  # type: ignore[return-value]
+            validate_label(e.label)  # (cached: an import has few classes and many files)
         return e.path or e.read()
-    except ImageRejected as err:
+    except (ImageRejected, InvalidLabel) as err:
         return err
     except (OSError, zipfile.BadZipFile, RuntimeError, ValueError, EOFError) as err:
         return ImageRejected(f"cannot be read ({err})")
@@ -485,10 +474,8 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
     Decoded and staged on a small thread pool, ``chunk`` files per task; on close (a Stop), what
     was staged and not taken is removed.
     """
-    checked: dict[str, object] = {}
-
     def one(e: _Entry):
-        src = _prepare(e, checked)
+        src = _prepare(e)
         if isinstance(src, (ImageRejected, InvalidLabel)):
             return src
         img = _normalize_one(src)
@@ -645,7 +632,7 @@ def _handed_out(entries: list, got: list) -> Iterator[tuple]:
 
 
 def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> Iterator[tuple[_Entry, object]]:
-    """As :func:`_by_threads`, on ``workers`` helper processes, :data:`_CHUNK` files per task.
+    """As :func:`_by_threads`, on ``workers`` helper processes, :data:`_PROCESS_CHUNK` files per task.
 
     Zip members are read here (the zip's checks stay in one place) and sent as bytes; files of
     folders are read by the helpers. Until the first helper answers, tasks go to threads here. If a
@@ -668,7 +655,6 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
                 out.append(ImageRejected(r))
         return out
 
-    checked: dict[str, object] = {}
     pending: collections.deque = collections.deque()  # (entries, what was sent or refused, future, bytes sent)
     redo: list[_Entry] | None = None  # when the helpers fail: what is left to do, in order
     unsent: list[_Entry] = []
@@ -711,7 +697,7 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
                 chunk = list(itertools.islice(entries, _PROCESS_CHUNK if ready else _CHUNK))
                 if not chunk:
                     break
-                prepared = [_prepare(e, checked) for e in chunk]
+                prepared = [_prepare(e) for e in chunk]
                 jobs = [None if isinstance(x, (ImageRejected, InvalidLabel)) else
                         (str(x) if isinstance(x, Path) else x) for x in prepared]  # paths as text
                 size = sum(len(x) for x in jobs if isinstance(x, bytes))

@@ -866,16 +866,11 @@ class Project:
             inserts: list[tuple] = []
             moves: list[tuple[int, str]] = []
             root = str(self.images_dir)
-            wanted: dict[str, str | InvalidLabel] = {}  # each class name checked once per batch
             for i, n in enumerate(new):
-                want = wanted.get(n.label)
-                if want is None:
-                    try:
-                        want = wanted[n.label] = validate_label(n.label)
-                    except InvalidLabel as err:
-                        want = wanted[n.label] = err
-                if isinstance(want, InvalidLabel):
-                    out.append(AddResult(None, error=want, reason=str(want)))
+                try:
+                    want = validate_label(n.label)
+                except InvalidLabel as err:
+                    out.append(AddResult(None, error=err, reason=str(err)))
                     continue
                 sha = n.image.sha256
                 if sha in batch:

@@ -185,7 +185,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     mean = torch.tensor(mean or config.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(std or config.IMAGENET_STD, device=device).view(1, 3, 1, 1)
     body = body.eval().to(device).to(memory_format=torch.channels_last)
-    from .features import StagePool, batches_of
+    from .features import StagePool, batches_of, channel_stats
 
     out, staged, widths = [], [], []
     n, done = len(pixels), 0
@@ -198,7 +198,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
             xb = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
             xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
             fm = body(xb)
-            feats = torch.cat([torch.amax(fm, dim=(2, 3)), torch.mean(fm, dim=(2, 3))], 1)
+            feats = torch.cat(channel_stats(fm), 1)
             out.append(feats.float().cpu().numpy())
             if stages:
                 staged.append(hooks.take().to(torch.float16).cpu().numpy())  # as the bank stores them

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 from . import config, runs
 from .errors import PreflightError, Stopped, TLError, TrainerBusy
-from .features import (Pictures, embed_logits, embed_pixels, embed_with_stages, layer_widths, load_image_for_model,  # noqa: F401
+from .features import (Pictures, embed_logits, embed_pixels, embed_with_stages, load_image_for_model,  # noqa: F401
                        predict_pixels, read_ahead, softmax)
 from .jobs import FileLock, StopToken, TimeLeft
 from .models import ModelSpec, create_model, get_arch, save_model
@@ -934,8 +934,9 @@ def _train_snapshot(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Pa
         # One clean pass over the pictures (eval mode, no augmentation) gives the features Review
         # judges every item by: its neighbours in the trained network's feature space, so that no
         # item is judged by a model that learned it (see review.py).
-        logits, emb, stage_feats = embed_with_stages(model, pixels, spec, device=device, events=events)
-        widths = layer_widths(model, spec, device)
+        widths: list[int] = []
+        logits, emb, stage_feats = embed_with_stages(model, pixels, spec, device=device, events=events,
+                                                     widths_out=widths)
         clean = softmax(logits)
         unseen = np.isnan(scores[:, 0])  # no training batch held it (drop_last)
         scores[unseen] = clean[unseen]
