@@ -21,6 +21,8 @@ def pytest_configure(config):
     global _SESSION_TMP
     _SESSION_TMP = Path(tempfile.mkdtemp(prefix="tl_app_tests_"))
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    # Gradio's cache of served files goes with the session, not into /tmp/gradio for good
+    os.environ["GRADIO_TEMP_DIR"] = str(_SESSION_TMP / "gradio")
     os.environ["TL_OFFLINE"] = "1"
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TORCH_HOME"] = str(_SESSION_TMP / "torch_home")

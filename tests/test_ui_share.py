@@ -72,3 +72,21 @@ def test_publish_from_the_panel_says_where_it_went_or_why_not(project, tmp_path,
         assert len(hub.repos[("dataset", f"{USER}/colours")].files) == 6
         with pytest.raises(AppError, match="not a repository name"):
             c.predict("dataset", "a b", True, api_name="/publish")
+
+
+def test_exports_left_by_servers_that_ended_are_removed_at_the_first_export(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    from tl_app.ui import share_panel
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = tmp_path / "tl_app-exports-99999999"  # above any pid Linux gives out
+    running = tmp_path / f"tl_app-exports-{os.getppid()}"
+    for d in (ended, running):
+        d.mkdir()
+        (d / "project.zip").write_bytes(b"x" * 1000)
+    mine = share_panel._export_dir()
+    assert mine == tmp_path / f"tl_app-exports-{os.getpid()}" and mine.is_dir()
+    assert not ended.exists()
+    assert (running / "project.zip").exists()

@@ -15,6 +15,7 @@ Nothing here imports torch, fastai or accelerate at import time.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -143,6 +144,8 @@ def launch(argv: list[str], processes: int, *, port: Optional[int] = None) -> in
         # Own sessions: a Ctrl-C in the terminal reaches them once, forwarded below, not twice.
         procs.append(subprocess.Popen([sys.executable, "-m", "tl_app", *argv], env=env, stdout=out, start_new_session=True,
                                       stderr=subprocess.STDOUT if out else None))
+        if out:
+            out.close()  # the process has its own copy
     def forward(*_):  # to the first process: it stops, and every process stops at the same batch with it
         if procs[0].poll() is None:
             procs[0].send_signal(signal.SIGINT)
@@ -152,7 +155,10 @@ def launch(argv: list[str], processes: int, *, port: Optional[int] = None) -> in
         codes = [p.wait() for p in procs]
     finally:
         signal.signal(signal.SIGINT, old)
-    bad = [r for r, c in enumerate(codes) if c != 0 and r > 0]
-    for r in bad:
-        sys.stderr.write(f"process {r} failed:\n" + (logs / f"rank{r}.log").read_text(errors="replace")[-3000:])
-    return codes[0] if codes[0] != 0 or not bad else codes[bad[0]]
+    try:
+        bad = [r for r, c in enumerate(codes) if c != 0 and r > 0]
+        for r in bad:
+            sys.stderr.write(f"process {r} failed:\n" + (logs / f"rank{r}.log").read_text(errors="replace")[-3000:])
+        return codes[0] if codes[0] != 0 or not bad else codes[bad[0]]
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)

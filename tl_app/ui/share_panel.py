@@ -12,6 +12,7 @@ project beside it could not be opened there.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -29,9 +30,25 @@ TARGETS = [("The model (ONNX bundle and card)", "model"), ("A classify-only Spac
 
 def _export_dir() -> Path:
     """Where this server writes zips to hand to the browser (overwritten each time: one of each kind)."""
-    d = Path(tempfile.gettempdir()) / f"tl_app-exports-{os.getpid()}"
+    base = Path(tempfile.gettempdir())
+    d = base / f"tl_app-exports-{os.getpid()}"
+    if not d.exists():  # the first export of this server: remove what servers that have ended left (whole-project zips are big)
+        for old in base.glob("tl_app-exports-*"):
+            pid = old.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
 
 
 def _beside(project: Project, zip_name: str) -> Path:
