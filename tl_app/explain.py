@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import InputError
+from .compute import on_compute_thread
 from .predict import _as_stored, _pixels_from_bytes, model_for
 from .project import Project
 
@@ -122,7 +123,7 @@ def explain(project: Project, src: "str | Path | bytes", *, label: Optional[str]
         index = spec.vocab.index(label)
     x = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)[None].float().div_(255)
     x = (x - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
-    heat, probs = grad_cam(model, x, index)
+    heat, probs = on_compute_thread(grad_cam, model, x, index)  # where Classify's passes run (tl_app.compute)
     c = int(np.argmax(probs)) if index is None else index
     with Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
         im.draft("RGB", (SHOW_SIDE, SHOW_SIDE))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from . import config, openset, runs
+from .compute import on_compute_thread
 from .errors import ImageRejected, RunNotFound
 from .images import normalize
 from .models import ModelSpec, fold_batchnorm, load_model
@@ -64,12 +65,19 @@ def _loaded_run(project: Project, run_id: Optional[str]):
     with _cache_lock:
         hit = _cache.get(key)
         if hit is None:
-            model, spec = load_model(runs.run_dir(project, run.id), run.model_sha256, project.root)
-            fold_batchnorm(model, spec)  # only ever used for inference here
+            # On the thread its passes will run on (see tl_app.compute): folding checks the answers with a pass.
+            model, spec = on_compute_thread(_load_folded, runs.run_dir(project, run.id), run.model_sha256,
+                                            project.root)
             if len(_cache) >= 4:
                 _cache.pop(next(iter(_cache)))
             _cache[key] = hit = (model, spec, openset.load_scorer(runs.run_dir(project, run.id)))
     return hit[0], hit[1], hit[2], run
+
+
+def _load_folded(folder: Path, sha256: str, root: Path):
+    model, spec = load_model(folder, sha256, root)
+    fold_batchnorm(model, spec)  # only ever used for inference here
+    return model, spec
 
 
 def model_for(project: Project, run_id: Optional[str] = None):
@@ -202,14 +210,17 @@ def score_pixels(project: Project, preds: list[Prediction], pixels, *, run_id: O
 
     s = scored_by or scoring(project, run_id)
     model, spec, classes, scorer = s.model, s.spec, s.classes, s.scorer
-    scores = unknown = None
-    if scorer is not None and scorer.features in ("layers", "stages"):
-        logits, _, stage_feats = embed_with_stages(model, pixels, spec, kind=scorer.features)
-        scores, unknown = scorer.score(stage_feats, logits)
-    else:
+
+    def forward():
+        if scorer is not None and scorer.features in ("layers", "stages"):
+            logits, _, stage_feats = embed_with_stages(model, pixels, spec, kind=scorer.features)
+            return (logits, *scorer.score(stage_feats, logits))
         logits, feats = embed_logits(model, pixels, spec)
         if scorer is not None:  # a version-1 rule: distances in the pooled features
-            scores, unknown = scorer.score(feats, logits)
+            return (logits, *scorer.score(feats, logits))
+        return logits, None, None
+
+    logits, scores, unknown = on_compute_thread(forward)
     for j, (p, pr) in enumerate(zip(preds, softmax(logits))):
         d = classes.as_dict(pr)
         best = max(d, key=d.get)

@@ -1,0 +1,43 @@
+"""One thread per process for the network's forward passes that answer people (Classify, its heatmaps).
+
+Why: torch on CPU runs each layer on a team of OpenMP threads, and each thread that starts torch
+work gets a team of its own, which lives as long as that thread. Once the teams together hold more
+threads than the machine has cores, OpenMP stops letting idle team threads wait for the next layer
+and puts them to sleep instead, and every layer then waits for its helpers to wake: on 2 cores one
+picture through resnet18 took 21 ms from a server's worker thread against 14.5 ms when every pass
+ran on one thread (bench/classify.py measures it). A web server answers each request on whichever
+of its worker threads is free, so without this each of them grew a team.
+
+:func:`on_compute_thread` runs a function on the one thread and returns (or raises) its result.
+Called on the main thread, it runs there instead: a command-line program is one thread already, and
+its Ctrl-C must stop the work, not only the wait. Nothing starts at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_pool: Optional[ThreadPoolExecutor] = None
+_thread_ident: Optional[int] = None
+
+
+def _mark() -> None:
+    global _thread_ident
+    _thread_ident = threading.get_ident()
+
+
+def on_compute_thread(fn: Callable[..., T], *args, **kwargs) -> T:
+    """``fn(*args, **kwargs)`` on this process's compute thread (inline on the main thread or on it)."""
+    global _pool
+    here = threading.get_ident()
+    if here == _thread_ident or threading.current_thread() is threading.main_thread():
+        return fn(*args, **kwargs)
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tl-compute", initializer=_mark)
+    return _pool.submit(fn, *args, **kwargs).result()
