@@ -39,3 +39,19 @@ def test_the_main_thread_runs_its_own_work_and_errors_come_back_to_the_caller():
         # a call from the compute thread itself runs there at once (no wait on its own queue)
         nested = pool.submit(on_compute_thread, lambda: on_compute_thread(threading.get_ident)).result()
         assert nested == pool.submit(on_compute_thread, threading.get_ident).result()
+
+
+def test_the_none_of_these_score_keeps_blas_on_one_thread_and_puts_the_setting_back():
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from tl_app.compute import one_blas_thread
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    with one_blas_thread():
+        assert blas_threads() == {1}
+        np.ones((300, 300)) @ np.ones((300, 300))
+    assert blas_threads() == before

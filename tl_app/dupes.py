@@ -1065,11 +1065,9 @@ def find_matches(prints: Sequence[Fingerprint], *, mirrored: bool = False) -> li
     Runs on one BLAS thread: its matrix products are small, and several
     threads only wait on one another, twice as long on a busy machine.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - a dependency of scikit-learn, always there in practice
-        return _find_matches(prints, mirrored)
-    with threadpool_limits(limits=1, user_api="blas"):
+    from .compute import one_blas_thread
+
+    with one_blas_thread():
         return _find_matches(prints, mirrored)
 
 

@@ -438,11 +438,17 @@ class Scorer:
         return self.rule.features
 
     def score(self, feats, logits):
-        """``(scores, unknown)`` arrays for pictures' features (those :attr:`features` names) and logits."""
-        if self.rule.features == "layers":
-            raw = layer_raw_parts(self.bank_n, feats, logits, self.rule)
-        else:
-            raw = raw_parts(self.bank_n, feats, logits, self.rule.k, self.rule.parts)
+        """``(scores, unknown)`` arrays for pictures' features (those :attr:`features` names) and logits.
+
+        On one BLAS thread (:func:`tl_app.compute.one_blas_thread`): a few pictures against the bank are
+        small products, and BLAS's own threads would spin on after them, beside the next decode or forward."""
+        from .compute import one_blas_thread
+
+        with one_blas_thread():
+            if self.rule.features == "layers":
+                raw = layer_raw_parts(self.bank_n, feats, logits, self.rule)
+            else:
+                raw = raw_parts(self.bank_n, feats, logits, self.rule.k, self.rule.parts)
         s = self.rule.combine(raw)
         return s, s > self.rule.threshold
 

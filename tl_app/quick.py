@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from .compute import one_blas_thread
 from .errors import Stopped, TLError
 from .jobs import StopToken, TimeLeft
 from .project import Project, inside
@@ -248,19 +249,6 @@ def _softmax(z):
     return e / e.sum(1, keepdims=True)
 
 
-@contextlib.contextmanager
-def _one_blas_thread():
-    """Run numpy's BLAS on one thread: these problems are small, and on a busy 2-core machine
-    OpenBLAS's spinning worker threads made every fit about 25 times slower."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # a dependency of scikit-learn (fastai); without it, BLAS keeps its threads
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def lbfgs(f, x0, *, max_iter: int = 500, memory: int = 10, gtol: float = 1e-5, ftol: float = 2.2e-9,
           callback=None):
     """Minimise a smooth convex ``f(x) -> (value, gradient)`` with L-BFGS and a backtracking line search.
@@ -406,7 +394,7 @@ class _Problem:
 
 def fit_head(X, y, n_classes: int, *, l2: float = 1e-2) -> LinearHead:
     """Multinomial logistic regression with L2, on standardised features; folded back to raw ones."""
-    with _one_blas_thread():
+    with one_blas_thread():
         prob = _Problem(X, y, n_classes)
         return prob.head(*prob.fit(l2))
 
@@ -420,7 +408,7 @@ def choose_l2(X, y, n_classes: int, grid=L2_GRID, folds: int = 3, seed: int = 0)
     if fold_of is None:
         return 1e-2
     losses: dict[float, list[float]] = {l2: [] for l2 in grid}
-    with _one_blas_thread():
+    with one_blas_thread():
         for k in range(folds):
             tr, te = fold_of != k, fold_of == k
             if not te.any() or len(np.unique(y[tr])) < 2:
@@ -460,7 +448,7 @@ def out_of_fold_probs(X, y, n_classes: int, *, l2: float, folds: int = 5, seed: 
     if fold_of is None:
         return fit_head(X, y, n_classes, l2=l2).probs(X)
     P = np.zeros((len(y), n_classes))
-    with _one_blas_thread():
+    with one_blas_thread():
         for f in range(k):
             tr, te = fold_of != f, fold_of == f
             if te.any():
@@ -509,7 +497,7 @@ def fit_quick_head(X, y, n_classes: int, train_idx, valid_idx=(), *, seed: int =
     X, y = np.asarray(X), np.asarray(y)
     train_idx, valid_idx = np.asarray(train_idx, dtype=np.int64), np.asarray(valid_idx, dtype=np.int64)
     l2 = choose_l2(X[train_idx], y[train_idx], n_classes, seed=seed)
-    with _one_blas_thread():
+    with one_blas_thread():
         head, trace = _trace_fit(X, y, n_classes, train_idx, valid_idx, l2)
     return HeadFit(head, l2, out_of_fold_probs(X, y, n_classes, l2=l2, folds=folds, seed=seed), trace)
 
