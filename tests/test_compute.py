@@ -41,7 +41,7 @@ def test_the_main_thread_runs_its_own_work_and_errors_come_back_to_the_caller():
         assert nested == pool.submit(on_compute_thread, threading.get_ident).result()
 
 
-def test_the_none_of_these_score_keeps_blas_on_one_thread_and_puts_the_setting_back():
+def test_one_blas_thread_holds_blas_to_one_thread_and_puts_the_setting_back():
     import numpy as np
     from threadpoolctl import threadpool_info
 
