@@ -29,6 +29,9 @@ the same run on the same cores:
   the Classify tab's model card;
 - peak resident memory of each stage (each runs in its own process).
 
+The features stages keep freed memory for the next pass as the served app and the command line do
+(:func:`tl_app.features.keep_freed_memory`); their baselines run in the same process, with it too.
+
 Usage: ``python bench/scale.py [--n 50000] [--side 96] [--size 224] [--work DIR] [--keep]``
 (``--n 5000`` finishes in a few minutes on 2 cores).
 """
@@ -241,8 +244,10 @@ def _side_by_side(project, size: int) -> dict:
 
 def stage_sample(work: Path, size: int) -> dict:
     """Only the side-by-side comparison of the features stage (no training)."""
+    from tl_app.features import keep_freed_memory
     from tl_app.project import Project
 
+    keep_freed_memory()  # as in the features stage
     _offline_weights(work)
     return {**_side_by_side(Project.open(work / "project"), size), "peak_mb": _peak_mb()}
 
@@ -273,6 +278,9 @@ def stage_features(work: Path, size: int) -> dict:
     from tl_app.project import Project
     from tl_app.train import TrainConfig, train
 
+    from tl_app.features import keep_freed_memory
+
+    keep_freed_memory()  # as the served app and the command line run (the baseline, in this process, too)
     _offline_weights(work)
     body = torch.nn.Sequential(*list(torchvision.models.resnet18().children())[:-2]).eval()
     body = body.to(memory_format=torch.channels_last)
