@@ -56,3 +56,28 @@ def test_a_network_that_does_not_run_its_pairs_in_turn_is_left_as_it_is():
     assert folded == 0 and sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 2
     with torch.inference_mode():
         assert torch.equal(net(x), before)
+
+
+def test_quick_features_come_from_a_folded_copy_and_the_body_a_run_records_keeps_its_norms():
+    import numpy as np
+
+    from tl_app import config
+    from tl_app.models import create_body
+    from tl_app.quick import compute_features
+
+    torch.manual_seed(0)
+    body = _trained_like(create_body("resnet18", pretrained=False))
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    feats, staged, _ = compute_features(body, pixels, stages=True)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules()) == 20  # what store_body writes
+    assert all(torch.equal(v, before[k]) for k, v in body.state_dict().items())
+    mean = torch.tensor(config.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(config.IMAGENET_STD).view(1, 3, 1, 1)
+    x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    with torch.inference_mode(), StagePool(body) as hooks:  # the unfolded body's own features
+        fm = body(x)
+        want = torch.cat([fm.amax((2, 3)), fm.mean((2, 3))], 1).numpy()
+        want_staged = hooks.take().numpy()
+    assert np.allclose(feats, want, rtol=1e-3, atol=1e-4)
+    assert np.allclose(staged.astype(np.float32), want_staged, atol=2e-3)  # staged rows are float16

@@ -185,7 +185,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     device = device or torch.device("cpu")
     mean = torch.tensor(mean or config.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(std or config.IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    body = body.eval().to(device).to(memory_format=torch.channels_last)
+    body = _folded_copy(body, len(pixels) and pixels.shape[1]).to(device).to(memory_format=torch.channels_last)
     from .features import StagePool, batches_of, channel_stats
 
     out, staged, widths = [], [], []
@@ -213,6 +213,21 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     if stages:
         return feats, (np.concatenate(staged) if staged else empty), list(widths)
     return feats
+
+
+def _folded_copy(body, size: int):
+    """A copy of a (frozen) body in eval mode with its batch norms folded into the convolutions
+    (:func:`tl_app.models.fold_batchnorm`: the same features to 1e-5, a pass over the activations
+    fewer per norm). The caller's body is left as it is: its weights are what a run records."""
+    import copy
+    from types import SimpleNamespace
+
+    from .models import fold_batchnorm
+
+    body = body.eval()
+    if not size or any(p.device.type != "cpu" for p in body.parameters()):
+        return body  # the check runs on the CPU
+    return fold_batchnorm(copy.deepcopy(body), SimpleNamespace(size=int(size)))[0]
 
 
 # --- the head: softmax regression -----------------------------------------------------------------
