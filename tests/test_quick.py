@@ -302,3 +302,19 @@ def test_a_failed_download_of_weights_is_said_in_words_not_the_library_s():
     assert "damaged" in download_failure(RuntimeError('invalid hash value (expected "f37072fd", got "00")'))
     text = str(_missing("resnet18", download_failure(no_dns)))
     assert "URLError" not in text and "Errno" not in text and "resnet18-f37072fd.pth" in text
+
+
+def test_the_feature_pass_takes_its_input_as_before_and_batches_by_picture_size_on_a_cpu():
+    import numpy as np
+    import torch
+
+    from tl_app.quick import _as_input, inference_batch
+
+    batch = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.3, 0.25]).view(1, 3, 1, 1)
+    old = ((batch.permute(0, 3, 1, 2).float().div_(255) - mean) / std).contiguous(memory_format=torch.channels_last)
+    new = _as_input(batch, mean, std)
+    assert torch.equal(new, old) and new.is_contiguous(memory_format=torch.channels_last)
+    cpu = torch.device("cpu")
+    assert [inference_batch(s, cpu, 32) for s in (64, 128, 224, 512)] == [64, 16, 8, 8]
+    assert inference_batch(224, torch.device("cuda"), 32) == 32  # a GPU keeps the run's batch size

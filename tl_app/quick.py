@@ -196,8 +196,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
         for batch in batches_of(pixels, batch_size):
             if stop is not None and stop.is_set():
                 raise Stopped("Stopped while computing features.")
-            xb = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
-            xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
+            xb = _as_input(torch.from_numpy(batch).to(device), mean, std)
             fm = body(xb)
             feats = torch.cat(channel_stats(fm), 1)
             out.append(feats.float().cpu().numpy())
@@ -213,6 +212,31 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     if stages:
         return feats, (np.concatenate(staged) if staged else empty), list(widths)
     return feats
+
+
+def _as_input(batch, mean, std):
+    """A uint8 batch (N, H, W, 3) as the network's input: scaled, normalised, channels last.
+
+    Converted to float in its own layout, then viewed as (N, 3, H, W): those are channels-last
+    strides already, so no copy reorders it (converting the permuted view first cost a twentieth
+    of quick mode's feature pass)."""
+    import torch
+
+    return ((batch.float().div_(255).permute(0, 3, 1, 2) - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def inference_batch(size: int, device, asked: int) -> int:
+    """Pictures per batch for a pass without gradients (quick mode's features).
+
+    On a CPU, about 262,144 pixels a batch (64 at 64 px, 16 at 128 px, 8 at 224 px): what fits the
+    processor's caches. Measured on 2 cores with resnet18: 64 at 64 px is 1.1x as fast as 32, while
+    at 224 px 64 is 0.75x as fast as 8 to 32. Elsewhere (a GPU) ``asked``, the run's batch size.
+    """
+    import math
+
+    if getattr(device, "type", str(device)) != "cpu":
+        return asked
+    return max(8, min(64, 2 ** round(math.log2(262_144 / max(1, size) ** 2))))
 
 
 def _folded_copy(body, size: int):

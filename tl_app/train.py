@@ -780,7 +780,8 @@ def _train_quick(project: Project, snap: Snapshot, cfg: TrainConfig, rdir: Path,
         if missing:
             sub = Snapshot([snap.items[i] for i in missing], snap.vocab)
             pixels = snapshot_pictures(project, sub, cfg.size)
-            feats, staged, widths = _features_halving_on_oom(body, pixels, cfg.batch_size, device, stop, events)
+            feats, staged, widths = _features_halving_on_oom(body, pixels, quick.inference_batch(cfg.size, device,
+                                                             cfg.batch_size), device, stop, events)
             store.put_meta(stage_tag, widths)
             store.put(tag, [(it.sha256, feats[j]) for j, it in enumerate(sub.items)])
             store.put(stage_tag, [(it.sha256, staged[j]) for j, it in enumerate(sub.items)])
