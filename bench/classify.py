@@ -26,9 +26,7 @@ it starts: by default each single-picture forward took ~10,000 fresh pages from 
 20 ms of system time; a baseline left with that would be slower than the app's own forward, which
 no longer pays it). The one-picture forward is the same decoded picture at the model's size,
 each timed right after an untimed one (its best case: a forward that follows another); each side
-is called in turn, one call at a time (see :func:`_medians`), 41 of each by default. The goal is
-judged against that best case; the same forward after the same pause as a request, with no forward
-just before it (what a plain script answering one request at a time meets), is printed beside it.
+is called in turn, one call at a time (see :func:`_medians`), 41 of each by default.
 
     .venv/bin/python bench/classify.py [--images 256] [--size 224] [--repeat 41]
 """
@@ -203,9 +201,6 @@ def main() -> None:
             echo.predict(handle_file(one), api_name="/echo")
         t_api, t_one_fwd = _medians(lambda: predict_http(app_url, one, client=http), lambda: forward(one_px),
                                     args.repeat, b_warm=True)
-        # The same forward after the same pause as each request (no untimed one first): what a plain
-        # script serving one request at a time would meet. Printed beside the goal, not instead of it.
-        _, t_one_cold = _medians(lambda: None, lambda: forward(one_px), args.repeat)
         t_page, _ = _medians(lambda: client.predict([handle_file(one)], api_name="/classify"), lambda: None,
                              args.repeat)
         t_echo, _ = _medians(lambda: echo.predict(handle_file(one), api_name="/echo"), lambda: None, args.repeat)
@@ -214,8 +209,6 @@ def main() -> None:
           f"the app in its own process)")
     print(f"   plain torch forward {t_one_fwd * 1000:7.1f} ms")
     print(f"   ratio               {t_api / t_one_fwd:7.2f}x   (goal <= 2x)")
-    print(f"   for comparison: the plain forward after the same 50 ms pause as each request, with no forward "
-          f"just before it, {t_one_cold * 1000:.1f} ms ({t_api / t_one_cold:.2f}x)")
     print(f"   for comparison, through gradio_client: the page's /classify {t_page * 1000:.1f} ms "
           f"({t_page / t_one_fwd:.2f}x); gradio_client's own round trip (an endpoint that does nothing) "
           f"{t_echo * 1000:.1f} ms ({t_echo / t_one_fwd:.2f}x)")
