@@ -308,12 +308,13 @@ def test_the_feature_pass_takes_its_input_as_before_and_batches_by_picture_size_
     import numpy as np
     import torch
 
-    from tl_app.quick import _as_input, inference_batch
+    from tl_app.features import network_input
+    from tl_app.quick import inference_batch
 
     batch = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
     mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.3, 0.25]).view(1, 3, 1, 1)
     old = ((batch.permute(0, 3, 1, 2).float().div_(255) - mean) / std).contiguous(memory_format=torch.channels_last)
-    new = _as_input(batch, mean, std)
+    new = network_input(batch, mean, std)
     assert torch.equal(new, old) and new.is_contiguous(memory_format=torch.channels_last)
     cpu = torch.device("cpu")
     assert [inference_batch(s, cpu, 32) for s in (64, 128, 224, 512)] == [64, 16, 8, 8]

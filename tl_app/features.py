@@ -299,6 +299,17 @@ class StagePool:
         return torch.cat(got, 1) / (max(1, len(got)) ** 0.5)
 
 
+def network_input(batch, mean, std):
+    """A uint8 batch (N, H, W, 3) tensor as the network's input: scaled, normalised, channels last.
+
+    Converted to float in its own layout, then viewed as (N, 3, H, W): those are channels-last
+    strides already, so no copy reorders it (converting the permuted view first cost a twentieth
+    of quick mode's feature pass at 64 px)."""
+    import torch
+
+    return ((batch.float().div_(255).permute(0, 3, 1, 2) - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
 def embed_logits(model, pixels, spec: ModelSpec, *, batch_size: int = 64, device=None,
                  stop: Optional[StopToken] = None, events: EventFn = _no_events, phase: str = "scoring"):
     """``(logits, features)`` for uint8 images (N, S, S, 3) in one clean pass (eval mode, no augmentation).
@@ -344,9 +355,7 @@ def _embed(model, pixels, spec: ModelSpec, *, batch_size: int, device, stop, eve
         for batch in batches_of(pixels, batch_size):
             if (stop is not None and stop.is_set()) or stop_requested():
                 raise Stopped("Stopped while scoring images.")
-            xb = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
-            xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
-            f = pool(body(xb)).float()
+            f = pool(body(network_input(torch.from_numpy(batch).to(device), mean, std))).float()
             logits.append(rest(f).float().cpu())
             feats.append(f.cpu())
             if stages:

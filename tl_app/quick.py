@@ -186,7 +186,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     mean = torch.tensor(mean or config.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(std or config.IMAGENET_STD, device=device).view(1, 3, 1, 1)
     body = _folded_copy(body, len(pixels) and pixels.shape[1]).to(device).to(memory_format=torch.channels_last)
-    from .features import StagePool, batches_of, channel_stats
+    from .features import StagePool, batches_of, channel_stats, network_input
 
     out, staged, widths = [], [], []
     n, done = len(pixels), 0
@@ -196,7 +196,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
         for batch in batches_of(pixels, batch_size):
             if stop is not None and stop.is_set():
                 raise Stopped("Stopped while computing features.")
-            xb = _as_input(torch.from_numpy(batch).to(device), mean, std)
+            xb = network_input(torch.from_numpy(batch).to(device), mean, std)
             fm = body(xb)
             feats = torch.cat(channel_stats(fm), 1)
             out.append(feats.float().cpu().numpy())
@@ -212,17 +212,6 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     if stages:
         return feats, (np.concatenate(staged) if staged else empty), list(widths)
     return feats
-
-
-def _as_input(batch, mean, std):
-    """A uint8 batch (N, H, W, 3) as the network's input: scaled, normalised, channels last.
-
-    Converted to float in its own layout, then viewed as (N, 3, H, W): those are channels-last
-    strides already, so no copy reorders it (converting the permuted view first cost a twentieth
-    of quick mode's feature pass)."""
-    import torch
-
-    return ((batch.float().div_(255).permute(0, 3, 1, 2) - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 def inference_batch(size: int, device, asked: int) -> int:
