@@ -56,16 +56,20 @@ _blas = None
 def one_blas_thread():
     """Run numpy's BLAS on one thread inside the block (the process's setting is put back after).
 
-    The library lookup is done once (it took 0.24 ms a call; the switch itself takes microseconds).
+    The library lookup (0.24 ms; the switch itself takes microseconds) is done again only when modules
+    were imported since the last one: an import may have loaded another BLAS (SciPy brings its own).
     """
     global _blas
-    if _blas is None:
+    import sys
+
+    if _blas is None or _blas[0] != len(sys.modules):
         try:
             import numpy  # noqa: F401 - its BLAS must be loaded before the lookup
             from threadpoolctl import ThreadpoolController
         except ImportError:  # a dependency of scikit-learn (fastai): without it, BLAS keeps its threads
             yield
             return
-        _blas = ThreadpoolController()
-    with _blas.limit(limits=1, user_api="blas"):
+        controller = ThreadpoolController()
+        _blas = (len(sys.modules), controller)  # counted after the lookup's own imports
+    with _blas[1].limit(limits=1, user_api="blas"):
         yield
