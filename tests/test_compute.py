@@ -55,3 +55,25 @@ def test_one_blas_thread_holds_blas_to_one_thread_and_puts_the_setting_back():
         assert blas_threads() == {1}
         np.ones((300, 300)) @ np.ones((300, 300))
     assert blas_threads() == before
+
+
+def test_a_forked_child_gets_a_compute_thread_of_its_own():
+    import multiprocessing
+
+    with ThreadPoolExecutor(1) as pool:  # the parent's compute thread exists
+        pool.submit(on_compute_thread, threading.get_ident).result()
+    ctx = multiprocessing.get_context("fork")  # as spaces' ZeroGPU worker is started
+    out = ctx.Queue()
+    child = ctx.Process(target=_in_child, args=(out,), daemon=True)
+    child.start()
+    try:
+        assert out.get(timeout=60) == "answered"
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+
+
+def _in_child(out) -> None:
+    with ThreadPoolExecutor(1) as pool:  # a thread of the child asks, as a training's thread would
+        out.put(pool.submit(on_compute_thread, lambda: "answered").result())

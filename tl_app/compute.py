@@ -21,6 +21,7 @@ after each batch's none-of-these score).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, TypeVar
@@ -30,11 +31,19 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _pool: Optional[ThreadPoolExecutor] = None
 _thread_ident: Optional[int] = None
+_at_fork = False
 
 
 def _mark() -> None:
     global _thread_ident
     _thread_ident = threading.get_ident()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child the compute thread does not exist (only the thread that forked does): the
+    child starts its own when it needs one. (Spaces' ZeroGPU worker is such a child.)"""
+    global _lock, _pool, _thread_ident
+    _lock, _pool, _thread_ident = threading.Lock(), None, None
 
 
 def on_compute_thread(fn: Callable[..., T], *args, **kwargs) -> T:
@@ -45,6 +54,10 @@ def on_compute_thread(fn: Callable[..., T], *args, **kwargs) -> T:
         return fn(*args, **kwargs)
     with _lock:
         if _pool is None:
+            global _at_fork
+            if not _at_fork and hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_forget_after_fork)  # once: the child keeps the hook
+                _at_fork = True
             _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tl-compute", initializer=_mark)
     return _pool.submit(fn, *args, **kwargs).result()
 
