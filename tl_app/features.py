@@ -356,14 +356,19 @@ def _embed(model, pixels, spec: ModelSpec, *, batch_size: int, device, stop, eve
             if (stop is not None and stop.is_set()) or stop_requested():
                 raise Stopped("Stopped while scoring images.")
             f = pool(body(network_input(torch.from_numpy(batch).to(device), mean, std))).float()
-            logits.append(rest(f).float().cpu())
-            feats.append(f.cpu())
+            rows = [rest(f).float().cpu().numpy(), f.cpu().numpy()]
             if stages:
                 # Version 3's layer features as its bank stores them (float16): half the memory of a run's
                 # last pass over 50,000 pictures; version 2's stay float32, as its rules were fitted.
-                staged.append(hooks.take().to(torch.float16).cpu() if stages == "layers" else hooks.take().cpu())
+                rows.append((hooks.take().to(torch.float16) if stages == "layers" else hooks.take()).cpu().numpy())
                 if widths_out is not None:
                     widths_out[:] = hooks.widths
+            # Written into arrays made once for every picture (see quick.compute_features: small arrays kept
+            # per batch between the pass's large short-lived blocks fragmented the heap).
+            for into, r in zip((logits, feats, staged), rows):
+                if not into:
+                    into.append(np.empty((n, *r.shape[1:]), r.dtype))
+                into[0][done:done + len(batch)] = r
             done += len(batch)
             eta = left.update(done, n)
             events({"type": "phase", "phase": phase, "done": done, "total": n,
@@ -371,8 +376,7 @@ def _embed(model, pixels, spec: ModelSpec, *, batch_size: int, device, stop, eve
     if not logits:
         empty = np.zeros((0, 0), np.float32)
         return np.zeros((0, len(spec.vocab)), np.float32), empty, (empty if stages else None)
-    return (torch.cat(logits).numpy(), torch.cat(feats).numpy(),
-            torch.cat(staged).numpy() if stages else None)
+    return logits[0], feats[0], (staged[0] if stages else None)
 
 
 def softmax(logits):

@@ -198,19 +198,27 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
                 raise Stopped("Stopped while computing features.")
             xb = network_input(torch.from_numpy(batch).to(device), mean, std)
             fm = body(xb)
-            feats = torch.cat(channel_stats(fm), 1)
-            out.append(feats.float().cpu().numpy())
+            feats = torch.cat(channel_stats(fm), 1).float().cpu().numpy()
+            # Written into arrays made once for every picture: a small array kept per batch, between the
+            # pass's large short-lived blocks, fragmented the heap (a 224 px pass over 50,000 pictures
+            # peaked at 17.8 GB; its features are 0.5 GB).
+            if not out:
+                out.append(np.empty((n, feats.shape[1]), np.float32))
+            out[0][done:done + len(batch)] = feats
             if stages:
-                staged.append(hooks.take().to(torch.float16).cpu().numpy())  # as the bank stores them
+                rows = hooks.take().to(torch.float16).cpu().numpy()  # as the bank stores them
+                if not staged:
+                    staged.append(np.empty((n, rows.shape[1]), np.float16))
+                staged[0][done:done + len(batch)] = rows
                 widths = hooks.widths
             done += len(batch)
             eta = left.update(done, n)
             events({"type": "phase", "phase": "features", "done": done, "total": n,
                     "eta": None if eta is None else round(eta, 1)})
     empty = np.zeros((0, 0), np.float32)
-    feats = np.concatenate(out) if out else empty
+    feats = out[0] if out else empty
     if stages:
-        return feats, (np.concatenate(staged) if staged else empty), list(widths)
+        return feats, (staged[0] if staged else empty), list(widths)
     return feats
 
 
