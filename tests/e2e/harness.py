@@ -87,7 +87,15 @@ def serve(project_dir: str | Path, *, shared: bool = False, auth=None, **access)
 
         with contextlib.suppress(Exception):  # never leave a training process behind
             stop_all(demo.tl_context.project)
-        demo.close()
+        try:
+            demo.close()
+        except RuntimeError as e:
+            # Gradio sets its asyncio stop event from this thread while its loop may be reading the event's
+            # waiters ("deque mutated during iteration"): the event is set by then, so closing again goes on
+            # to stop the server.
+            if "mutated during iteration" not in str(e):
+                raise
+            demo.close()
 
 
 def predict_http(url: str, picture: str | Path, *, client=None, headers: dict | None = None) -> dict:
