@@ -275,10 +275,9 @@ def stage_features(work: Path, size: int) -> dict:
     import torchvision
 
     from tl_app import config
+    from tl_app.features import keep_freed_memory
     from tl_app.project import Project
     from tl_app.train import TrainConfig, train
-
-    from tl_app.features import keep_freed_memory
 
     keep_freed_memory()  # as the served app and the command line run (the baseline, in this process, too)
     _offline_weights(work)

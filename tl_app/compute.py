@@ -48,13 +48,11 @@ def _forget_after_fork() -> None:
 
 def on_compute_thread(fn: Callable[..., T], *args, **kwargs) -> T:
     """``fn(*args, **kwargs)`` on this process's compute thread (inline on the main thread or on it)."""
-    global _pool
-    here = threading.get_ident()
-    if here == _thread_ident or threading.current_thread() is threading.main_thread():
+    global _pool, _at_fork
+    if threading.get_ident() == _thread_ident or threading.current_thread() is threading.main_thread():
         return fn(*args, **kwargs)
     with _lock:
         if _pool is None:
-            global _at_fork
             if not _at_fork and hasattr(os, "register_at_fork"):
                 os.register_at_fork(after_in_child=_forget_after_fork)  # once: the child keeps the hook
                 _at_fork = True

@@ -15,7 +15,6 @@ only the head and names the body by its hash, and loading checks both.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -186,10 +185,10 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
     mean = torch.tensor(mean or config.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(std or config.IMAGENET_STD, device=device).view(1, 3, 1, 1)
     body = _folded_copy(body, len(pixels) and pixels.shape[1]).to(device).to(memory_format=torch.channels_last)
-    from .features import StagePool, batches_of, channel_stats, network_input
+    from .features import Rows, StagePool, batches_of, channel_stats, network_input
 
-    out, staged, widths = [], [], []
     n, done = len(pixels), 0
+    out, staged, widths = Rows(n), Rows(n), []
     left = TimeLeft()
     hooks = StagePool(body) if stages else contextlib.nullcontext()
     with torch.inference_mode(), hooks:
@@ -198,27 +197,18 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
                 raise Stopped("Stopped while computing features.")
             xb = network_input(torch.from_numpy(batch).to(device), mean, std)
             fm = body(xb)
-            feats = torch.cat(channel_stats(fm), 1).float().cpu().numpy()
-            # Written into arrays made once for every picture: a small array kept per batch, between the
-            # pass's large short-lived blocks, fragmented the heap (a 224 px pass over 50,000 pictures
-            # peaked at 17.8 GB; its features are 0.5 GB).
-            if not out:
-                out.append(np.empty((n, feats.shape[1]), np.float32))
-            out[0][done:done + len(batch)] = feats
+            out.put(done, torch.cat(channel_stats(fm), 1).cpu().numpy())
             if stages:
-                rows = hooks.take().to(torch.float16).cpu().numpy()  # as the bank stores them
-                if not staged:
-                    staged.append(np.empty((n, rows.shape[1]), np.float16))
-                staged[0][done:done + len(batch)] = rows
+                staged.put(done, hooks.take().to(torch.float16).cpu().numpy())  # as the bank stores them
                 widths = hooks.widths
             done += len(batch)
             eta = left.update(done, n)
             events({"type": "phase", "phase": "features", "done": done, "total": n,
                     "eta": None if eta is None else round(eta, 1)})
     empty = np.zeros((0, 0), np.float32)
-    feats = out[0] if out else empty
+    feats = out.array if out.array is not None else empty
     if stages:
-        return feats, (staged[0] if staged else empty), list(widths)
+        return feats, (staged.array if staged.array is not None else empty), list(widths)
     return feats
 
 
