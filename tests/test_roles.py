@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import imagegen
-from e2e.harness import changes_nothing, predict_http, serve, wait_until
+from e2e.harness import changes_nothing, predict_api, predict_http, serve, wait_until
 from tl_app import runs
 from tl_app.access import LOCAL
 from tl_app.importer import import_files
@@ -231,6 +231,14 @@ def test_a_visitors_pictures_to_classify_are_limited_by_address(trained_project,
         assert predict_http(srv.url, pics[0], headers=other)["data"][0]["label"] in ("red", "blue")
         refused = predict_http(srv.url, pics[1], headers=other)
         assert "data" not in refused and "allows 5 pictures classified per visitor" in str(refused.get("error"))
+        # So does the endpoint for programs (one request, the picture as its body).
+        third = {"X-Forwarded-For": "192.0.2.9"}
+        for p in pics:
+            r = predict_api(srv.url, p, headers=third)
+            assert r.status_code == 200 and r.json()["label"] in ("red", "blue")
+        assert predict_api(srv.url, pics[0], headers=third).status_code == 200
+        r = predict_api(srv.url, pics[1], headers=third)
+        assert r.status_code == 429 and "allows 5 pictures classified per visitor" in r.json()["error"]
 
 
 # --- an owner may do it all ------------------------------------------------------------------------------
@@ -344,6 +352,16 @@ def test_with_a_login_a_request_sent_by_another_site_is_refused(tmp_path):
         r = _login(srv.url, "ann", "pw-ann", Origin="http://127.0.0.66:8000")
         assert r.status_code == 403
         assert srv.project.labels() == []
+        # The endpoint for programs: another site is refused, and without a login so is anybody.
+        red = tmp_path / "red.png"
+        imagegen.noisy(imagegen.COLOURS["red"], seed=3).save(red)
+        r = predict_api(srv.url, red, headers={"Origin": "http://127.0.0.66:8000"})
+        assert r.status_code == 403 and "sent by another web site" in r.text
+        r = predict_api(srv.url, red)
+        assert r.status_code == 401 and "Log in" in r.json()["error"]
+        with httpx.Client(cookies=cookies, timeout=60) as logged_in:  # logged in: on to the model (none yet)
+            r = predict_api(srv.url, red, client=logged_in)
+            assert r.status_code == 409 and "No trained model yet" in r.json()["error"]
         # The app's own page (same origin), and programs that send no Origin, are served.
         r = httpx.post(srv.url + "gradio_api/queue/join", json=body, cookies=cookies,
                        headers={"Origin": srv.url.rstrip("/"), "Referer": srv.url})

@@ -17,7 +17,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import imagegen
-from e2e.harness import predict_http, serve, wait_until
+from e2e.harness import predict_api, predict_http, serve, wait_until
 from tl_app import review, run_choice, runner, runs
 from tl_app.importer import import_files
 from tl_app.train import TrainConfig, train
@@ -564,6 +564,46 @@ def test_one_picture_over_plain_http_answers_as_predict_json(trained_server, tmp
     # Not a picture: its answer says why, by its name.
     [bad] = predict_http(trained_server.url, _fake_jpg(tmp_path, "holiday.jpg"))["data"]
     assert bad["file"] == "holiday.jpg" and bad["label"] is None and "text" in bad["error"]
+
+
+def test_one_picture_as_the_body_of_one_request(trained_server, tmp_path):
+    """The endpoint for programs: curl --data-binary @file /api/predict?name=... answers as predict --json,
+    in one request; what it cannot take is said in words with a status a program can act on."""
+    from tl_app.predict import predict_files
+
+    project, url = trained_server.project, trained_server.url
+    red = tmp_path / "a red thing.png"
+    imagegen.noisy(imagegen.COLOURS["red"], seed=95).save(red)
+    n_items = len(project.items())
+    r = predict_api(url, red)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    got = r.json()
+    [want] = predict_files(project, [red])
+    assert got == {**want.to_dict(), "file": "a red thing.png"} and got["label"] in ("red", "blue")
+    assert set(got) == {"file", "label", "confidence", "probs", "unknown", "unknown_score"}
+    # Not a picture: 422, its name and why.
+    r = predict_api(url, _fake_jpg(tmp_path, "holiday.jpg"))
+    assert r.status_code == 422 and r.json()["file"] == "holiday.jpg" and "text" in r.json()["error"]
+    assert r.json()["label"] is None
+    # Nothing sent, the wrong method, too large: each says what to do.
+    r = httpx.post(url + "api/predict")
+    assert r.status_code == 400 and "--data-binary" in r.json()["error"]
+    r = httpx.get(url + "api/predict")
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and "POST" in r.json()["error"]
+    r = httpx.post(url + "api/predict", content=b"\xff" * (50 * 1024 * 1024 + 1))
+    assert r.status_code == 413 and "larger than 50 MB" in r.json()["error"]
+    # Without a name the answer calls it "picture"; the project is as it was.
+    assert predict_api(url, red).json()["file"] == "a red thing.png"
+    assert httpx.post(url + "api/predict", content=red.read_bytes()).json()["file"] == "picture"
+    assert len(project.items()) == n_items
+
+
+def test_the_endpoint_for_programs_without_a_model_says_to_train(tmp_path):
+    red = tmp_path / "red.png"
+    imagegen.noisy(imagegen.COLOURS["red"], seed=3).save(red)
+    with serve(tmp_path / "p") as srv:
+        r = predict_api(srv.url, red)
+        assert r.status_code == 409 and "No trained model yet" in r.json()["error"]
 
 
 def test_plain_http_answers_with_the_run_and_names_in_use_now(trained_server, tmp_path):

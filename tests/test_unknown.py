@@ -247,6 +247,28 @@ def test_layer_weights_come_from_left_out_known_classes():
     assert (rule.combine(openset.layer_raw_parts(bank, held_out, logits, rule)) <= rule.threshold).sum() == 58
 
 
+def test_a_loaded_scorer_scores_as_the_rule_was_fitted_with_its_bank_prepared_once():
+    """A scorer prepares its bank's layer blocks once (float32, unit length) instead of for every picture: the
+    same scores to the last bit, and a bank past the memory limit still scores, a chunk at a time."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    widths = (8, 24)
+    yb, yv = np.repeat(np.arange(3), 40), np.repeat(np.arange(3), 20)
+    bank = openset.l2_normalise(rng.normal(size=(len(yb), sum(widths)))).astype(np.float16)
+    held_out = rng.normal(size=(len(yv), sum(widths)))
+    logits = np.eye(3)[yv] + rng.normal(size=(len(yv), 3))
+    rule = openset.fit_layers(bank, yb, held_out, yv, logits, widths)
+    want = rule.combine(openset.layer_raw_parts(bank, held_out, logits, rule))
+    scorer = openset.Scorer(rule, bank)
+    assert scorer.blocks is not None and [b.shape for b in scorer.blocks] == [(120, 8), (120, 24)]
+    assert all(b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-6) for b in scorer.blocks)
+    scores, unknown = scorer.score(held_out, logits)
+    assert np.array_equal(scores, want) and np.array_equal(unknown, want > rule.threshold)
+    big = openset.Scorer(rule, bank, blocks_most_bytes=1000)
+    assert big.blocks is None and np.array_equal(big.score(held_out, logits)[0], want)
+
+
 def _cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tl_app", *map(str, args)], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300, cwd=ROOT)

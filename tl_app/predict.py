@@ -176,18 +176,29 @@ def predict_files(project: Project, files: Iterable[str | Path], *, run_id: Opti
     renamed since training answers with its new name, merged classes as one (probabilities
     summed), a deleted one as "deleted class 'x'".
     """
+    names = names or {}
+    return _predict(project, [(names.get(str(f), str(f)), Path(f)) for f in files], run_id)
+
+
+def predict_bytes(project: Project, data: bytes, name: str, *, run_id: Optional[str] = None) -> Prediction:
+    """One picture's bytes (what a program sends over HTTP), answered as :func:`predict_files` answers a
+    file named ``name``: a refused picture gets ``error`` (why), not an exception."""
+    [p] = _predict(project, [(name, bytes(data))], run_id)
+    return p
+
+
+def _predict(project: Project, pictures: list[tuple[str, Path | bytes]], run_id: Optional[str]) -> list[Prediction]:
+    """``(shown name, file or bytes)`` pairs, predicted in one pass."""
     import numpy as np
 
-    names = names or {}
     preds: list[Prediction] = []
     good: list[tuple[int, object]] = []
     with project.reading():  # one database connection for the whole call
         with_run = scoring(project, run_id)
-        for f in files:
-            shown = names.get(str(f), str(f))
+        for shown, src in pictures:
             p = Prediction(file=shown)
             try:
-                good.append((len(preds), _pixels_from_bytes(_as_stored(project, Path(f)), with_run.spec.size)))
+                good.append((len(preds), _pixels_from_bytes(_as_stored(project, src), with_run.spec.size)))
             except ImageRejected as e:
                 p.error = e.reason
             preds.append(p)

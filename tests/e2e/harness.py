@@ -117,6 +117,16 @@ def predict_http(url: str, picture: str | Path, *, client=None, headers: dict | 
     return http.post(f"{base}/gradio_api/run/predict", json=body).json()
 
 
+def predict_api(url: str, picture: str | Path, *, client=None, headers: dict | None = None):
+    """One picture through the app's endpoint for programs (:mod:`tl_app.ui.programs`), as curl sends it:
+    the file's bytes as the body of ``POST /api/predict?name=...``. Returns the HTTP response."""
+    import httpx
+
+    http = client or httpx.Client(headers=headers, timeout=60)
+    return http.post(url.rstrip("/") + "/api/predict", params={"name": Path(picture).name},
+                     content=Path(picture).read_bytes())
+
+
 # --- the browser ---------------------------------------------------------------------
 @contextlib.contextmanager
 def chromium(executable: str | None = None):

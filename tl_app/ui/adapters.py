@@ -54,6 +54,9 @@ class UIContext:
     access: Access = field(default_factory=Access)
     classify_allowance: Optional[Allowance] = None
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    #: one picture's predictions for programs (Gradio's unqueued ``/predict`` and :mod:`tl_app.ui.programs`)
+    #: wait here: two forwards at a time, as the queue allows the page's
+    predict_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
 
     def provider_for(self, engine: str) -> SearchProvider:
         """The provider that answers a search with ``engine`` (ddgs unless one was given)."""
@@ -206,17 +209,28 @@ def _scope(request) -> dict:
 
 def visitor_of(request: gr.Request | None, access: Access | None = None) -> Visitor:
     """The person behind a request: login name, page session, role (by ``access``) and address."""
-    from .guard import hf_user_name, request_address
-
-    access = access or Access(shared=True)  # not told who owns the app: nobody does
     scope = _scope(request)
     login = getattr(request, "username", None) if request is not None else None
-    hf_user = hf_user_name(scope) if scope else None
     session = getattr(request, "session_hash", None) if request is not None else None
     if scope:
-        address = request_address(scope, access.behind_proxy)
-    else:  # a request rebuilt without its HTTP request (tests): its client, if any
-        address = getattr(getattr(request, "client", None), "host", None)
+        return visitor_in(scope, access, login=login, session=session)
+    # a request rebuilt without its HTTP request (tests): its client, if any
+    v = visitor_in({}, access, login=login, session=session)
+    v.address = getattr(getattr(request, "client", None), "host", None) or None
+    return v
+
+
+def visitor_in(scope: dict, access: Access | None = None, *, login: Optional[str] = None,
+               session: Optional[str] = None) -> Visitor:
+    """The person behind an HTTP request's ASGI ``scope`` (a request that did not come through Gradio's
+    events: :mod:`tl_app.ui.programs`); ``login`` when the caller already knows it (else read from the
+    app's login cookie)."""
+    from .guard import hf_user_name, login_name, request_address
+
+    access = access or Access(shared=True)  # not told who owns the app: nobody does
+    login = login or (login_name(scope) if scope else None)
+    hf_user = hf_user_name(scope) if scope else None
+    address = request_address(scope, access.behind_proxy) if scope else None
     return Visitor(user=login or hf_user or None, session=session or None,
                    role=access.role_of(login=login, hf_user=hf_user), address=address or None)
 
@@ -228,7 +242,11 @@ def visitor_id(request: gr.Request | None, access: Access | None = None) -> str:
     address as the proxy reports it: a new page or a new API client does not bring a
     fresh allowance.
     """
-    v = visitor_of(request, access)
+    return allowance_key(visitor_of(request, access))
+
+
+def allowance_key(v: Visitor) -> str:
+    """The key per-visitor limits count ``v`` by (see :func:`visitor_id`)."""
     if v.address:
         return f"ip:{v.address}"
     return f"session:{v.session or 'unknown'}"

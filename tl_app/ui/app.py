@@ -24,6 +24,7 @@ from ..storage import keep_data_warning
 from .adapters import UIContext, for_anyone
 from .classify_tab import create_classify_tab
 from .guard import Guard, login_note
+from .programs import ProgramsApi
 from .review_tab import SHORTCUTS, create_review_tab
 from .search_tab import create_search_tab
 from .train_tab import create_train_tab
@@ -204,14 +205,15 @@ def launch_options(demo: gr.Blocks) -> dict:
 
     The front door (:class:`tl_app.ui.guard.Guard`) goes in as a middleware of the FastAPI
     app Gradio builds. Python serves the page itself (no server-side rendering through
-    Node), so that every request passes the front door.
+    Node), so that every request passes the front door. Inside it, the endpoint for programs
+    (:mod:`tl_app.ui.programs`).
     """
     from starlette.middleware import Middleware
 
     ctx: UIContext = demo.tl_context
     return {"max_file_size": "50mb", "allowed_paths": [str(ctx.project.thumbs_dir)], "show_error": not ctx.shared,
             "head": _shortcuts_script(), "ssr_mode": False, "auth_message": login_note(),
-            "app_kwargs": {"middleware": [Middleware(Guard, ctx=ctx)]}}
+            "app_kwargs": {"middleware": [Middleware(Guard, ctx=ctx), Middleware(ProgramsApi, ctx=ctx)]}}
 
 
 def _shortcuts_script() -> str:

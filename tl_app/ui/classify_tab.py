@@ -7,7 +7,6 @@ each visitor classifies (:class:`tl_app.access.Allowance`, by address).
 
 from __future__ import annotations
 
-import threading
 import time
 
 import gradio as gr
@@ -181,7 +180,6 @@ def create_classify_tab(ctx: UIContext) -> dict:
     # it at POST /gradio_api/run/predict after an upload). The page does not use it.
     c["api_picture"] = gr.File(visible=False)
     c["api_prediction"] = gr.JSON(visible=False)
-    at_once = threading.BoundedSemaphore(2)  # unqueued calls wait here: two forwards at a time, as the queue allows
 
     @for_anyone
     def predict(picture, request: gr.Request = None) -> dict:
@@ -196,7 +194,7 @@ def create_classify_tab(ctx: UIContext) -> dict:
                 ctx.classify_allowance.take(visitor_id(request, ctx.access), 1)
         except (InputError, LimitReached) as e:
             raise gr.Error(str(e), print_exception=False) from None
-        with at_once:
+        with ctx.predict_slots:  # unqueued: two forwards at a time, as the queue allows
             [p] = predict_files(ctx.project, paths, names=names)
         return p.to_dict()
 
