@@ -177,7 +177,8 @@ def create_classify_tab(ctx: UIContext) -> dict:
     c["gallery"].select(select, [c["predictions"]], [c["label"]], api_visibility="private")
 
     # For programs: one picture in, its prediction out, answered at once (not queued: Gradio serves
-    # it at POST /gradio_api/run/predict after an upload). The page does not use it.
+    # it at POST /gradio_api/run/predict after an upload). The page does not use it. The same answer in one
+    # request (the picture as the body): tl_app/ui/programs.py.
     c["api_picture"] = gr.File(visible=False)
     c["api_prediction"] = gr.JSON(visible=False)
 
