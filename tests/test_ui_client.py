@@ -596,6 +596,10 @@ def test_one_picture_as_the_body_of_one_request(trained_server, tmp_path):
     assert predict_api(url, red).json()["file"] == "a red thing.png"
     assert httpx.post(url + "api/predict", content=red.read_bytes()).json()["file"] == "picture"
     assert len(project.items()) == n_items
+    # The Classify tab's "About this model" says how.
+    config = httpx.get(url + "config").json()
+    assert any("curl --data-binary @cat.jpg" in str(c.get("props", {}).get("value", "")) and "/api/predict" in
+               str(c["props"]["value"]) for c in config["components"])
 
 
 def test_the_endpoint_for_programs_without_a_model_says_to_train(tmp_path):

@@ -12,13 +12,14 @@ import time
 import gradio as gr
 import pandas as pd
 
-from .. import runs
+from .. import config, runs
 from ..errors import InputError, LimitReached
 from ..model_card import OWN, UNKNOWN, WEB, ModelCard, model_card
 from ..predict import predict_files
 from .adapters import UIContext, for_anyone, pct, upload_paths, visitor_id
 from .classify_bulk import create_bulk_section, picked_row
 from .classify_picture import chosen_picture, create_picture_actions
+from .programs import PATH as PROGRAMS_PATH
 
 
 def model_note(ctx: UIContext) -> str:
@@ -138,6 +139,11 @@ def create_classify_tab(ctx: UIContext) -> dict:
                                                label="Confusion matrix of the held-out pictures (rows: actual "
                                                      "class; columns: what the model said)",
                                                interactive=False, wrap=True, elem_id="model-card-confusion")
+        gr.Markdown(f"**From a program:** send a picture as the body of a POST to `{PROGRAMS_PATH}`; the answer is "
+                    "JSON: the class, its confidence, every class's probability and whether it is none of them. With "
+                    f"this page's address in place of ADDRESS (such as `http://127.0.0.1:{config.DEFAULT_PORT}`): "
+                    f"`curl --data-binary @cat.jpg \"ADDRESS{PROGRAMS_PATH}?name=cat.jpg\"`",
+                    elem_id="model-card-programs")
 
     @for_anyone
     def classify(files, request: gr.Request = None):
