@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -216,8 +217,7 @@ def visitor_of(request: gr.Request | None, access: Access | None = None) -> Visi
         return visitor_in(scope, access, login=login, session=session)
     # a request rebuilt without its HTTP request (tests): its client, if any
     v = visitor_in({}, access, login=login, session=session)
-    v.address = getattr(getattr(request, "client", None), "host", None) or None
-    return v
+    return dataclasses.replace(v, address=getattr(getattr(request, "client", None), "host", None) or None)
 
 
 def visitor_in(scope: dict, access: Access | None = None, *, login: Optional[str] = None,
