@@ -197,7 +197,7 @@ def compute_features(body, pixels, *, batch_size: int = 32, mean=None, std=None,
                 raise Stopped("Stopped while computing features.")
             xb = network_input(torch.from_numpy(batch).to(device), mean, std)
             fm = body(xb)
-            out.put(done, torch.cat(channel_stats(fm), 1).cpu().numpy())
+            out.put(done, torch.cat(channel_stats(fm), 1).float().cpu().numpy())
             if stages:
                 staged.put(done, hooks.take().to(torch.float16).cpu().numpy())  # as the bank stores them
                 widths = hooks.widths
