@@ -246,9 +246,10 @@ def _layer_slices(widths) -> list:
     return [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:])]
 
 
-#: Largest float32 copy of a bank's layer blocks a :class:`Scorer` keeps (:func:`layer_blocks`): 1 GB, a bank
-#: of about 80,000 training pictures. Past it each query converts the float16 bank a chunk at a time.
-BLOCKS_MOST_BYTES = 1 << 30
+#: Largest float32 copy of a bank's layer blocks a :class:`Scorer` keeps (:func:`layer_blocks`): 512 MB, a
+#: bank of about 43,000 training pictures (resnet18's 3,072 numbers each). Past it each query converts the
+#: float16 bank a chunk at a time. The app keeps the scorers of up to 4 runs (:mod:`tl_app.predict`).
+BLOCKS_MOST_BYTES = 512 << 20
 
 
 def layer_blocks(bank, widths, most_bytes: int = BLOCKS_MOST_BYTES):
