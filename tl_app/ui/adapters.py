@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import logging
@@ -66,6 +65,12 @@ class UIContext:
     def visitor(self, request: gr.Request | None = None) -> Visitor:
         """The person behind ``request`` (default: the request of the running event), with their role."""
         return visitor_of(request if request is not None else current_request(), self.access)
+
+    def count_classified(self, visitor: Visitor, n: int = 1) -> None:
+        """Count ``n`` pictures a visitor of a shared app classifies in their allowance (an owner's are not
+        counted); raises :class:`LimitReached` past it, counting nothing."""
+        if self.classify_allowance is not None and not visitor.is_owner:
+            self.classify_allowance.take(allowance_key(visitor), n)
 
 
 def _to_gr_error(e: Exception) -> gr.Error:
@@ -213,24 +218,23 @@ def visitor_of(request: gr.Request | None, access: Access | None = None) -> Visi
     scope = _scope(request)
     login = getattr(request, "username", None) if request is not None else None
     session = getattr(request, "session_hash", None) if request is not None else None
-    if scope:
-        return visitor_in(scope, access, login=login, session=session)
-    # a request rebuilt without its HTTP request (tests): its client, if any
-    v = visitor_in({}, access, login=login, session=session)
-    return dataclasses.replace(v, address=getattr(getattr(request, "client", None), "host", None) or None)
+    # A request rebuilt without its HTTP request (tests) counts from its client's address, if any.
+    client = None if scope else getattr(getattr(request, "client", None), "host", None)
+    return visitor_in(scope, access, login=login, session=session, address=client)
 
 
 def visitor_in(scope: dict, access: Access | None = None, *, login: Optional[str] = None,
-               session: Optional[str] = None) -> Visitor:
-    """The person behind an HTTP request's ASGI ``scope`` (a request that did not come through Gradio's
-    events: :mod:`tl_app.ui.programs`); ``login`` when the caller already knows it (else read from the
-    app's login cookie)."""
+               session: Optional[str] = None, address: Optional[str] = None) -> Visitor:
+    """The person behind an HTTP request's ASGI ``scope`` (also a request that did not come through
+    Gradio's events: :mod:`tl_app.ui.programs`); ``login`` when the caller already knows it (else read
+    from the app's login cookie), ``address`` when there is no scope to read it from."""
     from .guard import hf_user_name, login_name, request_address
 
     access = access or Access(shared=True)  # not told who owns the app: nobody does
     login = login or (login_name(scope) if scope else None)
     hf_user = hf_user_name(scope) if scope else None
-    address = request_address(scope, access.behind_proxy) if scope else None
+    if scope:
+        address = request_address(scope, access.behind_proxy)
     return Visitor(user=login or hf_user or None, session=session or None,
                    role=access.role_of(login=login, hf_user=hf_user), address=address or None)
 

@@ -18,7 +18,7 @@ import pandas as pd
 from ..classify import BulkResult, classify_many, gather, write_csv, write_sorted_zip
 from ..errors import InputError, NotAllowed
 from ..jobs import Progress
-from .adapters import UIContext, for_anyone, owner_only, upload_paths, visitor_id
+from .adapters import UIContext, for_anyone, owner_only, upload_paths
 
 COLUMNS = ["File", "Class", "Confidence", "Top three", "None of these?", "Not classified because"]
 _OUT_PREFIX = "tl_app_bulk_"
@@ -93,9 +93,7 @@ def create_bulk_section(ctx: UIContext) -> dict:
         if not paths:
             return "", bulk_table(None), None, None, gr.Column(visible=False), None
         pictures = gather(paths, names=names, folders=False)
-        visitor = ctx.visitor(request)
-        if ctx.classify_allowance is not None and not visitor.is_owner:
-            ctx.classify_allowance.take(visitor_id(request, ctx.access), len(pictures))
+        ctx.count_classified(ctx.visitor(request), len(pictures))
         return show(pictures, progress)
 
     b["files"].change(classify_files, [b["files"]], outs, api_name="classify_many")

@@ -16,7 +16,7 @@ from ..classify import add_to_dataset
 from ..errors import InputError, ItemNotFound, NothingToUndo
 from ..explain import explain
 from ..predict import Prediction
-from .adapters import UIContext, for_anyone, owner_only, visitor_id
+from .adapters import UIContext, for_anyone, owner_only
 
 ADD_INFO = ("The model's answer is chosen. Choose another class, or type a new class name (for a picture of "
             "none of your classes). Undo takes it out again.")
@@ -91,9 +91,7 @@ def create_picture_actions(ctx: UIContext, c: dict) -> dict:
     def why(picture, name: str = "", request: gr.Request = None):
         if not picture:
             raise InputError("Drop a picture first: the heatmap shows where the model looked in it.")
-        visitor = ctx.visitor(request)
-        if ctx.classify_allowance is not None and not visitor.is_owner:
-            ctx.classify_allowance.take(visitor_id(request, ctx.access), 1)
+        ctx.count_classified(ctx.visitor(request))
         e = explain(ctx.project, Path(str(picture)))
         shown = name or Path(str(picture)).name
         return gr.Image(value=e.overlay, visible=True,

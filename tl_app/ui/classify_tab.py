@@ -16,7 +16,7 @@ from .. import config, runs
 from ..errors import InputError, LimitReached
 from ..model_card import OWN, UNKNOWN, WEB, ModelCard, model_card
 from ..predict import predict_files
-from .adapters import UIContext, for_anyone, pct, upload_paths, visitor_id
+from .adapters import UIContext, for_anyone, pct, upload_paths
 from .classify_bulk import create_bulk_section, picked_row
 from .classify_picture import chosen_picture, create_picture_actions
 from .programs import PATH as PROGRAMS_PATH
@@ -150,9 +150,7 @@ def create_classify_tab(ctx: UIContext) -> dict:
         paths, names = upload_paths(files)
         if not paths:
             return model_note(ctx), gr.Label(value=None, label="Prediction"), [], [], "", gr.Column(visible=False)
-        visitor = ctx.visitor(request)
-        if ctx.classify_allowance is not None and not visitor.is_owner:
-            ctx.classify_allowance.take(visitor_id(request, ctx.access), len(paths))
+        ctx.count_classified(ctx.visitor(request), len(paths))
         preds = predict_files(ctx.project, paths, names=names)
         gallery, errors, good = [], [], []
         for path, p in zip(paths, preds):
@@ -196,9 +194,7 @@ def create_classify_tab(ctx: UIContext) -> dict:
         try:  # only programs call it: a refusal is an error of the call (the page's way is a warning)
             if len(paths) != 1:
                 raise InputError("Send one picture.")
-            visitor = ctx.visitor(request)
-            if ctx.classify_allowance is not None and not visitor.is_owner:
-                ctx.classify_allowance.take(visitor_id(request, ctx.access), 1)
+            ctx.count_classified(ctx.visitor(request))
         except (InputError, LimitReached) as e:
             raise gr.Error(str(e), print_exception=False) from None
         with ctx.predict_slots:  # unqueued: two forwards at a time, as the queue allows

@@ -53,7 +53,7 @@ class ProgramsApi:
         import anyio
 
         from ..predict import predict_bytes
-        from .adapters import allowance_key, visitor_in
+        from .adapters import visitor_in
         from .guard import login_name
 
         if scope.get("method") != "POST":
@@ -83,10 +83,8 @@ class ProgramsApi:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         name = (query.get("name") or ["picture"])[0][:200] or "picture"
         ctx = self.ctx
-        visitor = visitor_in(scope, ctx.access, login=login)
         try:
-            if ctx.classify_allowance is not None and not visitor.is_owner:
-                ctx.classify_allowance.take(allowance_key(visitor), 1)
+            ctx.count_classified(visitor_in(scope, ctx.access, login=login))
         except LimitReached as e:
             return 429, {"error": str(e)}, None
 
