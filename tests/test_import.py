@@ -112,6 +112,7 @@ def test_exact_duplicates_are_skipped_and_counted_within_and_across_imports(proj
     assert len(project.items()) == 2 and {it.label for it in project.items()} == {"cat"}
     assert "2 duplicates skipped" in rep2.summary()
     assert_clean(project)
+    assert not (project.images_dir / "dog").exists()  # no class, and no empty folder left for one
 
 
 def test_a_deleted_picture_imported_again_counts_as_duplicate(project, tmp_path):

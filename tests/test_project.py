@@ -19,9 +19,9 @@ import pytest
 import hostile
 import imagegen
 from tl_app.errors import InvalidLabel, ItemNotFound, NothingToUndo, OutsideProject, ProjectNotFound
-from tl_app.images import sha256_file
+from tl_app.images import normalize, sha256_file
 from tl_app.importer import import_files
-from tl_app.project import Project, inside, validate_item_id, validate_label
+from tl_app.project import NewImage, Project, inside, validate_item_id, validate_label
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -435,6 +435,64 @@ def test_stale_temp_files_of_dead_processes_are_removed(filled):
     mine.unlink()
 
 
+def test_pictures_an_import_writes_in_place_are_left_alone_by_a_reconcile_while_it_runs(filled):
+    """An import writes each picture straight into its class folder before its row is in: a project
+    opened meanwhile (another process, or the app) must not take those files away as strays."""
+    img = normalize(hostile.jpeg(seed=210))
+    stray = filled.images_dir / "red" / "dropped by hand.jpg"
+    with filled.importing():
+        path = filled.place(img, filled.class_folder("red")[0])
+        assert Path(path).parent == filled.images_dir / "red"  # in place, not staged
+        stray.write_bytes(hostile.jpeg(seed=211))
+        rep = Project(filled.root).reconcile()  # what opening the project does
+        assert Path(path).exists() and rep.orphans == ["red/dropped by hand.jpg"]  # the hand-made one goes
+        with filled.adding() as adding:
+            res = adding.add([NewImage(img, "red", staged=path)])[0]
+    assert filled.path_of(res.item) == Path(path) and sha256_file(path) == img.sha256
+    assert Project(filled.root).reconcile().orphans == []
+    assert_consistent(filled)
+
+
+def test_an_import_that_died_leaves_no_picture_it_wrote_in_place_and_no_stray_is_lost(filled):
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text()) if Path("/proc/sys/kernel/pid_max").exists() else 4_194_304
+    older = filled.images_dir / "red" / "0123456789ab.jpg"  # a stored name, but there before the import
+    older.write_bytes(hostile.jpeg(seed=212))
+    os.utime(older, (time.time() - 3600, time.time() - 3600))
+    mark = filled.tmp_dir / f"{pid_max + 1}-abcdef.importing"  # the mark of an import whose process is gone
+    mark.touch()
+    os.utime(mark, (time.time() - 60, time.time() - 60))
+    left = filled.place(normalize(hostile.jpeg(seed=213)), filled.class_folder("blue")[0])
+
+    rep = Project(filled.root).reconcile()
+
+    assert not Path(left).exists() and not mark.exists()
+    assert rep.orphans == ["red/0123456789ab.jpg"]  # set aside, not removed
+    assert (filled.trash_dir / "recovered" / "red" / "0123456789ab.jpg").exists()
+    assert_consistent(filled)
+
+
+def test_a_picture_written_in_place_is_not_discarded_once_another_import_added_it_there(filled):
+    """Two imports of the same picture: one writes it in place, the other adds it first (onto that
+    file). The first, finding a duplicate (or stopped), must not remove the file the row now names."""
+    img = normalize(hostile.jpeg(seed=214))
+    with filled.importing():
+        path = filled.place(img, filled.class_folder("red")[0])
+        res = filled.add_images([NewImage(img, "red")])[0]  # the other import: staged, then renamed there
+        assert filled.path_of(res.item) == Path(path)
+        filled.discard([path])  # the first import stops
+        assert sha256_file(path) == img.sha256
+        with filled.adding() as adding:  # or goes on and finds the duplicate
+            assert adding.add([NewImage(img, "red", staged=path)])[0].duplicate
+        assert sha256_file(path) == img.sha256
+        # The same picture written in place under another class is removed as a duplicate.
+        other = filled.place(img, filled.class_folder("blue")[0])
+        assert Path(other).parent.name == "blue"
+        with filled.adding() as adding:
+            assert adding.add([NewImage(img, "blue", staged=other)])[0].duplicate
+        assert not Path(other).exists()
+    assert_consistent(filled)
+
+
 def test_a_file_missing_everywhere_is_marked_missing(filled):
     it = filled.items()[0]
     filled.path_of(it).unlink()
@@ -493,6 +551,8 @@ def _check_after_crash(project_dir: Path) -> Project:
         assert sha256_file(p.path_of(it)) == it.sha256
     assert hostile.files_under(p.images_dir) == {p.path_of(it) for it in items}
     assert [f for f in p.tmp_dir.iterdir() if f.is_file()] == []
+    # What the import wrote and did not add is its own leftovers, removed: nothing is set aside as found.
+    assert not (p.trash_dir / "recovered").exists()
     return p
 
 
@@ -502,13 +562,13 @@ def test_an_import_killed_part_way_leaves_a_consistent_project(tmp_path):
         (src / "red" / f"copy {i}.png").write_bytes((src / "red" / f"{i}.png").read_bytes())
     proj = tmp_path / "proj"
 
-    _kill_when(_start_import(proj, src), proj / "images", 25)
+    _kill_when(_start_import(proj, src), proj / "images", 25, committed_over=0)
     p = _check_after_crash(proj)
     first = len(p.items())
     assert 0 < first < 290
 
-    # Killed again, later, on the second attempt (once it has added some: files renamed into place
-    # before their batch's commit come out again, so their count alone does not say it has).
+    # Killed again, later, on the second attempt (once it has added some: pictures are written in their
+    # class folders before their batch's commit, so their count alone does not say it has).
     _kill_when(_start_import(proj, src), proj / "images", first + 40, committed_over=first)
     p = _check_after_crash(proj)
     second = len(p.items())

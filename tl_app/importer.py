@@ -461,30 +461,59 @@ def _prepare(e: _Entry) -> bytes | Path | ImageRejected | InvalidLabel:
         return ImageRejected(f"cannot be read ({err})")
 
 
-def _unlink_staged(results: Iterable) -> None:
-    for r in results:
-        if isinstance(r, tuple):
-            r[1].unlink(missing_ok=True)
+def _unlink_staged(project: Project, results: Iterable) -> None:
+    """Remove the files written for results that will not be added (see :meth:`Project.discard`)."""
+    paths = [r[1] for r in results if isinstance(r, tuple)]
+    if paths:
+        project.discard(paths)
+
+
+class _Folders:
+    """Where the pictures of each class are written (:meth:`Project.place`): the class folder, made when
+    it is not there; at the end, :meth:`close` removes those made and left empty (every picture of
+    the class refused or already in the project), so that such an import leaves no folder behind."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self.known: dict[Optional[str], Optional[str]] = {None: None}
+        self.made: list[str] = []
+
+    def of(self, label: Optional[str]) -> Optional[str]:
+        try:
+            return self.known[label]
+        except KeyError:
+            folder, made = self.project.class_folder(label)
+            if made:
+                self.made.append(folder)
+            self.known[label] = folder
+            return folder
+
+    def close(self) -> None:
+        if self.made:
+            self.project.drop_empty_folders(self.made)
+            self.made = []
 
 
 def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
-                chunk: int = 1) -> Iterator[tuple[_Entry, object]]:
+                chunk: int = 1, folders: Optional[_Folders] = None) -> Iterator[tuple[_Entry, object]]:
     """Each entry with its result, in order: ``(image, staged file)`` or the refusal (an exception object).
 
     Decoded and staged on a small thread pool, ``chunk`` files per task; on close (a Stop), what
     was staged and not taken is removed.
     """
-    def one(e: _Entry):
+    folders = folders or _Folders(project)
+
+    def one(e: _Entry, folder: Optional[str]):
         src = _prepare(e)
         if isinstance(src, (ImageRejected, InvalidLabel)):
             return src
         img = _normalize_one(src)
         if isinstance(img, ImageRejected):
             return img
-        return img, project.stage(img)  # written from this thread; synced to disk a batch at a time
+        return img, project.place(img, folder)  # written from this thread; synced to disk a batch at a time
 
-    def work(part: list[_Entry]) -> list:
-        return [one(e) for e in part]
+    def work(part: list[_Entry], where: list) -> list:
+        return [one(e, f) for e, f in zip(part, where)]
 
     pending: collections.deque = collections.deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -496,19 +525,19 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
                     part = list(itertools.islice(entries, chunk))
                     if not part:
                         break
-                    pending.append((part, pool.submit(work, part)))
+                    pending.append((part, pool.submit(work, part, [folders.of(e.label) for e in part])))
                 if not pending:
                     return
                 part, fut = pending.popleft()
                 got = fut.result()
-                yield from _handed_out(part, got)
+                yield from _handed_out(project, part, got)
         finally:
             for _, f in pending:
                 f.cancel()
             for _, f in pending:
                 if not f.cancelled():
                     with contextlib.suppress(Exception):  # the error that ended the import is already on its way
-                        _unlink_staged(f.result())
+                        _unlink_staged(project, f.result())
 
 
 def _worker_start(importer: int) -> None:
@@ -548,9 +577,10 @@ _WORKER_PROJECT: dict[str, Project] = {}
 
 
 def _stage_chunk(root: str, owner: str, jobs: list) -> list:
-    """In a helper process: normalise and stage each job (a path or picture bytes; None is skipped).
+    """In a helper process: normalise and write each job (``(path or picture bytes, class folder or
+    None)``; None is skipped) where :meth:`Project.place` puts it.
 
-    Returns per job ``(staged file, sha256, width, height, format, original size)``, the reason it
+    Returns per job ``(its file, sha256, width, height, format, original size)``, the reason it
     is refused, or None: small tuples, the picture's bytes stay in its file. Staged files are named
     after ``owner`` (the importing process's pid, then a tag of the import), so that a clean-up by
     another process keeps them while the import lives.
@@ -559,12 +589,12 @@ def _stage_chunk(root: str, owner: str, jobs: list) -> list:
     if project is None:
         project = _WORKER_PROJECT[root] = Project(root)
     out: list = []
-    for src in jobs:
-        img = None if src is None else _normalize_one(src)
+    for job in jobs:
+        img = None if job is None else _normalize_one(job[0])
         if img is None or isinstance(img, ImageRejected):
             out.append(img and img.reason)
         else:
-            out.append((str(project.stage(img, owner=owner)), img.sha256, img.width, img.height,
+            out.append((project.place(img, job[1], owner=owner), img.sha256, img.width, img.height,
                         img.original_format, img.original_size))
     return out
 
@@ -620,18 +650,19 @@ def _pool_context():
 _THREADS_WHILE_STARTING = True
 
 
-def _handed_out(entries: list, got: list) -> Iterator[tuple]:
-    """``(entry, result)`` pairs of a finished task; when the import stops taking them, the files staged
+def _handed_out(project: Project, entries: list, got: list) -> Iterator[tuple]:
+    """``(entry, result)`` pairs of a finished task; when the import stops taking them, the files written
     for the ones not taken are removed."""
     for i, (e, r) in enumerate(zip(entries, got)):
         try:
             yield e, r
         except GeneratorExit:
-            _unlink_staged(got[i + 1:])
+            _unlink_staged(project, got[i + 1:])
             raise
 
 
-def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> Iterator[tuple[_Entry, object]]:
+def _by_processes(project: Project, entries: Iterator[_Entry], workers: int,
+                  folders: _Folders) -> Iterator[tuple[_Entry, object]]:
     """As :func:`_by_threads`, on ``workers`` helper processes, :data:`_PROCESS_CHUNK` files per task.
 
     Zip members are read here (the zip's checks stay in one place) and sent as bytes; files of
@@ -650,7 +681,7 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
                 out.append(pre)
             elif isinstance(r, tuple):
                 name, sha, w, h, fmt, size = r
-                out.append((NormalizedImage(b"", w, h, sha, fmt, tuple(size)), Path(name)))
+                out.append((NormalizedImage(b"", w, h, sha, fmt, tuple(size)), name))
             else:
                 out.append(ImageRejected(r))
         return out
@@ -699,8 +730,9 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
                     break
                 prepared = [_prepare(e) for e in chunk]
                 jobs = [None if isinstance(x, (ImageRejected, InvalidLabel)) else
-                        (str(x) if isinstance(x, Path) else x) for x in prepared]  # paths as text
-                size = sum(len(x) for x in jobs if isinstance(x, bytes))
+                        (str(x) if isinstance(x, Path) else x, folders.of(e.label))  # paths as text
+                        for e, x in zip(chunk, prepared)]
+                size = sum(len(x[0]) for x in jobs if x is not None and isinstance(x[0], bytes))
                 if ready:
                     try:
                         fut = ready[0].submit(_stage_chunk, root, tag, jobs)
@@ -720,15 +752,15 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
             except BrokenProcessPool:
                 redo = chunk
                 break
-            received.update(r[1].name for r in got if isinstance(r, tuple))
-            yield from _handed_out(chunk, got)
+            received.update(r[1] for r in got if isinstance(r, tuple))
+            yield from _handed_out(project, chunk, got)
     finally:
         for *_, f, _ in pending:
             f.cancel()
         for chunk, prepared, f, _ in pending:  # staged and not taken (a stop), or to do again (a helper died)
             if not f.cancelled():
                 with contextlib.suppress(Exception):
-                    _unlink_staged(results(prepared, f.result()))
+                    _unlink_staged(project, results(prepared, f.result()))
         if redo is not None or unsent:
             redo = (redo or []) + [e for chunk, *_ in pending for e in chunk] + unsent
         threads.shutdown()
@@ -738,9 +770,9 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int) -> 
     if redo is not None:
         # What the helpers staged and never handed over (a helper died, the others were stopped).
         for f in project.tmp_dir.glob(f"{tag}-*.part"):
-            if f.name not in received:
+            if str(f) not in received:
                 f.unlink(missing_ok=True)
-        yield from _by_threads(project, itertools.chain(redo, entries), workers, _CHUNK)
+        yield from _by_threads(project, itertools.chain(redo, entries), workers, _CHUNK, folders)
 
 
 def _helpers_may_start() -> bool:
@@ -845,13 +877,17 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     pictures = 0  # in ``batch``
     limit = 8
     started = time.monotonic()
-    adding = project.adding()  # opened before any picture is staged (see SyncPoint)
+    marking = project.importing()  # before any picture is written in place (see Project.importing)
+    marking.__enter__()
+    adding = project.adding()  # opened before any picture is written (see SyncPoint)
+    folders = _Folders(project)
     if processes is None:
         processes = total >= _PROCESSES_FROM
     if processes and workers > 1 and _helpers_may_start():
-        decoded = _by_processes(project, iter(entries), workers)
+        decoded = _by_processes(project, iter(entries), workers, folders)
     else:  # tasks of a few files (fewer hand-overs between threads), yet enough tasks for every thread
-        decoded = _by_threads(project, iter(entries), workers, max(1, min(_CHUNK, total // (workers * 8))))
+        decoded = _by_threads(project, iter(entries), workers, max(1, min(_CHUNK, total // (workers * 8))),
+                              folders)
     try:
         # The files are decoded and staged by the workers, the batches added on the adding thread (its
         # waits for the disk and the database overlap the decoding), and this thread hands them on.
@@ -882,13 +918,17 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
         hand_over(batch)  # what was decoded before a stop is kept
         hand_over([])
     finally:
-        decoded.close()  # pictures staged meanwhile are not kept
         with contextlib.suppress(Exception):  # the error that ended the import is already on its way
             for f in in_flight:
                 f.result()
-        _unlink_staged(r for e, r in batch if e is not None)  # a batch that failed to go in
+        # After the last batch is in: a picture written in place and not taken is removed unless that
+        # batch put the same picture there (see Project.discard).
+        decoded.close()  # pictures written meanwhile are not kept
+        _unlink_staged(project, [r for e, r in batch if e is not None])  # a batch that failed to go in
         adder.submit(adding.close).result()
         adder.shutdown()
+        folders.close()
+        marking.__exit__(None, None, None)
     if report.stopped and report.items:
         # What a stopped import keeps is one step of the history: Undo takes it out again.
         n = len(report.items)

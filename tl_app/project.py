@@ -10,10 +10,14 @@ Layout of a project folder::
       tmp/                        files being written (never inside images/)
       project.db                  items, labels, action log, runs
 
-Consistency: an image is written to ``tmp/`` first, synced to disk, and renamed
-into ``images/`` inside the same SQLite write transaction that inserts its row,
-so a crash leaves either both or (after :meth:`Project.reconcile`) neither, and
-never a half-written picture in ``images/``.
+Consistency: a picture is written and synced to disk before the SQLite write
+transaction that inserts its row commits. An import writes it straight into its
+class folder under its final name when that folder exists and holds no file of
+that name (:meth:`Project.place`); otherwise it is written to ``tmp/`` and renamed
+into place inside the transaction. A crash leaves either both, or files no row
+claims: :meth:`Project.reconcile` removes those of ``tmp/`` and sets those of
+``images/`` aside in ``trash/recovered/`` (never deleted; while an import runs,
+its files are left alone).
 Deletes, relabels and class changes (rename, merge, delete) are file renames
 done inside one transaction with the rows they change; :meth:`Project.reconcile`
 finishes or reverts whatever a crash interrupted, using the database as the truth.
@@ -283,6 +287,21 @@ _SYNCFS: list = []  # [_syncfs_call()], looked up once
 #: How a staged file is created: a new file, written as bytes (Windows translates line ends otherwise).
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
+def _write_all(fd: int, path: str | Path, data: bytes) -> None:
+    """Write ``data`` to the new file ``fd`` (at ``path``) and close it; on failure the file is removed."""
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)  # a failed close (a full disk on a network file system) is an error too
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
 #: From how many files a batch is made durable with one ``syncfs`` rather than an fsync per file.
 _SYNCFS_FROM = 16
 
@@ -477,14 +496,14 @@ class AddResult:
 class NewImage:
     """One picture for :meth:`Project.add_images`: the image, its class, where it came from.
 
-    ``staged`` is the temporary file :meth:`Project.stage` wrote it to, if it was staged already.
+    ``staged`` is the file :meth:`Project.stage` or :meth:`Project.place` wrote it to, if it was written already.
     """
 
     image: NormalizedImage
     label: str
     source: str = ""
     meta: dict | None = None
-    staged: Path | None = None
+    staged: Path | str | None = None
 
 
 @dataclass
@@ -791,18 +810,89 @@ class Project:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(os.path.join(self.tmp_dir, name), _CREATE, 0o666)
         tmp = self.tmp_dir / name
-        try:
-            try:
-                view = memoryview(image.data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)  # a failed close (a full disk on a network file system) is an error too
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        _write_all(fd, tmp, image.data)
         return tmp
+
+    def place(self, image: NormalizedImage, folder: str | None, *, owner: int | str | None = None) -> str:
+        """Write ``image`` for :meth:`Adding.add` straight to its place, ``<folder>/<first 12 of its sha256>.jpg``,
+        when the class folder ``folder`` (see :meth:`class_folder`) exists and holds no file of that name;
+        otherwise to ``tmp/`` as :meth:`stage` does. Returns the file's path.
+
+        A file written in place is not renamed when it is added (a rename cost about as much as
+        writing the file, here). Until its row is in, it is no one's: a crash leaves it for
+        :meth:`reconcile` to set aside, and an import discards it with :meth:`discard`, which
+        leaves it if an item's row claims that file meanwhile (the same picture added by another
+        import, or earlier by this one).
+        """
+        if folder is not None:
+            path = os.path.join(folder, image.sha256[:12] + config.STORED_EXT)
+            try:
+                fd = os.open(path, _CREATE, 0o666)
+            except OSError:  # no such folder (yet), or that name is taken: staged then
+                pass
+            else:
+                _write_all(fd, path, image.data)
+                return path
+        return str(self.stage(image, owner=owner))
+
+    def class_folder(self, label: str | None) -> tuple[str | None, bool]:
+        """The folder :meth:`add_images` puts a picture of class ``label`` in (the class as stored,
+        letter case ignored), for :meth:`place`, made if it is not there, and whether it was made
+        here (None for a class name that is refused). An import that made a folder and added
+        nothing to it removes it with :meth:`drop_empty_folders`."""
+        if label is None:
+            return None, False
+        try:
+            name = self.find_label(label) or validate_label(label)
+            inside(self.images_dir, name)
+        except (InvalidLabel, OutsideProject):
+            return None, False
+        folder = os.path.join(str(self.images_dir), name)  # as _insert spells its destinations
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            return folder, False
+        except OSError:
+            return None, False
+        return folder, True
+
+    def drop_empty_folders(self, folders: Iterable[str]) -> None:
+        """Remove the folders :meth:`class_folder` made that are still empty and of no class."""
+        with contextlib.suppress(sqlite3.Error):
+            with self._read() as con:
+                for folder in folders:
+                    if self._find_label(con, os.path.basename(folder)) is None:
+                        with contextlib.suppress(OSError):
+                            os.rmdir(folder)
+
+    def _claimed(self, con: sqlite3.Connection, path: str) -> bool:
+        """Whether an active item's row names the file ``path`` of a class folder."""
+        stem, ext = os.path.splitext(os.path.basename(path))
+        rel = f"{os.path.basename(os.path.dirname(path))}/{stem}{ext}"
+        return con.execute("SELECT 1 FROM items WHERE id=? AND file=? AND status='active'",
+                           (stem, rel)).fetchone() is not None
+
+    def discard(self, paths: Iterable[str | Path]) -> None:
+        """Remove files written for :meth:`Adding.add` and not added: staged ones, and ones written in
+        place unless an item's row claims that file. Checked and removed under the write lock, so that
+        no import's commit (which puts its files in place inside its transaction) claims one meanwhile.
+        What cannot be checked (the database fails) stays, for :meth:`reconcile` to set aside."""
+        tmp, placed = str(self.tmp_dir), []
+        for p in paths:
+            p = os.fspath(p)
+            if os.path.dirname(p) == tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
+            else:
+                placed.append(p)
+        if not placed:
+            return
+        with contextlib.suppress(sqlite3.Error, OSError):
+            with self._write() as con:
+                for p in placed:
+                    if not self._claimed(con, p):
+                        with contextlib.suppress(OSError):
+                            os.unlink(p)
 
     def adding(self) -> "Adding":
         """Open before staging the pictures of an import; add them with :meth:`Adding.add`, a batch at a time.
@@ -829,7 +919,7 @@ class Project:
 
     def _add(self, new: Sequence["NewImage"], point: SyncPoint, con: sqlite3.Connection,
              synced: bool = False) -> list[AddResult]:
-        staged: list[Path | None] = [None] * len(new)
+        staged: list[Path | str | None] = [None] * len(new)
         try:
             written = []
             for i, n in enumerate(new):
@@ -839,16 +929,29 @@ class Project:
             point.sync(written)  # on disk before any row says they are there
             return self._insert(new, staged, con)
         finally:
-            for t in staged:
-                if t is not None:
-                    with contextlib.suppress(OSError):
-                        t.unlink()
+            left = [t for t in staged if t is not None]
+            if left:
+                self.discard(left)
 
     def _insert(self, new: Sequence["NewImage"], staged: list[Path | None],
                 con: sqlite3.Connection) -> list[AddResult]:
         """The transaction of :meth:`add_images`: rows inserted, files renamed into place (``staged[i]``
-        becomes None once its file is in place)."""
+        becomes None once its file is in place, or once a file written in place is removed or found to
+        be another item's)."""
         out: list[AddResult] = []
+        tmp = str(self.tmp_dir)
+        dests: set[str] = set()  # the files this batch puts in place
+
+        def drop(i: int) -> None:
+            """A picture written in place and not added: removed, unless an item's file is there now."""
+            t = staged[i]
+            if t is not None and os.path.dirname(os.fspath(t)) != tmp:
+                t = os.fspath(t)
+                if t not in dests and not self._claimed(con, t):
+                    with contextlib.suppress(OSError):
+                        os.unlink(t)
+                staged[i] = None
+
         with self._write(con) as con:
             # What the database knows of these pictures, asked in a few queries rather than two per picture.
             shas = list(dict.fromkeys(n.image.sha256 for n in new))
@@ -875,12 +978,14 @@ class Project:
                 sha = n.image.sha256
                 if sha in batch:
                     old = batch[sha]
+                    drop(i)
                     out.append(AddResult(old, duplicate=True,
                                          reason=f"the same image is already in '{old.label}' (item {old.id})"))
                     continue
                 # A duplicate creates no class: an import of pictures already here leaves no empty classes behind.
                 old = rows.get(sha)
                 if old is not None:
+                    drop(i)
                     if old.status == "deleted":
                         out.append(AddResult(None, duplicate=True, reason="the same image was deleted earlier "
                                              f"(item {old.id}; Undo restores it)"))
@@ -894,13 +999,15 @@ class Project:
                     inside(self.images_dir, labels[key]).mkdir(parents=True, exist_ok=True)
                 label = labels[key]
                 iid = sha[:12] if sha[:12] not in taken else self._new_id(con, sha, taken)
+                # The class folder was made safe above; the item id is hex, so the file stays inside it.
+                dest = os.path.join(root, label, f"{iid}{config.STORED_EXT}")
                 taken.add(iid)
                 rel = f"{label}/{iid}{config.STORED_EXT}"
                 now = time.time()
                 inserts.append((iid, label, rel, sha, n.image.width, n.image.height, n.source, now,
                                 json.dumps(n.meta, ensure_ascii=False) if n.meta else "{}"))
-                # The class folder was made safe above; the item id is hex, so the file stays inside it.
-                moves.append((i, os.path.join(root, label, f"{iid}{config.STORED_EXT}")))
+                moves.append((i, dest))
+                dests.add(dest)
                 item = Item(iid, label, rel, sha, n.image.width, n.image.height, n.source, now, "active",
                             None, dict(n.meta or {}))
                 batch[sha] = item
@@ -909,7 +1016,8 @@ class Project:
                 "INSERT INTO items(id, label, file, sha256, width, height, source, added, status, meta)"
                 " VALUES(?,?,?,?,?,?,?,?, 'active', ?)", inserts)
             for i, dest in moves:
-                os.replace(staged[i], dest)
+                if staged[i] != dest:  # staged, or written in place under another name or class
+                    os.replace(staged[i], dest)
                 staged[i] = None
         return out
 
@@ -1492,6 +1600,33 @@ class Project:
                 f"was the trash folder emptied?). This step was dropped from the history.")
 
     # --- crash recovery -----------------------------------------------------
+    @contextlib.contextmanager
+    def importing(self) -> Iterator[None]:
+        """While an import runs: its mark in ``tmp/`` (named after this process, so that it goes with it),
+        which tells :meth:`reconcile` in any process to leave the files written in place and not yet added.
+
+        A reconcile looks for marks after it has listed the class folders, and an import writes its
+        first picture after its mark is there, so no file of a running import is set aside.
+        """
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        mark = self.tmp_dir / f"{os.getpid()}-{os.urandom(6).hex()}.importing"
+        mark.touch()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                mark.unlink()
+
+    def _import_running(self) -> bool:
+        for f in self.tmp_dir.glob("*.importing"):
+            try:
+                pid = int(f.name.split("-", 1)[0])
+            except ValueError:
+                continue
+            if _pid_alive(pid):
+                return True
+        return False
+
     def reconcile(self) -> ReconcileReport:
         """Make the folders agree with the database after a crash.
 
@@ -1500,10 +1635,14 @@ class Project:
           from wherever an interrupted rename left it (another class folder or
           the trash); a deleted item still in ``images/`` goes to its trash path;
         - a file in ``images/`` that no row claims is moved to
-          ``trash/recovered/`` (never deleted) and reported;
+          ``trash/recovered/`` (never deleted) and reported, except the pictures
+          an import writes in place (:meth:`place`): while it runs (:meth:`importing`)
+          they are left alone, and those of an import that ended without adding
+          them (its process is gone) are removed as its temporary files are;
         - every class has its folder, and empty folders of classes that are gone are removed.
         """
         rep = ReconcileReport()
+        ended: list[float] = []  # when each import that ended before adding all it wrote had started
         for f in self.tmp_dir.glob("*"):
             try:
                 pid = int(f.name.split("-", 1)[0])
@@ -1511,6 +1650,8 @@ class Project:
                 pid = -1
             if f.is_file() and not _pid_alive(pid):
                 with contextlib.suppress(OSError):
+                    if f.suffix == ".importing":
+                        ended.append(f.stat().st_mtime)
                     f.unlink()
                     rep.temp_removed += 1
         with self._write() as con:
@@ -1538,15 +1679,29 @@ class Project:
                 else:
                     con.execute("UPDATE items SET status='missing' WHERE id=?", (it.id,))
                     rep.missing.append(it.id)
-            for f in sorted(self.images_dir.rglob("*")):
-                if f.is_file() and f.resolve() not in claimed:
-                    rel = f.relative_to(self.images_dir)
-                    dest = self.trash_dir / "recovered" / rel
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    if dest.exists():
-                        dest = dest.with_name(f"{dest.stem}-{os.urandom(3).hex()}{dest.suffix}")
-                    os.replace(f, dest)
-                    rep.orphans.append(str(rel))
+            strays = [f for f in sorted(self.images_dir.rglob("*")) if f.is_file() and f.resolve() not in claimed]
+            if strays and self._import_running():  # looked for after the listing: see importing()
+                strays = [f for f in strays if not _STORED_NAME.match(f.name)]
+            if strays and ended:  # written in place by an import after it started, and never added
+                since, left = min(ended), []
+                for f in strays:
+                    try:
+                        if _STORED_NAME.match(f.name) and f.stat().st_mtime >= since:
+                            f.unlink()
+                            rep.temp_removed += 1
+                            continue
+                    except OSError:
+                        pass
+                    left.append(f)
+                strays = left
+            for f in strays:
+                rel = f.relative_to(self.images_dir)
+                dest = self.trash_dir / "recovered" / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if dest.exists():
+                    dest = dest.with_name(f"{dest.stem}-{os.urandom(3).hex()}{dest.suffix}")
+                os.replace(f, dest)
+                rep.orphans.append(str(rel))
             # Folders agree with the class list: an interrupted class change can leave an empty
             # folder of a class that is gone, or a class without its folder.
             labels = {r["name"] for r in con.execute("SELECT name FROM labels")}
