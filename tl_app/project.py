@@ -825,7 +825,7 @@ class Project:
         import, or earlier by this one).
         """
         if folder is not None:
-            path = os.path.join(folder, image.sha256[:12] + config.STORED_EXT)
+            path = folder + os.sep + image.sha256[:12] + config.STORED_EXT  # spelled as _insert does
             try:
                 fd = os.open(path, _CREATE, 0o666)
             except OSError:  # no such folder (yet), or that name is taken: staged then
@@ -964,11 +964,13 @@ class Project:
                     rows[r["sha256"]] = Item._from_row(r)
                 short = [h[:12] for h in part]
                 taken.update(r[0] for r in con.execute(f"SELECT id FROM items WHERE id IN ({marks})", short))
-            labels: dict[str, str] = {}   # casefolded name -> stored name, for this batch
+            labels: dict[str, tuple[str, str]] = {}  # casefolded name -> (stored name, its folder), for this batch
             batch: dict[str, Item] = {}   # sha256 -> item added earlier in this batch
             inserts: list[tuple] = []
             moves: list[tuple[int, str]] = []
             root = str(self.images_dir)
+            now = time.time()
+            ext = config.STORED_EXT
             for i, n in enumerate(new):
                 try:
                     want = validate_label(n.label)
@@ -994,22 +996,26 @@ class Project:
                                              reason=f"the same image is already in '{old.label}' (item {old.id})"))
                     continue
                 key = want.casefold()
-                if key not in labels:
-                    labels[key] = self._ensure_label(con, want)
-                    inside(self.images_dir, labels[key]).mkdir(parents=True, exist_ok=True)
-                label = labels[key]
-                iid = sha[:12] if sha[:12] not in taken else self._new_id(con, sha, taken)
+                got = labels.get(key)
+                if got is None:
+                    stored = self._ensure_label(con, want)
+                    inside(self.images_dir, stored).mkdir(parents=True, exist_ok=True)
+                    got = labels[key] = (stored, os.path.join(root, stored) + os.sep)  # spelled as place() does
+                label, folder = got
+                iid = sha[:12]
+                if iid in taken:
+                    iid = self._new_id(con, sha, taken)
                 # The class folder was made safe above; the item id is hex, so the file stays inside it.
-                dest = os.path.join(root, label, f"{iid}{config.STORED_EXT}")
+                dest = folder + iid + ext
                 taken.add(iid)
-                rel = f"{label}/{iid}{config.STORED_EXT}"
-                now = time.time()
+                rel = f"{label}/{iid}{ext}"
+                meta = n.meta
                 inserts.append((iid, label, rel, sha, n.image.width, n.image.height, n.source, now,
-                                json.dumps(n.meta, ensure_ascii=False) if n.meta else "{}"))
+                                json.dumps(meta, ensure_ascii=False) if meta else "{}"))
                 moves.append((i, dest))
                 dests.add(dest)
                 item = Item(iid, label, rel, sha, n.image.width, n.image.height, n.source, now, "active",
-                            None, dict(n.meta or {}))
+                            None, dict(meta) if meta else {})
                 batch[sha] = item
                 out.append(AddResult(item))
             con.executemany(
