@@ -29,7 +29,7 @@ from .errors import ImageRejected
 Source = Union[str, Path, bytes, BinaryIO]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NormalizedImage:
     """An accepted image, re-encoded as JPEG under a name the app will choose."""
 

@@ -114,15 +114,18 @@ class ImportReport:
         return ", ".join(parts)
 
 
-@dataclass
+@dataclass(slots=True)  # an import lists every file first: one small object each, no __dict__, no closure
 class _Entry:
     name: str                      # shown in messages and kept as the source
     label: Optional[str]
-    read: Callable[[], bytes | Path]
+    read: Optional[Callable[[], bytes | Path]] = None  # how to read it, unless it is the file at ``path``
     reason: str = ""               # set when the entry is refused before reading
     source: str = ""               # the folder, zip or file it was found in, as given
     from_folder: bool = False      # its class is the name of a folder it sits in
     path: str = ""                 # a file on disk: its path (what the workers are given)
+
+    def reader(self) -> Callable[[], bytes | Path]:
+        return self.read if self.read is not None else (lambda p=self.path: Path(p))
 
 
 def _is_junk(name: str) -> bool:
@@ -148,14 +151,14 @@ def _folder_entries(folder: Path, label: Optional[str], loose: Optional[str]) ->
     src = str(folder)
     if label is not None:
         for f in _walk_files(folder):
-            yield _Entry(f, label, lambda f=f: Path(f), source=src, path=f)
+            yield _Entry(f, label, source=src, path=f)
         return
     for child in sorted(folder.iterdir()):
         if _is_junk(child.name):
             continue
         if child.is_dir():
             for f in _walk_files(child):
-                yield _Entry(f, child.name, lambda f=f: Path(f), source=src, from_folder=True, path=f)
+                yield _Entry(f, child.name, source=src, from_folder=True, path=f)
         elif child.is_file():
             yield _Entry(str(child), loose if loose is not None else folder.name, lambda f=child: f, source=src)
 
@@ -242,7 +245,7 @@ def files_in(source: str | Path) -> Iterator[tuple[str, Callable[[], bytes | Pat
     zip member, a zip that unpacks too far). Zip files get the same checks as an import.
     """
     for e in _entries([source], ""):
-        yield e.name, e.read, e.reason
+        yield e.name, e.reader(), e.reason
 
 
 # --- what an import will do ---------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 
-@dataclass
+@dataclass(slots=True)
 class Progress:
     """One progress report: ``done`` of ``total`` steps, and what is happening."""
 

@@ -395,7 +395,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__: fewer objects for the garbage collector, at 50,000 items
 class Item:
     """One image in the dataset. ``file`` is relative to the image root."""
 
@@ -481,7 +481,7 @@ class ClassStep:
     at: float
 
 
-@dataclass
+@dataclass(slots=True)
 class AddResult:
     """What happened to one image offered to :meth:`Project.add_image`."""
 
@@ -492,7 +492,7 @@ class AddResult:
     error: TLError | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class NewImage:
     """One picture for :meth:`Project.add_images`: the image, its class, where it came from.
 
