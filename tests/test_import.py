@@ -115,6 +115,16 @@ def test_exact_duplicates_are_skipped_and_counted_within_and_across_imports(proj
     assert not (project.images_dir / "dog").exists()  # no class, and no empty folder left for one
 
 
+def test_pictures_are_listed_in_the_order_they_were_imported(project, tmp_path):
+    """Galleries and "newest first" follow the order files were read in (not the pictures' hashes),
+    within a batch as across batches."""
+    names = [f"{i:02d}.png" for i in range(40)]
+    hostile.write_files(tmp_path / "src" / "cat", {n: hostile.png(seed=700 + i) for i, n in enumerate(names)})
+    import_files(project, [tmp_path / "src"])
+    assert [Path(it.source).name for it in project.items()] == names
+    assert [Path(it.source).name for it in project.items(newest=5)] == names[::-1][:5]
+
+
 def test_a_deleted_picture_imported_again_counts_as_duplicate(project, tmp_path):
     f = tmp_path / "one" / "cat" / "a.png"
     f.parent.mkdir(parents=True)

@@ -969,7 +969,6 @@ class Project:
             inserts: list[tuple] = []
             moves: list[tuple[int, str]] = []
             root = str(self.images_dir)
-            now = time.time()
             ext = config.STORED_EXT
             for i, n in enumerate(new):
                 try:
@@ -1009,6 +1008,7 @@ class Project:
                 dest = folder + iid + ext
                 taken.add(iid)
                 rel = f"{label}/{iid}{ext}"
+                now = time.time()  # one each: the order pictures were added in is the order of their times
                 meta = n.meta
                 inserts.append((iid, label, rel, sha, n.image.width, n.image.height, n.source, now,
                                 json.dumps(meta, ensure_ascii=False) if meta else "{}"))
