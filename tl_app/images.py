@@ -97,8 +97,11 @@ def _read_file(path: str | Path, limit: int) -> bytes:
         if size > limit:
             raise ImageRejected(f"the file is too large ({size / 1e6:.0f} MB; the limit is {limit / 1e6:.0f} MB)")
         parts = []
-        while block := os.read(fd, max(size + 1, 1 << 16)):  # a file that grew meanwhile is read to its end
+        want = max(size + 1, 1 << 16)
+        while block := os.read(fd, want):  # a file that grew meanwhile is read to its end
             parts.append(block)
+            if len(block) == size and len(parts) == 1:  # the whole file at once, as long as it was: its end
+                break                                    # (no second read to find it; one that grew gave more)
             if sum(map(len, parts)) > limit:
                 break
         return parts[0] if len(parts) == 1 else b"".join(parts)
