@@ -126,9 +126,11 @@ def stage_import(work: Path) -> dict:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
+    from tl_app.features import freeze_loaded_objects
     from tl_app.importer import import_files
     from tl_app.project import Project
 
+    freeze_loaded_objects()  # as both fronts do once their modules are loaded
     files = sorted((work / "src").rglob("*.jpg"))
     workers = max(1, min(4, os.cpu_count() or 1))  # what import_files uses
     # Nothing is deleted here: what is in the way goes to work/set-aside, deleted with the work folder.

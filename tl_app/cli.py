@@ -747,9 +747,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # train --processes starts the same command again
     if argv is None:  # a command of its own process (not a call from a program): its passes reuse freed memory
-        from .features import keep_freed_memory
+        from .features import freeze_loaded_objects, keep_freed_memory
 
         keep_freed_memory()
+        freeze_loaded_objects()  # what is loaded now stays for the command's life
     try:
         return args.fn(args)
     except TLError as e:

@@ -157,8 +157,9 @@ def _folder_entries(folder: Path, label: Optional[str], loose: Optional[str]) ->
         if _is_junk(child.name):
             continue
         if child.is_dir():
+            name = child.name
             for f in _walk_files(child):
-                yield _Entry(f, child.name, source=src, from_folder=True, path=f)
+                yield _Entry(f, name, source=src, from_folder=True, path=f)
         elif child.is_file():
             yield _Entry(str(child), loose if loose is not None else folder.name, lambda f=child: f, source=src)
 

@@ -15,9 +15,10 @@ transaction that inserts its row commits. An import writes it straight into its
 class folder under its final name when that folder exists and holds no file of
 that name (:meth:`Project.place`); otherwise it is written to ``tmp/`` and renamed
 into place inside the transaction. A crash leaves either both, or files no row
-claims: :meth:`Project.reconcile` removes those of ``tmp/`` and sets those of
-``images/`` aside in ``trash/recovered/`` (never deleted; while an import runs,
-its files are left alone).
+claims: :meth:`Project.reconcile` removes those of ``tmp/`` and the pictures an
+import wrote in place and never added (left alone while it runs, removed once its
+process is gone), and sets any other file of ``images/`` aside in
+``trash/recovered/`` (never deleted).
 Deletes, relabels and class changes (rename, merge, delete) are file renames
 done inside one transaction with the rows they change; :meth:`Project.reconcile`
 finishes or reverts whatever a crash interrupted, using the database as the truth.
@@ -366,6 +367,9 @@ class Adding:
             # While this connection stays open, a batch's commit does not checkpoint the whole
             # database (SQLite does when its last connection closes: a write and an fsync of the file).
             self._con = self.project._connect()
+            # Room for the indexes' pages: with SQLite's default 2 MB, a batch's lookups and inserts at
+            # 50,000 pictures re-read pages from the file system (measured: 8.9 -> 7.3 µs a row).
+            self._con.execute("PRAGMA cache_size=-65536")
         return self.project._add(new, self._point, self._con, _synced)
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ import gradio as gr
 
 from .. import config, zerogpu
 from ..access import LOCAL, SPACE, Access, Allowance, check_serving, is_loopback_host, names_from
-from ..features import keep_freed_memory
+from ..features import freeze_loaded_objects, keep_freed_memory
 from ..project import Project
 from ..search import RateLimiter, SearchProvider
 from ..storage import keep_data_warning
@@ -181,6 +181,7 @@ def launch(project_dir: str | Path, *, host: str | None = None, port: int = conf
     demo = build_demo(project_dir, shared=shared, access=access)
     ctx: UIContext = demo.tl_context
     keep_freed_memory()  # a served picture's forward reuses the last one's memory (no fresh pages from the kernel)
+    freeze_loaded_objects()  # the page and the modules stay for the server's life: out of the collector's passes
     on_zerogpu = zerogpu.prepare()  # spaces reports its GPU functions when the server starts
     # On ZeroGPU Gradio caps an unsized queue at one event, which refuses a page's own load events as "busy".
     demo.queue(default_concurrency_limit=2, max_size=64 if shared or zerogpu.on_zerogpu() else None)
