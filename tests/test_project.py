@@ -441,7 +441,7 @@ def test_pictures_an_import_writes_in_place_are_left_alone_by_a_reconcile_while_
     img = normalize(hostile.jpeg(seed=210))
     stray = filled.images_dir / "red" / "dropped by hand.jpg"
     with filled.importing():
-        path = filled.place(img, filled.class_folder("red")[0])
+        path = filled.place(img, filled.ensure_class_folder("red")[0])
         assert Path(path).parent == filled.images_dir / "red"  # in place, not staged
         stray.write_bytes(hostile.jpeg(seed=211))
         rep = Project(filled.root).reconcile()  # what opening the project does
@@ -461,7 +461,7 @@ def test_an_import_that_died_leaves_no_picture_it_wrote_in_place_and_no_stray_is
     mark = filled.tmp_dir / f"{pid_max + 1}-abcdef.importing"  # the mark of an import whose process is gone
     mark.touch()
     os.utime(mark, (time.time() - 60, time.time() - 60))
-    left = filled.place(normalize(hostile.jpeg(seed=213)), filled.class_folder("blue")[0])
+    left = filled.place(normalize(hostile.jpeg(seed=213)), filled.ensure_class_folder("blue")[0])
 
     rep = Project(filled.root).reconcile()
 
@@ -476,7 +476,7 @@ def test_a_picture_written_in_place_is_not_discarded_once_another_import_added_i
     file). The first, finding a duplicate (or stopped), must not remove the file the row now names."""
     img = normalize(hostile.jpeg(seed=214))
     with filled.importing():
-        path = filled.place(img, filled.class_folder("red")[0])
+        path = filled.place(img, filled.ensure_class_folder("red")[0])
         res = filled.add_images([NewImage(img, "red")])[0]  # the other import: staged, then renamed there
         assert filled.path_of(res.item) == Path(path)
         filled.discard([path])  # the first import stops
@@ -485,7 +485,7 @@ def test_a_picture_written_in_place_is_not_discarded_once_another_import_added_i
             assert adding.add([NewImage(img, "red", staged=path)])[0].duplicate
         assert sha256_file(path) == img.sha256
         # The same picture written in place under another class is removed as a duplicate.
-        other = filled.place(img, filled.class_folder("blue")[0])
+        other = filled.place(img, filled.ensure_class_folder("blue")[0])
         assert Path(other).parent.name == "blue"
         with filled.adding() as adding:
             assert adding.add([NewImage(img, "blue", staged=other)])[0].duplicate

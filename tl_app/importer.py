@@ -472,7 +472,7 @@ def _prepare(e: _Entry) -> bytes | Path | ImageRejected | InvalidLabel:
         return ImageRejected(f"cannot be read ({err})")
 
 
-def _unlink_staged(project: Project, results: Iterable) -> None:
+def _discard_written(project: Project, results: Iterable) -> None:
     """Remove the files written for results that will not be added (see :meth:`Project.discard`)."""
     paths = [r[1] for r in results if isinstance(r, tuple)]
     if paths:
@@ -493,7 +493,7 @@ class _Folders:
         try:
             return self.known[label]
         except KeyError:
-            folder, made = self.project.class_folder(label)
+            folder, made = self.project.ensure_class_folder(label)
             if made:
                 self.made.append(folder)
             self.known[label] = folder
@@ -548,7 +548,7 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
             for _, f in pending:
                 if not f.cancelled():
                     with contextlib.suppress(Exception):  # the error that ended the import is already on its way
-                        _unlink_staged(project, f.result())
+                        _discard_written(project, f.result())
 
 
 def _worker_start(importer: int) -> None:
@@ -668,7 +668,7 @@ def _handed_out(project: Project, entries: list, got: list) -> Iterator[tuple]:
         try:
             yield e, r
         except GeneratorExit:
-            _unlink_staged(project, got[i + 1:])
+            _discard_written(project, got[i + 1:])
             raise
 
 
@@ -782,7 +782,7 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int,
         for chunk, prepared, f, _ in pending:  # staged and not taken (a stop), or to do again (a helper died)
             if not f.cancelled():
                 with contextlib.suppress(Exception):
-                    _unlink_staged(project, results(prepared, f.result()))
+                    _discard_written(project, results(prepared, f.result()))
         if redo is not None or unsent:
             redo = (redo or []) + [e for chunk, *_ in pending for e in chunk] + unsent
         threads.shutdown()
@@ -899,8 +899,6 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     pictures = 0  # in ``batch``
     limit = 8
     started = time.monotonic()
-    marking = project.importing()  # before any picture is written in place (see Project.importing)
-    marking.__enter__()
     adding = project.adding()  # opened before any picture is written (see SyncPoint)
     folders = _Folders(project)
     if processes is None:
@@ -910,47 +908,48 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     else:  # tasks of a few files (fewer hand-overs between threads), yet enough tasks for every thread
         decoded = _by_threads(project, iter(entries), workers, max(1, min(_CHUNK, total // (workers * 8))),
                               folders)
-    try:
-        # The files are decoded and staged by the workers, the batches added on the adding thread (its
-        # waits for the disk and the database overlap the decoding), and this thread hands them on.
-        for e, result in decoded:
-            shown = names.get(e.name, e.name)
-            if isinstance(result, (ImageRejected, InvalidLabel)):
-                failed += 1
-                batch.append((None, Rejected(shown, result.reason if isinstance(result, ImageRejected)
-                                             else str(result))))
-            else:
-                batch.append((e, result))
-                pictures += 1
-                # One transaction per batch: a commit per picture cost more than decoding it. Batches
-                # start small and double, so the first pictures are in the project at once; while the
-                # batch before is still being added, this one grows (up to _BATCH_MOST pictures).
-                if ((pictures >= limit or time.monotonic() - started > _BATCH_SECONDS)
-                        and (not in_flight or in_flight[0].done() or pictures >= _BATCH_MOST)):
-                    hand_over(batch)
-                    pictures = 0
-                    started = time.monotonic()
-                    limit = min(_BATCH, limit * 2)
-            done += 1
-            report.read = done
-            progress(Progress(done, total, shown, failed=failed))
-            if stop is not None and stop.is_set() and done < total:
-                report.stopped = True
-                break
-        hand_over(batch)  # what was decoded before a stop is kept
-        hand_over([])
-    finally:
-        with contextlib.suppress(Exception):  # the error that ended the import is already on its way
-            for f in in_flight:
-                f.result()
-        # After the last batch is in: a picture written in place and not taken is removed unless that
-        # batch put the same picture there (see Project.discard).
-        decoded.close()  # pictures written meanwhile are not kept
-        _unlink_staged(project, [r for e, r in batch if e is not None])  # a batch that failed to go in
-        adder.submit(adding.close).result()
-        adder.shutdown()
-        folders.close()
-        marking.__exit__(None, None, None)
+    # Its mark is there before any picture is written in place (see Project.importing), and goes after.
+    with project.importing():
+        try:
+            # The files are decoded and staged by the workers, the batches added on the adding thread (its
+            # waits for the disk and the database overlap the decoding), and this thread hands them on.
+            for e, result in decoded:
+                shown = names.get(e.name, e.name)
+                if isinstance(result, (ImageRejected, InvalidLabel)):
+                    failed += 1
+                    batch.append((None, Rejected(shown, result.reason if isinstance(result, ImageRejected)
+                                                 else str(result))))
+                else:
+                    batch.append((e, result))
+                    pictures += 1
+                    # One transaction per batch: a commit per picture cost more than decoding it. Batches
+                    # start small and double, so the first pictures are in the project at once; while the
+                    # batch before is still being added, this one grows (up to _BATCH_MOST pictures).
+                    if ((pictures >= limit or time.monotonic() - started > _BATCH_SECONDS)
+                            and (not in_flight or in_flight[0].done() or pictures >= _BATCH_MOST)):
+                        hand_over(batch)
+                        pictures = 0
+                        started = time.monotonic()
+                        limit = min(_BATCH, limit * 2)
+                done += 1
+                report.read = done
+                progress(Progress(done, total, shown, failed=failed))
+                if stop is not None and stop.is_set() and done < total:
+                    report.stopped = True
+                    break
+            hand_over(batch)  # what was decoded before a stop is kept
+            hand_over([])
+        finally:
+            with contextlib.suppress(Exception):  # the error that ended the import is already on its way
+                for f in in_flight:
+                    f.result()
+            # After the last batch is in: a picture written in place and not taken is removed unless that
+            # batch put the same picture there (see Project.discard).
+            decoded.close()  # pictures written meanwhile are not kept
+            _discard_written(project, [r for e, r in batch if e is not None])  # a batch that failed to go in
+            adder.submit(adding.close).result()
+            adder.shutdown()
+            folders.close()
     if report.stopped and report.items:
         # What a stopped import keeps is one step of the history: Undo takes it out again.
         n = len(report.items)

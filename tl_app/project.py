@@ -819,7 +819,7 @@ class Project:
 
     def place(self, image: NormalizedImage, folder: str | None, *, owner: int | str | None = None) -> str:
         """Write ``image`` for :meth:`Adding.add` straight to its place, ``<folder>/<first 12 of its sha256>.jpg``,
-        when the class folder ``folder`` (see :meth:`class_folder`) exists and holds no file of that name;
+        when the class folder ``folder`` (see :meth:`ensure_class_folder`) exists and holds no file of that name;
         otherwise to ``tmp/`` as :meth:`stage` does. Returns the file's path.
 
         A file written in place is not renamed when it is added (a rename cost about as much as
@@ -839,7 +839,7 @@ class Project:
                 return path
         return str(self.stage(image, owner=owner))
 
-    def class_folder(self, label: str | None) -> tuple[str | None, bool]:
+    def ensure_class_folder(self, label: str | None) -> tuple[str | None, bool]:
         """The folder :meth:`add_images` puts a picture of class ``label`` in (the class as stored,
         letter case ignored), for :meth:`place`, made if it is not there, and whether it was made
         here (None for a class name that is refused). An import that made a folder and added
@@ -861,7 +861,7 @@ class Project:
         return folder, True
 
     def drop_empty_folders(self, folders: Iterable[str]) -> None:
-        """Remove the folders :meth:`class_folder` made that are still empty and of no class."""
+        """Remove the folders :meth:`ensure_class_folder` made that are still empty and of no class."""
         with contextlib.suppress(sqlite3.Error):
             with self._read() as con:
                 for folder in folders:
