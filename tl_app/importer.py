@@ -505,16 +505,36 @@ class _Folders:
             self.made = []
 
 
+def _wait(fut, stop: Optional[StopToken]):
+    """A task's result, or None once ``stop`` is set while it runs (a task of large pictures takes
+    seconds, and the import's Stop must not wait for it)."""
+    if stop is None:
+        return fut.result()
+    from concurrent.futures import wait
+
+    while not wait([fut], timeout=0.1).done:
+        if stop.is_set():
+            return None
+    return fut.result()
+
+
 def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
-                chunk: int = 1, folders: Optional[_Folders] = None) -> Iterator[tuple[_Entry, object]]:
+                chunk: int = 1, folders: Optional[_Folders] = None,
+                stop: Optional[StopToken] = None) -> Iterator[tuple[_Entry, object]]:
     """Each entry with its result, in order: ``(image, staged file)`` or the refusal (an exception object).
 
     Decoded and staged on a small thread pool, ``chunk`` files per task; on close (a Stop), what
-    was staged and not taken is removed.
+    was staged and not taken is removed. Once ``stop`` is set, it ends without waiting for the task
+    under way, whose other pictures are skipped.
     """
+    import threading
+
     folders = folders or _Folders(project)
+    halt = threading.Event()  # set when nothing more is taken: the tasks under way skip the rest
 
     def one(e: _Entry, folder: Optional[str]):
+        if halt.is_set():
+            return ImageRejected("the import was stopped")  # not taken
         src = _prepare(e)
         if isinstance(src, (ImageRejected, InvalidLabel)):
             return src
@@ -539,10 +559,14 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
                     pending.append((part, pool.submit(work, part, [folders.of(e.label) for e in part])))
                 if not pending:
                     return
-                part, fut = pending.popleft()
-                got = fut.result()
+                part, fut = pending[0]
+                got = _wait(fut, stop)
+                if got is None:
+                    return  # stopped: the task goes with the others still pending
+                pending.popleft()
                 yield from _handed_out(project, part, got)
         finally:
+            halt.set()
             for _, f in pending:
                 f.cancel()
             for _, f in pending:
@@ -551,7 +575,12 @@ def _by_threads(project: Project, entries: Iterator[_Entry], workers: int,
                         _discard_written(project, f.result())
 
 
-def _worker_start(importer: int) -> None:
+#: In a helper process: the import's Stop, set by the importing process when it stops taking results
+#: (see :func:`_stage_chunk`).
+_STOPPING = None
+
+
+def _worker_start(importer: int, stopping=None) -> None:
     """In a helper process: end when the importing process ends, whatever ends it (a kill included).
 
     The helper's parent is multiprocessing's fork server, not the importing process, and neither
@@ -563,6 +592,8 @@ def _worker_start(importer: int) -> None:
     # Ctrl-C in a terminal reaches every process of the program: the importing process decides (a
     # first Ctrl-C stops the import and keeps what is done); a helper ends when it ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _STOPPING
+    _STOPPING = stopping
 
     def watch() -> None:
         try:
@@ -587,7 +618,7 @@ def _worker_start(importer: int) -> None:
 _WORKER_PROJECT: dict[str, Project] = {}
 
 
-def _stage_chunk(root: str, owner: str, jobs: list) -> list:
+def _stage_chunk(root: str, owner: str, jobs: list, stopping=None) -> list:
     """In a helper process: normalise and write each job (``(path or picture bytes, class folder or
     None)``; None is skipped) where :meth:`Project.place` puts it.
 
@@ -599,8 +630,16 @@ def _stage_chunk(root: str, owner: str, jobs: list) -> list:
     project = _WORKER_PROJECT.get(root)
     if project is None:
         project = _WORKER_PROJECT[root] = Project(root)
+    stopping = stopping or _STOPPING
     out: list = []
+    asked, stopped = time.monotonic(), False
     for job in jobs:
+        # Once the import has stopped, the rest of the task is skipped (its results are not taken): a
+        # task of large pictures takes seconds. Asked at most every 0.1 s (asking costs a lock).
+        if stopping is not None and not stopped and time.monotonic() - asked > 0.1:
+            asked, stopped = time.monotonic(), stopping.is_set()
+        if stopped:
+            job = None
         img = None if job is None else _normalize_one(job[0])
         if img is None or isinstance(img, ImageRejected):
             out.append(img and img.reason)
@@ -673,7 +712,7 @@ def _handed_out(project: Project, entries: list, got: list) -> Iterator[tuple]:
 
 
 def _by_processes(project: Project, entries: Iterator[_Entry], workers: int,
-                  folders: _Folders) -> Iterator[tuple[_Entry, object]]:
+                  folders: _Folders, stop: Optional[StopToken] = None) -> Iterator[tuple[_Entry, object]]:
     """As :func:`_by_threads`, on ``workers`` helper processes, :data:`_PROCESS_CHUNK` files per task at
     first, then as many as take about :data:`_TASK_SECONDS` at the pace so far.
 
@@ -713,12 +752,17 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int,
         context = None
         failed.append(err)
 
+    stopping = threading.Event()  # this import has stopped taking results: the tasks under way skip the rest
+    helpers_stopping = []  # the same for the helpers, once they are started
+
     def start() -> None:
         if context is None:
             return
         try:
+            event = context.Event()
+            helpers_stopping.append(event)
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_start,
-                                       initargs=(os.getpid(),))
+                                       initargs=(os.getpid(), event))
             try:
                 pool.submit(os.getpid).result()
             except BaseException:
@@ -753,18 +797,23 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int,
                         unsent = chunk
                         break
                 else:  # the helpers are not there yet (or cannot start): the same work on a thread here
-                    fut = threads.submit(_stage_chunk, root, tag, jobs)
+                    fut = threads.submit(_stage_chunk, root, tag, jobs, stopping)
                 pending.append((chunk, prepared, fut, size))
                 inflight += size
             if not pending:
                 break  # done, or the rest goes on threads (unsent)
-            chunk, prepared, fut, size = pending.popleft()
-            inflight -= size
+            chunk, prepared, fut, size = pending[0]
             try:
-                got = results(prepared, fut.result())
+                raw = _wait(fut, stop)
             except BrokenProcessPool:
+                pending.popleft()
                 redo = chunk
                 break
+            if raw is None:
+                return  # stopped: the task goes with the others still pending (see finally)
+            pending.popleft()
+            inflight -= size
+            got = results(prepared, raw)
             received.update(r[1] for r in got if isinstance(r, tuple))
             if ready:
                 now = time.monotonic()
@@ -777,6 +826,10 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int,
                             _PROCESS_CHUNK_LEAST, _TASK_SECONDS * paced / (now - since) / workers)))
             yield from _handed_out(project, chunk, got)
     finally:
+        stopping.set()  # nothing more is taken from the tasks under way (done, stopped, or redone on threads)
+        for event in helpers_stopping:
+            with contextlib.suppress(Exception):
+                event.set()
         for *_, f, _ in pending:
             f.cancel()
         for chunk, prepared, f, _ in pending:  # staged and not taken (a stop), or to do again (a helper died)
@@ -794,7 +847,7 @@ def _by_processes(project: Project, entries: Iterator[_Entry], workers: int,
         for f in project.tmp_dir.glob(f"{tag}-*.part"):
             if str(f) not in received:
                 f.unlink(missing_ok=True)
-        yield from _by_threads(project, itertools.chain(redo, entries), workers, _CHUNK, folders)
+        yield from _by_threads(project, itertools.chain(redo, entries), workers, _CHUNK, folders, stop)
 
 
 def _helpers_may_start() -> bool:
@@ -904,10 +957,10 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
     if processes is None:
         processes = total >= _PROCESSES_FROM
     if processes and workers > 1 and _helpers_may_start():
-        decoded = _by_processes(project, iter(entries), workers, folders)
+        decoded = _by_processes(project, iter(entries), workers, folders, stop)
     else:  # tasks of a few files (fewer hand-overs between threads), yet enough tasks for every thread
         decoded = _by_threads(project, iter(entries), workers, max(1, min(_CHUNK, total // (workers * 8))),
-                              folders)
+                              folders, stop)
     # Its mark is there before any picture is written in place (see Project.importing), and goes after.
     with project.importing():
         try:
@@ -935,8 +988,9 @@ def import_files(project: Project, sources: Iterable[str | Path], *, label: Opti
                 report.read = done
                 progress(Progress(done, total, shown, failed=failed))
                 if stop is not None and stop.is_set() and done < total:
-                    report.stopped = True
                     break
+            if stop is not None and stop.is_set() and done < total:  # also when a task under way was left
+                report.stopped = True
             hand_over(batch)  # what was decoded before a stop is kept
             hand_over([])
         finally:
