@@ -437,7 +437,7 @@ _CHUNK = 16
 _PROCESS_CHUNK = 32
 #: Then as many as take a helper about this long (from the pace so far), within these bounds: small
 #: pictures go in tasks of 256 (4% less processor time per picture than 64, at 96 px), large photos
-#: in tasks of a few, so that a Stop, which waits for the tasks under way, stays within a second.
+#: in tasks of a few (a Stop does not wait for a task: its other pictures are skipped, see _stage_chunk).
 _TASK_SECONDS = 0.25
 _PROCESS_CHUNK_LEAST, _PROCESS_CHUNK_MOST = 8, 256
 #: Tasks in flight per helper process: enough that they go on while a batch is added to the project,

@@ -869,34 +869,37 @@ class Project:
                         with contextlib.suppress(OSError):
                             os.rmdir(folder)
 
-    def _claimed(self, con: sqlite3.Connection, path: str) -> bool:
-        """Whether an active item's row names the file ``path`` of a class folder."""
+    def _written_in_place(self, path: str | Path) -> bool:
+        """Whether a file written for :meth:`Adding.add` is in its class folder (:meth:`place`), not staged."""
+        return os.path.dirname(os.fspath(path)) != str(self.tmp_dir)
+
+    def _remove_unclaimed(self, con: sqlite3.Connection, path: str) -> None:
+        """Inside a write transaction: remove a picture written in place unless an active item's row names
+        that file (the same picture, added there meanwhile by another import or an earlier batch)."""
         stem, ext = os.path.splitext(os.path.basename(path))
         rel = f"{os.path.basename(os.path.dirname(path))}/{stem}{ext}"
-        return con.execute("SELECT 1 FROM items WHERE id=? AND file=? AND status='active'",
-                           (stem, rel)).fetchone() is not None
+        if con.execute("SELECT 1 FROM items WHERE id=? AND file=? AND status='active'", (stem, rel)).fetchone() is None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def discard(self, paths: Iterable[str | Path]) -> None:
         """Remove files written for :meth:`Adding.add` and not added: staged ones, and ones written in
         place unless an item's row claims that file. Checked and removed under the write lock, so that
         no import's commit (which puts its files in place inside its transaction) claims one meanwhile.
         What cannot be checked (the database fails) stays, for :meth:`reconcile` to set aside."""
-        tmp, placed = str(self.tmp_dir), []
-        for p in paths:
-            p = os.fspath(p)
-            if os.path.dirname(p) == tmp:
+        placed = []
+        for p in map(os.fspath, paths):
+            if self._written_in_place(p):
+                placed.append(p)
+            else:
                 with contextlib.suppress(OSError):
                     os.unlink(p)
-            else:
-                placed.append(p)
         if not placed:
             return
         with contextlib.suppress(sqlite3.Error, OSError):
             with self._write() as con:
                 for p in placed:
-                    if not self._claimed(con, p):
-                        with contextlib.suppress(OSError):
-                            os.unlink(p)
+                    self._remove_unclaimed(con, p)
 
     def adding(self) -> "Adding":
         """Open before staging the pictures of an import; add them with :meth:`Adding.add`, a batch at a time.
@@ -943,17 +946,15 @@ class Project:
         becomes None once its file is in place, or once a file written in place is removed or found to
         be another item's)."""
         out: list[AddResult] = []
-        tmp = str(self.tmp_dir)
         dests: set[str] = set()  # the files this batch puts in place
 
         def drop(i: int) -> None:
-            """A picture written in place and not added: removed, unless an item's file is there now."""
+            """A picture written in place and not added: removed, unless an item's file is there now
+            (a staged one is removed after the transaction)."""
             t = staged[i]
-            if t is not None and os.path.dirname(os.fspath(t)) != tmp:
-                t = os.fspath(t)
-                if t not in dests and not self._claimed(con, t):
-                    with contextlib.suppress(OSError):
-                        os.unlink(t)
+            if t is not None and self._written_in_place(t):
+                if os.fspath(t) not in dests:
+                    self._remove_unclaimed(con, os.fspath(t))
                 staged[i] = None
 
         with self._write(con) as con:
